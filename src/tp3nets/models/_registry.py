@@ -1,0 +1,165 @@
+"""The model registry: builders by name, their weight enums, and the shared builder logic."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from torch import nn
+
+from ..weights import CHECKPOINT_SUFFIXES, WeightsEnum, load_state_dict, load_weights_into
+from ._utils import ClassifierModel
+
+__all__ = [
+    "get_model",
+    "get_model_builder",
+    "get_model_weights",
+    "get_weight",
+    "list_models",
+    "register_model",
+]
+
+M = TypeVar("M", bound=ClassifierModel)
+F = TypeVar("F", bound=Callable[..., nn.Module])
+
+_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+_WEIGHTS: dict[str, type[WeightsEnum]] = {}
+
+
+def register_model(
+    name: str | None = None, *, weights: type[WeightsEnum] | None = None
+) -> Callable[[F], F]:
+    """Register a builder under ``name`` (its function name by default).
+
+    Raises:
+        ValueError: if the name is taken.
+    """
+
+    def wrap(fn: F) -> F:
+        key = name or fn.__name__
+        if key in _BUILDERS:
+            raise ValueError(f"a model named {key!r} is already registered")
+        _BUILDERS[key] = fn
+        if weights is not None:
+            _WEIGHTS[key] = weights
+        return fn
+
+    return wrap
+
+
+def _unknown(name: str) -> ValueError:
+    names = sorted(_BUILDERS)
+    close = difflib.get_close_matches(name.lower(), names, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return ValueError(f"unknown model {name!r}{hint} (available: {', '.join(names)})")
+
+
+def list_models() -> list[str]:
+    """The names of the registered models, sorted.
+
+    Example:
+        >>> list_models()
+        ['convnet2', 'convnet3', 'convnet4', 'multinomial_logistic_regression']
+    """
+    return sorted(_BUILDERS)
+
+
+def get_model_builder(name: str) -> Callable[..., nn.Module]:
+    """The builder registered under ``name``.
+
+    Raises:
+        ValueError: unknown name; close matches are suggested.
+
+    Example:
+        >>> get_model_builder("convnet4").__name__
+        'convnet4'
+    """
+    try:
+        return _BUILDERS[name.lower()]
+    except KeyError:
+        raise _unknown(name) from None
+
+
+def get_model(name: str, **config: Any) -> nn.Module:
+    """Build the model registered under ``name``; ``config`` goes to its builder.
+
+    Example:
+        >>> get_model("convnet2", num_classes=3).num_classes
+        3
+    """
+    return get_model_builder(name)(**config)
+
+
+def get_model_weights(name: str | Callable[..., nn.Module]) -> type[WeightsEnum]:
+    """The weights enum of a model, given its name or its builder.
+
+    Example:
+        >>> get_model_weights("convnet4").__name__
+        'ConvNet4_Weights'
+    """
+    if callable(name):
+        key = next((k for k, v in _BUILDERS.items() if v is name), None)
+        if key is None:
+            raise ValueError(f"{name!r} is not a registered builder")
+    else:
+        key = name.lower()
+    if key not in _WEIGHTS:
+        if key in _BUILDERS:
+            raise ValueError(f"model {key!r} has no pretrained weights")
+        raise _unknown(key)
+    return _WEIGHTS[key]
+
+
+def get_weight(name: str) -> WeightsEnum:
+    """A weights member by its qualified name, such as ``"ConvNet4_Weights.MNIST_V1"``.
+
+    Example:
+        >>> get_weight("ConvNet4_Weights.DEFAULT")
+        ConvNet4_Weights.MNIST_V1
+    """
+    enum_name, _, member = name.partition(".")
+    for enum_cls in _WEIGHTS.values():
+        if enum_cls.__name__ == enum_name and member:
+            found = enum_cls.verify(member)
+            assert found is not None
+            return found
+    known = sorted(f"{e.__name__}.{m}" for e in _WEIGHTS.values() for m in e.__members__)
+    close = difflib.get_close_matches(name, known, n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise ValueError(f"unknown weights {name!r}{hint}")
+
+
+def _is_path(weights: object) -> bool:
+    if isinstance(weights, os.PathLike):
+        return True
+    return isinstance(weights, str) and (
+        weights.lower().endswith(CHECKPOINT_SUFFIXES) or os.sep in weights or "/" in weights
+    )
+
+
+def _build(
+    cls: type[M], enum_cls: type[WeightsEnum], weights: Any, kwargs: dict[str, Any]
+) -> M:
+    """Construct ``cls(**kwargs)`` and load ``weights`` (member, name or file) into it."""
+    if weights is None:
+        return cls(**kwargs)
+    if _is_path(weights):
+        path = Path(weights)
+        model = cls(**kwargs)
+        load_weights_into(model, load_state_dict(path), source=str(path))
+        return model
+    member = enum_cls.verify(weights)
+    assert member is not None
+    categories = member.meta["categories"]
+    model = cls(**kwargs)
+    if model.num_classes != len(categories):
+        raise ValueError(
+            f"{member!r} has {len(categories)} classes but num_classes={model.num_classes} "
+            f"was asked for; build with the pretrained head and call "
+            f"model.reset_classifier({model.num_classes}) for a new task"
+        )
+    load_weights_into(model, member.get_state_dict(), source=member.file)
+    return model

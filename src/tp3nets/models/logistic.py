@@ -1,0 +1,130 @@
+"""Multinomial logistic regression: one Linear layer over the flattened pixels."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..weights import Weights, WeightsEnum
+from ..weights._defaults import MNIST_META, mnist_transforms
+from ._registry import _build, register_model
+from ._utils import ClassifierModel, _check_flat, _positive_int
+
+# A leaf call for torch.fx: its checks branch on shapes, which fx cannot trace.
+torch.fx.wrap("_check_flat")
+
+__all__ = [
+    "MultinomialLogisticRegression",
+    "MultinomialLogisticRegression_Weights",
+    "multinomial_logistic_regression",
+]
+
+
+class MultinomialLogisticRegression(ClassifierModel):
+    """Softmax regression: logits ``x W^T + b`` over the flattened input.
+
+    Same layer and state_dict keys (``classifier.weight``, ``classifier.bias``) as the
+    reference lab. Unlike the reference, which reads a global ``input_size`` and calls
+    ``reshape(-1, input_size)`` (silently regrouping the pixels of wrongly sized images
+    into a different batch), the batch dimension is kept and every sample must hold exactly
+    ``input_size`` values. There is no softmax: pair the logits with
+    :class:`~torch.nn.CrossEntropyLoss`.
+
+    Args:
+        input_size: values per sample (784 for 28×28 grayscale images).
+        output_size: number of classes (the reference's name for it).
+        num_classes: keyword alias of ``output_size``, shared with the other models.
+
+    Raises:
+        ValueError: if a size is not a positive int, or ``num_classes`` conflicts with
+            ``output_size``.
+
+    Shape:
+        (N, input_size) or (N, C, H, W) with C·H·W = input_size → (N, output_size)
+
+    Example:
+        >>> import torch
+        >>> model = MultinomialLogisticRegression(784, 10)
+        >>> model(torch.zeros(4, 1, 28, 28)).shape
+        torch.Size([4, 10])
+        >>> model(torch.zeros(4, 784)).shape
+        torch.Size([4, 10])
+    """
+
+    _head_path = "classifier"
+
+    def __init__(
+        self, input_size: int = 784, output_size: int = 10, *, num_classes: int | None = None
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        if num_classes is not None:
+            if output_size not in (10, num_classes):
+                raise ValueError(
+                    f"{name} got output_size={output_size!r} and num_classes={num_classes!r}; "
+                    "give one of them"
+                )
+            output_size = num_classes
+        self.input_size = _positive_int("input_size", input_size, name)
+        self.num_classes = _positive_int("output_size", output_size, name)
+        self.input_shape: tuple[int, ...] = (
+            (1, 28, 28) if self.input_size == 784 else (self.input_size,)
+        )
+        # No softmax here: CrossEntropyLoss applies log-softmax itself.
+        self.classifier = nn.Linear(self.input_size, self.num_classes)
+
+    @property
+    def output_size(self) -> int:
+        """The number of classes, under the reference's name."""
+        return self.num_classes
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_flat(x, "MultinomialLogisticRegression", self.input_size)
+        x = x.reshape(x.shape[0], self.input_size)  # (N, input_size)
+        out: Tensor = self.classifier(x)  # (N, num_classes)
+        return out
+
+
+class MultinomialLogisticRegression_Weights(WeightsEnum):
+    """Pretrained weights for :class:`MultinomialLogisticRegression`."""
+
+    MNIST_V1 = Weights(
+        file="multinomial_logistic_regression_mnist_v1.safetensors",
+        sha256="0" * 64,
+        transforms=mnist_transforms,
+        meta={**MNIST_META, "num_params": 7_850},
+    )
+    DEFAULT = MNIST_V1
+
+
+@register_model(weights=MultinomialLogisticRegression_Weights)
+def multinomial_logistic_regression(
+    *,
+    weights: MultinomialLogisticRegression_Weights | str | None = None,
+    progress: bool = True,
+    **kwargs: Any,
+) -> MultinomialLogisticRegression:
+    """Build a :class:`MultinomialLogisticRegression`, optionally with pretrained weights.
+
+    Args:
+        weights: ``None`` for random initialisation, a
+            :class:`MultinomialLogisticRegression_Weights` member, its name (``"DEFAULT"``,
+            ``"MNIST_V1"``, ``"MultinomialLogisticRegression_Weights.MNIST_V1"``), or the path
+            of a checkpoint file (``.safetensors``, ``.pt``, ``.pth``).
+        progress: accepted for torchvision compatibility; the weights ship inside the package,
+            so nothing is downloaded and no progress bar is shown.
+        **kwargs: passed to :class:`MultinomialLogisticRegression`.
+
+    Returns:
+        The model, in training mode.
+
+    Example:
+        >>> model = multinomial_logistic_regression(weights="DEFAULT")
+        >>> model.num_classes
+        10
+    """
+    return _build(
+        MultinomialLogisticRegression, MultinomialLogisticRegression_Weights, weights, kwargs
+    )
