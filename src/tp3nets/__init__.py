@@ -30,6 +30,8 @@ from .models import (
     list_models,
     multinomial_logistic_regression,
 )
+from .callbacks import EarlyStopping, ModelCheckpoint
+from .training import History, evaluate, fit, predict, seed_everything, train_one_epoch
 from .transforms import MNISTPreprocess
 from .weights import CheckpointError, Weights, WeightsEnum, load_state_dict
 
@@ -41,7 +43,10 @@ __all__ = [
     "ConvNet3_Weights",
     "ConvNet4",
     "ConvNet4_Weights",
+    "EarlyStopping",
+    "History",
     "MNISTPreprocess",
+    "ModelCheckpoint",
     "MultinomialLogisticRegression",
     "MultinomialLogisticRegression_Weights",
     "Weights",
@@ -51,6 +56,8 @@ __all__ = [
     "convnet2",
     "convnet3",
     "convnet4",
+    "evaluate",
+    "fit",
     "get_model",
     "get_model_builder",
     "get_model_weights",
@@ -58,4 +65,7 @@ __all__ = [
     "list_models",
     "load_state_dict",
     "multinomial_logistic_regression",
+    "predict",
+    "seed_everything",
+    "train_one_epoch",
 ]

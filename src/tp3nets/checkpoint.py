@@ -1,0 +1,150 @@
+"""Full training checkpoints: written atomically, read without unpickling code."""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import torch
+from torch import nn
+
+from .weights import CheckpointError, load_weights_into
+from .weights._api import _strip_prefixes
+
+if TYPE_CHECKING:
+    from .training import History
+
+__all__ = ["CHECKPOINT_FORMAT", "load_checkpoint", "make_checkpoint", "save_checkpoint"]
+
+CHECKPOINT_FORMAT: Final = "tp3nets.checkpoint/1"
+
+
+def _bare(model: nn.Module) -> nn.Module:
+    """The module under DDP (``.module``) and torch.compile (``._orig_mod``) wrappers."""
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
+def make_checkpoint(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    scheduler: Any,
+    scaler: Any,
+    epoch: int,
+    history: History | None,
+) -> dict[str, Any]:
+    """Everything needed to continue a run exactly: weights, optimizer, scheduler, RNGs."""
+    bare = _bare(model)
+    rng: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": list(random.getstate()[1]) + [random.getstate()[0]],
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "model_class": type(bare).__name__,
+        "model": {_strip_prefixes(k): v for k, v in bare.state_dict().items()},
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "epoch": int(epoch),
+        "history": history.to_dict() if history is not None else None,
+        "rng": rng,
+        "torch_version": torch.__version__,
+    }
+
+
+def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write ``checkpoint`` to ``path`` atomically: a temporary file, fsync, then rename.
+
+    A process killed while saving leaves the previous file at ``path`` whole.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(checkpoint, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return target
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str], *, device: torch.device | str | None = None
+) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`, refusing pickled code.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: not a tp3nets checkpoint, or unreadable.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {str(p)!r}")
+    try:
+        ckpt = torch.load(p, map_location=device or "cpu", weights_only=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{str(p)!r} is not a readable tp3nets checkpoint: {first}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{str(p)!r} is not a tp3nets training checkpoint (for bare weights use "
+            "tp3nets.load_state_dict)"
+        )
+    return ckpt
+
+
+def restore_checkpoint(
+    ckpt: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: Any,
+    *,
+    source: str,
+) -> tuple[int, History]:
+    """Load a checkpoint's states into the run's objects; return (epoch, history)."""
+    from .training import History
+
+    bare = _bare(model)
+    if ckpt.get("model_class") != type(bare).__name__:
+        raise CheckpointError(
+            f"{source} was saved from a {ckpt.get('model_class')}, not a {type(bare).__name__}"
+        )
+    load_weights_into(bare, ckpt["model"], source=source)
+    if ckpt.get("optimizer") is not None:
+        try:
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except (ValueError, KeyError) as exc:
+            raise CheckpointError(f"{source}: the optimizer state does not fit: {exc}") from None
+    if scheduler is not None and ckpt.get("scheduler") is not None:
+        scheduler.load_state_dict(ckpt["scheduler"])
+    if scaler is not None and ckpt.get("scaler") is not None:
+        scaler.load_state_dict(ckpt["scaler"])
+    rng = ckpt.get("rng") or {}
+    if "torch" in rng:
+        torch.set_rng_state(rng["torch"].cpu())
+    if "python" in rng:
+        values = rng["python"]
+        random.setstate((values[-1], tuple(values[:-1]), None))
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+    history = History.from_dict(ckpt["history"] or {})
+    return int(ckpt["epoch"]), history
