@@ -7,8 +7,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..weights import Weights, WeightsEnum
-from ..weights._defaults import MNIST_META, mnist_transforms
+from ..weights import WeightsEnum
+from ..weights._defaults import mnist_weights
 from ._registry import _build, register_model
 from ._utils import ClassifierModel, _check_images, _positive_int, _probability, _size2
 
@@ -92,12 +92,7 @@ class ConvNet2(ClassifierModel):
 class ConvNet2_Weights(WeightsEnum):
     """Pretrained weights for :class:`ConvNet2`."""
 
-    MNIST_V1 = Weights(
-        file="convnet2_mnist_v1.safetensors",
-        sha256="0" * 64,
-        transforms=mnist_transforms,
-        meta={**MNIST_META, "num_params": 789_718},
-    )
+    MNIST_V1 = mnist_weights("convnet2")
     DEFAULT = MNIST_V1
 
 

@@ -9,8 +9,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..layers import batch_relu
-from ..weights import Weights, WeightsEnum
-from ..weights._defaults import MNIST_META, mnist_transforms
+from ..weights import WeightsEnum
+from ..weights._defaults import mnist_weights
 from ._registry import _build, register_model
 from ._utils import ClassifierModel, _check_images, _positive_int, _probability
 
@@ -102,12 +102,7 @@ class ConvNet4(ClassifierModel):
 class ConvNet4_Weights(WeightsEnum):
     """Pretrained weights for :class:`ConvNet4`."""
 
-    MNIST_V1 = Weights(
-        file="convnet4_mnist_v1.safetensors",
-        sha256="0" * 64,
-        transforms=mnist_transforms,
-        meta={**MNIST_META, "num_params": 1_148_618},
-    )
+    MNIST_V1 = mnist_weights("convnet4")
     DEFAULT = MNIST_V1
 
 

@@ -7,8 +7,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..weights import Weights, WeightsEnum
-from ..weights._defaults import MNIST_META, mnist_transforms
+from ..weights import WeightsEnum
+from ..weights._defaults import mnist_weights
 from ._registry import _build, register_model
 from ._utils import ClassifierModel, _check_flat, _positive_int
 
@@ -90,12 +90,7 @@ class MultinomialLogisticRegression(ClassifierModel):
 class MultinomialLogisticRegression_Weights(WeightsEnum):
     """Pretrained weights for :class:`MultinomialLogisticRegression`."""
 
-    MNIST_V1 = Weights(
-        file="multinomial_logistic_regression_mnist_v1.safetensors",
-        sha256="0" * 64,
-        transforms=mnist_transforms,
-        meta={**MNIST_META, "num_params": 7_850},
-    )
+    MNIST_V1 = mnist_weights("multinomial_logistic_regression")
     DEFAULT = MNIST_V1
 
 

@@ -6,6 +6,8 @@ from functools import partial
 from typing import Any, Final
 
 from ..transforms import MNISTPreprocess
+from ._api import Weights
+from ._records import RECORDS
 
 DIGITS: Final = tuple(str(d) for d in range(10))
 
@@ -22,3 +24,23 @@ MNIST_META: Final[dict[str, Any]] = {
 }
 
 mnist_transforms: Final = partial(MNISTPreprocess)
+
+
+def mnist_weights(model: str) -> Weights:
+    """The :class:`Weights` of the bundled MNIST file of ``model``, from its training record.
+
+    The sha256, file size, recipe and metrics come from ``_records.py``, which
+    ``recipes/sync_meta.py`` writes from the training run's own output.
+    """
+    record = RECORDS[model]
+    meta = {
+        **MNIST_META,
+        "num_params": record["num_params"],
+        "file_size": record["file_size"],
+        "recipe": record["recipe"],
+        "metrics": record["metrics"],
+        "history": record["history"],
+    }
+    return Weights(
+        file=record["file"], sha256=record["sha256"], transforms=mnist_transforms, meta=meta
+    )

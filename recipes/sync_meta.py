@@ -1,0 +1,38 @@
+"""Regenerate ``src/tp3nets/weights/_records.py`` from ``recipes/results/*.json``.
+
+Run after ``train_weights.py``: the sha256, file size, recipe and metrics that the weight
+enums expose come from the training run itself, never typed by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import pprint
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+TARGET = HERE.parent / "src" / "tp3nets" / "weights" / "_records.py"
+KEEP = ("file", "sha256", "file_size", "num_params", "recipe", "metrics")
+
+
+def main() -> int:
+    records = {}
+    for path in sorted((HERE / "results").glob("*.json")):
+        data = json.loads(path.read_text())
+        records[data["model"]] = {k: data[k] for k in KEEP}
+        records[data["model"]]["history"] = [
+            {k: round(v, 5) for k, v in row.items()} for row in data["history"]["epochs"]
+        ]
+    body = pprint.pformat(records, indent=1, width=96, sort_dicts=True)
+    TARGET.write_text(
+        '"""Records of the bundled weight files, written by recipes/sync_meta.py.\n\n'
+        "Generated from the training runs' own output (recipes/results/*.json); do not edit.\n"
+        '"""\n\nfrom __future__ import annotations\n\nfrom typing import Any, Final\n\n'
+        f"RECORDS: Final[dict[str, dict[str, Any]]] = {body}\n"
+    )
+    print(f"wrote {TARGET} ({len(records)} records)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
