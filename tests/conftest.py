@@ -1,0 +1,52 @@
+"""Shared fixtures: the MNIST folder (``--data`` / ``TP3NETS_DATA``) and the devices."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+_DEFAULT_DATA = REPO.parent / "shared" / "datasets"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--data",
+        default=None,
+        help="folder holding MNIST/raw/ (default: $TP3NETS_DATA, then ../shared/datasets)",
+    )
+
+
+def _data_root(config: pytest.Config) -> Path:
+    opt = config.getoption("--data")
+    if opt:
+        return Path(opt)
+    env = os.environ.get("TP3NETS_DATA")
+    return Path(env) if env else _DEFAULT_DATA
+
+
+@pytest.fixture(scope="session")
+def mnist_root(request: pytest.FixtureRequest) -> Path:
+    """The MNIST folder; skips where the files are truly absent, fails in CI (CI=true)."""
+    root = _data_root(request.config)
+    if not (root / "MNIST" / "raw" / "t10k-images-idx3-ubyte").is_file():
+        msg = f"MNIST files not found under {root}/MNIST/raw (use --data DIR or TP3NETS_DATA)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return root
+
+
+def available_devices() -> list[str]:
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices.append("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+DEVICES = available_devices()
