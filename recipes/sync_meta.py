@@ -12,17 +12,27 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 TARGET = HERE.parent / "src" / "tp3nets" / "weights" / "_records.py"
+MODELS = ("convnet2", "convnet3", "convnet4", "multinomial_logistic_regression")
 KEEP = ("file", "sha256", "file_size", "num_params", "recipe", "metrics")
 
 
 def main() -> int:
     records = {}
-    for path in sorted((HERE / "results").glob("*.json")):
+    for name in MODELS:
+        path = HERE / "results" / f"{name}.json"
         data = json.loads(path.read_text())
         records[data["model"]] = {k: data[k] for k in KEEP}
         records[data["model"]]["history"] = [
             {k: round(v, 5) for k, v in row.items()} for row in data["history"]["epochs"]
         ]
+    tta = HERE / "results" / "time_to_accuracy.json"
+    if tta.is_file():
+        data = json.loads(tta.read_text())
+        records["convnet4"]["time_to_accuracy"] = {
+            k: data[k]
+            for k in ("target_acc", "reached", "seconds_to_target", "epochs", "command",
+                      "settings", "hardware", "torch_version")
+        }
     body = pprint.pformat(records, indent=1, width=96, sort_dicts=True)
     TARGET.write_text(
         '"""Records of the bundled weight files, written by recipes/sync_meta.py.\n\n'

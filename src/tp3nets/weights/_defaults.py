@@ -41,6 +41,8 @@ def mnist_weights(model: str) -> Weights:
         "metrics": record["metrics"],
         "history": record["history"],
     }
+    if "time_to_accuracy" in record:
+        meta["time_to_accuracy"] = record["time_to_accuracy"]
     return Weights(
         file=record["file"], sha256=record["sha256"], transforms=mnist_transforms, meta=meta
     )
