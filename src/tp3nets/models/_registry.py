@@ -140,9 +140,7 @@ def _is_path(weights: object) -> bool:
     )
 
 
-def _build(
-    cls: type[M], enum_cls: type[WeightsEnum], weights: Any, kwargs: dict[str, Any]
-) -> M:
+def _build(cls: type[M], enum_cls: type[WeightsEnum], weights: Any, kwargs: dict[str, Any]) -> M:
     """Construct ``cls(**kwargs)`` and load ``weights`` (member, name or file) into it."""
     if weights is None:
         return cls(**kwargs)

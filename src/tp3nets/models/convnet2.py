@@ -68,7 +68,7 @@ class ConvNet2(ClassifierModel):
         self.input_shape: tuple[int, ...] = (self.in_channels, height, width)
         hidden = _positive_int("hidden", hidden, name)
         self.layer1 = nn.Sequential(
-            nn.Conv2d(self.in_channels, 8, kernel_size=5, stride=[1, 1], padding=2),
+            nn.Conv2d(self.in_channels, 8, kernel_size=5, stride=1, padding=2),
             nn.ReLU(),
             nn.MaxPool2d(kernel_size=2, stride=2),
         )
@@ -81,10 +81,11 @@ class ConvNet2(ClassifierModel):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_images(x, "ConvNet2", self.input_shape[0], self.input_shape[1],
-                      self.input_shape[2], 2)
+        _check_images(
+            x, "ConvNet2", self.input_shape[0], self.input_shape[1], self.input_shape[2], 2
+        )
         out = self.layer1(x)  # (N, 8, H/2, W/2)
-        out = out.reshape(out.size(0), -1)  # (N, 8·H/2·W/2)
+        out = torch.flatten(out, 1)  # (N, 8·H/2·W/2); also right for N = 0
         logits: Tensor = self.classifier(out)  # (N, num_classes)
         return logits
 

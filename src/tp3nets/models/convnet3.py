@@ -74,9 +74,7 @@ class ConvNet3(ClassifierModel):
             raise ValueError(f"{name} expects input_size of at least 8x8, got {input_size!r}")
         self.input_shape: tuple[int, ...] = (self.in_channels, height, width)
         p = _probability("dropout", dropout, name)
-        self.layer1 = nn.Sequential(
-            *_conv5(self.in_channels, 16), *_conv5(16, 32), *_conv5(32, 64)
-        )
+        self.layer1 = nn.Sequential(*_conv5(self.in_channels, 16), *_conv5(16, 32), *_conv5(32, 64))
         flat = 64 * (height // 2 // 2 // 2) * (width // 2 // 2 // 2)  # 64 × 3 × 3 at 28×28
         self.classifier = nn.Sequential(
             nn.Dropout(p),
@@ -89,10 +87,11 @@ class ConvNet3(ClassifierModel):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_images(x, "ConvNet3", self.input_shape[0], self.input_shape[1],
-                      self.input_shape[2], 8)
+        _check_images(
+            x, "ConvNet3", self.input_shape[0], self.input_shape[1], self.input_shape[2], 8
+        )
         out = self.layer1(x)  # (N, 64, H/8, W/8)
-        out = out.reshape(out.size(0), -1)
+        out = torch.flatten(out, 1)  # (N, 64·H/8·W/8); also right for N = 0
         logits: Tensor = self.classifier(out)  # (N, num_classes)
         return logits
 

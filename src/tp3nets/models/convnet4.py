@@ -93,7 +93,7 @@ class ConvNet4(ClassifierModel):
     def forward(self, x: Tensor) -> Tensor:
         _check_images(x, "ConvNet4", self.in_channels, -1, -1, 4)
         x = self.features(x)
-        x = x.reshape(x.size(0), -1)  # (N, 4n)
+        x = torch.flatten(x, 1)  # (N, 4n); also right for N = 0
         x = F.dropout(x, self.classifier_dropout, self.training)
         logits: Tensor = self.lin1(x)  # (N, num_classes)
         return logits

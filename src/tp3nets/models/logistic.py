@@ -34,7 +34,8 @@ class MultinomialLogisticRegression(ClassifierModel):
 
     Args:
         input_size: values per sample (784 for 28×28 grayscale images).
-        output_size: number of classes (the reference's name for it).
+        output_size: number of classes (the reference's name for it); 10 when neither it
+            nor ``num_classes`` is given.
         num_classes: keyword alias of ``output_size``, shared with the other models.
 
     Raises:
@@ -56,19 +57,27 @@ class MultinomialLogisticRegression(ClassifierModel):
     _head_path = "classifier"
 
     def __init__(
-        self, input_size: int = 784, output_size: int = 10, *, num_classes: int | None = None
+        self,
+        input_size: int = 784,
+        output_size: int | None = None,
+        *,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
         name = type(self).__name__
-        if num_classes is not None:
-            if output_size not in (10, num_classes):
-                raise ValueError(
-                    f"{name} got output_size={output_size!r} and num_classes={num_classes!r}; "
-                    "give one of them"
-                )
-            output_size = num_classes
+        if output_size is not None and num_classes is not None and output_size != num_classes:
+            # An explicit output_size=10 with num_classes=5 is a conflict, not a default.
+            raise ValueError(
+                f"{name} got output_size={output_size!r} and num_classes={num_classes!r}; "
+                "give one of them"
+            )
+        classes = output_size if output_size is not None else num_classes
         self.input_size = _positive_int("input_size", input_size, name)
-        self.num_classes = _positive_int("output_size", output_size, name)
+        self.num_classes = _positive_int(
+            "output_size" if output_size is not None else "num_classes",
+            10 if classes is None else classes,
+            name,
+        )
         self.input_shape: tuple[int, ...] = (
             (1, 28, 28) if self.input_size == 784 else (self.input_size,)
         )

@@ -1,0 +1,201 @@
+"""The model registry: names, builders, kwargs, weight enums, and helpful errors."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from torch import nn
+
+import tp3nets
+from tp3nets import (
+    ConvNet2,
+    ConvNet2_Weights,
+    ConvNet3,
+    ConvNet3_Weights,
+    ConvNet4,
+    ConvNet4_Weights,
+    MultinomialLogisticRegression,
+    MultinomialLogisticRegression_Weights,
+)
+from tp3nets.models import register_model
+
+MLR = "multinomial_logistic_regression"
+
+# name → (builder, class, weights enum): what the registry must hand out.
+EXPECTED = {
+    "convnet2": (tp3nets.convnet2, ConvNet2, ConvNet2_Weights),
+    "convnet3": (tp3nets.convnet3, ConvNet3, ConvNet3_Weights),
+    "convnet4": (tp3nets.convnet4, ConvNet4, ConvNet4_Weights),
+    MLR: (tp3nets.multinomial_logistic_regression, MultinomialLogisticRegression,
+          MultinomialLogisticRegression_Weights),
+}  # fmt: skip
+
+MODELS = tp3nets.list_models()
+
+
+def test_list_models() -> None:
+    """list_models() names the four registered models, sorted."""
+    assert tp3nets.list_models() == ["convnet2", "convnet3", "convnet4", MLR]
+    assert tp3nets.list_models() is not tp3nets.list_models()  # a copy, safe to mutate
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_get_model_builder(name: str) -> None:
+    """get_model_builder(name) is the public builder function of that name."""
+    builder, _, _ = EXPECTED[name]
+    assert tp3nets.get_model_builder(name) is builder
+    assert builder.__name__ == name
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_get_model_builds_the_class(name: str) -> None:
+    """get_model(name) builds a fresh, randomly initialised model of the class, in train mode."""
+    _, cls, _ = EXPECTED[name]
+    a, b = tp3nets.get_model(name), tp3nets.get_model(name)
+    assert type(a) is cls
+    assert a.training
+    assert a is not b
+    assert a.num_classes == 10
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_get_model_passes_kwargs(name: str) -> None:
+    """get_model(name, **kwargs) hands the kwargs to the model's constructor."""
+    model = tp3nets.get_model(name, num_classes=4)
+    assert model.num_classes == 4
+    assert model.get_classifier().out_features == 4
+    assert model.eval()(torch.zeros(2, 1, 28, 28)).shape == (2, 4)
+
+
+def test_get_model_specific_kwargs() -> None:
+    """Model-specific options reach their layers through get_model."""
+    assert tp3nets.get_model("convnet2", dropout=0.1).classifier[0].p == 0.1
+    assert tp3nets.get_model("convnet3", input_size=16).classifier[1].in_features == 64 * 2 * 2
+    assert tp3nets.get_model("convnet4", width=8).lin1.in_features == 32
+    assert tp3nets.get_model(MLR, input_size=64).classifier.in_features == 64
+
+
+def test_get_model_rejects_unknown_kwargs() -> None:
+    """An unknown keyword argument raises TypeError naming it."""
+    with pytest.raises(TypeError, match="widht"):
+        tp3nets.get_model("convnet4", widht=8)
+
+
+@pytest.mark.parametrize("name", ["ConvNet4", "CONVNET2", "Multinomial_Logistic_Regression"])
+def test_names_are_case_insensitive(name: str) -> None:
+    """Names are looked up case-insensitively."""
+    assert tp3nets.get_model_builder(name) is tp3nets.get_model_builder(name.lower())
+
+
+@pytest.mark.parametrize(
+    ("name", "suggested"),
+    [
+        ("convnet5", ["convnet2", "convnet3", "convnet4"]),
+        ("convnet", ["convnet2", "convnet3", "convnet4"]),
+        ("conv_net4", ["convnet4"]),
+        ("multinomial_logistic_regresion", [MLR]),
+    ],
+)
+def test_unknown_name_suggests_close_matches(name: str, suggested: list[str]) -> None:
+    """An unknown name raises ValueError that suggests the close matches and lists all."""
+    with pytest.raises(ValueError, match=re.escape(f"unknown model {name!r}")) as info:
+        tp3nets.get_model(name)
+    hint = str(info.value).split("did you mean ")[1].split("?")[0]
+    assert all(s in hint.split(", ") for s in suggested)
+    assert "available: convnet2, convnet3, convnet4, multinomial_logistic_regression" in str(
+        info.value
+    )
+    with pytest.raises(ValueError, match="did you mean"):
+        tp3nets.get_model_builder(name)
+    with pytest.raises(ValueError, match="did you mean"):
+        tp3nets.get_model_weights(name)
+
+
+def test_unknown_name_without_close_match() -> None:
+    """A name with no close match still raises ValueError listing the available models."""
+    with pytest.raises(ValueError, match=r"unknown model 'resnet50' \(available: convnet2") as e:
+        tp3nets.get_model("resnet50")
+    assert "did you mean" not in str(e.value)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_get_model_weights_by_name_and_builder(name: str) -> None:
+    """get_model_weights accepts the name or the builder and gives the model's enum."""
+    builder, _, enum = EXPECTED[name]
+    assert tp3nets.get_model_weights(name) is enum
+    assert tp3nets.get_model_weights(name.upper()) is enum
+    assert tp3nets.get_model_weights(builder) is enum
+    assert enum.DEFAULT is enum.MNIST_V1
+
+
+def test_get_model_weights_rejects_unregistered_builder() -> None:
+    """A callable that is not a registered builder raises ValueError."""
+
+    def convnet9() -> nn.Module:
+        return nn.Linear(1, 1)
+
+    with pytest.raises(ValueError, match="is not a registered builder"):
+        tp3nets.get_model_weights(convnet9)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_get_weight_by_qualified_name(name: str) -> None:
+    """get_weight("<Enum>.DEFAULT") and "<Enum>.MNIST_V1" give the enum's member."""
+    _, _, enum = EXPECTED[name]
+    assert tp3nets.get_weight(f"{enum.__name__}.DEFAULT") is enum.MNIST_V1
+    assert tp3nets.get_weight(f"{enum.__name__}.MNIST_V1") is enum.MNIST_V1
+
+
+def test_get_weight_convnet4_default() -> None:
+    """get_weight("ConvNet4_Weights.DEFAULT") is ConvNet4_Weights.MNIST_V1."""
+    weight = tp3nets.get_weight("ConvNet4_Weights.DEFAULT")
+    assert weight is ConvNet4_Weights.DEFAULT
+    assert weight is ConvNet4_Weights.MNIST_V1
+    assert weight.meta["categories"] == tuple("0123456789")
+
+
+@pytest.mark.parametrize("bad", ["ConvNet4_Weights", "ConvNet5_Weights.DEFAULT", ""])
+def test_get_weight_unknown_raises(bad: str) -> None:
+    """An unknown qualified weights name raises ValueError quoting it."""
+    with pytest.raises(ValueError, match=re.escape(f"unknown weights {bad!r}")):
+        tp3nets.get_weight(bad)
+
+
+def test_get_weight_unknown_member_names_enum_and_member() -> None:
+    """An unknown member of a known enum raises ValueError naming both, with a suggestion."""
+    with pytest.raises(ValueError, match=r"'V2'.*ConvNet4_Weights.*MNIST_V1"):
+        tp3nets.get_weight("ConvNet4_Weights.V2")
+    with pytest.raises(ValueError, match=r"DEFAUL.*did you mean .*DEFAULT"):
+        tp3nets.get_weight("ConvNet4_Weights.DEFAUL")
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_pretrained_weights_load_and_match_meta(name: str) -> None:
+    """weights="DEFAULT" loads the enum's state_dict; meta num_params is the real count."""
+    _, _, enum = EXPECTED[name]
+    model = tp3nets.get_model(name, weights="DEFAULT")
+    state = enum.DEFAULT.get_state_dict()
+    assert set(state) == set(model.state_dict())
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    assert enum.DEFAULT.meta["num_params"] == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_pretrained_weights_reject_other_class_count(name: str) -> None:
+    """Pretrained weights with num_classes != 10 raise ValueError pointing to reset_classifier."""
+    with pytest.raises(ValueError, match=r"has 10 classes but num_classes=3 .*reset_classifier"):
+        tp3nets.get_model(name, weights="DEFAULT", num_classes=3)
+
+
+def test_register_model_refuses_a_taken_name() -> None:
+    """Registering a second builder under a taken name raises ValueError, keeps the first."""
+
+    def convnet4() -> nn.Module:
+        return nn.Linear(1, 1)
+
+    with pytest.raises(ValueError, match="a model named 'convnet4' is already registered"):
+        register_model()(convnet4)
+    assert tp3nets.get_model_builder("convnet4") is tp3nets.convnet4
