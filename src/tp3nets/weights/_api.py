@@ -5,16 +5,24 @@ from __future__ import annotations
 import difflib
 import hashlib
 import os
+import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
 
 import torch
 from torch import Tensor, nn
 from typing_extensions import Self
+
+if TYPE_CHECKING:
+    if sys.version_info >= (3, 11):
+        from importlib.resources.abc import Traversable
+    else:
+        from importlib.abc import Traversable
 
 __all__ = [
     "CHECKPOINT_SUFFIXES",
@@ -25,12 +33,40 @@ __all__ = [
     "load_weights_into",
 ]
 
-CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
-_PREFIXES = ("module.", "_orig_mod.")
+CHECKPOINT_SUFFIXES: Final = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
+_PREFIXES: Final = ("module.", "_orig_mod.")
+_SHA256_RE: Final = re.compile(r"[0-9a-f]{64}")
+# Keys under which training scripts commonly nest the model's state dict.
+_NESTED_KEYS: Final = ("model", "state_dict", "model_state_dict")
 
 
 class CheckpointError(ValueError):
     """A weight or checkpoint file is corrupt, tampered with, or does not fit the model."""
+
+
+def _weights_dir() -> Traversable:
+    """The folder of the bundled weight files, inside the installed package.
+
+    A function rather than a constant so that a test can point it at a tampered copy.
+    """
+    return resources.files("tp3nets.weights").joinpath("files")
+
+
+def _first_line(exc: BaseException) -> str:
+    """The informative line of an exception's message.
+
+    ``torch.load(weights_only=True)`` opens with generic advice; the reason is on a later
+    line (``WeightsUnpickler error: ...`` or ``... unsupported GLOBAL ...``).
+    """
+    text = str(exc).strip()
+    if not text:
+        return type(exc).__name__
+    for line in text.splitlines():
+        if "WeightsUnpickler error:" in line:
+            line = line.split("WeightsUnpickler error:", 1)[1]
+        if "GLOBAL" in line:
+            return line.split(" Please use ")[0].strip()
+    return text.splitlines()[0]
 
 
 @dataclass(frozen=True, eq=False)
@@ -42,6 +78,16 @@ class Weights:
         sha256: the full hex digest of that file; every load checks it.
         transforms: builds the preprocessing the weights were trained with.
         meta: categories, num_params, recipe, metrics and credits (see the models page).
+
+    Raises:
+        ValueError: ``file`` is not a bare ``.safetensors`` file name, ``sha256`` is not 64
+            lowercase hex digits, or ``transforms`` is not callable.
+
+    Example:
+        >>> from tp3nets import ConvNet4_Weights
+        >>> w = ConvNet4_Weights.DEFAULT.value
+        >>> w.file, len(w.sha256)
+        ('convnet4_mnist_v1.safetensors', 64)
     """
 
     file: str
@@ -49,44 +95,74 @@ class Weights:
     transforms: Callable[..., Any]
     meta: Mapping[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if (
+            not isinstance(self.file, str)
+            or not self.file.endswith(".safetensors")
+            or Path(self.file).name != self.file
+        ):
+            raise ValueError(
+                f"Weights.file must be a bare .safetensors file name under "
+                f"tp3nets/weights/files/, got {self.file!r}"
+            )
+        if not isinstance(self.sha256, str) or not _SHA256_RE.fullmatch(self.sha256):
+            raise ValueError(
+                f"Weights.sha256 must be the full digest (64 lowercase hex digits), "
+                f"got {self.sha256!r}"
+            )
+        if not callable(self.transforms):
+            raise ValueError(f"Weights.transforms must be callable, got {self.transforms!r}")
+        if not isinstance(self.meta, Mapping):
+            raise ValueError(f"Weights.meta must be a mapping, got {type(self.meta).__name__}")
+
     def read_bytes(self) -> bytes:
         """Return the file's bytes after checking their sha256.
 
         Raises:
-            CheckpointError: the file is missing from the installation or its digest differs.
+            CheckpointError: the file is missing from the installation or its digest
+                differs; the message names the file.
+
+        Example:
+            >>> import hashlib
+            >>> from tp3nets import ConvNet2_Weights
+            >>> w = ConvNet2_Weights.DEFAULT
+            >>> hashlib.sha256(w.value.read_bytes()).hexdigest() == w.sha256
+            True
         """
-        resource = resources.files("tp3nets.weights").joinpath("files", self.file)
+        resource = _weights_dir().joinpath(self.file)
         try:
             data = resource.read_bytes()
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise CheckpointError(
                 f"weights file {self.file!r} is missing from the tp3nets installation "
-                f"(looked in {resource}); reinstall tp3nets"
+                f"(looked for {resource}); reinstall tp3nets"
             ) from None
         digest = hashlib.sha256(data).hexdigest()
         if digest != self.sha256:
             raise CheckpointError(
-                f"weights file {self.file!r} is corrupt or was modified: its sha256 is "
-                f"{digest}, expected {self.sha256}; reinstall tp3nets"
+                f"weights file {self.file!r} ({resource}) is corrupt or was modified: its "
+                f"sha256 is {digest}, expected {self.sha256}; reinstall tp3nets"
             )
         return data
 
-    def get_state_dict(
-        self, *, device: torch.device | str | None = None
-    ) -> dict[str, Tensor]:
+    def get_state_dict(self, *, device: torch.device | str | None = None) -> dict[str, Tensor]:
         """Load the verified state dict, with its tensors on ``device`` (CPU by default).
+
+        Raises:
+            CheckpointError: see :meth:`read_bytes`.
 
         Example:
             >>> from tp3nets import ConvNet4_Weights
             >>> sd = ConvNet4_Weights.DEFAULT.get_state_dict()
-            >>> sd["lin1.weight"].shape
-            torch.Size([10, 256])
+            >>> sd["lin1.weight"].shape, sd["lin1.weight"].device.type
+            (torch.Size([10, 256]), 'cpu')
         """
         from safetensors.torch import load
 
+        location = torch.device(device) if device is not None else None
         state: dict[str, Tensor] = load(self.read_bytes())
-        if device is not None:
-            state = {k: v.to(device) for k, v in state.items()}
+        if location is not None and location.type != "cpu":
+            state = {k: v.to(location) for k, v in state.items()}
         return state
 
 
@@ -97,11 +173,16 @@ class WeightsEnum(Enum):
     compare by identity, copy and deepcopy to themselves, and pickle by name.
 
     Example:
+        >>> import copy, pickle
         >>> from tp3nets import ConvNet4_Weights
         >>> ConvNet4_Weights.verify("DEFAULT") is ConvNet4_Weights.DEFAULT
         True
         >>> ConvNet4_Weights.verify("ConvNet4_Weights.MNIST_V1")
         ConvNet4_Weights.MNIST_V1
+        >>> pickle.loads(pickle.dumps(ConvNet4_Weights.DEFAULT)) is ConvNet4_Weights.DEFAULT
+        True
+        >>> copy.deepcopy(ConvNet4_Weights.DEFAULT) is ConvNet4_Weights.DEFAULT
+        True
     """
 
     value: Weights
@@ -110,7 +191,8 @@ class WeightsEnum(Enum):
     def verify(cls, obj: Any) -> Self | None:
         """Turn ``None``, a member or a member's name into a member of this enum.
 
-        Names may be given bare (``"MNIST_V1"``) or qualified (``"ConvNet4_Weights.MNIST_V1"``).
+        Names may be given bare (``"MNIST_V1"``) or qualified (``"ConvNet4_Weights.MNIST_V1"``),
+        in any case (``"default"``).
 
         Raises:
             ValueError: an unknown name (close matches are suggested).
@@ -119,14 +201,21 @@ class WeightsEnum(Enum):
         if obj is None or isinstance(obj, cls):
             return obj
         if isinstance(obj, str):
-            name = obj.removeprefix(cls.__name__ + ".")
-            if name in cls.__members__:
-                return cls[name]
+            name = obj.strip()
+            if name.lower().startswith(cls.__name__.lower() + "."):
+                name = name[len(cls.__name__) + 1 :]
+            members = {k.upper(): k for k in cls.__members__}
+            if name.upper() in members:
+                return cls[members[name.upper()]]
             names = list(cls.__members__)
-            close = difflib.get_close_matches(name, names, n=3)
+            close = difflib.get_close_matches(name.upper(), names, n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise ValueError(
                 f"unknown weights {obj!r} for {cls.__name__}; available: {', '.join(names)}{hint}"
+            )
+        if isinstance(obj, WeightsEnum):
+            raise TypeError(
+                f"weights must be a {cls.__name__} member, got {obj!r} (weights of another model)"
             )
         raise TypeError(
             f"weights must be None, a {cls.__name__} member or its name, got {obj!r}"
@@ -138,12 +227,18 @@ class WeightsEnum(Enum):
 
     @property
     def transforms(self) -> Callable[..., Any]:
-        """Call it to get the preprocessing the weights were trained with."""
+        """Call it to get the preprocessing the weights were trained with.
+
+        Example:
+            >>> from tp3nets import ConvNet4_Weights
+            >>> ConvNet4_Weights.DEFAULT.transforms()
+            MNISTPreprocess(size=28, invert='auto', fit='auto')
+        """
         return self.value.transforms
 
     @property
     def meta(self) -> Mapping[str, Any]:
-        """Categories, num_params, recipe, metrics and credits."""
+        """Categories, num_params, input_size, recipe, metrics, file size and credits."""
         return self.value.meta
 
     @property
@@ -175,27 +270,33 @@ def _strip_prefixes(key: str) -> str:
 
 
 def load_state_dict(
-    path: str | os.PathLike[str], *, device: torch.device | str | None = None
+    path: str | os.PathLike[str],
+    *,
+    device: torch.device | str | None = None,
+    sha256: str | None = None,
 ) -> dict[str, Tensor]:
     """Read a state dict from a ``.safetensors`` or ``.pt``/``.pth`` file, safely.
 
     Pickle files are read with ``torch.load(weights_only=True)``, which refuses any object
     beyond tensors and plain containers, so a file cannot run code. A full training
     checkpoint written by :func:`tp3nets.fit` is accepted too (its ``"model"`` entry is
-    used), and the ``module.`` (DDP) and ``_orig_mod.`` (``torch.compile``) prefixes are
-    removed.
+    used, as is a ``"state_dict"`` entry), and the ``module.`` (DDP) and ``_orig_mod.``
+    (``torch.compile``) prefixes are removed. Files saved from the reference lab's classes
+    (``torch.save(model.state_dict(), path)``) have the tp3nets keys and load unchanged.
 
     Args:
         path: the file.
         device: where to place the tensors (CPU by default).
+        sha256: the file's expected full hex digest, checked before anything is parsed.
 
     Returns:
         The state dict, keyed as the bare model expects.
 
     Raises:
         FileNotFoundError: no such file.
-        CheckpointError: the file is not a readable state dict, or carries objects that are
-            not tensors.
+        CheckpointError: the file is not a readable state dict, carries objects that are
+            not tensors (such as a whole pickled model, or code), or its digest differs from
+            ``sha256``.
 
     Example:
         >>> import tempfile, torch
@@ -205,10 +306,18 @@ def load_state_dict(
         ...     sorted(load_state_dict(f"{d}/net.pt"))[:2]
         ['classifier.1.bias', 'classifier.1.weight']
     """
-    p = Path(path)
+    p = Path(path).expanduser()
     if not p.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {str(p)!r}")
+        what = "is a directory, not a file" if p.is_dir() else "not found"
+        raise FileNotFoundError(f"checkpoint file {what}: {str(p)!r}")
     location = torch.device(device) if device is not None else torch.device("cpu")
+    if sha256 is not None:
+        digest = hashlib.sha256(p.read_bytes()).hexdigest()
+        if digest != sha256.lower():
+            raise CheckpointError(
+                f"{str(p)!r} is corrupt or was modified: its sha256 is {digest}, "
+                f"expected {sha256}"
+            )
     raw: Any
     if p.suffix == ".safetensors":
         from safetensors.torch import load_file
@@ -216,18 +325,20 @@ def load_state_dict(
         try:
             raw = load_file(str(p), device=str(location))
         except Exception as exc:
-            raise CheckpointError(f"{str(p)!r} is not a readable safetensors file: {exc}") from None
+            raise CheckpointError(
+                f"{str(p)!r} is not a readable safetensors file: {_first_line(exc)}"
+            ) from None
     else:
         try:
             raw = torch.load(p, map_location=location, weights_only=True)
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CheckpointError(
-                f"{str(p)!r} is not a safe, readable state dict (tp3nets never unpickles "
-                f"arbitrary objects): {first}"
+                f"{str(p)!r} is not a safe, readable state dict (tp3nets loads tensors only and "
+                f"never unpickles other objects; if it holds a whole pickled model, re-save "
+                f"model.state_dict() from the code that made it): {_first_line(exc)}"
             ) from None
     if isinstance(raw, Mapping) and not any(isinstance(v, Tensor) for v in raw.values()):
-        for key in ("model", "state_dict", "model_state_dict"):
+        for key in _NESTED_KEYS:
             if isinstance(raw.get(key), Mapping):
                 raw = raw[key]
                 break
@@ -239,6 +350,10 @@ def load_state_dict(
             f"{str(p)!r} holds entries that are not tensors: {', '.join(map(str, bad[:5]))}"
         )
     return {_strip_prefixes(k): v for k, v in raw.items()}
+
+
+def _listed(items: list[str], limit: int = 8) -> str:
+    return ", ".join(items[:limit]) + (f" … ({len(items)} in all)" if len(items) > limit else "")
 
 
 def load_weights_into(
@@ -259,23 +374,28 @@ def load_weights_into(
     own = model.state_dict()
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
-    mismatched = [
-        f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}"
-        for k, v in own.items()
-        if k in state_dict and state_dict[k].shape != v.shape
-    ]
-    if missing or unexpected or mismatched:
+    wrong = [k for k, v in own.items() if k in state_dict and state_dict[k].shape != v.shape]
+    if missing or unexpected or wrong:
         parts = []
         if missing:
-            parts.append(f"missing keys: {', '.join(missing[:8])}" + (" …" * (len(missing) > 8)))
+            parts.append(f"missing keys: {_listed(missing)}")
         if unexpected:
-            parts.append(
-                f"unexpected keys: {', '.join(unexpected[:8])}" + (" …" * (len(unexpected) > 8))
+            parts.append(f"unexpected keys: {_listed(unexpected)}")
+        if wrong:
+            shapes = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}" for k in wrong]
+            parts.append("shape mismatches (file vs model): " + _listed(shapes))
+        head = getattr(model, "_head_path", "")
+        hint = ""
+        if head and wrong and not missing and not unexpected and all(
+            k in (f"{head}.weight", f"{head}.bias") for k in wrong
+        ):
+            hint = (
+                f" (only the classifier head differs: the file has "
+                f"{state_dict[head + '.weight'].shape[0]} classes; build the model with "
+                f"num_classes={state_dict[head + '.weight'].shape[0]}, then call "
+                f"reset_classifier for a new task)"
             )
-        if mismatched:
-            parts.append(
-                "shape mismatches (file vs model): " + "; ".join(mismatched[:8])
-                + (" …" * (len(mismatched) > 8))
-            )
-        raise CheckpointError(f"{source} does not fit {type(model).__name__}: " + "; ".join(parts))
+        raise CheckpointError(
+            f"{source} does not fit {type(model).__name__}: " + "; ".join(parts) + hint
+        )
     model.load_state_dict(state_dict, strict=True)
