@@ -1,0 +1,597 @@
+"""The ``tp3nets`` command line, run in-process through ``main`` (and once as a process)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from PIL import Image
+
+import tp3nets
+from tp3nets import cli
+from tp3nets.checkpoint import load_checkpoint
+from tp3nets.data import TensorLoader, load_mnist
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:`torch.jit.*` is deprecated:FutureWarning",
+)
+
+REPO = Path(__file__).resolve().parent.parent
+DIGITS = sorted((REPO / "examples" / "digits").glob("digit_*.png"))
+MODELS = tp3nets.list_models()
+MLR = "multinomial_logistic_regression"
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str, str]:
+    """main(argv) → (exit status, stdout, stderr)."""
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _one_error_line(err: str, *needles: str) -> None:
+    """stderr is exactly one 'tp3nets…: error: …' line holding every needle, no traceback."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert re.match(r"tp3nets( \w+)?: error: ", lines[0]), err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], (needle, err)
+
+
+def _acc(name: str) -> float:
+    return float(tp3nets.get_model_weights(name).DEFAULT.meta["metrics"]["MNIST"]["acc@1"])
+
+
+def _num_params(name: str) -> int:
+    return sum(p.numel() for p in tp3nets.get_model(name).parameters())
+
+
+# --------------------------------------------------------------------------------------
+# the command itself
+
+
+def test_python_dash_m_runs_the_command() -> None:
+    """`python -m tp3nets list` runs as a process and lists every model."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "tp3nets", "list"], capture_output=True, text=True,
+        timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for name in MODELS:
+        assert re.search(rf"^{name}\s+{_num_params(name):,}\s", proc.stdout, re.MULTILINE)
+
+
+def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """--help lists every command and exits 0; --version prints the version."""
+    code, out, _ = run(capsys, "--help")
+    assert code == 0
+    for command in ("list", "info", "train", "evaluate", "predict", "export"):
+        assert command in out
+    code, out, _ = run(capsys, "--version")
+    assert code == 0
+    assert out.strip().startswith(f"tp3nets {tp3nets.__version__} (torch ")
+    code, out, _ = run(capsys, "train", "--help")
+    assert code == 0
+    assert "--limit-train-batches" in out
+
+
+def test_build_parser_is_the_documented_parser() -> None:
+    """build_parser() gives the parser the CLI reference is generated from, every command in."""
+    parser = cli.build_parser()
+    assert parser.prog == "tp3nets"
+    args = parser.parse_args(["export", "convnet4", "out.onnx", "--weights", "MNIST_V1"])
+    assert (args.command, args.model, args.output, args.weights) == (
+        "export", "convnet4", "out.onnx", "MNIST_V1")
+
+
+def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """Without a command: usage and one error line on stderr, status 2."""
+    code, out, err = run(capsys)
+    assert code == 2
+    assert out == ""
+    assert "a command is required" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "needles"),
+    [
+        (["trian"], ["unknown command 'trian'", "did you mean train"]),
+        (["list", "--bogus"], ["unrecognized arguments: --bogus"]),
+        (["train", "convnet2", "--epochs", "0"], ["--epochs", "positive", "'0'"]),
+        (["train", "convnet2", "--lr", "fast"], ["--lr", "'fast'"]),
+        (["train", "convnet2", "--optimizer", "rmsprop"], ["invalid choice: 'rmsprop'"]),
+        (["evaluate", "convnet2", "--split", "train"], ["invalid choice: 'train'"]),
+        (["predict", "convnet2"], ["required: IMAGE"]),
+        (["predict", "convnet2", "x.png", "--top", "0"], ["--top", "positive"]),
+        (["export", "convnet2", "x.onnx", "--format", "tflite"], ["invalid choice: 'tflite'"]),
+    ],
+)
+def test_bad_options_give_one_line_and_status_2(
+    capsys: pytest.CaptureFixture[str], argv: list[str], needles: list[str]
+) -> None:
+    """argparse's own errors are one line naming the problem and where help is, status 2."""
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert out == ""
+    _one_error_line(err, *needles, "--help")
+
+
+@pytest.mark.parametrize("command", ["info", "train", "evaluate", "predict", "export"])
+def test_unknown_model_suggests_close_names(
+    capsys: pytest.CaptureFixture[str], command: str, tmp_path: Path
+) -> None:
+    """An unknown model name gives one error line with the close matches, status 2."""
+    extra = {"predict": [str(DIGITS[0])], "export": [str(tmp_path / "x.onnx")],
+             "train": ["--data", str(tmp_path)], "evaluate": ["--data", str(tmp_path)]}
+    code, out, err = run(capsys, command, "convnet5", *extra.get(command, []))
+    assert code == 2
+    assert out == ""
+    _one_error_line(err, "unknown model 'convnet5'", "did you mean convnet4")
+
+
+def test_unexpected_errors_keep_their_traceback(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug (not a usage error) propagates, so the console script shows its traceback."""
+
+    def boom(args: Any) -> int:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(cli, "_cmd_list", boom)
+    with pytest.raises(RuntimeError, match="a bug"):
+        cli.main(["list"])
+
+
+def test_keyboard_interrupt_exits_130(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C prints one line and exits 130, the shell's convention."""
+
+    def interrupted(args: Any) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_cmd_list", interrupted)
+    code, _, err = run(capsys, "list")
+    assert code == 130
+    assert err.strip() == "tp3nets: interrupted"
+
+
+# --------------------------------------------------------------------------------------
+# list and info
+
+
+def test_list_shows_models_params_weights_and_accuracy(capsys: pytest.CaptureFixture[str]) -> None:
+    """list prints each model with its parameter count, weights and recorded test accuracy."""
+    code, out, err = run(capsys, "list")
+    assert code == 0
+    assert err == ""
+    for name in MODELS:
+        line = next(ln for ln in out.splitlines() if ln.startswith(name + " "))
+        assert f"{_num_params(name):,}" in line
+        assert "MNIST_V1 (DEFAULT)" in line
+        assert line.endswith(f"{_acc(name):.2f}%")
+
+
+def test_list_json(capsys: pytest.CaptureFixture[str]) -> None:
+    """list --json gives the same facts, machine-readable."""
+    code, out, _ = run(capsys, "list", "--json")
+    assert code == 0
+    rows = json.loads(out)
+    assert [r["name"] for r in rows] == MODELS
+    for row in rows:
+        enum_cls = tp3nets.get_model_weights(row["name"])
+        assert row["num_params"] == _num_params(row["name"])
+        assert row["input_size"] == [1, 28, 28]
+        assert row["weights"] == [{
+            "name": "MNIST_V1",
+            "qualified_name": f"{enum_cls.__name__}.MNIST_V1",
+            "aliases": ["DEFAULT"],
+            "file": enum_cls.DEFAULT.file,
+            "acc@1": _acc(row["name"]),
+        }]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_info_shows_architecture_weights_metrics_and_recipe(
+    capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    """info prints the repr, the parameter count, the input shape and every weights fact."""
+    member = tp3nets.get_model_weights(name).DEFAULT
+    code, out, _ = run(capsys, "info", name.upper())  # model names are case-insensitive
+    assert code == 0
+    assert repr(tp3nets.get_model(name)) in out
+    assert f"parameters: {_num_params(name):,}" in out
+    assert "input: (N, 1, 28, 28)" in out
+    assert f"sha256 {member.sha256}" in out
+    assert f"MNIST test acc@1 {_acc(name):.2f}%" in out
+    assert f"command: {member.meta['recipe']['command']}" in out
+    assert "dataset: MNIST by Yann LeCun" in out
+
+
+def test_info_json(capsys: pytest.CaptureFixture[str]) -> None:
+    """info --json carries the architecture and the weights' full metadata."""
+    code, out, _ = run(capsys, "info", "convnet4", "--json")
+    assert code == 0
+    data = json.loads(out)
+    member = tp3nets.ConvNet4_Weights.DEFAULT
+    assert data["class"] == "ConvNet4"
+    assert data["num_params"] == data["trainable_params"] == member.meta["num_params"]
+    assert data["architecture"] == repr(tp3nets.convnet4())
+    (weights,) = data["weights"]
+    assert weights["sha256"] == member.sha256
+    assert weights["meta"]["metrics"] == json.loads(json.dumps(member.meta["metrics"]))
+    assert weights["meta"]["categories"] == list(member.meta["categories"])
+    assert "history" not in weights["meta"]
+
+
+# --------------------------------------------------------------------------------------
+# train
+
+
+def _train_args(root: Path, *extra: str | Path) -> list[str | Path]:
+    return ["train", MLR, "--data", root, "--batch-size", "64", "--limit-train-batches", "3",
+            "--val-size", "200", "--device", "cpu", "--quiet", *extra]
+
+
+@pytest.mark.mnist
+def test_train_writes_checkpoint_and_weights(
+    capsys: pytest.CaptureFixture[str], mnist_root: Path, tmp_path: Path
+) -> None:
+    """train writes a full checkpoint and bare weights; both hold the trained model."""
+    ckpt, weights = tmp_path / "run" / "last.pt", tmp_path / "w.safetensors"
+    code, out, err = run(capsys, *_train_args(mnist_root, "--epochs", "2", "--augment",
+                                              "--output", ckpt, "--weights-out", weights))
+    assert code == 0, err
+    assert "done: 2 epochs" in out
+    saved = load_checkpoint(ckpt)
+    assert saved["epoch"] == 2
+    assert len(saved["history"]["epochs"]) == 2
+    assert {"loss", "acc", "val_loss", "val_acc"} <= set(saved["history"]["epochs"][-1])
+    model = tp3nets.multinomial_logistic_regression(weights=str(weights))
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, saved["model"][key])
+    # The training moved the weights away from any fresh initialisation.
+    assert not torch.equal(model.classifier.bias, torch.zeros(10))
+
+
+@pytest.mark.mnist
+def test_train_resume_equals_an_uninterrupted_run(
+    capsys: pytest.CaptureFixture[str], mnist_root: Path, tmp_path: Path
+) -> None:
+    """Two epochs, or one epoch then --resume to two, give bitwise the same weights."""
+    straight, first = tmp_path / "straight.safetensors", tmp_path / "first.pt"
+    resumed = tmp_path / "resumed.safetensors"
+    common = ("--scheduler", "constant", "--seed", "3")
+    assert run(capsys, *_train_args(mnist_root, "--epochs", "2", *common,
+                                    "--weights-out", straight))[0] == 0
+    assert run(capsys, *_train_args(mnist_root, "--epochs", "1", *common, "--output", first))[0] \
+        == 0
+    code, _, err = run(capsys, *_train_args(mnist_root, "--epochs", "2", *common,
+                                            "--resume", first, "--weights-out", resumed))
+    assert code == 0, err
+    a = tp3nets.load_state_dict(straight)
+    b = tp3nets.load_state_dict(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.mnist
+def test_train_resume_with_another_schedule_is_refused(
+    capsys: pytest.CaptureFixture[str], mnist_root: Path, tmp_path: Path
+) -> None:
+    """Resuming a one-cycle run with another --epochs is a usage error, not a crash."""
+    first = tmp_path / "first.pt"
+    assert run(capsys, *_train_args(mnist_root, "--epochs", "1", "--output", first))[0] == 0
+    code, _, err = run(capsys, *_train_args(mnist_root, "--epochs", "3", "--resume", first))
+    assert code == 2
+    _one_error_line(err, "schedule of 3 steps", "these options give 9", "same --epochs")
+
+
+@pytest.mark.mnist
+def test_train_fine_tunes_from_pretrained_weights(
+    capsys: pytest.CaptureFixture[str], mnist_root: Path, tmp_path: Path
+) -> None:
+    """--weights DEFAULT starts from the bundled weights (and says so)."""
+    code, out, err = run(capsys, "train", MLR, "--data", mnist_root, "--weights", "DEFAULT",
+                         "--epochs", "1", "--limit-train-batches", "1", "--val-size", "100",
+                         "--device", "cpu", "--scheduler", "constant")
+    assert code == 0, err
+    assert "MultinomialLogisticRegression_Weights.MNIST_V1" in out
+    assert re.search(r"epoch 1/1 .*val_acc", out)  # the per-epoch line without --quiet
+
+
+@pytest.mark.parametrize(
+    ("extra", "needles"),
+    [
+        (["--weights-out", "w.pt"], ["--weights-out writes a .safetensors file"]),
+        (["--resume", "missing.pt"], ["checkpoint to resume not found", "missing.pt"]),
+        (["--device", "tpu"], ["unknown device 'tpu'"]),
+        (["--weights", "MNIST_V9"], ["unknown weights 'MNIST_V9'", "did you mean MNIST_V1"]),
+    ],
+)
+def test_train_usage_errors(
+    capsys: pytest.CaptureFixture[str], mnist_root: Path, extra: list[str], needles: list[str],
+) -> None:
+    """Bad train options are reported in one line before any training starts."""
+    code, out, err = run(capsys, "train", "convnet2", "--data", mnist_root, *extra)
+    assert code == 2
+    assert "epoch" not in out
+    _one_error_line(err, *needles)
+
+
+def test_missing_data_folder(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A --data folder that does not exist, or lacks MNIST, is one clear error line."""
+    code, _, err = run(capsys, "train", "convnet2", "--data", tmp_path / "nope")
+    assert code == 2
+    _one_error_line(err, "data folder", "nope", "does not exist")
+    code, _, err = run(capsys, "evaluate", "convnet2", "--data", tmp_path)
+    assert code == 2
+    _one_error_line(err, "MNIST not found", str(tmp_path))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_options_without_cuda(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """--device cuda on a CPU-only machine is a usage error."""
+    code, _, err = run(capsys, "predict", "convnet2", DIGITS[0], "--device", "cuda")
+    assert code == 2
+    _one_error_line(err, "CUDA is not available")
+
+
+@pytest.mark.mnist
+def test_fp16_on_cpu_is_a_usage_error(capsys: pytest.CaptureFixture[str], mnist_root: Path) -> None:
+    """--precision 16 with --device cpu is refused with the library's explanation."""
+    code, _, err = run(capsys, *_train_args(mnist_root, "--epochs", "1", "--precision", "16"))
+    assert code == 2
+    _one_error_line(err, "precision='16'", "needs a CUDA device", "bf16")
+
+
+# --------------------------------------------------------------------------------------
+# evaluate
+
+
+@pytest.mark.mnist
+def test_evaluate_json_is_consistent_with_the_library(
+    capsys: pytest.CaptureFixture[str], mnist_root: Path
+) -> None:
+    """evaluate --json: loss and accuracy equal tp3nets.evaluate's; the matrix adds up."""
+    code, out, err = run(capsys, "evaluate", MLR, "--data", mnist_root, "--limit", "500",
+                         "--json", "--device", "cpu")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["num_samples"] == 500
+    assert report["split"] == "test"
+    assert report["weights"] == "MultinomialLogisticRegression_Weights.MNIST_V1"
+    cm = torch.tensor(report["confusion_matrix"])
+    assert cm.shape == (10, 10)
+    assert int(cm.sum()) == 500
+    assert report["acc"] == pytest.approx(float(cm.diag().sum()) / 500)
+    labels = load_mnist(mnist_root, train=False).tensors[1][:500]
+    assert cm.sum(1).tolist() == torch.bincount(labels, minlength=10).tolist()
+    for i, acc in enumerate(report["per_class_acc"]):
+        assert acc == pytest.approx(float(cm[i, i]) / float(cm[i].sum()))
+    images = load_mnist(mnist_root, train=False).tensors[0][:500]
+    model = tp3nets.multinomial_logistic_regression(weights="DEFAULT")
+    expected = tp3nets.evaluate(model, TensorLoader((images, labels), 1000), device="cpu")
+    assert report["loss"] == pytest.approx(expected["loss"], rel=1e-5)
+    assert report["acc"] == pytest.approx(expected["acc"])
+
+
+@pytest.mark.mnist
+def test_evaluate_text_report(capsys: pytest.CaptureFixture[str], mnist_root: Path) -> None:
+    """The text report shows loss, accuracy, per-class accuracy and a 10x10 matrix."""
+    code, out, _ = run(capsys, "evaluate", "convnet2", "--data", mnist_root, "--split", "val",
+                       "--val-size", "1000", "--limit", "300", "--device", "cpu")
+    assert code == 0
+    assert "on MNIST val, 300 images" in out
+    assert re.search(r"^loss +\d+\.\d{4}$", out, re.MULTILINE)
+    assert re.search(r"^accuracy +\d+\.\d\d%$", out, re.MULTILINE)
+    matrix = out.split("confusion matrix (rows: true class, columns: predicted):\n")[1]
+    rows = [[int(v) for v in line.split()[1:]] for line in matrix.strip().splitlines()[1:]]
+    assert len(rows) == 10
+    assert all(len(r) == 10 for r in rows)
+    assert sum(map(sum, rows)) == 300
+    per_class = re.findall(r"^ +(\d)  +[\d.]+%  \((\d+) images\)$", out, re.MULTILINE)
+    assert [int(n) for _, n in per_class] == [sum(r) for r in rows]
+
+
+@pytest.mark.mnist
+def test_evaluate_a_trained_weights_file(
+    capsys: pytest.CaptureFixture[str], mnist_root: Path, tmp_path: Path
+) -> None:
+    """--weights FILE evaluates a file written by train --weights-out."""
+    weights = tmp_path / "mine.safetensors"
+    assert run(capsys, *_train_args(mnist_root, "--epochs", "1", "--weights-out", weights))[0] \
+        == 0
+    code, out, _ = run(capsys, "evaluate", MLR, "--weights", weights, "--data", mnist_root,
+                       "--limit", "100", "--json")
+    assert code == 0
+    assert json.loads(out)["weights"] == str(weights)
+
+
+@pytest.mark.parametrize(
+    ("weights", "needles"),
+    [
+        ("missing.safetensors", ["weights file not found", "missing.safetensors"]),
+        ("MNIST_V2", ["unknown weights 'MNIST_V2'", "did you mean MNIST_V1", ".safetensors"]),
+    ],
+)
+def test_evaluate_bad_weights(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, weights: str, needles: list[str]
+) -> None:
+    """A missing weights file or an unknown weights name is one clear error line."""
+    code, _, err = run(capsys, "evaluate", "convnet2", "--weights", weights, "--data", tmp_path)
+    assert code == 2
+    _one_error_line(err, *needles)
+
+
+def test_weights_of_another_model_are_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A weights file of another architecture names what does not fit."""
+    path = tmp_path / "c3.pt"
+    torch.save(tp3nets.convnet3().state_dict(), path)
+    code, _, err = run(capsys, "predict", "convnet2", DIGITS[0], "--weights", path)
+    assert code == 2
+    _one_error_line(err, "does not fit ConvNet2", "missing keys")
+
+
+# --------------------------------------------------------------------------------------
+# predict
+
+
+def _predictions(out: str) -> list[tuple[str, list[tuple[str, float]]]]:
+    parsed = []
+    for line in out.strip().splitlines():
+        path, _, rest = line.rpartition(": ")
+        pairs = re.findall(r"(\d) \((\d\.\d{4})\)", rest)
+        parsed.append((path, [(c, float(p)) for c, p in pairs]))
+    return parsed
+
+
+def test_predict_sample_digits(capsys: pytest.CaptureFixture[str]) -> None:
+    """predict prints one class and its probability in [0, 1] for each of the 10 images."""
+    assert len(DIGITS) == 10
+    code, out, err = run(capsys, "predict", "convnet4", *DIGITS)
+    assert code == 0, err
+    parsed = _predictions(out)
+    assert [p for p, _ in parsed] == [str(d) for d in DIGITS]
+    for _, preds in parsed:
+        assert len(preds) == 1
+        cls, prob = preds[0]
+        assert cls in "0123456789"
+        assert 0.0 <= prob <= 1.0
+
+
+def test_predict_matches_the_library(capsys: pytest.CaptureFixture[str]) -> None:
+    """--top 10 --json gives the softmax of the model on weights.transforms()(image)."""
+    code, out, _ = run(capsys, "predict", "convnet2", DIGITS[3], DIGITS[7], "--top", "10",
+                       "--json")
+    assert code == 0
+    results = json.loads(out)["results"]
+    weights = tp3nets.ConvNet2_Weights.DEFAULT
+    model = tp3nets.convnet2(weights=weights).eval()
+    preprocess = weights.transforms()
+    for res, path in zip(results, (DIGITS[3], DIGITS[7]), strict=True):
+        with torch.no_grad():
+            probs = model(preprocess(Image.open(path))[None]).softmax(1)[0]
+        got = {p["index"]: p["probability"] for p in res["predictions"]}
+        assert sorted(got) == list(range(10))
+        assert sum(got.values()) == pytest.approx(1.0, abs=1e-5)
+        for i, p in got.items():
+            assert p == pytest.approx(float(probs[i]), abs=1e-5)
+        shown = [p["probability"] for p in res["predictions"]]
+        assert shown == sorted(shown, reverse=True)
+
+
+def test_predict_top_k_text(capsys: pytest.CaptureFixture[str]) -> None:
+    """--top 3 shows three classes per image, most probable first."""
+    code, out, _ = run(capsys, "predict", MLR, *DIGITS[:2], "--top", "3")
+    assert code == 0
+    for _, preds in _predictions(out):
+        assert len(preds) == 3
+        assert len({c for c, _ in preds}) == 3
+        probs = [p for _, p in preds]
+        assert probs == sorted(probs, reverse=True)
+
+
+@pytest.mark.xfail(
+    _acc("convnet4") == 0.0, reason="provisional weights: random initialisation", strict=False
+)
+def test_default_convnet4_reads_most_sample_digits(capsys: pytest.CaptureFixture[str]) -> None:
+    """The bundled ConvNet4 classifies at least 8 of the 10 rendered sample digits right."""
+    code, out, _ = run(capsys, "predict", "convnet4", *DIGITS)
+    assert code == 0
+    right = sum(
+        preds[0][0] == Path(path).stem.removeprefix("digit_")
+        for path, preds in _predictions(out)
+    )
+    assert right >= 8, out
+
+
+def test_predict_bad_images(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A missing file, a non-image, a truncated PNG and a folder are one-line errors."""
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    truncated = tmp_path / "cut.png"
+    truncated.write_bytes(DIGITS[3].read_bytes()[:200])
+    cases = [
+        (tmp_path / "absent.png", ["image not found", "absent.png"]),
+        (text, ["is not an image file", "notes.png"]),
+        (truncated, ["cannot read image", "cut.png"]),
+        (tmp_path, ["is a directory"]),
+    ]
+    for path, needles in cases:
+        code, out, err = run(capsys, "predict", "convnet2", DIGITS[0], path)
+        assert code == 2
+        assert out == ""
+        _one_error_line(err, *needles)
+
+
+def test_predict_top_beyond_the_classes(capsys: pytest.CaptureFixture[str]) -> None:
+    """--top larger than the number of classes is a usage error."""
+    code, _, err = run(capsys, "predict", "convnet2", DIGITS[0], "--top", "11")
+    assert code == 2
+    _one_error_line(err, "--top must be between 1 and 10, got 11")
+
+
+def test_predict_accepts_jpeg_and_any_size(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A large RGB JPEG photo-like image is read and classified."""
+    photo = Image.open(DIGITS[5]).convert("RGB").resize((640, 480))
+    path = tmp_path / "photo.jpg"
+    photo.save(path, quality=85)
+    code, out, _ = run(capsys, "predict", "convnet3", path)
+    assert code == 0
+    ((shown, preds),) = _predictions(out)
+    assert shown == str(path)
+    assert 0.0 <= preds[0][1] <= 1.0
+
+
+# --------------------------------------------------------------------------------------
+# export
+
+
+@pytest.mark.parametrize(("fmt", "suffix"), [("onnx", ".onnx"), ("torchscript", ".pt")])
+def test_export_writes_a_verified_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, fmt: str, suffix: str
+) -> None:
+    """export writes the file, says it was checked, and the file gives the model's logits."""
+    out_path = tmp_path / f"mlr{suffix}"
+    code, out, err = run(capsys, "export", MLR, "--format", fmt, out_path)
+    assert code == 0, err
+    assert out_path.is_file()
+    assert f"wrote {out_path} ({fmt}," in out
+    diff = float(re.search(r"max abs diff (\S+) from eager", out).group(1))  # type: ignore[union-attr]
+    assert 0.0 <= diff <= 1e-4
+    model = tp3nets.multinomial_logistic_regression(weights="DEFAULT").eval()
+    x = torch.rand(3, 1, 28, 28)
+    if fmt == "torchscript":
+        got = torch.jit.load(str(out_path))(x)
+    else:
+        from tp3nets.export import verify_onnx
+
+        assert verify_onnx(out_path, model) <= 1e-4
+        return
+    with torch.no_grad():
+        assert float((got - model(x)).abs().max()) <= 1e-4
+
+
+def test_export_format_from_suffix(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Without --format the suffix decides; an unknown suffix is a usage error."""
+    code, out, _ = run(capsys, "export", "convnet2", tmp_path / "c2.pt", "--weights", "none")
+    assert code == 0
+    assert "(torchscript," in out
+    assert "random initialisation" in out
+    code, _, err = run(capsys, "export", "convnet2", tmp_path / "c2.bin")
+    assert code == 2
+    _one_error_line(err, "cannot tell the format", "--format onnx")
+    code, _, err = run(capsys, "export", "convnet2", tmp_path, "--format", "onnx")
+    assert code == 2
+    _one_error_line(err, "is a directory")
