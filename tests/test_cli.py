@@ -430,6 +430,25 @@ def test_evaluate_bad_weights(
     _one_error_line(err, *needles)
 
 
+def test_weights_file_without_suffix_in_the_current_folder(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--weights NAME that is no member name but an existing file loads that file."""
+    from safetensors.torch import save_file
+
+    model = tp3nets.convnet2()
+    save_file(dict(model.state_dict()), str(tmp_path / "mine"))
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "predict", "convnet2", DIGITS[2], "--weights", "mine", "--json",
+                         "--top", "10")
+    assert code == 0, err
+    (result,) = json.loads(out)["results"]
+    with torch.no_grad():
+        probs = model.eval()(tp3nets.MNISTPreprocess()(Image.open(DIGITS[2]))[None]).softmax(1)
+    for p in result["predictions"]:
+        assert p["probability"] == pytest.approx(float(probs[0, p["index"]]), abs=1e-5)
+
+
 def test_weights_of_another_model_are_refused(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

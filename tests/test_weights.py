@@ -486,12 +486,17 @@ def test_missing_or_unreadable_files_raise_clear_errors(tmp_path: Path) -> None:
         tp3nets.convnet2(weights=str(tmp_path / "absent.safetensors"))
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"\x00 not a safetensors file")
-    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+    with pytest.raises(CheckpointError, match="is not a safetensors file"):
         load_state_dict(garbage)
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a pickle at all")
-    with pytest.raises(CheckpointError, match="not a safe, readable state dict"):
+    with pytest.raises(CheckpointError, match=r"is not a PyTorch \(torch.save\) or safetensors"):
         load_state_dict(junk)
+    cut = tmp_path / "cut.safetensors"
+    save_file({"w": torch.zeros(100)}, str(cut))
+    cut.write_bytes(cut.read_bytes()[:-10])  # a truncated download
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        load_state_dict(cut)
     mixed = tmp_path / "mixed.pt"
     torch.save({"weight": torch.zeros(2), "note": "hello"}, mixed)
     with pytest.raises(CheckpointError, match="entries that are not tensors: note"):
@@ -538,6 +543,16 @@ def test_load_weights_into_is_strict_and_exact() -> None:
     del partial["layer1.0.bias"]
     with pytest.raises(CheckpointError, match=r"missing keys: layer1\.0\.bias"):
         load_weights_into(target, partial, source="partial.pt")
+
+
+@pytest.mark.parametrize("name", ["weights", "weights.pt", "weights.bin"])
+def test_format_is_read_from_the_content(name: str, tmp_path: Path) -> None:
+    """A safetensors file loads whatever its name; so does a torch.save file."""
+    model = tp3nets.convnet2()
+    save_file(dict(model.state_dict()), str(tmp_path / name))
+    _assert_same_state(model, load_state_dict(tmp_path / name))
+    torch.save(model.state_dict(), tmp_path / "pickled.safetensors")
+    _assert_same_state(model, load_state_dict(tmp_path / "pickled.safetensors"))
 
 
 def test_bundled_files_copy_cleanly(tmp_path: Path) -> None:

@@ -106,16 +106,14 @@ def _data_dir(value: str | None) -> Path:
 def _looks_like_path(value: str) -> bool:
     from .weights import CHECKPOINT_SUFFIXES
 
-    return (
-        "/" in value
-        or os.sep in value
-        or value.lower().endswith(CHECKPOINT_SUFFIXES)
-        or Path(value).expanduser().exists()
-    )
+    return "/" in value or os.sep in value or value.lower().endswith(CHECKPOINT_SUFFIXES)
 
 
 def _load_model(name: str, weights: str | None) -> tuple[nn.Module, Any, str]:
     """Build model ``name`` with ``weights``: a member name, a file, or ``none``.
+
+    A value with a path separator or a checkpoint suffix is a file; otherwise a member name
+    of the model's weights enum, or else an existing file of that name.
 
     Returns:
         The model, the weights member (or ``None``) and a description of the weights.
@@ -126,20 +124,25 @@ def _load_model(name: str, weights: str | None) -> tuple[nn.Module, Any, str]:
     builder = get_model_builder(name)
     if weights is None or weights.lower() == "none":
         return builder(), None, "random initialisation"
-    if _looks_like_path(weights):
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            what = "is a directory" if path.is_dir() else "not found"
-            raise FileNotFoundError(f"weights file {what}: {weights!r}")
-        model = builder()
-        load_weights_into(model, load_state_dict(path), source=str(path))
-        return model, None, str(path)
-    enum_cls = get_model_weights(name)
-    try:
-        member = enum_cls.verify(weights)
-    except ValueError as exc:
-        raise UsageError(f"{exc} (or give the path of a .safetensors or .pt file)") from None
-    return builder(weights=member), member, repr(member)
+    member = None
+    if not _looks_like_path(weights):
+        enum_cls = get_model_weights(name)
+        try:
+            member = enum_cls.verify(weights)
+        except ValueError as exc:
+            if not Path(weights).expanduser().is_file():
+                raise UsageError(
+                    f"{exc} (or give the path of a .safetensors or .pt file)"
+                ) from None
+    if member is not None:
+        return builder(weights=member), member, repr(member)
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "not found"
+        raise FileNotFoundError(f"weights file {what}: {weights!r}")
+    model = builder()
+    load_weights_into(model, load_state_dict(path), source=str(path))
+    return model, None, str(path)
 
 
 def _default_member(name: str) -> Any:

@@ -55,18 +55,35 @@ def _weights_dir() -> Traversable:
 def _first_line(exc: BaseException) -> str:
     """The informative line of an exception's message.
 
-    ``torch.load(weights_only=True)`` opens with generic advice; the reason is on a later
-    line (``WeightsUnpickler error: ...`` or ``... unsupported GLOBAL ...``).
+    ``torch.load(weights_only=True)`` opens with generic advice; the reason follows
+    ``WeightsUnpickler error:`` or names the refused ``GLOBAL``.
     """
     text = str(exc).strip()
     if not text:
         return type(exc).__name__
-    for line in text.splitlines():
+    lines = [line.strip() for line in text.splitlines()]
+    for i, line in enumerate(lines):
         if "WeightsUnpickler error:" in line:
-            line = line.split("WeightsUnpickler error:", 1)[1]
+            rest = [line.split("WeightsUnpickler error:", 1)[1].strip(), *lines[i + 1 :]]
+            reason = next((r for r in rest if r), "")
+            if reason:
+                return reason.split(" Please use ")[0].strip()
         if "GLOBAL" in line:
             return line.split(" Please use ")[0].strip()
-    return text.splitlines()[0]
+    return lines[0]
+
+
+def _sniff(path: Path) -> str:
+    """``"torch"`` (zip or pickle from torch.save), ``"safetensors"``, or ``"unknown"``."""
+    with path.open("rb") as fh:
+        head = fh.read(9)
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return "torch"
+    if len(head) == 9 and head[8:9] == b"{":
+        header = int.from_bytes(head[:8], "little")
+        if 0 < header <= path.stat().st_size - 8:
+            return "safetensors"
+    return "unknown"
 
 
 @dataclass(frozen=True, eq=False)
@@ -277,7 +294,8 @@ def load_state_dict(
 ) -> dict[str, Tensor]:
     """Read a state dict from a ``.safetensors`` or ``.pt``/``.pth`` file, safely.
 
-    Pickle files are read with ``torch.load(weights_only=True)``, which refuses any object
+    The format is read from the file's first bytes, whatever its name. Pickle files are
+    read with ``torch.load(weights_only=True)``, which refuses any object
     beyond tensors and plain containers, so a file cannot run code. A full training
     checkpoint written by :func:`tp3nets.fit` is accepted too (its ``"model"`` entry is
     used, as is a ``"state_dict"`` entry), and the ``module.`` (DDP) and ``_orig_mod.``
@@ -318,8 +336,14 @@ def load_state_dict(
                 f"{str(p)!r} is corrupt or was modified: its sha256 is {digest}, "
                 f"expected {sha256}"
             )
+    kind = _sniff(p)
+    if kind == "unknown":
+        what = "a safetensors file" if p.suffix == ".safetensors" else (
+            "a PyTorch (torch.save) or safetensors file"
+        )
+        raise CheckpointError(f"{str(p)!r} is not {what}: its header is not one of theirs")
     raw: Any
-    if p.suffix == ".safetensors":
+    if kind == "safetensors":
         from safetensors.torch import load_file
 
         try:
@@ -330,7 +354,9 @@ def load_state_dict(
             ) from None
     else:
         try:
-            raw = torch.load(p, map_location=location, weights_only=True)
+            # A file object, not the path: torch.load would pick a reader from the suffix.
+            with p.open("rb") as fh:
+                raw = torch.load(fh, map_location=location, weights_only=True)
         except Exception as exc:
             raise CheckpointError(
                 f"{str(p)!r} is not a safe, readable state dict (tp3nets loads tensors only and "
