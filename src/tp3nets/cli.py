@@ -734,20 +734,20 @@ def build_parser() -> argparse.ArgumentParser:
                        "the MNIST training set, validating after each epoch.")
     _add_model(p)
     _add_data(p)
-    p.add_argument("--epochs", type=_positive(int, "an integer"), default=10,
+    p.add_argument("--epochs", type=_positive(int, "an integer"), default=10, metavar="N",
                    help="total epochs (a resumed run continues up to it; default: 10)")
-    p.add_argument("--batch-size", type=_positive(int, "an integer"), default=128,
+    p.add_argument("--batch-size", type=_positive(int, "an integer"), default=128, metavar="N",
                    help="default: 128")
     p.add_argument("--optimizer", choices=("adamw", "adam", "sgd"), default="adamw",
                    help="default: adamw (sgd uses Nesterov momentum 0.9)")
     p.add_argument("--lr", type=_positive(float, "a number"), default=None,
                    help="(peak) learning rate (default: 1e-3 for adam/adamw, 0.05 for sgd)")
-    p.add_argument("--weight-decay", type=_non_negative_float, default=1e-4,
+    p.add_argument("--weight-decay", type=_non_negative_float, default=1e-4, metavar="WD",
                    help="default: 1e-4")
     p.add_argument("--scheduler", choices=("onecycle", "cosine", "constant"),
                    default="onecycle", help="learning-rate schedule (default: onecycle, "
                    "stepped per batch, as the bundled weights were trained)")
-    p.add_argument("--label-smoothing", type=_non_negative_float, default=0.0,
+    p.add_argument("--label-smoothing", type=_non_negative_float, default=0.0, metavar="EPS",
                    help="default: 0")
     p.add_argument("--precision", choices=("32", "bf16", "16"), default="32",
                    help="32, bf16 (autocast, CPU or CUDA) or 16 (float16, CUDA only); "
@@ -778,7 +778,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_weights(p, "DEFAULT", "weights to evaluate")
     _add_data(p)
     p.add_argument("--split", choices=("test", "val"), default="test", help="default: test")
-    p.add_argument("--batch-size", type=_positive(int, "an integer"), default=1000,
+    p.add_argument("--batch-size", type=_positive(int, "an integer"), default=1000, metavar="N",
                    help="default: 1000")
     p.add_argument("--limit", type=_positive(int, "an integer"), metavar="N",
                    help="evaluate the first N images only")
@@ -807,7 +807,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("onnx", "torchscript"),
                    help="default: from OUT's suffix (.onnx, or .pt for torchscript)")
     _add_weights(p, "DEFAULT", "weights to export")
-    p.add_argument("--opset", type=_positive(int, "an integer"), default=None,
+    p.add_argument("--opset", type=_positive(int, "an integer"), default=None, metavar="N",
                    help="ONNX opset (default: the exporter's)")
     p.add_argument("--method", choices=("script", "trace"), default="script",
                    help="TorchScript method (default: script)")
