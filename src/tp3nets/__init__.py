@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 from ._version import __version__
+from .callbacks import EarlyStopping, ModelCheckpoint
 from .layers import batch_relu
 from .models import (
     ConvNet2,
@@ -30,7 +31,6 @@ from .models import (
     list_models,
     multinomial_logistic_regression,
 )
-from .callbacks import EarlyStopping, ModelCheckpoint
 from .training import History, evaluate, fit, predict, seed_everything, train_one_epoch
 from .transforms import MNISTPreprocess
 from .weights import CheckpointError, Weights, WeightsEnum, load_state_dict

@@ -1,14 +1,28 @@
-"""Process-group helpers for fit/evaluate under torchrun (gloo on CPU, nccl on GPU)."""
+"""Process-group helpers for fit/evaluate under torchrun (gloo on CPU, nccl on GPU).
+
+The convention throughout: a loader's ``batch_size`` is the *global* batch. Under W
+processes, training splits each global batch into W parts (one per process), so that
+DistributedDataParallel's gradient average equals the single-process gradient of that
+batch; evaluation gives each process whole batches of its own and sums the results.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, RandomSampler, Sampler
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    IterableDataset,
+    RandomSampler,
+    Sampler,
+    SequentialSampler,
+)
 
 __all__: list[str] = []
 
@@ -29,8 +43,33 @@ def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def init_from_env() -> bool:
+    """Start the process group that ``torchrun`` describes in the environment, once.
+
+    Does nothing outside torchrun (no ``WORLD_SIZE`` > 1 and ``MASTER_ADDR``) or when a
+    group already exists. Returns whether a distributed group is active afterwards.
+    """
+    if not dist.is_available() or dist.is_initialized():
+        return is_distributed()
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or "MASTER_ADDR" not in os.environ:
+        return False
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank())
+        dist.init_process_group("nccl")
+    else:
+        dist.init_process_group("gloo")
+    return is_distributed()
+
+
 def all_reduce_sum(t: Tensor) -> None:
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    """Every process's ``obj``, in rank order (plain Python data only)."""
+    out: list[Any] = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def any_true(flag: bool, device: torch.device) -> bool:
@@ -38,6 +77,12 @@ def any_true(flag: bool, device: torch.device) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def broadcast_buffers(model: nn.Module) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics drift apart)."""
+    for buf in model.buffers():
+        dist.broadcast(buf, src=0)
 
 
 def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
@@ -48,51 +93,109 @@ def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
     return DistributedDataParallel(model)  # no device_ids on the CPU
 
 
-class _ShardSampler(Sampler[int]):
-    """This rank's share of a dataset, round-robin, with no padding (for evaluation)."""
+def _shared_seed() -> int:
+    """Rank 0's torch seed, so that every rank draws the same shuffling order."""
+    t = torch.tensor([torch.initial_seed() % 2**31], dtype=torch.int64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.broadcast(t, src=0)
+    return int(t.item())
 
-    def __init__(self, n: int, rank: int, world: int) -> None:
-        self.n, self.rank, self.world = n, rank, world
 
-    def __iter__(self) -> Any:
-        return iter(range(self.rank, self.n, self.world))
+class _RoundRobinBatches(Sampler[list[int]]):
+    """Whole batches ``rank, rank + W, …`` of a sequential batching (for evaluation)."""
+
+    def __init__(self, n: int, batch_size: int, drop_last: bool, rank: int, world: int) -> None:
+        self.batches = BatchSampler(SequentialSampler(range(n)), batch_size, drop_last)
+        self.rank, self.world = rank, world
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for i, batch in enumerate(self.batches):
+            if i % self.world == self.rank:
+                yield batch
 
     def __len__(self) -> int:
-        return len(range(self.rank, self.n, self.world))
+        return len(range(self.rank, len(self.batches), self.world))
+
+
+def _loader_options(loader: DataLoader[Any]) -> dict[str, Any]:
+    opts: dict[str, Any] = {
+        "num_workers": loader.num_workers,
+        "collate_fn": loader.collate_fn,
+        "pin_memory": loader.pin_memory,
+        "timeout": loader.timeout,
+        "worker_init_fn": loader.worker_init_fn,
+        "persistent_workers": loader.persistent_workers,
+    }
+    if loader.num_workers > 0:
+        opts["prefetch_factor"] = loader.prefetch_factor
+        opts["multiprocessing_context"] = loader.multiprocessing_context
+    return opts
 
 
 def shard_loader(loader: Any, *, train: bool) -> Any:
-    """Give this rank its share: padded for training (equal batch counts), exact for eval."""
+    """This rank's share of ``loader``.
+
+    Training: each global batch split across ranks, padded where a split would leave a
+    rank empty, so every rank takes the same number of steps. Evaluation: whole batches
+    dealt round-robin, no padding, so no sample is seen twice.
+    """
     from .data import TensorLoader
 
+    world, r = world_size(), rank()
     if isinstance(loader, TensorLoader):
         if loader.num_replicas > 1:
             return loader
-        return loader.shard(rank(), world_size(), pad=train)
+        return loader.shard(r, world, pad=train)
     if isinstance(loader, DataLoader):
         from torch.utils.data.distributed import DistributedSampler
 
-        if isinstance(loader.sampler, (DistributedSampler, _ShardSampler)):
-            return loader
+        if isinstance(loader.sampler, DistributedSampler) or isinstance(
+            loader.batch_sampler, _RoundRobinBatches
+        ):
+            return loader  # already sharded by the caller
         ds = loader.dataset
-        sampler: Sampler[int]
-        if train:
-            sampler = DistributedSampler(
-                ds,  # type: ignore[arg-type]
-                shuffle=isinstance(loader.sampler, RandomSampler),
-                drop_last=loader.drop_last,
+        if isinstance(ds, IterableDataset):
+            raise TypeError(
+                "under torchrun, fit/evaluate cannot shard a DataLoader over an "
+                "IterableDataset; give each process its own share of the stream"
             )
-        else:
-            sampler = _ShardSampler(len(ds), rank(), world_size())  # type: ignore[arg-type]
+        if loader.batch_size is None or not isinstance(
+            loader.sampler, (SequentialSampler, RandomSampler)
+        ):
+            raise TypeError(
+                "under torchrun, fit/evaluate shard DataLoaders built with batch_size= and "
+                f"shuffle=True/False; this one has a {type(loader.sampler).__name__} and "
+                f"batch_sampler {type(loader.batch_sampler).__name__}: give it a "
+                "DistributedSampler yourself"
+            )
+        n = len(ds)  # type: ignore[arg-type]
+        if not train:
+            return DataLoader(
+                ds,
+                batch_sampler=_RoundRobinBatches(n, loader.batch_size, loader.drop_last, r, world),
+                **_loader_options(loader),
+            )
+        if loader.batch_size % world:
+            raise ValueError(
+                f"under torchrun with {world} processes, the DataLoader's batch_size "
+                f"({loader.batch_size}) must be a multiple of {world}: it is the global batch, "
+                f"split across the processes"
+            )
+        sampler: DistributedSampler[Any] = DistributedSampler(
+            ds,
+            num_replicas=world,
+            rank=r,
+            shuffle=isinstance(loader.sampler, RandomSampler),
+            seed=_shared_seed(),
+            drop_last=loader.drop_last,
+        )
         return DataLoader(
             ds,
-            batch_size=loader.batch_size,
+            batch_size=loader.batch_size // world,
             sampler=sampler,
-            num_workers=loader.num_workers,
-            collate_fn=loader.collate_fn,
-            pin_memory=loader.pin_memory,
             drop_last=loader.drop_last,
-            persistent_workers=loader.persistent_workers,
+            **_loader_options(loader),
         )
     raise TypeError(
         f"under torchrun, fit/evaluate shard TensorLoader and DataLoader; got "

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from torch import Tensor
 
@@ -21,7 +20,16 @@ class Callback(Protocol):
 
     ``on_fit_start``, ``on_epoch_start``, ``on_batch_end``, ``on_epoch_end`` and
     ``on_fit_end`` each take the :class:`~tp3nets.training.FitState`; set its
-    ``stop_training`` to end the run after the current epoch.
+    ``stop_training`` to end the run after the current epoch. A callback with
+    ``state_dict()`` and ``load_state_dict(state)`` has its state saved in full checkpoints
+    and given back when ``fit(..., resume_from=...)`` continues the run. Callbacks with a
+    true ``runs_last`` attribute (:class:`ModelCheckpoint`) have their hooks called after
+    the others', so that a checkpoint holds the others' state at the end of the epoch.
+
+    Example:
+        >>> class PrintLoss:
+        ...     def on_epoch_end(self, state):
+        ...         print(f"{state.epoch}: {state.logs['loss']:.3f}")
     """
 
 
@@ -36,10 +44,12 @@ class EarlyStopping:
 
     Args:
         monitor: a history key such as ``"val_loss"`` or ``"val_acc"``.
-        patience: epochs without improvement before stopping.
+        patience: epochs without improvement after which the run stops (0 and 1 both stop
+            at the first epoch that does not improve).
         min_delta: the smallest change that counts as an improvement.
         mode: ``"min"``, ``"max"``, or ``"auto"`` (``max`` for accuracies, else ``min``).
-        restore_best_weights: load the best epoch's weights when the run ends.
+        restore_best_weights: load the best epoch's weights when the run ends (stopped
+            early or not).
 
     Example:
         >>> EarlyStopping(monitor="val_acc", patience=3).mode
@@ -74,6 +84,24 @@ class EarlyStopping:
         self.best = math.inf if self.mode == "min" else -math.inf
         self.wait, self.best_epoch, self._best_state, self.stopped_epoch = 0, 0, None, None
 
+    def state_dict(self) -> dict[str, Any]:
+        """The tracking state, best weights included, for full checkpoints."""
+        return {
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "wait": self.wait,
+            "stopped_epoch": self.stopped_epoch,
+            "best_state": self._best_state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`."""
+        self.best = float(state["best"])
+        self.best_epoch = int(state["best_epoch"])
+        self.wait = int(state["wait"])
+        self.stopped_epoch = state["stopped_epoch"]
+        self._best_state = state["best_state"]
+
     def on_epoch_end(self, state: FitState) -> None:
         if self.monitor not in state.logs:
             raise ValueError(
@@ -84,10 +112,12 @@ class EarlyStopping:
         if _better(self.mode, value, self.best, self.min_delta):
             self.best, self.best_epoch, self.wait = value, state.epoch, 0
             if self.restore_best_weights:
-                self._best_state = copy.deepcopy(state.model.state_dict())
+                self._best_state = {
+                    k: v.detach().clone() for k, v in state.model.state_dict().items()
+                }
         else:
             self.wait += 1
-            if self.wait > self.patience:
+            if self.wait >= self.patience:
                 state.stop_training = True
                 self.stopped_epoch = state.epoch
 
@@ -99,8 +129,8 @@ class EarlyStopping:
 class ModelCheckpoint:
     """Write full checkpoints (weights, optimizer, scheduler, RNG, history) during fit.
 
-    Files are written atomically and only by rank 0. ``fit(..., resume_from=path)``
-    continues from them.
+    Files are written atomically (a killed run leaves the previous file whole) and only by
+    rank 0. ``fit(..., resume_from=path)`` continues from them.
 
     Args:
         path: the file; ``{epoch}`` in it is replaced by the epoch number.
@@ -113,6 +143,8 @@ class ModelCheckpoint:
         >>> ModelCheckpoint("runs/last.pt").path
         PosixPath('runs/last.pt')
     """
+
+    runs_last = True
 
     def __init__(
         self,
@@ -133,15 +165,32 @@ class ModelCheckpoint:
         self.best = math.inf if self.mode == "min" else -math.inf
         self.last_saved: Path | None = None
 
+    def on_fit_start(self, state: FitState) -> None:
+        self.best = math.inf if self.mode == "min" else -math.inf
+
+    def state_dict(self) -> dict[str, Any]:
+        """The best figure so far and the last file written, for full checkpoints."""
+        return {"best": self.best, "last_saved": str(self.last_saved or "")}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`."""
+        self.best = float(state["best"])
+        self.last_saved = Path(state["last_saved"]) if state["last_saved"] else None
+
     def on_epoch_end(self, state: FitState) -> None:
         if state.epoch % self.every_n_epochs:
             return
         if self.save_best_only:
             if self.monitor not in state.logs:
-                raise ValueError(f"ModelCheckpoint monitors {self.monitor!r}, not logged")
+                raise ValueError(
+                    f"ModelCheckpoint monitors {self.monitor!r} but the epoch logged only "
+                    f"{', '.join(sorted(state.logs))} (pass val_loader= for val_* figures)"
+                )
             value = float(state.logs[self.monitor])
             if not _better(self.mode, value, self.best, 0.0):
                 return
             self.best = value
         target = Path(str(self.path).replace("{epoch}", str(state.epoch)))
-        self.last_saved = state.save_checkpoint(target)
+        # Record the file before writing it, so that the checkpoint holds its own name.
+        self.last_saved = target
+        state.save_checkpoint(target)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -17,7 +18,14 @@ from .weights._api import _strip_prefixes
 if TYPE_CHECKING:
     from .training import History
 
-__all__ = ["CHECKPOINT_FORMAT", "load_checkpoint", "make_checkpoint", "save_checkpoint"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "load_checkpoint",
+    "make_checkpoint",
+    "restore_callbacks",
+    "restore_checkpoint",
+    "save_checkpoint",
+]
 
 CHECKPOINT_FORMAT: Final = "tp3nets.checkpoint/1"
 
@@ -31,6 +39,51 @@ def _bare(model: nn.Module) -> nn.Module:
         model = inner
 
 
+def _rng_states() -> dict[str, Any]:
+    version, internal, _ = random.getstate()
+    rng: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": [*internal, version],
+    }
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover - numpy ships with torch's usual installs
+        pass
+    else:
+        _, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+        rng["numpy"] = {
+            "keys": torch.from_numpy(np.asarray(keys).astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return rng
+
+
+def _set_rng_states(rng: dict[str, Any]) -> None:
+    if "torch" in rng:
+        torch.set_rng_state(rng["torch"].cpu())
+    if "python" in rng:
+        values = rng["python"]
+        random.setstate((values[-1], tuple(values[:-1]), None))
+    if "numpy" in rng:
+        try:
+            import numpy as np
+        except ImportError:  # pragma: no cover
+            pass
+        else:
+            st = rng["numpy"]
+            np.random.set_state(
+                ("MT19937", st["keys"].numpy().astype(np.uint32), st["pos"], st["has_gauss"],
+                 st["gauss"])
+            )
+    if "cuda" in rng and torch.cuda.is_available():
+        states = [s.cpu() for s in rng["cuda"]][: torch.cuda.device_count()]
+        torch.cuda.set_rng_state_all(states)
+
+
 def make_checkpoint(
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None,
@@ -38,15 +91,18 @@ def make_checkpoint(
     scaler: Any,
     epoch: int,
     history: History | None,
+    *,
+    callbacks: Sequence[Any] = (),
+    stop_training: bool = False,
 ) -> dict[str, Any]:
-    """Everything needed to continue a run exactly: weights, optimizer, scheduler, RNGs."""
+    """Everything needed to continue a run exactly.
+
+    The weights (keyed as the bare module expects: no ``module.`` or ``_orig_mod.``
+    prefix), the optimizer, scheduler and gradient-scaler states, the epoch, the history,
+    the state of each callback that has ``state_dict()``, whether a callback asked to stop,
+    and the RNG states of Python, NumPy, torch and CUDA.
+    """
     bare = _bare(model)
-    rng: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "python": list(random.getstate()[1]) + [random.getstate()[0]],
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
     return {
         "format": CHECKPOINT_FORMAT,
         "model_class": type(bare).__name__,
@@ -55,9 +111,16 @@ def make_checkpoint(
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "scaler": scaler.state_dict() if scaler is not None else None,
         "epoch": int(epoch),
+        "stop_training": bool(stop_training),
         "history": history.to_dict() if history is not None else None,
-        "rng": rng,
-        "torch_version": torch.__version__,
+        "callbacks": [
+            {"class": type(cb).__name__, "state": cb.state_dict()}
+            if callable(getattr(cb, "state_dict", None)) and not isinstance(cb, nn.Module)
+            else None
+            for cb in callbacks
+        ],
+        "rng": _rng_states(),
+        "torch_version": str(torch.__version__),
     }
 
 
@@ -120,7 +183,12 @@ def restore_checkpoint(
     *,
     source: str,
 ) -> tuple[int, History]:
-    """Load a checkpoint's states into the run's objects; return (epoch, history)."""
+    """Load a checkpoint's states into the run's objects; return ``(epoch, history)``.
+
+    Raises:
+        CheckpointError: the checkpoint was saved from another model class, its weights or
+            optimizer state do not fit.
+    """
     from .training import History
 
     bare = _bare(model)
@@ -133,18 +201,31 @@ def restore_checkpoint(
         try:
             optimizer.load_state_dict(ckpt["optimizer"])
         except (ValueError, KeyError) as exc:
-            raise CheckpointError(f"{source}: the optimizer state does not fit: {exc}") from None
+            raise CheckpointError(
+                f"{source}: the optimizer state does not fit the {type(optimizer).__name__} "
+                f"given: {exc}"
+            ) from None
     if scheduler is not None and ckpt.get("scheduler") is not None:
-        scheduler.load_state_dict(ckpt["scheduler"])
+        try:
+            scheduler.load_state_dict(ckpt["scheduler"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(
+                f"{source}: the scheduler state does not fit the {type(scheduler).__name__} "
+                f"given: {exc}"
+            ) from None
     if scaler is not None and ckpt.get("scaler") is not None:
         scaler.load_state_dict(ckpt["scaler"])
-    rng = ckpt.get("rng") or {}
-    if "torch" in rng:
-        torch.set_rng_state(rng["torch"].cpu())
-    if "python" in rng:
-        values = rng["python"]
-        random.setstate((values[-1], tuple(values[:-1]), None))
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+    _set_rng_states(ckpt.get("rng") or {})
     history = History.from_dict(ckpt["history"] or {})
     return int(ckpt["epoch"]), history
+
+
+def restore_callbacks(ckpt: dict[str, Any], callbacks: Sequence[Any]) -> None:
+    """Give each callback back its saved state (matched by position and class name)."""
+    saved = ckpt.get("callbacks") or []
+    for cb, entry in zip(callbacks, saved, strict=False):
+        if entry is None or entry.get("class") != type(cb).__name__:
+            continue
+        load = getattr(cb, "load_state_dict", None)
+        if callable(load):
+            load(entry["state"])

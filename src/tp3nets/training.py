@@ -15,11 +15,10 @@ from typing import Any, Final, Literal, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
 
 from . import _distributed as dist_utils
 from .callbacks import Callback
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, make_checkpoint, restore_checkpoint, save_checkpoint
 
 __all__ = [
     "FitState",
@@ -27,6 +26,7 @@ __all__ = [
     "Metric",
     "Precision",
     "accuracy",
+    "default_unpack",
     "evaluate",
     "fit",
     "predict",
@@ -36,11 +36,19 @@ __all__ = [
 
 Precision = Literal["32", "bf16", "16"]
 _PRECISIONS: Final = ("32", "bf16", "16")
+# On an accelerator, reading the loss back forces a synchronisation; a NaN loss is looked
+# for every this many batches (and at the end of the epoch) instead of after each one.
+_NONFINITE_CHECK_EVERY: Final = 32
 
 
 @runtime_checkable
 class Metric(Protocol):
-    """A stateful metric in torchmetrics' shape: ``update``, ``compute``, ``reset``."""
+    """A stateful metric in torchmetrics' shape: ``update``, ``compute``, ``reset``.
+
+    :func:`fit` and :func:`evaluate` call ``reset()`` before a pass, ``update(preds, target)``
+    for each batch and ``compute()`` after it. Under ``torchrun`` the object reduces its own
+    state across processes (torchmetrics does); plain callables are reduced by tp3nets.
+    """
 
     def update(self, preds: Tensor, target: Tensor) -> Any: ...
 
@@ -53,18 +61,28 @@ MetricLike = Metric | Callable[[Tensor, Tensor], Tensor | float]
 
 
 def accuracy(preds: Tensor, target: Tensor) -> Tensor:
-    """Top-1 accuracy of logits ``(N, C)`` against class indices ``(N,)``.
+    """Top-1 accuracy of logits ``(N, C, ...)`` against class indices ``(N, ...)``.
+
+    Predictions with the target's shape are rounded first (binary probabilities).
 
     Example:
         >>> import torch
         >>> accuracy(torch.tensor([[2.0, 1.0], [0.0, 3.0]]), torch.tensor([0, 0]))
         tensor(0.5000)
     """
-    if preds.dim() == target.dim() + 1:
-        hits = preds.argmax(dim=-1) == target
-    else:
-        hits = preds.round() == target
-    return hits.float().mean()
+    hits, total = _correct(preds, target)
+    return hits.float() / max(total, 1)
+
+
+def _correct(preds: Tensor, target: Tensor) -> tuple[Tensor, int]:
+    """``(right answers as an int64 scalar, answers)``: exact to sum across batches."""
+    hits = _predicted(preds, target) == target
+    return hits.sum(), hits.numel()
+
+
+def _predicted(preds: Tensor, target: Tensor) -> Tensor:
+    """The predicted labels: argmax over the class dimension, or rounded probabilities."""
+    return preds.argmax(dim=1) if preds.dim() == target.dim() + 1 else preds.round()
 
 
 def seed_everything(seed: int, *, deterministic: bool = False) -> None:
@@ -101,12 +119,16 @@ def seed_everything(seed: int, *, deterministic: bool = False) -> None:
 class History:
     """Per-epoch figures of a :func:`fit` run, Keras-style keys (``loss``, ``val_acc`` …).
 
+    Each row holds ``epoch``, the training figures (``loss``, ``acc``), the validation ones
+    (``val_loss``, ``val_acc``) when there is a validation loader, ``lr`` and ``time``
+    (seconds). ``monitor`` and ``mode`` decide :attr:`best_epoch`.
+
     Example:
         >>> h = History(monitor="val_loss")
         >>> h.append({"epoch": 1, "loss": 0.5, "val_loss": 0.4})
         >>> h.append({"epoch": 2, "loss": 0.3, "val_loss": 0.45})
-        >>> h.best_epoch, h["loss"]
-        (1, [0.5, 0.3])
+        >>> h.best_epoch, h["loss"], h.best["val_loss"]
+        (1, [0.5, 0.3], 0.4)
     """
 
     epochs: list[dict[str, float]] = field(default_factory=list)
@@ -136,11 +158,17 @@ class History:
     @property
     def best_epoch(self) -> int | None:
         """The epoch (1-based) with the best ``monitor`` figure, or ``None`` without one."""
+        best = self.best
+        return None if best is None else int(best["epoch"])
+
+    @property
+    def best(self) -> dict[str, float] | None:
+        """The row of the best epoch (the first one on a tie), or ``None`` without one."""
         rows = [r for r in self.epochs if self.monitor in r and not math.isnan(r[self.monitor])]
         if not rows:
             return None
         pick = min if self.mode == "min" else max
-        return int(pick(rows, key=lambda r: r[self.monitor])["epoch"])
+        return dict(pick(rows, key=lambda r: r[self.monitor]))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy: ``{"monitor", "mode", "best_epoch", "epochs": [...]}``."""
@@ -164,11 +192,14 @@ class History:
         """Plot figures against the epoch with matplotlib (``pip install tp3nets[plot]``).
 
         Args:
-            keys: figures to draw; default every loss, then every accuracy, on twin axes.
+            keys: figures to draw; default every loss and accuracy.
             ax: an existing matplotlib Axes.
 
         Returns:
             The matplotlib Axes.
+
+        Raises:
+            ImportError: matplotlib is not installed.
         """
         try:
             import matplotlib.pyplot as plt
@@ -194,7 +225,9 @@ class History:
 class FitState:
     """What callbacks see and may change during :func:`fit`.
 
-    Set ``stop_training = True`` to end the run after the current epoch.
+    ``model`` is the bare module (never the DDP or ``torch.compile`` wrapper). ``logs``
+    holds ``{"batch", "loss"}`` in ``on_batch_end`` and the epoch's history row in
+    ``on_epoch_end``. Set ``stop_training = True`` to end the run after the current epoch.
     """
 
     model: nn.Module
@@ -207,13 +240,14 @@ class FitState:
     stop_training: bool = False
     is_main: bool = True
     scaler: Any = None
+    callbacks: Sequence[Any] = ()
 
     def checkpoint(self) -> dict[str, Any]:
-        """A full checkpoint of the run so far (model, optimizer, scheduler, RNG, history)."""
-        from .checkpoint import make_checkpoint
-
+        """A full checkpoint of the run so far: model, optimizer, scheduler, gradient
+        scaler, epoch, history, callback states and RNG states."""
         return make_checkpoint(
-            self.model, self.optimizer, self.scheduler, self.scaler, self.epoch, self.history
+            self.model, self.optimizer, self.scheduler, self.scaler, self.epoch, self.history,
+            callbacks=self.callbacks, stop_training=self.stop_training,
         )
 
     def save_checkpoint(self, path: str | os.PathLike[str]) -> Path:
@@ -236,12 +270,19 @@ def _resolve_device(device: torch.device | str | None, model: nn.Module) -> torc
         if first is not None and first.device.type != "meta":
             return first.device
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None and torch.cuda.is_available():
+        dev = torch.device("cuda", torch.cuda.current_device())
+    return dev
 
 
 def _to_device(obj: Any, device: torch.device, channels_last: bool = False) -> Any:
     if isinstance(obj, Tensor):
-        non_blocking = device.type == "cuda" and obj.device.type == "cpu" and obj.is_pinned()
+        if not channels_last and obj.device == device:
+            return obj
+        # Asynchronous copies from pinned host memory; a pageable copy would be synchronous
+        # anyway, and non_blocking on it only adds a staging copy.
+        non_blocking = obj.device.type == "cpu" and device.type != "cpu" and obj.is_pinned()
         out = obj.to(device, non_blocking=non_blocking)
         if channels_last and out.dim() == 4 and out.is_floating_point():
             out = out.contiguous(memory_format=torch.channels_last)
@@ -254,7 +295,15 @@ def _to_device(obj: Any, device: torch.device, channels_last: bool = False) -> A
 
 
 def default_unpack(batch: Any) -> tuple[Any, Any]:
-    """Split a batch into ``(inputs, target)``: ``(x, y, ...)`` sequences or dicts."""
+    """Split a batch into ``(inputs, target)``: ``(x, y, ...)`` sequences or dicts.
+
+    Dicts are read by the first pair of keys found among ``("input", "target")``,
+    ``("x", "y")``, ``("image", "label")`` and ``("inputs", "labels")``.
+
+    Example:
+        >>> default_unpack({"image": 1, "label": 2})
+        (1, 2)
+    """
     if isinstance(batch, Mapping):
         for xk, yk in (("input", "target"), ("x", "y"), ("image", "label"), ("inputs", "labels")):
             if xk in batch and yk in batch:
@@ -274,7 +323,7 @@ def default_unpack(batch: Any) -> tuple[Any, Any]:
 def _batch_size(x: Any) -> int:
     if isinstance(x, Tensor):
         return int(x.shape[0]) if x.dim() else 1
-    if isinstance(x, Mapping):
+    if isinstance(x, Mapping) and x:
         return _batch_size(next(iter(x.values())))
     if isinstance(x, (list, tuple)) and x:
         return _batch_size(x[0])
@@ -290,15 +339,15 @@ def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContex
 
 
 def _check_precision(precision: Any, device: torch.device) -> str:
-    precision = str(precision)
-    if precision not in _PRECISIONS:
+    value = str(precision)
+    if value not in _PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(_PRECISIONS)}, got {precision!r}")
-    if precision == "16" and device.type != "cuda":
+    if value == "16" and device.type != "cuda":
         raise ValueError(
             f"precision='16' (float16 with a gradient scaler) needs a CUDA device, got "
             f"{device.type!r}; use precision='bf16' on the CPU"
         )
-    return precision
+    return value
 
 
 def _check_loader(loader: Any, name: str) -> None:
@@ -312,118 +361,208 @@ def _check_loader(loader: Any, name: str) -> None:
         raise ValueError(f"{name} is empty (0 batches); check the dataset and batch_size")
 
 
-def _check_targets(y: Any, logits: Tensor, loss_fn: Callable[..., Tensor]) -> None:
-    """Catch class labels outside ``[0, C)`` before they reach the loss (and the device)."""
-    if not isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)):
-        return
+def _classes(logits: Any) -> int | None:
+    return int(logits.shape[1]) if isinstance(logits, Tensor) and logits.dim() >= 2 else None
+
+
+def _label_error(y: Any, classes: int | None, loss_fn: Callable[..., Tensor]) -> str | None:
+    """Why class labels ``y`` cannot index ``classes`` outputs, or ``None`` if they can."""
+    if classes is None or not isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)):
+        return None
     if not isinstance(y, Tensor) or y.is_floating_point() or y.numel() == 0:
-        return
-    if logits.dim() < 2:
-        return
-    classes = logits.shape[1]
+        return None
     ignore = getattr(loss_fn, "ignore_index", -100)
     valid = y[y != ignore]
-    if valid.numel() and (int(valid.min()) < 0 or int(valid.max()) >= classes):
-        raise ValueError(
+    if valid.numel() == 0:
+        return None
+    low, high = int(valid.min()), int(valid.max())
+    if low < 0 or high >= classes:
+        return (
             f"labels must be class indices in [0, {classes}) for a model with {classes} "
-            f"outputs, got labels from {int(valid.min())} to {int(valid.max())}"
+            f"outputs, got labels from {low} to {high}"
         )
+    return None
+
+
+class _LabelGuard:
+    """Checks class labels where a bad one would be fatal rather than explained.
+
+    On the CPU the loss raises on a label out of range (and :func:`_compute_loss` explains
+    it), so only the first batch is checked. On an accelerator it is a device-side assert
+    that kills the process: labels are checked on the first batch, and afterwards while
+    they are still on the host (cheap, and the host is waiting for the device anyway).
+    """
+
+    def __init__(self, loss_fn: Callable[..., Tensor], device: torch.device) -> None:
+        self.loss_fn = loss_fn
+        self.active = isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss))
+        self.on_host = device.type != "cpu"
+        self.classes: int | None = None
+        self.checked_first = False
+
+    def before_transfer(self, y: Any) -> None:
+        if self.active and self.on_host and self.classes is not None and isinstance(
+            y, Tensor
+        ) and y.device.type == "cpu":
+            self._raise(_label_error(y, self.classes, self.loss_fn))
+
+    def after_forward(self, y: Any, out: Any) -> None:
+        if self.active and not self.checked_first:
+            self.checked_first = True
+            self.classes = _classes(out)
+            self._raise(_label_error(y, self.classes, self.loss_fn))
+
+    @staticmethod
+    def _raise(message: str | None) -> None:
+        if message is not None:
+            raise ValueError(message)
 
 
 def _compute_loss(loss_fn: Callable[..., Tensor], out: Any, y: Any) -> Tensor:
     try:
         loss = loss_fn(out, y)
     except (RuntimeError, ValueError, IndexError) as exc:
+        labels = _label_error(y, _classes(out), loss_fn)
+        if labels is not None:
+            raise ValueError(labels) from None
         oshape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
         yshape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
+        ydtype = f" {str(y.dtype).removeprefix('torch.')}" if isinstance(y, Tensor) else ""
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(
-            f"{type(loss_fn).__name__} cannot take model output {oshape} with target {yshape}: "
-            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            f"{type(loss_fn).__name__} cannot take model output {oshape} with target "
+            f"{yshape}{ydtype}: {first}"
         ) from exc
     if not isinstance(loss, Tensor) or loss.numel() != 1:
-        raise ValueError("loss_fn must return a scalar tensor (use reduction='mean' or 'sum')")
+        raise ValueError(
+            "loss_fn must return a scalar tensor (use reduction='mean'), got "
+            + (f"shape {tuple(loss.shape)}" if isinstance(loss, Tensor) else type(loss).__name__)
+        )
     return loss
 
 
+def _nonfinite(value: float | str, where: str) -> FloatingPointError:
+    return FloatingPointError(
+        f"the training loss became {value} {where}; lower the learning rate, clip the "
+        "gradients (grad_clip_norm=...), try precision='32', or check the data for NaN/inf"
+    )
+
+
+def _floats(values: Sequence[Tensor | float]) -> list[float]:
+    """Python floats of per-batch scalars, with one device synchronisation for all."""
+    if values and all(isinstance(v, Tensor) for v in values):
+        with contextlib.suppress(RuntimeError):
+            stacked = torch.stack([v.reshape(()) for v in values])  # type: ignore[union-attr]
+            out: list[float] = stacked.double().cpu().tolist()
+            return out
+    return [float(v) for v in values]
+
+
 class _Meter:
-    """Batch-size-weighted sums of the loss and metrics, reducible across processes."""
+    """Per-batch loss and metric values, weighted by batch size when computed.
+
+    Nothing is read back from the device during the pass. The epoch figure is
+    ``fsum(value_i * n_i) / sum(n_i)`` over every batch of every process: ``math.fsum``
+    rounds the exact sum once, so the result does not depend on how the batches were
+    spread over processes. Accuracy is summed as integer counts of right answers.
+    """
 
     def __init__(self, metrics: Mapping[str, MetricLike], device: torch.device) -> None:
-        self.metrics = metrics
         self.device = device
-        self.names = [k for k, m in metrics.items() if not isinstance(m, Metric)]
-        self.sums = torch.zeros(len(self.names) + 1, dtype=torch.float64, device=device)
-        self.count = 0
-        for m in metrics.values():
-            if isinstance(m, Metric):
-                m.reset()
+        self.stateful = {k: m for k, m in metrics.items() if isinstance(m, Metric)}
+        self.plain = {k: m for k, m in metrics.items() if not isinstance(m, Metric)}
+        self.counts = {k for k, m in self.plain.items() if m is accuracy}
+        self.losses: list[Tensor] = []
+        self.sizes: list[int] = []
+        self.values: dict[str, list[Tensor | float]] = {k: [] for k in self.plain}
+        self.answers: dict[str, list[int]] = {k: [] for k in self.counts}
+        for m in self.stateful.values():
+            m.reset()
 
-    def update(self, loss: Tensor | None, out: Any, y: Any, n: int) -> None:
-        self.count += n
-        if loss is not None:
-            self.sums[0] += loss.detach().to(torch.float64) * n
-        if not self.metrics:
+    def update(self, loss: Tensor, out: Any, y: Any, n: int) -> None:
+        self.sizes.append(n)
+        self.losses.append(loss.detach())
+        if not self.plain and not self.stateful:
             return
-        preds = out.detach().float() if isinstance(out, Tensor) else out
-        for i, name in enumerate(self.names, start=1):
-            value = self.metrics[name](preds, y)  # type: ignore[operator]
-            v = value.detach().to(self.device, torch.float64) if isinstance(value, Tensor) \
-                else torch.tensor(float(value), dtype=torch.float64, device=self.device)
-            self.sums[i] += v * n
-        for m in self.metrics.values():
-            if isinstance(m, Metric):
-                m.update(preds, y)
+        preds = out.detach() if isinstance(out, Tensor) else out
+        if isinstance(preds, Tensor) and preds.is_floating_point():
+            preds = preds.float()  # bf16/fp16 logits under autocast
+        for name, fn in self.plain.items():
+            value: Tensor | float
+            if name in self.counts:
+                value, answers = _correct(preds, y)
+                self.answers[name].append(answers)
+            else:
+                value = fn(preds, y)
+            self.values[name].append(value.detach() if isinstance(value, Tensor) else value)
+        for m in self.stateful.values():
+            m.update(preds, y)
 
-    def compute(self, prefix: str = "", with_loss: bool = True) -> dict[str, float]:
-        sums = self.sums.clone()
-        count = torch.tensor(float(self.count), dtype=torch.float64, device=self.device)
+    def compute(self, prefix: str = "") -> tuple[dict[str, float], int]:
+        """``({prefix + name: figure}, samples)`` over every process."""
+        terms: dict[str, list[float]] = {
+            "loss": [v * n for v, n in zip(_floats(self.losses), self.sizes, strict=True)]
+        }
+        for name, values in self.values.items():
+            floats = _floats(values)
+            terms[name] = floats if name in self.counts else [
+                v * n for v, n in zip(floats, self.sizes, strict=True)
+            ]
+        count = sum(self.sizes)
+        answers = {k: sum(v) for k, v in self.answers.items()}
         if dist_utils.is_distributed():
-            dist_utils.all_reduce_sum(sums)
-            dist_utils.all_reduce_sum(count)
-        total = max(float(count), 1.0)
-        out: dict[str, float] = {}
-        if with_loss:
-            out[prefix + "loss"] = float(sums[0]) / total
-        for i, name in enumerate(self.names, start=1):
-            out[prefix + name] = float(sums[i]) / total
-        for name, m in self.metrics.items():
-            if isinstance(m, Metric):
-                value = m.compute()
-                out[prefix + name] = float(value.item() if isinstance(value, Tensor) else value)
-        return out
+            gathered = dist_utils.all_gather_object((count, answers, terms))
+            count = sum(c for c, _, _ in gathered)
+            answers = {k: sum(a[k] for _, a, _ in gathered) for k in answers}
+            terms = {k: [x for _, _, t in gathered for x in t[k]] for k in terms}
+        out = {
+            prefix + k: math.fsum(v) / max(answers.get(k, count), 1) for k, v in terms.items()
+        }
+        for name, m in self.stateful.items():
+            value = m.compute()
+            out[prefix + name] = float(value.item() if isinstance(value, Tensor) else value)
+        return out, count
 
 
 def _default_metrics(metrics: Mapping[str, MetricLike] | None) -> dict[str, MetricLike]:
     if metrics is None:
         return {"acc": accuracy}
+    if not isinstance(metrics, Mapping):
+        raise TypeError(
+            f"metrics must be a mapping name -> metric, got {type(metrics).__name__}"
+        )
     for name, m in metrics.items():
         if not (isinstance(m, Metric) or callable(m)):
             raise TypeError(
-                f"metric {name!r} must be callable(preds, target) or have update/compute/reset"
+                f"metric {name!r} must be callable(preds, target) or have update/compute/reset,"
+                f" got {type(m).__name__}"
             )
+        if name == "loss":
+            raise ValueError("'loss' is always reported; give the metric another name")
     return dict(metrics)
 
 
 @contextlib.contextmanager
 def _mode(model: nn.Module, training: bool) -> Iterator[None]:
     """Set train/eval mode, then restore every submodule's own previous mode."""
-    before = {m: m.training for m in model.modules()}
+    before = [(m, m.training) for m in model.modules()]
     model.train(training)
     try:
         yield
     finally:
-        for m, was in before.items():
+        for m, was in before:
             m.training = was
 
 
 def _progress_bar(
     iterable: Iterable[Any], total: int | None, desc: str, enabled: bool
-) -> Any:
+) -> Iterable[Any]:
     if not enabled:
         return iterable
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
+    bar: Iterable[Any] = tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
+    return bar
 
 
 def _len_or_none(loader: Any) -> int | None:
@@ -435,6 +574,27 @@ def _len_or_none(loader: Any) -> int | None:
 
 # --------------------------------------------------------------------------------------
 # one epoch
+
+
+def _optimizer_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: Any,
+    grad_clip_norm: float | None,
+    scheduler: Any,
+) -> None:
+    if grad_clip_norm is not None:
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if scheduler is not None:
+        scheduler.step()
 
 
 def train_one_epoch(
@@ -458,80 +618,104 @@ def train_one_epoch(
 ) -> dict[str, float]:
     """One pass over ``loader`` that updates the weights; for users who keep their own loop.
 
-    The model must already be on ``device``. Gradients of ``accumulate_grad_batches``
-    batches are summed before each optimizer step, each scaled by the real size of its
-    window (a short last window is not under-weighted). ``scheduler``, if given, is stepped
-    after every optimizer step (per-step schedules such as OneCycleLR).
+    The model must already be on ``device`` (default: where its parameters are). Gradients
+    of ``accumulate_grad_batches`` batches are summed before each optimizer step, each
+    batch's loss divided by the real size of its window, so a short last window is not
+    under-weighted. ``scheduler``, if given, is stepped after every optimizer step
+    (per-step schedules such as OneCycleLR). With ``precision="16"`` pass the
+    :class:`torch.amp.GradScaler` that should carry its scale across epochs (one is made
+    otherwise). Loader, device, distribution: see :func:`fit`.
 
     Returns:
-        The epoch's batch-size-weighted ``loss`` and metrics.
+        The epoch's batch-size-weighted ``loss`` and metrics (default ``acc``).
+
+    Raises:
+        FloatingPointError: the loss became NaN or infinite.
+
+    Example:
+        >>> import torch
+        >>> from tp3nets import MultinomialLogisticRegression
+        >>> from tp3nets.data import TensorLoader
+        >>> model = MultinomialLogisticRegression()
+        >>> data = (torch.rand(20, 1, 28, 28), torch.randint(0, 10, (20,)))
+        >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> sorted(train_one_epoch(model, TensorLoader(data, 8), optimizer=opt))
+        ['acc', 'loss']
     """
     dev = _resolve_device(device, model)
-    precision = _check_precision(precision, dev)  # type: ignore[assignment]
+    prec = _check_precision(precision, dev)
+    if prec == "16" and scaler is None:
+        scaler = torch.amp.GradScaler("cuda")
     loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
-    metric_map = _default_metrics(metrics)
-    meter = _Meter(metric_map, dev)
+    meter = _Meter(_default_metrics(metrics), dev)
     total = _len_or_none(loader)
-    accumulate = int(accumulate_grad_batches)
-    if accumulate < 1:
-        raise ValueError(f"accumulate_grad_batches must be >= 1, got {accumulate_grad_batches}")
+    if isinstance(accumulate_grad_batches, bool) or not isinstance(
+        accumulate_grad_batches, int
+    ) or accumulate_grad_batches < 1:
+        raise ValueError(
+            f"accumulate_grad_batches must be a positive int, got {accumulate_grad_batches!r}"
+        )
+    accumulate = accumulate_grad_batches
+    on_cpu = dev.type == "cpu"
+    nonfinite: Tensor | None = None  # accelerator only: any non-finite loss so far
+    window = accumulate
+    pending = 0  # batches whose gradients wait for an optimizer step
+    i = -1
+    guard = _LabelGuard(loss_fn, dev)
     optimizer.zero_grad(set_to_none=True)
-    window_start = 0
-    seen = 0
     with _mode(model, True):
-        bar = _progress_bar(loader, total, desc, progress)
-        for i, batch in enumerate(bar):
+        for i, batch in enumerate(_progress_bar(loader, total, desc, progress)):
             x, y = unpack(batch)
             n = _batch_size(x)
+            guard.before_transfer(y)
             x = _to_device(x, dev, channels_last)
             y = _to_device(y, dev)
-            if i % accumulate == 0:
-                window_start = i
-            window = accumulate
-            if total is not None and window_start + accumulate > total:
-                window = total - window_start  # the real size of a short last window
-            step_now = (i + 1 - window_start) == window
-            sync_ctx = (
+            if pending == 0:
+                window = accumulate if total is None else min(accumulate, total - i)
+            pending += 1
+            step_now = pending >= window
+            sync = (
                 model.no_sync()  # type: ignore[operator]
                 if not step_now and hasattr(model, "no_sync")
                 else contextlib.nullcontext()
             )
-            with sync_ctx:
-                with _autocast(dev, precision):
+            with sync:
+                with _autocast(dev, prec):
                     out = model(x)
-                    if i == 0 or not isinstance(y, Tensor) or y.device.type == "cpu":
-                        _check_targets(y, out, loss_fn)
+                    guard.after_forward(y, out)
                     loss = _compute_loss(loss_fn, out, y)
-                if not bool(torch.isfinite(loss.detach())):
-                    raise FloatingPointError(
-                        f"the loss became {float(loss)} at batch {i + 1}; lower the learning "
-                        "rate, clip gradients (grad_clip_norm) or check the data"
-                    )
-                scaled = loss / window
-                if scaler is not None:
-                    scaler.scale(scaled).backward()
+                if on_cpu:
+                    value = loss.item()
+                    if not math.isfinite(value):
+                        raise _nonfinite(value, f"at batch {i + 1}")
                 else:
-                    scaled.backward()
+                    bad = ~torch.isfinite(loss.detach())
+                    nonfinite = bad if nonfinite is None else nonfinite | bad
+                    if (i + 1) % _NONFINITE_CHECK_EVERY == 0 and bool(nonfinite):
+                        raise _nonfinite("nan or inf", f"at or before batch {i + 1}")
+                scaled = loss / window if window > 1 else loss
+                if scaler is not None:
+                    scaled = scaler.scale(scaled)
+                scaled.backward()  # type: ignore[no-untyped-call]
             meter.update(loss, out, y, n)
-            seen += n
             if step_now:
-                if grad_clip_norm is not None:
-                    if scaler is not None:
-                        scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                if scheduler is not None:
-                    scheduler.step()
+                _optimizer_step(model, optimizer, scaler, grad_clip_norm, scheduler)
+                pending = 0
             if on_batch_end is not None:
                 on_batch_end(i, float(loss.detach()))
-    if seen == 0:
+        if pending:
+            # An iterable without len() ended inside a window whose size could not be known
+            # in advance: rescale the summed gradients to the real window, then step.
+            for p in model.parameters():
+                if p.grad is not None:
+                    p.grad.mul_(window / pending)
+            _optimizer_step(model, optimizer, scaler, grad_clip_norm, scheduler)
+    if nonfinite is not None and bool(nonfinite):
+        raise _nonfinite("nan or inf", "during the epoch")
+    figures, count = meter.compute()
+    if i < 0 or count == 0:
         raise ValueError("the training loader yielded no batch")
-    return meter.compute()
+    return figures
 
 
 # --------------------------------------------------------------------------------------
@@ -550,14 +734,20 @@ def evaluate(
     unpack: Callable[[Any], tuple[Any, Any]] = default_unpack,
     progress: bool = False,
 ) -> dict[str, float]:
-    """Loss and metrics of ``model`` over ``loader``, in eval mode, without gradients.
+    """Loss and metrics of ``model`` over ``loader``, in eval mode, under inference mode.
 
-    Figures are weighted by batch size. Under ``torchrun`` each process evaluates its own
-    share of the data (no sample twice) and the sums and counts are reduced across processes.
-    The model's train/eval mode is restored afterwards.
+    Figures are weighted by batch size, so a short last batch counts for what it holds.
+    Under ``torchrun`` (the process group is started from the environment if needed) each
+    process evaluates whole batches of its own (no sample twice, no padding) and the
+    results are summed over processes: every process gets the figures a single process
+    would. Every submodule's train/eval mode is restored afterwards.
 
     Returns:
         ``{"loss": …, "acc": …}`` (or the names of ``metrics``).
+
+    Raises:
+        ValueError: an empty loader, labels outside the model's classes, a target the
+            loss cannot take.
 
     Example:
         >>> import torch
@@ -568,6 +758,7 @@ def evaluate(
         ['acc', 'loss']
     """
     _check_loader(loader, "loader")
+    dist_utils.init_from_env()
     dev = _resolve_device(device, model)
     prec = _check_precision(precision, dev)
     model.to(dev)
@@ -575,18 +766,23 @@ def evaluate(
     meter = _Meter(_default_metrics(metrics), dev)
     if dist_utils.is_distributed():
         loader = dist_utils.shard_loader(loader, train=False)
+    guard = _LabelGuard(loss_fn, dev)
     with _mode(model, False), torch.inference_mode():
         for batch in _progress_bar(loader, _len_or_none(loader), "eval", progress):
             x, y = unpack(batch)
             n = _batch_size(x)
+            guard.before_transfer(y)
             x = _to_device(x, dev, channels_last)
             y = _to_device(y, dev)
             with _autocast(dev, prec):
                 out = model(x)
-                _check_targets(y, out, loss_fn)
+                guard.after_forward(y, out)
                 loss = _compute_loss(loss_fn, out, y)
             meter.update(loss.float(), out, y, n)
-    return meter.compute()
+    figures, count = meter.compute()
+    if count == 0:
+        raise ValueError("the loader yielded no batch to evaluate")
+    return figures
 
 
 def predict(
@@ -601,7 +797,8 @@ def predict(
     """Model outputs (logits) for a tensor of inputs or for every batch of a loader, on CPU.
 
     A loader may yield bare inputs or ``(inputs, target, …)`` batches (the target is
-    ignored). The model's train/eval mode is restored afterwards.
+    ignored). Runs in eval and inference mode; every submodule's mode is restored
+    afterwards. Under ``torchrun`` each process predicts what it is given.
 
     Example:
         >>> import torch
@@ -611,6 +808,8 @@ def predict(
     """
     dev = _resolve_device(device, model)
     prec = _check_precision(precision, dev)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     model.to(dev)
     if isinstance(data, Tensor):
         if data.dim() == 0 or data.shape[0] == 0:
@@ -660,28 +859,56 @@ def _check_optimizer(optimizer: Any, model: nn.Module) -> torch.optim.Optimizer:
     return optimizer
 
 
-def _check_scheduler(scheduler: Any, optimizer: torch.optim.Optimizer) -> None:
+def _check_scheduler(scheduler: Any, optimizer: torch.optim.Optimizer) -> Any:
     if scheduler is None:
-        return
+        return None
+    if not hasattr(scheduler, "step") and callable(scheduler):
+        scheduler = scheduler(optimizer)  # a factory: optimizer -> scheduler
     if not hasattr(scheduler, "step"):
-        raise TypeError(f"scheduler must have a step() method, got {type(scheduler).__name__}")
+        raise TypeError(
+            "scheduler must have a step() method (or be a callable optimizer -> scheduler), "
+            f"got {type(scheduler).__name__}"
+        )
     owner = getattr(scheduler, "optimizer", optimizer)
     if owner is not optimizer:
-        raise ValueError("the scheduler was built for another optimizer than the one given")
+        raise ValueError(
+            "the scheduler was built for another optimizer than the one given (build it on "
+            "the optimizer passed to fit, or pass scheduler=lambda opt: ...)"
+        )
+    return scheduler
 
 
 def _move_optimizer_state(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
     for state in optimizer.state.values():
         for k, v in state.items():
-            if isinstance(v, Tensor) and v.dim() > 0:
+            # 0-dim "step" counters stay where the optimizer keeps them (on the CPU unless
+            # capturable/fused).
+            if isinstance(v, Tensor) and v.dim() > 0 and v.device != device:
                 state[k] = v.to(device)
 
 
 def _call(callbacks: Sequence[Callback], hook: str, state: FitState) -> None:
-    for cb in callbacks:
+    # Callbacks that write checkpoints (runs_last = True) come after the others, so that a
+    # checkpoint holds the others' state at the end of the epoch.
+    ordered = [cb for cb in callbacks if not getattr(cb, "runs_last", False)]
+    ordered += [cb for cb in callbacks if getattr(cb, "runs_last", False)]
+    for cb in ordered:
         fn = getattr(cb, hook, None)
         if fn is not None:
             fn(state)
+
+
+def _compile(module: nn.Module, options: bool | Mapping[str, Any]) -> nn.Module:
+    kwargs = dict(options) if isinstance(options, Mapping) else {}
+    compiled: nn.Module = torch.compile(module, **kwargs)  # type: ignore[assignment]
+    return compiled
+
+
+def _summary_line(row: Mapping[str, float], epochs: int) -> str:
+    shown = "  ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "time", "lr"))
+    return (
+        f"epoch {int(row['epoch'])}/{epochs}  {shown}  lr {row['lr']:.3g}  ({row['time']:.1f}s)"
+    )
 
 
 def fit(
@@ -702,7 +929,7 @@ def fit(
     callbacks: Sequence[Callback] = (),
     progress: bool | None = None,
     channels_last: bool = False,
-    compile: bool = False,
+    compile: bool | Mapping[str, Any] = False,
     resume_from: str | os.PathLike[str] | None = None,
     monitor: str | None = None,
     unpack: Callable[[Any], tuple[Any, Any]] = default_unpack,
@@ -711,24 +938,32 @@ def fit(
 
     Works for any :class:`~torch.nn.Module`, loss, optimizer, device and batch structure.
     The model (and any optimizer state) is moved to ``device`` once, before training.
-    Under ``torchrun`` the model is wrapped in DistributedDataParallel, each process trains
-    on its share of every epoch, figures are reduced across processes, and only rank 0
-    prints and writes files.
+
+    Under ``torchrun`` (the process group is started from the environment if needed: gloo
+    on the CPU, nccl on GPUs) the model is wrapped in DistributedDataParallel and the batch
+    size of the loader stays the *global* batch: each of the W processes trains on 1/W of
+    every batch (a :class:`~tp3nets.data.TensorLoader` is split batch by batch, a
+    :class:`~torch.utils.data.DataLoader` gets a
+    :class:`~torch.utils.data.distributed.DistributedSampler` and ``batch_size / W``), so
+    a distributed run takes the same steps as a single process with the same settings
+    (exactly so when the batch size and the dataset size are multiples of W). Figures are
+    reduced over processes as sums and counts; only rank 0 prints and writes files.
 
     Args:
         model: any module; tp3nets models or your own.
         train_loader: batches of ``(inputs, target)`` (a :class:`~tp3nets.data.TensorLoader`,
-            a :class:`~torch.utils.data.DataLoader`, any iterable).
+            a :class:`~torch.utils.data.DataLoader`, any iterable); dict batches are read
+            by :func:`default_unpack`.
         epochs: the total number of epochs (a resumed run continues up to it).
         optimizer: an optimizer over ``model.parameters()``, or a callable building one.
         loss_fn: default :class:`~torch.nn.CrossEntropyLoss`.
         val_loader: validation batches, evaluated after each epoch.
         metrics: name → metric object (update/compute/reset) or callable(preds, target);
-            default ``{"acc": accuracy}``.
+            default ``{"acc": accuracy}``; ``{}`` tracks the loss only.
         device: default the model's device (CUDA when the model has no parameters yet and
-            CUDA is there).
-        scheduler: a learning-rate scheduler of ``optimizer``; ReduceLROnPlateau gets the
-            monitored figure.
+            CUDA is there; the local rank's GPU under torchrun).
+        scheduler: a learning-rate scheduler of ``optimizer``, or a callable
+            ``optimizer -> scheduler``; ReduceLROnPlateau gets the monitored figure.
         scheduler_interval: step the scheduler per ``"epoch"`` or per optimizer ``"step"``.
         precision: ``"32"``, ``"bf16"`` (autocast, CPU and CUDA) or ``"16"`` (float16 with
             a gradient scaler, CUDA only).
@@ -736,14 +971,18 @@ def fit(
         accumulate_grad_batches: batches whose gradients are summed per optimizer step.
         callbacks: objects with any of ``on_fit_start``, ``on_epoch_start``,
             ``on_batch_end``, ``on_epoch_end``, ``on_fit_end``, each taking a
-            :class:`FitState`.
-        progress: a tqdm bar (``True``), a one-line summary per epoch (``None`` on a
-            non-interactive stream), or silence (``False``).
+            :class:`FitState`; setting ``state.stop_training`` ends the run after the
+            current epoch.
+        progress: ``True`` a tqdm bar per epoch plus a summary line, ``False`` silence,
+            ``None`` (default) the bar on an interactive terminal and otherwise only the
+            one-line summary per epoch.
         channels_last: run 4-D inputs and the model in channels-last memory format.
-        compile: run the model through :func:`torch.compile` (checkpoints keep plain keys).
+        compile: run the model through :func:`torch.compile` (``True``, or a dict of its
+            keyword arguments); checkpoints keep the plain module's keys.
         resume_from: a checkpoint written by :class:`~tp3nets.callbacks.ModelCheckpoint`
             or :meth:`FitState.save_checkpoint`; training continues after its epoch, with
-            its optimizer, scheduler, history and RNG states, and ends with the weights an
+            its weights, optimizer, scheduler, scaler, history, callback and RNG states
+            (a run that a callback had stopped stays stopped), and ends with the weights an
             uninterrupted run would have.
         monitor: the figure for the history's best epoch and ReduceLROnPlateau; default
             ``"val_loss"`` with a validation loader, else ``"loss"``.
@@ -755,7 +994,8 @@ def fit(
     Raises:
         ValueError: zero or negative epochs, an empty loader, fp16 on a CPU, an optimizer
             or scheduler built for another model, labels outside the model's classes, a
-            target the loss cannot take, a checkpoint from another model.
+            target the loss cannot take.
+        CheckpointError: ``resume_from`` holds another model's checkpoint.
         FloatingPointError: the loss became NaN or infinite.
 
     Example:
@@ -776,18 +1016,31 @@ def fit(
     if val_loader is not None:
         _check_loader(val_loader, "val_loader")
     if scheduler_interval not in ("epoch", "step"):
-        raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+        raise ValueError(
+            f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}"
+        )
     if grad_clip_norm is not None and not grad_clip_norm > 0:
         raise ValueError(f"grad_clip_norm must be positive, got {grad_clip_norm}")
+    if isinstance(accumulate_grad_batches, bool) or not isinstance(
+        accumulate_grad_batches, int
+    ) or accumulate_grad_batches < 1:
+        raise ValueError(
+            f"accumulate_grad_batches must be a positive int, got {accumulate_grad_batches!r}"
+        )
+    dist_utils.init_from_env()
     dev = _resolve_device(device, model)
     prec = _check_precision(precision, dev)
-    # Move once, before anything touches the optimizer state; module.to keeps the same
+    # Move once, before anything touches the optimizer state; Module.to keeps the same
     # Parameter objects, so an optimizer built beforehand stays valid.
     model.to(dev)
     if channels_last:
-        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        model.to(memory_format=torch.channels_last)
     opt = _check_optimizer(optimizer, model)
-    _check_scheduler(scheduler, opt)
+    sched = _check_scheduler(scheduler, opt)
+    if scheduler_interval == "step" and isinstance(
+        sched, torch.optim.lr_scheduler.ReduceLROnPlateau
+    ):
+        raise ValueError("ReduceLROnPlateau needs scheduler_interval='epoch'")
     loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
     metric_map = _default_metrics(metrics)
     watch = monitor or ("val_loss" if val_loader is not None else "loss")
@@ -795,30 +1048,47 @@ def fit(
     history = History(monitor=watch, mode=watch_mode)
     scaler = torch.amp.GradScaler("cuda") if prec == "16" else None
     start_epoch = 0
+    ckpt: dict[str, Any] | None = None
     if resume_from is not None:
-        ckpt = load_checkpoint(resume_from, device=dev)
-        from .checkpoint import restore_checkpoint
-
-        start_epoch, history = restore_checkpoint(ckpt, model, opt, scheduler, scaler,
-                                                  source=str(resume_from))
+        # Read onto the CPU: load_state_dict copies into the model where it is, and the
+        # optimizer casts its state to each parameter's device.
+        ckpt = load_checkpoint(resume_from, device="cpu")
+        start_epoch, history = restore_checkpoint(
+            ckpt, model, opt, sched, scaler, source=str(resume_from)
+        )
         history.monitor, history.mode = watch, watch_mode
     _move_optimizer_state(opt, dev)
 
     distributed = dist_utils.is_distributed()
     is_main = dist_utils.rank() == 0
     runner: nn.Module = model
+    eval_runner: nn.Module = model
     if distributed:
         runner = dist_utils.wrap_ddp(model, dev)
         train_loader = dist_utils.shard_loader(train_loader, train=True)
     if compile:
-        runner = torch.compile(runner)  # type: ignore[assignment]
+        runner = _compile(runner, compile)
+        eval_runner = _compile(model, compile) if distributed else runner
     show_bar = is_main and (progress is True or (progress is None and sys.stderr.isatty()))
-    summary = is_main and progress is not False and not show_bar
+    summary = is_main and progress is not False
 
-    state = FitState(model=model, optimizer=opt, scheduler=scheduler, history=history,
-                     epoch=start_epoch, is_main=is_main, scaler=scaler)
+    state = FitState(model=model, optimizer=opt, scheduler=sched, history=history,
+                     epoch=start_epoch, is_main=is_main, scaler=scaler, callbacks=callbacks)
     _call(callbacks, "on_fit_start", state)
-    step_sched = scheduler if scheduler_interval == "step" else None
+    if ckpt is not None:
+        from .checkpoint import restore_callbacks
+
+        restore_callbacks(ckpt, callbacks)
+        # A run that a callback stopped stays stopped, as it would have without a break.
+        state.stop_training = bool(ckpt.get("stop_training", False))
+    step_sched = sched if scheduler_interval == "step" else None
+    has_batch_cb = any(hasattr(cb, "on_batch_end") for cb in callbacks)
+
+    def on_batch(i: int, loss: float) -> None:
+        state.batch = i
+        state.logs = {"batch": float(i), "loss": loss}
+        _call(callbacks, "on_batch_end", state)
+
     for epoch in range(start_epoch + 1, epochs + 1):
         if state.stop_training:
             break
@@ -831,13 +1101,6 @@ def fit(
                 sampler.set_epoch(epoch - 1)
         _call(callbacks, "on_epoch_start", state)
         started = time.perf_counter()
-
-        def on_batch(i: int, loss: float) -> None:
-            state.batch = i
-            state.logs = {"batch": float(i), "loss": loss}
-            _call(callbacks, "on_batch_end", state)
-
-        has_batch_cb = any(hasattr(cb, "on_batch_end") for cb in callbacks)
         logs = train_one_epoch(
             runner, train_loader, optimizer=opt, loss_fn=loss_fn, metrics=metric_map,
             device=dev, precision=prec, scaler=scaler,  # type: ignore[arg-type]
@@ -847,27 +1110,35 @@ def fit(
             desc=f"epoch {epoch}/{epochs}",
         )
         if val_loader is not None:
-            val = evaluate(model, val_loader, loss_fn=loss_fn, metrics=metric_map, device=dev,
-                           precision=prec, channels_last=channels_last, unpack=unpack)  # type: ignore[arg-type]
+            if distributed:
+                dist_utils.broadcast_buffers(model)  # BatchNorm statistics of rank 0
+            val = evaluate(eval_runner, val_loader, loss_fn=loss_fn, metrics=metric_map,
+                           device=dev, precision=prec,  # type: ignore[arg-type]
+                           channels_last=channels_last, unpack=unpack)
             logs.update({f"val_{k}": v for k, v in val.items()})
         logs["lr"] = float(opt.param_groups[0]["lr"])
         logs["time"] = time.perf_counter() - started
-        if scheduler is not None and scheduler_interval == "epoch":
-            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        if sched is not None and scheduler_interval == "epoch":
+            if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 if watch not in logs:
-                    raise ValueError(f"ReduceLROnPlateau monitors {watch!r}, which fit did not log")
-                scheduler.step(logs[watch])
+                    raise ValueError(
+                        f"ReduceLROnPlateau follows {watch!r}, which fit did not log; logged "
+                        f"{', '.join(sorted(logs))} (pass monitor=... or val_loader=...)"
+                    )
+                sched.step(logs[watch])
             else:
-                scheduler.step()
+                sched.step()
         row = {"epoch": float(epoch), **logs}
         history.append(row)
-        state.logs = row
+        state.logs = dict(row)
         if summary:
-            shown = "  ".join(
-                f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "time", "lr")
-            )
-            print(f"epoch {epoch}/{epochs}  {shown}  lr {row['lr']:.3g}  "
-                  f"({row['time']:.1f}s)", flush=True)
+            line = _summary_line(row, epochs)
+            if show_bar:
+                from tqdm.auto import tqdm
+
+                tqdm.write(line)
+            else:
+                print(line, flush=True)
         _call(callbacks, "on_epoch_end", state)
         if distributed:
             state.stop_training = dist_utils.any_true(state.stop_training, dev)

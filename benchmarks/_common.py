@@ -1,0 +1,94 @@
+"""Shared pieces of the benchmark scripts: machine description, tables, JSON, data."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import tp3nets
+
+MODELS: dict[str, Callable[[], nn.Module]] = {
+    "mlr": tp3nets.MultinomialLogisticRegression,
+    "convnet2": tp3nets.ConvNet2,
+    "convnet3": tp3nets.ConvNet3,
+    "convnet4": tp3nets.ConvNet4,
+}
+DEFAULT_DATA = os.environ.get(
+    "TP3NETS_DATA", str(Path(__file__).resolve().parent.parent.parent / "shared" / "datasets")
+)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine(device: str = "cpu") -> dict[str, Any]:
+    """The facts a timing depends on."""
+    info: dict[str, Any] = {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "tp3nets": tp3nets.__version__,
+        "python": platform.python_version(),
+        "device": device,
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return info
+
+
+def print_machine(info: dict[str, Any]) -> None:
+    gpu = f", GPU {info['gpu']}" if "gpu" in info else ""
+    print(f"machine: {info['cpu']}, {info['cores']} cores ({info['torch_threads']} torch "
+          f"threads){gpu}; torch {info['torch']}, tp3nets {info['tp3nets']}, "
+          f"Python {info['python']}; device {info['device']}")
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}" if abs(v) < 1e4 else f"{v:,.0f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
+    lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_json(path: str | None, payload: dict[str, Any]) -> None:
+    if path:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"wrote {target}")
+
+
+def timed(fn: Callable[[], Any], device: str = "cpu") -> tuple[float, Any]:
+    """Seconds taken by ``fn()`` (synchronising CUDA around it) and its result."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    out = fn()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, out
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))

@@ -1,0 +1,209 @@
+"""Full training checkpoints: exact resumption, atomic writes, safe and strict loading."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from tp3nets import CheckpointError, MultinomialLogisticRegression, fit, seed_everything
+from tp3nets import checkpoint as ckpt_mod
+from tp3nets.callbacks import EarlyStopping, ModelCheckpoint
+from tp3nets.checkpoint import (
+    CHECKPOINT_FORMAT,
+    load_checkpoint,
+    make_checkpoint,
+    restore_checkpoint,
+    save_checkpoint,
+)
+from tp3nets.data import TensorLoader
+from tp3nets.training import FitState, History
+
+
+class TinyNet(nn.Module):
+    """8 features → 3 classes, with dropout so that the RNG matters."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.3))
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.head(self.body(x))
+        return out
+
+
+def make_data(n: int, seed: int) -> tuple[Tensor, Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 8, generator=g)
+    return x, x[:, :3].argmax(dim=1)
+
+
+def _run(folder: Path, loader_kind: str, *, resume_from: Path | None = None, seed: int = 0
+         ) -> tuple[dict[str, Tensor], History, EarlyStopping]:
+    seed_everything(seed)
+    data = make_data(40, seed=1)
+    loader: Any = (
+        TensorLoader(data, 8, shuffle=True, seed=3) if loader_kind == "tensor"
+        else DataLoader(TensorDataset(*data), batch_size=8, shuffle=True)
+    )
+    model = TinyNet()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.7)
+    stopper = EarlyStopping(patience=10)
+    history = fit(model, loader, epochs=4, optimizer=opt, scheduler=sched,
+                  val_loader=TensorLoader(make_data(16, seed=2), 8), progress=False,
+                  callbacks=[ModelCheckpoint(folder / "epoch{epoch}.pt"), stopper],
+                  resume_from=resume_from)
+    return model.state_dict(), history, stopper
+
+
+@pytest.mark.parametrize("loader_kind", ["tensor", "dataloader"])
+def test_resume_gives_the_same_final_weights(tmp_path: Path, loader_kind: str) -> None:
+    """Resuming from epoch 2 of 4 (shuffling, dropout, StepLR) ends bitwise where an
+    uninterrupted run ends, with the same history and early-stopping state."""
+    full_sd, full_hist, full_stop = _run(tmp_path / "a", loader_kind)
+    resumed_sd, resumed_hist, resumed_stop = _run(
+        tmp_path / "b", loader_kind, resume_from=tmp_path / "a" / "epoch2.pt", seed=999
+    )
+    assert sorted(full_sd) == sorted(resumed_sd)
+    assert all(torch.equal(full_sd[k], resumed_sd[k]) for k in full_sd)
+
+    def strip(h: History) -> list[dict[str, float]]:
+        return [{k: v for k, v in r.items() if k != "time"} for r in h.epochs]
+
+    assert strip(full_hist) == strip(resumed_hist)
+    assert (full_stop.best, full_stop.best_epoch) == (resumed_stop.best, resumed_stop.best_epoch)
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["epoch3.pt", "epoch4.pt"]
+
+
+def test_checkpoint_holds_every_state(tmp_path: Path) -> None:
+    """A checkpoint holds weights, optimizer, scheduler, epoch, history, callbacks and RNGs."""
+    _run(tmp_path, "tensor")
+    ckpt = load_checkpoint(tmp_path / "epoch3.pt")
+    assert ckpt["format"] == CHECKPOINT_FORMAT
+    assert ckpt["epoch"] == 3
+    assert ckpt["model_class"] == "TinyNet"
+    assert sorted(ckpt["model"]) == sorted(TinyNet().state_dict())
+    assert ckpt["scheduler"]["last_epoch"] == 3
+    assert len(ckpt["optimizer"]["state"]) == 4
+    assert [r["epoch"] for r in ckpt["history"]["epochs"]] == [1.0, 2.0, 3.0]
+    assert [c["class"] for c in ckpt["callbacks"]] == ["ModelCheckpoint", "EarlyStopping"]
+    assert set(ckpt["rng"]) >= {"torch", "python", "numpy"}
+
+
+def test_resuming_at_the_last_epoch_trains_no_more(tmp_path: Path) -> None:
+    """Resuming a finished run returns its history and leaves the weights as saved."""
+    full_sd, _, _ = _run(tmp_path / "a", "tensor")
+    again_sd, again_hist, _ = _run(tmp_path / "b", "tensor",
+                                   resume_from=tmp_path / "a" / "epoch4.pt")
+    assert len(again_hist) == 4
+    assert all(torch.equal(full_sd[k], again_sd[k]) for k in full_sd)
+
+
+def test_rng_states_round_trip() -> None:
+    """make_checkpoint saves, and restore_checkpoint restores, torch, Python and NumPy RNGs."""
+    model = TinyNet()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    ckpt = make_checkpoint(model, opt, None, None, 1, History())
+    first = (torch.rand(3), random.random(), np.random.rand())
+    restore_checkpoint(ckpt, model, opt, None, None, source="mem")
+    second = (torch.rand(3), random.random(), np.random.rand())
+    assert torch.equal(first[0], second[0])
+    assert first[1:] == second[1:]
+
+
+def test_checkpoint_from_another_model_is_refused(tmp_path: Path) -> None:
+    """Resuming a TinyNet checkpoint into another model class raises CheckpointError."""
+    _run(tmp_path, "tensor")
+    model = MultinomialLogisticRegression(8, 3)
+    with pytest.raises(CheckpointError, match="saved from a TinyNet, not a "
+                                              "MultinomialLogisticRegression"):
+        fit(model, TensorLoader(make_data(8, 0), 4), epochs=5,
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+            resume_from=tmp_path / "epoch2.pt")
+
+
+def test_checkpoint_with_other_shapes_is_refused(tmp_path: Path) -> None:
+    """A checkpoint of the same class but other shapes lists the mismatched keys."""
+
+    class TinyNet(nn.Module):  # same name, other head
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.3))
+            self.head = nn.Linear(16, 4)
+
+        def forward(self, x: Tensor) -> Tensor:
+            out: Tensor = self.head(self.body(x))
+            return out
+
+    _run(tmp_path, "tensor")
+    model = TinyNet()
+    with pytest.raises(CheckpointError, match=r"head.weight \(3, 16\) vs \(4, 16\)"):
+        fit(model, TensorLoader(make_data(8, 0), 4), epochs=5,
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+            resume_from=tmp_path / "epoch2.pt")
+
+
+def test_optimizer_state_that_does_not_fit_is_refused(tmp_path: Path) -> None:
+    """Resuming with an optimizer over other parameter groups raises CheckpointError."""
+    _run(tmp_path, "tensor")
+    model = TinyNet()
+    opt = torch.optim.Adam(model.head.parameters())
+    with pytest.raises(CheckpointError, match="the optimizer state does not fit the Adam given"):
+        fit(model, TensorLoader(make_data(8, 0), 4), epochs=5, optimizer=opt,
+            resume_from=tmp_path / "epoch2.pt")
+
+
+def test_save_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A save that dies midway leaves the previous file whole and no temporary file."""
+    target = tmp_path / "last.pt"
+    save_checkpoint({"format": CHECKPOINT_FORMAT, "epoch": 1}, target)
+    before = target.read_bytes()
+
+    def dying_save(obj: Any, fh: Any) -> None:
+        fh.write(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ckpt_mod.torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint({"format": CHECKPOINT_FORMAT, "epoch": 2}, target)
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+    monkeypatch.undo()
+    assert load_checkpoint(target)["epoch"] == 1
+
+
+class _Payload:
+    """Any class: unpickling it would run code, which weights_only loading refuses."""
+
+
+def test_load_refuses_pickled_code_and_foreign_files(tmp_path: Path) -> None:
+    """load_checkpoint refuses pickled objects, bare state dicts and missing files clearly."""
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "x": _Payload()}, evil)
+    with pytest.raises(CheckpointError, match=r"evil\.pt' is not a readable tp3nets checkpoint"):
+        load_checkpoint(evil)
+    bare = tmp_path / "bare.pt"
+    torch.save(TinyNet().state_dict(), bare)
+    with pytest.raises(CheckpointError, match=r"not a tp3nets training checkpoint .*"
+                                              r"tp3nets\.load_state_dict"):
+        load_checkpoint(bare)
+    with pytest.raises(FileNotFoundError, match=r"checkpoint file not found: .*nope\.pt"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_fit_state_writes_only_on_the_main_process(tmp_path: Path) -> None:
+    """FitState.save_checkpoint writes on rank 0 and does nothing elsewhere."""
+    model = TinyNet()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for is_main, name in ((False, "worker.pt"), (True, "main.pt")):
+        FitState(model=model, optimizer=opt, scheduler=None, history=History(),
+                 is_main=is_main).save_checkpoint(tmp_path / name)
+    assert [p.name for p in tmp_path.iterdir()] == ["main.pt"]

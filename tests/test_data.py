@@ -1,0 +1,253 @@
+"""tp3nets.data: MNIST in memory, seeded splits, TensorLoader batching and sharding."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.utils.data import DataLoader, TensorDataset, random_split
+
+from tp3nets.data import (
+    DATA_ENV,
+    BatchRandomAffine,
+    TensorLoader,
+    load_mnist,
+    mnist_splits,
+    train_val_split,
+)
+
+TEST_LABEL_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+# --------------------------------------------------------------------------------------
+# MNIST files
+
+
+def test_missing_mnist_names_the_folder_and_the_way_out(tmp_path: Path) -> None:
+    """Offline with no files, the error names the folder looked in and how to point elsewhere."""
+    with pytest.raises(FileNotFoundError) as info:
+        load_mnist(tmp_path, train=False)
+    msg = str(info.value)
+    assert str(tmp_path / "MNIST" / "raw") in msg
+    assert "root=" in msg
+    assert "--data DIR" in msg
+    assert DATA_ENV in msg
+    assert "download=True" in msg
+
+
+def test_data_root_comes_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without root=, load_mnist looks in $TP3NETS_DATA."""
+    monkeypatch.setenv(DATA_ENV, str(tmp_path / "elsewhere"))
+    with pytest.raises(FileNotFoundError, match="elsewhere"):
+        load_mnist(train=False)
+
+
+@pytest.mark.mnist
+def test_load_mnist_holds_the_test_set_in_memory(mnist_root: Path) -> None:
+    """The test set comes as uint8 (10000, 1, 28, 28) images and int64 labels, counts exact."""
+    images, labels = load_mnist(mnist_root, train=False).tensors
+    assert images.shape == (10000, 1, 28, 28)
+    assert images.dtype == torch.uint8
+    assert labels.dtype == torch.int64
+    assert torch.bincount(labels).tolist() == TEST_LABEL_COUNTS
+
+
+@pytest.mark.mnist
+@pytest.mark.parametrize("sub", ["MNIST", "MNIST/raw"])
+def test_load_mnist_accepts_the_mnist_folder_itself(mnist_root: Path, sub: str) -> None:
+    """Pointing root at MNIST/ or MNIST/raw/ finds the same files."""
+    labels = load_mnist(mnist_root / sub, train=False).tensors[1]
+    assert torch.bincount(labels).tolist() == TEST_LABEL_COUNTS
+
+
+@pytest.mark.mnist
+def test_tensor_loader_batches_equal_totensor_dataloader(mnist_root: Path) -> None:
+    """TensorLoader batches are bitwise those of torchvision's ToTensor + DataLoader."""
+    from torchvision import datasets, transforms
+
+    reference = datasets.MNIST(str(mnist_root), train=False, transform=transforms.ToTensor())
+    ref_loader = DataLoader(torch.utils.data.Subset(reference, range(64)), batch_size=32)
+    images, labels = load_mnist(mnist_root, train=False).tensors
+    ours = TensorLoader((images[:64], labels[:64]), 32)
+    for (x, y), (rx, ry) in zip(ours, ref_loader, strict=True):
+        assert x.dtype == rx.dtype == torch.float32
+        assert torch.equal(x, rx)
+        assert torch.equal(y, ry)
+
+
+@pytest.mark.mnist
+def test_mnist_splits_is_the_seeded_random_split(mnist_root: Path) -> None:
+    """mnist_splits gives 55000/5000/10000 with the validation part of random_split(seed 42)."""
+    train, val, test = mnist_splits(mnist_root)
+    assert (len(train), len(val), len(test)) == (55000, 5000, 10000)
+    full = load_mnist(mnist_root, train=True)
+    _, ref = random_split(range(60000), [55000, 5000], generator=torch.Generator().manual_seed(42))
+    assert torch.equal(val.tensors[0], full.tensors[0][list(ref.indices)])
+    assert torch.equal(val.tensors[1], full.tensors[1][list(ref.indices)])
+
+
+# --------------------------------------------------------------------------------------
+# splits
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(2, 60), frac=st.floats(0.05, 0.95), seed=st.integers(0, 2**31))
+def test_train_val_split_matches_random_split(n: int, frac: float, seed: int) -> None:
+    """train_val_split picks exactly random_split's samples, for any size and seed."""
+    n_val = min(max(1, round(frac * n)), n - 1)
+    ds = TensorDataset(torch.arange(n), torch.arange(n) * 2)
+    train, val = train_val_split(ds, n_val, seed=seed)
+    ref_train, ref_val = random_split(
+        range(n), [n - n_val, n_val], generator=torch.Generator().manual_seed(seed)
+    )
+    assert train.tensors[0].tolist() == list(ref_train)
+    assert val.tensors[0].tolist() == list(ref_val)
+    assert torch.equal(val.tensors[1], val.tensors[0] * 2)
+
+
+def test_train_val_split_refuses_empty_parts() -> None:
+    """A validation size that leaves a part empty, or a fraction outside (0, 1), is refused."""
+    ds = TensorDataset(torch.arange(10))
+    with pytest.raises(ValueError, match="must leave both parts non-empty, got 10 of 10"):
+        train_val_split(ds, 10)
+    with pytest.raises(ValueError, match=r"fraction must be in \(0, 1\), got 1.5"):
+        train_val_split(ds, 1.5)
+    assert len(train_val_split(ds, 0.3)[1]) == 3
+
+
+# --------------------------------------------------------------------------------------
+# TensorLoader
+
+
+def ids(loader: TensorLoader) -> list[list[int]]:
+    return [y.tolist() for _, y in loader]
+
+
+def flat(lists: Iterable[list[int]]) -> list[int]:
+    return [v for part in lists for v in part]
+
+
+def test_tensor_loader_scales_uint8_and_keeps_other_tensors() -> None:
+    """uint8 images become float32 in [0, 1]; float inputs and labels pass unchanged."""
+    images = torch.tensor([0, 51, 255], dtype=torch.uint8).view(3, 1, 1, 1)
+    (x, y), = TensorLoader((images, torch.arange(3)), 3)
+    assert x.dtype == torch.float32
+    assert x.flatten().tolist() == pytest.approx([0, 0.2, 1])
+    assert y.tolist() == [0, 1, 2]
+    floats = torch.rand(3, 2)
+    assert torch.equal(next(iter(TensorLoader((floats, torch.arange(3)), 3)))[0], floats)
+
+
+def test_tensor_loader_shuffles_by_seed_and_epoch() -> None:
+    """The order depends only on (seed, epoch): same seed and epoch replay, epochs differ."""
+    data = (torch.zeros(50, 1), torch.arange(50))
+    a, b = TensorLoader(data, 10, shuffle=True, seed=7), TensorLoader(data, 10, shuffle=True,
+                                                                      seed=7)
+    first, second = ids(a), ids(a)  # iterating again moves to the next epoch
+    assert first == ids(b)
+    assert first != second
+    assert sorted(flat(first)) == list(range(50))
+    a.set_epoch(0)
+    assert ids(a) == first
+    torch.manual_seed(123)  # the global RNG plays no part
+    b.set_epoch(1)
+    assert ids(b) == second
+    assert ids(TensorLoader(data, 10, shuffle=True, seed=8)) != first
+    assert ids(TensorLoader(data, 10)) == [list(range(i, i + 10)) for i in range(0, 50, 10)]
+
+
+def test_tensor_loader_len_and_drop_last() -> None:
+    """len() counts batches; drop_last drops a short last batch."""
+    data = (torch.zeros(10, 1), torch.arange(10))
+    assert len(TensorLoader(data, 4)) == 3
+    assert [len(b) for b in ids(TensorLoader(data, 4))] == [
+        4, 4, 2]
+    assert len(TensorLoader(data, 4, drop_last=True)) == 2
+    assert ids(TensorLoader(data, 4, drop_last=True)) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+
+
+def test_tensor_loader_applies_transform_and_device() -> None:
+    """transform runs on each float batch; device= holds the tensors there."""
+    data = (torch.full((4, 1, 2, 2), 255, dtype=torch.uint8), torch.arange(4))
+    loader = TensorLoader(data, 2, transform=lambda x: x * 2, device="cpu")
+    assert [x.max().item() for x, _ in loader] == [2.0, 2.0]
+    assert loader.tensors[0].device.type == "cpu"
+
+
+def test_tensor_loader_checks_its_arguments() -> None:
+    """Tensors of different lengths, a bad batch size and a bad rank are refused."""
+    with pytest.raises(ValueError, match=r"differ in their first dimension: \(3, 1\), \(4,\)"):
+        TensorLoader((torch.zeros(3, 1), torch.arange(4)))
+    with pytest.raises(ValueError, match="batch_size must be a positive int, got 0"):
+        TensorLoader((torch.zeros(3, 1),), 0)
+    with pytest.raises(TypeError, match="TensorDataset or a tuple of tensors"):
+        TensorLoader(([1, 2],))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"rank must be in \[0, 2\), got 2"):
+        TensorLoader((torch.zeros(3, 1),)).shard(2, 2, pad=True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 40), batch=st.integers(1, 9), world=st.integers(1, 4),
+       shuffle=st.booleans(), drop_last=st.booleans())
+def test_training_shards_split_each_global_batch(
+    n: int, batch: int, world: int, shuffle: bool, drop_last: bool
+) -> None:
+    """Training shards take equal step counts; together their batch i is global batch i."""
+    data = (torch.zeros(n, 1), torch.arange(n))
+    whole = TensorLoader(data, batch, shuffle=shuffle, seed=3, drop_last=drop_last)
+    shards = [whole.shard(r, world, pad=True) for r in range(world)]
+    assert all(len(s) == len(whole) for s in shards)
+    expected = ids(whole)
+    got = [ids(s) for s in shards]
+    assert all(len(g) == len(expected) for g in got)
+    for i, global_batch in enumerate(expected):
+        parts = [g[i] for g in got]
+        assert all(parts)  # no process gets an empty batch
+        if len(global_batch) >= world:
+            assert flat(parts) == global_batch
+            assert max(map(len, parts)) - min(map(len, parts)) <= 1
+        else:
+            assert flat(parts)[: len(global_batch)] == global_batch
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 40), batch=st.integers(1, 9), world=st.integers(1, 4),
+       shuffle=st.booleans())
+def test_evaluation_shards_see_each_sample_once(
+    n: int, batch: int, world: int, shuffle: bool
+) -> None:
+    """Evaluation shards take whole batches in turn: every sample exactly once, no padding."""
+    data = (torch.zeros(n, 1), torch.arange(n))
+    whole = TensorLoader(data, batch, shuffle=shuffle, seed=5)
+    shards = [whole.shard(r, world, pad=False) for r in range(world)]
+    expected = ids(whole)
+    for r, shard in enumerate(shards):
+        assert ids(shard) == expected[r::world]
+        assert len(shard) == len(expected[r::world])
+    assert sorted(flat(flat(ids(s)) for s in shards)) == list(range(n))
+
+
+# --------------------------------------------------------------------------------------
+# augmentation
+
+
+def test_batch_random_affine_is_seeded_and_identity_at_zero() -> None:
+    """BatchRandomAffine draws from the global RNG; with no range it returns the images."""
+    x = torch.rand(6, 1, 28, 28)
+    aug = BatchRandomAffine(degrees=15, translate=0.1, scale=(0.9, 1.1))
+    torch.manual_seed(0)
+    a = aug(x)
+    torch.manual_seed(0)
+    b = aug(x)
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, x)
+    still = BatchRandomAffine(degrees=0, translate=0, scale=(1, 1))
+    torch.testing.assert_close(still(x), x, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="BatchRandomAffine expects degrees >= 0"):
+        BatchRandomAffine(degrees=-1)

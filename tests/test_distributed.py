@@ -1,0 +1,125 @@
+"""fit and evaluate under torchrun: 2 CPU processes (gloo) against a single process."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from tp3nets import MultinomialLogisticRegression, evaluate
+from tp3nets.checkpoint import load_checkpoint
+from tp3nets.data import TensorLoader
+
+WORKER = Path(__file__).with_name("_ddp_worker.py")
+
+
+def _worker_module() -> Any:
+    spec = importlib.util.spec_from_file_location("_ddp_worker", WORKER)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Run the worker under torchrun with 2 processes, once for all the tests here."""
+    out = tmp_path_factory.mktemp("ddp")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           "--nproc_per_node", "2", str(WORKER), str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=150)
+    assert proc.returncode == 0, f"torchrun failed:\n{proc.stdout}\n{proc.stderr}"
+    ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    return {"out": out, "stdout": proc.stdout, "stderr": proc.stderr, "ranks": ranks}
+
+
+@pytest.fixture(scope="module")
+def single() -> dict[str, Any]:
+    """The same runs in this single process, with the same global batch."""
+    w = _worker_module()
+    data, val = w.make_data(w.N_TRAIN, 0), w.make_data(w.N_VAL, 1)
+    model, rows = w.train(TensorLoader(data, w.BATCH, shuffle=True, seed=1), TensorLoader(val, 4))
+    dl_model, dl_rows = w.train(DataLoader(TensorDataset(*data), batch_size=w.BATCH),
+                                DataLoader(TensorDataset(*val), batch_size=4))
+    return {"model": model, "rows": rows, "dl_model": dl_model, "dl_rows": dl_rows, "val": val}
+
+
+def _close_rows(a: list[dict[str, float]], b: list[dict[str, float]]) -> None:
+    assert [sorted(r) for r in a] == [sorted(r) for r in b]
+    for ra, rb in zip(a, b, strict=True):
+        for k in ra:
+            assert ra[k] == pytest.approx(rb[k], rel=1e-5, abs=1e-6), k
+
+
+@pytest.mark.slow
+def test_torchrun_processes_form_a_group_of_two(ddp_run: dict[str, Any]) -> None:
+    """fit starts the gloo group from torchrun's environment; ranks 0 and 1 both report."""
+    assert [(r["rank"], r["world"]) for r in ddp_run["ranks"]] == [(0, 2), (1, 2)]
+
+
+@pytest.mark.slow
+def test_each_process_gets_its_share_of_every_batch(ddp_run: dict[str, Any]) -> None:
+    """Training: 4 of each global batch of 8 per process; evaluation: whole batches in turn."""
+    for rank, r in enumerate(ddp_run["ranks"]):
+        train_sizes = [n for training, n in r["seen"] if training]
+        eval_sizes = [n for training, n in r["seen"] if not training]
+        assert train_sizes == [4] * (48 // 8) * 3
+        # 21 validation samples in batches of 4: rank 0 takes batches 0, 2, 4; rank 1 takes
+        # batches 1, 3 and the last one, of a single sample.
+        assert eval_sizes == ([4, 4, 4] if rank == 0 else [4, 4, 1]) * 3
+
+
+@pytest.mark.slow
+def test_distributed_fit_matches_single_process(
+    ddp_run: dict[str, Any], single: dict[str, Any]
+) -> None:
+    """Two processes with half of each global batch end with the single-process weights."""
+    r0, r1 = ddp_run["ranks"]
+    for key in ("state", "dl_state", "shuffled_state"):  # DDP keeps the ranks identical
+        assert all(torch.equal(r0[key][k], r1[key][k]) for k in r0[key])
+    for state, model in ((r0["state"], single["model"]), (r0["dl_state"], single["dl_model"])):
+        for k, v in model.state_dict().items():
+            torch.testing.assert_close(state[k], v, rtol=1e-5, atol=1e-6)
+    _close_rows(r0["rows"], single["rows"])
+    _close_rows(r0["dl_rows"], single["dl_rows"])
+    assert r0["rows"] == r1["rows"]
+
+
+@pytest.mark.slow
+def test_distributed_evaluate_equals_single_process_exactly(
+    ddp_run: dict[str, Any], single: dict[str, Any]
+) -> None:
+    """On 21 samples (odd) the distributed figures equal the single-process ones exactly."""
+    model = MultinomialLogisticRegression(8, 3)
+    model.load_state_dict(ddp_run["ranks"][0]["state"])
+    val = single["val"]
+    expected = evaluate(model, TensorLoader(val, 4))
+    for r in ddp_run["ranks"]:
+        assert r["eval_tensor"] == expected
+        assert r["eval_dataloader"] == evaluate(model, DataLoader(TensorDataset(*val),
+                                                                  batch_size=4))
+    # No duplicates: an accuracy over 21 samples is a multiple of 1/21.
+    assert round(expected["acc"] * 21, 9) == round(expected["acc"] * 21)
+
+
+@pytest.mark.slow
+def test_only_rank_zero_prints_and_checkpoints(ddp_run: dict[str, Any]) -> None:
+    """One summary line per epoch across both processes; the checkpoint has plain keys."""
+    lines = [ln for ln in ddp_run["stdout"].splitlines() if ln.startswith("epoch ")]
+    assert [ln.split()[1] for ln in lines] == ["1/3", "2/3", "3/3"] * 3  # three fits
+    assert sum("epoch" in ln for ln in ddp_run["stderr"].splitlines()) == 0
+    ckpt = load_checkpoint(ddp_run["out"] / "last.pt")
+    assert sorted(ckpt["model"]) == ["classifier.bias", "classifier.weight"]
+    state = ddp_run["ranks"][0]["state"]
+    assert all(torch.equal(ckpt["model"][k], state[k]) for k in state)

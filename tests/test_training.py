@@ -1,0 +1,616 @@
+"""fit, evaluate, predict, train_one_epoch and History on tiny models and synthetic data."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import pytest
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from tp3nets import ConvNet2, History, evaluate, fit, predict, seed_everything, train_one_epoch
+from tp3nets import _distributed as dist_utils
+from tp3nets.callbacks import ModelCheckpoint
+from tp3nets.checkpoint import load_checkpoint
+from tp3nets.data import TensorLoader
+from tp3nets.training import FitState, accuracy, default_unpack
+
+CUDA = ["cuda"] if torch.cuda.is_available() else []
+
+
+class TinyNet(nn.Module):
+    """8 features → 3 classes, with dropout so that the RNG matters."""
+
+    def __init__(self, dropout: float = 0.3) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(dropout))
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.head(self.body(x))
+        return out
+
+
+def make_data(n: int = 40, seed: int = 0) -> tuple[Tensor, Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 8, generator=g)
+    return x, x[:, :3].argmax(dim=1)
+
+
+def sgd(model: nn.Module, lr: float = 0.1) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=lr)
+
+
+def rows_without_time(history: History) -> list[dict[str, float]]:
+    return [{k: v for k, v in row.items() if k != "time"} for row in history.epochs]
+
+
+# --------------------------------------------------------------------------------------
+# figures
+
+
+def test_fit_history_has_train_and_val_figures_per_epoch() -> None:
+    """fit returns one History row per epoch with loss, acc, val_loss, val_acc, lr, time."""
+    torch.manual_seed(0)
+    model = TinyNet()
+    data, val = make_data(40), make_data(20, seed=1)
+    history = fit(model, TensorLoader(data, 8, shuffle=True), epochs=3, optimizer=sgd(model),
+                  val_loader=TensorLoader(val, 8), progress=False)
+    assert len(history) == 3
+    assert history["epoch"] == [1.0, 2.0, 3.0]
+    assert set(history.keys()) == {"epoch", "loss", "acc", "val_loss", "val_acc", "lr", "time"}
+    assert all(0.0 <= a <= 1.0 for a in history["val_acc"])
+    # The last epoch's validation figures are those of the final weights.
+    assert evaluate(model, TensorLoader(val, 8)) == {
+        "loss": history["val_loss"][-1], "acc": history["val_acc"][-1]
+    }
+    assert history.monitor == "val_loss"
+    assert history.best_epoch == 1 + min(range(3), key=lambda i: history["val_loss"][i])
+
+
+def test_evaluate_weights_batches_by_size() -> None:
+    """evaluate over batches of 4, 4 and 2 gives the per-sample mean, not the batch mean."""
+    torch.manual_seed(0)
+    model = TinyNet(dropout=0.0)
+    x, y = make_data(10)
+    logits = model(x)
+    per_sample = nn.functional.cross_entropy(logits, y, reduction="none")
+    expected_acc = (logits.argmax(1) == y).double().mean().item()
+    small = evaluate(model, TensorLoader((x, y), 4))
+    whole = evaluate(model, TensorLoader((x, y), 10))
+    assert small["loss"] == pytest.approx(per_sample.double().mean().item(), rel=1e-6)
+    assert small["loss"] == pytest.approx(whole["loss"], rel=1e-6)
+    assert small["acc"] == expected_acc == whole["acc"]
+
+
+def test_train_figures_weighted_by_batch_size() -> None:
+    """With lr=0 an epoch's training loss equals the full-batch loss despite a short batch."""
+    torch.manual_seed(0)
+    model = TinyNet(dropout=0.0)
+    x, y = make_data(10)
+    figures = train_one_epoch(model, TensorLoader((x, y), 4), optimizer=sgd(model, lr=0.0))
+    expected = nn.functional.cross_entropy(model(x), y).item()
+    assert figures["loss"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_metric_objects_and_plain_callables_both_work() -> None:
+    """A torchmetrics-shaped object and a callable returning a float give the right values."""
+
+    class Hits:
+        def __init__(self) -> None:
+            self.right, self.total, self.resets = 0, 0, 0
+
+        def update(self, preds: Tensor, target: Tensor) -> None:
+            self.right += int((preds.argmax(1) == target).sum())
+            self.total += len(target)
+
+        def compute(self) -> Tensor:
+            return torch.tensor(self.right / self.total)
+
+        def reset(self) -> None:
+            self.right, self.total = 0, 0
+            self.resets += 1
+
+    torch.manual_seed(0)
+    model = TinyNet(dropout=0.0)
+    x, y = make_data(10)
+    hits = Hits()
+    figures = evaluate(model, TensorLoader((x, y), 4), metrics={
+        "hits": hits, "first": lambda p, t: float((p.argmax(1) == 0).float().mean()),
+        "acc": accuracy,
+    })
+    preds = model(x).argmax(1)
+    assert figures["hits"] == pytest.approx(figures["acc"], abs=1e-7)
+    assert figures["acc"] == (preds == y).double().mean().item()
+    assert figures["first"] == pytest.approx((preds == 0).double().mean().item(), abs=1e-7)
+    assert hits.resets == 1
+    assert hits.total == 10
+
+
+def test_metrics_must_be_metric_like() -> None:
+    """A metric that is neither callable nor update/compute/reset is refused by name."""
+    model = TinyNet()
+    with pytest.raises(TypeError, match="metric 'bad' must be callable"):
+        evaluate(model, TensorLoader(make_data(8), 4), metrics={"bad": 3})  # type: ignore[dict-item]
+
+
+def test_accuracy_counts_top1_hits() -> None:
+    """accuracy compares the argmax over classes with the labels, also for (N, C, H, W)."""
+    logits = torch.tensor([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]])
+    assert accuracy(logits, torch.tensor([1, 0, 0])).item() == pytest.approx(2 / 3)
+    seg = torch.zeros(2, 3, 4, 4)
+    seg[:, 2] = 1.0
+    assert accuracy(seg, torch.full((2, 4, 4), 2)).item() == 1.0
+
+
+# --------------------------------------------------------------------------------------
+# training mechanics
+
+
+def _manual_steps(model: nn.Module, batches: list[tuple[Tensor, Tensor]]) -> None:
+    """One SGD(lr=1) step on the mean of the batches' mean-loss gradients."""
+    grads = [torch.zeros_like(p) for p in model.parameters()]
+    for x, y in batches:
+        loss = nn.functional.cross_entropy(model(x), y) / len(batches)
+        for g, d in zip(grads, torch.autograd.grad(loss, list(model.parameters())), strict=True):
+            g += d
+    with torch.no_grad():
+        for p, g in zip(model.parameters(), grads, strict=True):
+            p -= g
+
+
+class _NoLen:
+    """An iterable without len(): fit cannot know the size of the last window."""
+
+    def __init__(self, loader: TensorLoader) -> None:
+        self.loader = loader
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.loader)
+
+
+@pytest.mark.parametrize("wrap", [False, True], ids=["with-len", "without-len"])
+def test_gradient_accumulation_divides_by_real_window(wrap: bool) -> None:
+    """With 3 batches and accumulate 2, the second step uses the last batch's gradient alone."""
+    torch.manual_seed(0)
+    model = nn.Linear(8, 3).double()
+    reference = nn.Linear(8, 3).double()
+    reference.load_state_dict(model.state_dict())
+    x, y = make_data(12)
+    x = x.double()
+    loader = TensorLoader((x, y), 4)
+    train_one_epoch(model, _NoLen(loader) if wrap else loader, optimizer=sgd(model, lr=1.0),
+                    accumulate_grad_batches=2, metrics={})
+    _manual_steps(reference, [(x[:4], y[:4]), (x[4:8], y[4:8])])
+    _manual_steps(reference, [(x[8:], y[8:])])
+    for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-12)
+
+
+def test_modes_set_and_restored_per_submodule() -> None:
+    """Training runs in train mode, evaluation in eval mode; each submodule's mode comes back."""
+
+    class Recorder(TinyNet):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: list[tuple[bool, bool, bool]] = []
+
+        def forward(self, x: Tensor) -> Tensor:
+            self.seen.append((self.training, self.head.training, torch.is_grad_enabled()))
+            return super().forward(x)
+
+    model = Recorder()
+    model.body.eval()  # a user-frozen part: must be back in eval mode after each call
+    before = [m.training for m in model.modules()]
+    data = make_data(8)
+    fit(model, TensorLoader(data, 8), epochs=1, optimizer=sgd(model),
+        val_loader=TensorLoader(data, 8), progress=False)
+    assert model.seen == [(True, True, True), (False, False, False)]
+    assert [m.training for m in model.modules()] == before
+    predict(model, data[0])
+    assert model.seen[-1] == (False, False, False)
+    assert [m.training for m in model.modules()] == before
+
+
+def test_evaluation_runs_in_inference_mode() -> None:
+    """evaluate and predict run the model under torch.inference_mode."""
+    seen: list[bool] = []
+    model = TinyNet()
+    model.register_forward_hook(lambda *_: seen.append(torch.is_inference_mode_enabled()))
+    data = make_data(8)
+    evaluate(model, TensorLoader(data, 4))
+    predict(model, data[0])
+    assert seen == [True, True, True]
+
+
+def test_fit_accepts_dataloader_and_dict_batches() -> None:
+    """fit on a torch DataLoader of dict batches gives the weights of the TensorLoader run."""
+
+    class DictSet(Dataset[dict[str, Tensor]]):
+        def __init__(self, x: Tensor, y: Tensor) -> None:
+            self.x, self.y = x, y
+
+        def __len__(self) -> int:
+            return len(self.x)
+
+        def __getitem__(self, i: int) -> dict[str, Tensor]:
+            return {"image": self.x[i], "label": self.y[i]}
+
+    x, y = make_data(20)
+    runs = []
+    for loader in (DataLoader(DictSet(x, y), batch_size=6), TensorLoader((x, y), 6)):
+        torch.manual_seed(0)
+        model = TinyNet(dropout=0.0)  # a DataLoader draws from the global RNG per epoch
+        history = fit(model, loader, epochs=2, optimizer=sgd(model), progress=False)
+        runs.append((model.state_dict(), rows_without_time(history)))
+    (sd_a, hist_a), (sd_b, hist_b) = runs
+    assert all(torch.equal(sd_a[k], sd_b[k]) for k in sd_a)
+    assert hist_a == hist_b
+
+
+def test_default_unpack_names_the_keys_it_needs() -> None:
+    """A dict batch without known keys gets an error that lists its keys and the way out."""
+    with pytest.raises(ValueError, match=r"keys \['a', 'b'\]; pass unpack="):
+        default_unpack({"a": 1, "b": 2})
+
+
+def test_seed_everything_makes_fit_bitwise_reproducible() -> None:
+    """Two fit runs with the same seed give bitwise identical weights and history on CPU."""
+    runs = []
+    for _ in range(2):
+        seed_everything(123)
+        model = TinyNet()
+        data = make_data(40)
+        loader = DataLoader(torch.utils.data.TensorDataset(*data), batch_size=8, shuffle=True)
+        history = fit(model, loader, epochs=2, optimizer=torch.optim.Adam(model.parameters()),
+                      val_loader=TensorLoader(make_data(16, seed=2), 8), progress=False)
+        runs.append((model.state_dict(), rows_without_time(history)))
+    (sd_a, hist_a), (sd_b, hist_b) = runs
+    assert all(torch.equal(sd_a[k], sd_b[k]) for k in sd_a)
+    assert hist_a == hist_b
+
+
+def test_scheduler_steps_per_epoch_or_per_step() -> None:
+    """An epoch scheduler moves the lr once per epoch, a step scheduler once per batch."""
+    data = make_data(16)
+    for interval, expected in (("epoch", [0.1, 0.05]), ("step", [0.1 * 0.5**4, 0.1 * 0.5**8])):
+        model = TinyNet()
+        opt = sgd(model)
+        # A factory (optimizer -> scheduler) works too.
+        history = fit(model, TensorLoader(data, 4), epochs=2, optimizer=opt,
+                      scheduler=lambda o: torch.optim.lr_scheduler.StepLR(o, 1, gamma=0.5),
+                      scheduler_interval=interval, progress=False)  # type: ignore[arg-type]
+        assert history["lr"] == pytest.approx(expected)
+
+
+def test_reduce_lr_on_plateau_follows_monitor() -> None:
+    """ReduceLROnPlateau is stepped once per epoch with the monitored figure."""
+
+    class Plateau(torch.optim.lr_scheduler.ReduceLROnPlateau):
+        seen: ClassVar[list[float]] = []
+
+        def step(self, metrics: Any, epoch: Any = None) -> None:  # type: ignore[override]
+            self.seen.append(float(metrics))
+            super().step(metrics)
+
+    model = TinyNet()
+    opt = sgd(model)
+    data = make_data(8)
+    history = fit(model, TensorLoader(data, 4), epochs=2, optimizer=opt,
+                  scheduler=Plateau(opt), val_loader=TensorLoader(data, 4), monitor="val_acc",
+                  progress=False)
+    assert Plateau.seen == history["val_acc"]
+    with pytest.raises(ValueError, match="ReduceLROnPlateau follows 'val_loss', which fit did "
+                                         "not log"):
+        fit(model, TensorLoader(data, 4), epochs=1, optimizer=opt, monitor="val_loss",
+            scheduler=torch.optim.lr_scheduler.ReduceLROnPlateau(opt), progress=False)
+
+
+def test_callback_hooks_run_in_order_and_can_stop() -> None:
+    """Hooks run fit_start, epoch_start, batch_end…, epoch_end, fit_end; stop ends the run."""
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.calls: list[str] = []
+
+        def on_fit_start(self, state: FitState) -> None:
+            self.calls.append("fit_start")
+
+        def on_epoch_start(self, state: FitState) -> None:
+            self.calls.append(f"epoch_start {state.epoch}")
+
+        def on_batch_end(self, state: FitState) -> None:
+            self.calls.append(f"batch {state.batch}")
+            assert math.isfinite(state.logs["loss"])
+
+        def on_epoch_end(self, state: FitState) -> None:
+            self.calls.append(f"epoch_end {state.epoch}")
+            state.stop_training = state.epoch == 2
+
+        def on_fit_end(self, state: FitState) -> None:
+            self.calls.append("fit_end")
+
+    rec = Recorder()
+    model = TinyNet()
+    history = fit(model, TensorLoader(make_data(8), 4), epochs=5, optimizer=sgd(model),
+                  callbacks=[rec, object()], progress=False)
+    assert len(history) == 2
+    assert rec.calls == [
+        "fit_start", "epoch_start 1", "batch 0", "batch 1", "epoch_end 1",
+        "epoch_start 2", "batch 0", "batch 1", "epoch_end 2", "fit_end",
+    ]
+
+
+def test_grad_clip_norm_bounds_the_step() -> None:
+    """With grad_clip_norm=1e-3 and SGD lr=1 no weight moves by more than 1e-3 in a step."""
+    torch.manual_seed(0)
+    model = TinyNet(dropout=0.0)
+    before = [p.detach().clone() for p in model.parameters()]
+    fit(model, TensorLoader(make_data(8), 8), epochs=1, optimizer=sgd(model, lr=1.0),
+        grad_clip_norm=1e-3, progress=False)
+    moved = torch.cat([(p.detach() - b).flatten() for p, b in zip(model.parameters(), before,
+                                                                     strict=True)])
+    assert 0 < moved.norm().item() <= 1e-3 + 1e-9
+
+
+# --------------------------------------------------------------------------------------
+# output
+
+
+def test_progress_false_is_silent(capsys: pytest.CaptureFixture[str]) -> None:
+    """progress=False prints nothing at all."""
+    model = TinyNet()
+    fit(model, TensorLoader(make_data(8), 4), epochs=2, optimizer=sgd(model), progress=False)
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == ""
+
+
+def test_non_interactive_progress_prints_one_line_per_epoch(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """On a non-terminal stream, progress=None prints a one-line summary per epoch, no bar."""
+    model = TinyNet()
+    history = fit(model, TensorLoader(make_data(8), 4), epochs=2, optimizer=sgd(model),
+                  val_loader=TensorLoader(make_data(8), 4))
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert len(lines) == 2
+    assert err == ""
+    assert lines[0].startswith("epoch 1/2  loss ")
+    assert f"val_acc {history['val_acc'][1]:.4f}" in lines[1]
+
+
+def test_progress_true_draws_a_tqdm_bar(capsys: pytest.CaptureFixture[str]) -> None:
+    """progress=True draws a tqdm bar on stderr and keeps a summary line per epoch."""
+    model = TinyNet()
+    fit(model, TensorLoader(make_data(8), 4), epochs=1, optimizer=sgd(model), progress=True)
+    out, err = capsys.readouterr()
+    assert "epoch 1/1" in err
+    assert "/2 [" in err
+    assert out.count("epoch 1/1  loss") == 1
+
+
+def test_only_rank_zero_prints_and_writes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A process of rank 1 prints nothing and writes no checkpoint."""
+    monkeypatch.setattr(dist_utils, "rank", lambda: 1)
+    model = TinyNet()
+    fit(model, TensorLoader(make_data(8), 4), epochs=1, optimizer=sgd(model), progress=True,
+        callbacks=[ModelCheckpoint(tmp_path / "last.pt")])
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------
+# precision, memory format, compile
+
+
+def test_bf16_autocasts_on_cpu() -> None:
+    """precision='bf16' runs forward passes under CPU bfloat16 autocast; figures stay finite."""
+    seen: list[tuple[bool, torch.dtype]] = []
+
+    def hook(module: nn.Module, args: Any, out: Tensor) -> None:
+        seen.append((torch.is_autocast_enabled("cpu"), out.dtype))
+
+    torch.manual_seed(0)
+    model = TinyNet()
+    model.head.register_forward_hook(hook)
+    history = fit(model, TensorLoader(make_data(8), 8), epochs=1, optimizer=sgd(model),
+                  val_loader=TensorLoader(make_data(8), 8), precision="bf16", progress=False)
+    assert seen == [(True, torch.bfloat16), (True, torch.bfloat16)]
+    assert all(math.isfinite(v) for v in history.epochs[0].values())
+    assert model.head.weight.dtype == torch.float32
+    assert predict(model, make_data(4)[0], precision="bf16").dtype == torch.float32
+
+
+def test_fp16_on_cpu_is_refused() -> None:
+    """precision='16' on the CPU raises an error that points to bf16."""
+    model = TinyNet()
+    with pytest.raises(ValueError, match=r"precision='16'.*needs a CUDA device.*bf16"):
+        fit(model, TensorLoader(make_data(8), 4), epochs=1, optimizer=sgd(model),
+            precision="16", device="cpu")
+
+
+def test_unknown_precision_is_refused() -> None:
+    """A precision other than 32, bf16, 16 is refused with the allowed values."""
+    model = TinyNet()
+    with pytest.raises(ValueError, match="precision must be one of 32, bf16, 16, got 'fp8'"):
+        evaluate(model, TensorLoader(make_data(8), 4), precision="fp8")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("device", CUDA or [pytest.param("cuda", marks=pytest.mark.skip(
+    reason="no CUDA device"))])
+def test_fp16_trains_with_grad_scaler_on_cuda(device: str) -> None:
+    """precision='16' on CUDA trains with a GradScaler and moves CPU optimizer state once."""
+    torch.manual_seed(0)
+    model = TinyNet()
+    opt = torch.optim.Adam(model.parameters())
+    model(make_data(4)[0]).sum().backward()
+    opt.step()  # optimizer state now exists on the CPU
+    history = fit(model, TensorLoader(make_data(16), 8), epochs=1, optimizer=opt, device=device,
+                  precision="16", progress=False)
+    assert math.isfinite(history["loss"][0])
+    assert all(s["exp_avg"].device.type == "cuda" for s in opt.state.values())
+
+
+def test_channels_last_runs_model_and_inputs_in_channels_last() -> None:
+    """channels_last=True converts the conv weights and the 4-D inputs to channels-last."""
+    seen: list[bool] = []
+    model = ConvNet2()
+    model.register_forward_pre_hook(
+        lambda m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
+    )
+    x = torch.rand(4, 1, 28, 28)
+    fit(model, TensorLoader((x, torch.arange(4)), 4), epochs=1, optimizer=sgd(model),
+        channels_last=True, progress=False)
+    conv = model.layer1[0]
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert seen == [True]
+
+
+def test_compile_checkpoints_keep_plain_keys(tmp_path: Any) -> None:
+    """fit(compile=...) and a user-compiled model both write checkpoints without _orig_mod."""
+    data = make_data(8)
+    torch.manual_seed(0)
+    model = TinyNet()
+    fit(model, TensorLoader(data, 4), epochs=1, optimizer=sgd(model), progress=False,
+        compile={"backend": "eager"}, callbacks=[ModelCheckpoint(tmp_path / "a.pt")])
+    compiled = torch.compile(TinyNet(), backend="eager")
+    fit(compiled, TensorLoader(data, 4), epochs=1, optimizer=sgd(compiled), progress=False,
+        callbacks=[ModelCheckpoint(tmp_path / "b.pt")])
+    for name, source in (("a.pt", model), ("b.pt", compiled)):
+        ckpt = load_checkpoint(tmp_path / name)
+        assert sorted(ckpt["model"]) == sorted(TinyNet().state_dict())
+        assert ckpt["model_class"] == "TinyNet"
+        fresh = TinyNet()
+        fresh.load_state_dict(ckpt["model"], strict=True)
+        plain = source._orig_mod if hasattr(source, "_orig_mod") else source
+        assert all(torch.equal(fresh.state_dict()[k], v) for k, v in plain.state_dict().items())
+
+
+# --------------------------------------------------------------------------------------
+# bad input
+
+
+def test_empty_loader_is_refused() -> None:
+    """An empty training loader raises before any work, naming the loader."""
+    model = TinyNet()
+    empty = TensorLoader((torch.zeros(0, 8), torch.zeros(0, dtype=torch.long)), 4)
+    with pytest.raises(ValueError, match=r"train_loader is empty \(0 batches\)"):
+        fit(model, empty, epochs=1, optimizer=sgd(model))
+    with pytest.raises(ValueError, match="the loader yielded no batch"):
+        evaluate(model, _NoLen(empty))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("epochs", [0, -1, 1.5, True])
+def test_non_positive_epochs_are_refused(epochs: Any) -> None:
+    """epochs must be a positive int."""
+    model = TinyNet()
+    with pytest.raises(ValueError, match="epochs must be a positive int"):
+        fit(model, TensorLoader(make_data(8), 4), epochs=epochs, optimizer=sgd(model))
+
+
+def test_target_shape_the_loss_cannot_take() -> None:
+    """Targets of the wrong shape get an error naming the loss and both shapes."""
+    model = TinyNet()
+    x, y = make_data(8)
+    with pytest.raises(ValueError, match=r"CrossEntropyLoss cannot take model output \(4, 3\) "
+                                         r"with target \(4, 2\)"):
+        fit(model, TensorLoader((x, y[:, None].repeat(1, 2)), 4), epochs=1, optimizer=sgd(model))
+
+
+def test_labels_outside_the_model_classes() -> None:
+    """Labels outside [0, C) are refused with the class count and the label range."""
+    model = TinyNet()
+    x, _ = make_data(8)
+    bad = torch.tensor([0, 1, 2, 0, 1, 3, 2, 1])
+    msg = r"labels must be class indices in \[0, 3\) for a model with 3 outputs, got labels " \
+          r"from [01] to 3"
+    with pytest.raises(ValueError, match=msg):
+        fit(model, TensorLoader((x, bad), 4), epochs=1, optimizer=sgd(model))
+    with pytest.raises(ValueError, match=msg):
+        evaluate(model, TensorLoader((x, bad), 8))
+
+
+def test_optimizer_for_another_model_is_refused() -> None:
+    """An optimizer over another model's parameters raises before training."""
+    model = TinyNet()
+    with pytest.raises(ValueError, match=r"optimizer holds 4 parameter tensor.*another model"):
+        fit(model, TensorLoader(make_data(8), 4), epochs=1, optimizer=sgd(TinyNet()))
+
+
+def test_scheduler_for_another_optimizer_is_refused() -> None:
+    """A scheduler built on another optimizer raises before training."""
+    model = TinyNet()
+    other = torch.optim.lr_scheduler.StepLR(sgd(TinyNet()), 1)
+    with pytest.raises(ValueError, match="scheduler was built for another optimizer"):
+        fit(model, TensorLoader(make_data(8), 4), epochs=1, optimizer=sgd(model),
+            scheduler=other)
+
+
+def test_nan_loss_raises_floating_point_error() -> None:
+    """A loss that turns NaN stops training with FloatingPointError naming the batch."""
+    model = TinyNet()
+    x, y = make_data(8)
+    x[5, 0] = math.nan
+    with pytest.raises(FloatingPointError, match=r"loss became nan at batch 2; lower the "
+                                                 r"learning rate"):
+        fit(model, TensorLoader((x, y), 4), epochs=1, optimizer=sgd(model))
+
+
+# --------------------------------------------------------------------------------------
+# History
+
+
+def test_history_round_trips_and_finds_the_best_epoch() -> None:
+    """to_dict/from_dict round-trip; best_epoch follows monitor and mode; missing keys raise."""
+    h = History(monitor="val_acc", mode="max")
+    for epoch, acc in enumerate([0.5, 0.9, 0.8], start=1):
+        h.append({"epoch": epoch, "loss": 1 / epoch, "val_acc": acc})
+    data = h.to_dict()
+    assert data["best_epoch"] == 2
+    again = History.from_dict(data)
+    assert again.epochs == h.epochs
+    assert again.best_epoch == 2
+    assert again.mode == "max"
+    assert again.best == {"epoch": 2, "loss": 0.5, "val_acc": 0.9}
+    assert History().best_epoch is None
+    with pytest.raises(KeyError, match="no figure 'val_loss' in history; have epoch, loss"):
+        h["val_loss"]
+
+
+def test_history_plot_draws_each_figure() -> None:
+    """History.plot draws one line per loss and accuracy figure."""
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    h = History()
+    h.append({"epoch": 1, "loss": 1.0, "acc": 0.5, "val_loss": 1.1, "lr": 0.1})
+    h.append({"epoch": 2, "loss": 0.5, "acc": 0.8, "val_loss": 0.9, "lr": 0.1})
+    ax = h.plot()
+    assert sorted(line.get_label() for line in ax.get_lines()) == ["acc", "loss", "val_loss"]
+    assert list(ax.get_lines()[0].get_xdata()) == [1, 2]
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
+def test_labels_checked_on_the_host_for_accelerators() -> None:
+    """For a CUDA device, labels of later batches are checked on the host before transfer."""
+    from tp3nets.training import _LabelGuard
+
+    guard = _LabelGuard(nn.CrossEntropyLoss(), torch.device("cuda"))
+    guard.before_transfer(torch.tensor([7]))  # classes unknown before the first forward
+    guard.after_forward(torch.tensor([0, 2]), torch.zeros(2, 3))
+    guard.before_transfer(torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match=r"class indices in \[0, 3\).*from 1 to 3"):
+        guard.before_transfer(torch.tensor([1, 3]))
+    cpu = _LabelGuard(nn.CrossEntropyLoss(), torch.device("cpu"))
+    cpu.after_forward(torch.tensor([0]), torch.zeros(1, 3))
+    cpu.before_transfer(torch.tensor([9]))  # on the CPU the loss itself raises later
