@@ -130,8 +130,29 @@ def test_metric_objects_and_plain_callables_both_work() -> None:
     assert hits.total == 10
 
 
+def test_metric_without_reset_starts_afresh_each_pass() -> None:
+    """A metric object with update/compute but no reset() counts each pass on its own."""
+
+    class Seen:
+        def __init__(self) -> None:
+            self.n = 0
+
+        def update(self, preds: Tensor, target: Tensor) -> None:
+            self.n += len(target)
+
+        def compute(self) -> float:
+            return float(self.n)
+
+    model = TinyNet()
+    history = fit(model, TensorLoader(make_data(8), 4), epochs=2, optimizer=sgd(model),
+                  val_loader=TensorLoader(make_data(6), 4), metrics={"seen": Seen()},
+                  progress=False)
+    assert history["seen"] == [8.0, 8.0]
+    assert history["val_seen"] == [6.0, 6.0]
+
+
 def test_metrics_must_be_metric_like() -> None:
-    """A metric that is neither callable nor update/compute/reset is refused by name."""
+    """A metric that is neither callable nor update/compute is refused by name."""
     model = TinyNet()
     with pytest.raises(TypeError, match="metric 'bad' must be callable"):
         evaluate(model, TensorLoader(make_data(8), 4), metrics={"bad": 3})  # type: ignore[dict-item]
@@ -483,8 +504,15 @@ def test_compile_checkpoints_keep_plain_keys(tmp_path: Any) -> None:
     fit(model, TensorLoader(data, 4), epochs=1, optimizer=sgd(model), progress=False,
         compile={"backend": "eager"}, callbacks=[ModelCheckpoint(tmp_path / "a.pt")])
     compiled = torch.compile(TinyNet(), backend="eager")
+    seen: list[type] = []
+
+    class SeeModel:
+        def on_fit_start(self, state: FitState) -> None:
+            seen.append(type(state.model))
+
     fit(compiled, TensorLoader(data, 4), epochs=1, optimizer=sgd(compiled), progress=False,
-        callbacks=[ModelCheckpoint(tmp_path / "b.pt")])
+        callbacks=[ModelCheckpoint(tmp_path / "b.pt"), SeeModel()])
+    assert seen == [TinyNet]  # callbacks see the bare module
     for name, source in (("a.pt", model), ("b.pt", compiled)):
         ckpt = load_checkpoint(tmp_path / name)
         assert sorted(ckpt["model"]) == sorted(TinyNet().state_dict())

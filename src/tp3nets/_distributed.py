@@ -97,7 +97,7 @@ def _shared_seed() -> int:
     """Rank 0's torch seed, so that every rank draws the same shuffling order."""
     t = torch.tensor([torch.initial_seed() % 2**31], dtype=torch.int64)
     if dist.get_backend() == "nccl":
-        t = t.cuda()
+        t = t.to(torch.device("cuda", torch.cuda.current_device()))
     dist.broadcast(t, src=0)
     return int(t.item())
 

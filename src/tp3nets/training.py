@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import os
 import random
@@ -18,7 +19,13 @@ from torch import Tensor, nn
 
 from . import _distributed as dist_utils
 from .callbacks import Callback
-from .checkpoint import load_checkpoint, make_checkpoint, restore_checkpoint, save_checkpoint
+from .checkpoint import (
+    _bare,
+    load_checkpoint,
+    make_checkpoint,
+    restore_checkpoint,
+    save_checkpoint,
+)
 
 __all__ = [
     "FitState",
@@ -43,18 +50,24 @@ _NONFINITE_CHECK_EVERY: Final = 32
 
 @runtime_checkable
 class Metric(Protocol):
-    """A stateful metric in torchmetrics' shape: ``update``, ``compute``, ``reset``.
+    """A stateful metric in torchmetrics' shape: ``update(preds, target)`` and ``compute()``.
 
-    :func:`fit` and :func:`evaluate` call ``reset()`` before a pass, ``update(preds, target)``
-    for each batch and ``compute()`` after it. Under ``torchrun`` the object reduces its own
-    state across processes (torchmetrics does); plain callables are reduced by tp3nets.
+    :func:`fit` and :func:`evaluate` call ``reset()`` before each pass when the object has
+    one (and otherwise work on a fresh copy of it each pass), ``update`` for each batch and
+    ``compute`` after the pass. Under ``torchrun`` the object reduces its own state across
+    processes (torchmetrics does); plain callables are reduced by tp3nets.
+
+    Example:
+        >>> class Seen:
+        ...     def update(self, preds, target): self.n = getattr(self, "n", 0) + len(target)
+        ...     def compute(self): return self.n
+        >>> isinstance(Seen(), Metric)
+        True
     """
 
     def update(self, preds: Tensor, target: Tensor) -> Any: ...
 
     def compute(self) -> Any: ...
-
-    def reset(self) -> Any: ...
 
 
 MetricLike = Metric | Callable[[Tensor, Tensor], Tensor | float]
@@ -469,7 +482,10 @@ class _Meter:
 
     def __init__(self, metrics: Mapping[str, MetricLike], device: torch.device) -> None:
         self.device = device
-        self.stateful = {k: m for k, m in metrics.items() if isinstance(m, Metric)}
+        self.stateful = {
+            k: m if callable(getattr(m, "reset", None)) else copy.deepcopy(m)
+            for k, m in metrics.items() if isinstance(m, Metric)
+        }
         self.plain = {k: m for k, m in metrics.items() if not isinstance(m, Metric)}
         self.counts = {k for k, m in self.plain.items() if m is accuracy}
         self.losses: list[Tensor] = []
@@ -477,7 +493,9 @@ class _Meter:
         self.values: dict[str, list[Tensor | float]] = {k: [] for k in self.plain}
         self.answers: dict[str, list[int]] = {k: [] for k in self.counts}
         for m in self.stateful.values():
-            m.reset()
+            reset = getattr(m, "reset", None)
+            if callable(reset):
+                reset()
 
     def update(self, loss: Tensor, out: Any, y: Any, n: int) -> None:
         self.sizes.append(n)
@@ -534,7 +552,7 @@ def _default_metrics(metrics: Mapping[str, MetricLike] | None) -> dict[str, Metr
     for name, m in metrics.items():
         if not (isinstance(m, Metric) or callable(m)):
             raise TypeError(
-                f"metric {name!r} must be callable(preds, target) or have update/compute/reset,"
+                f"metric {name!r} must be callable(preds, target) or have update and compute,"
                 f" got {type(m).__name__}"
             )
         if name == "loss":
@@ -958,8 +976,9 @@ def fit(
         optimizer: an optimizer over ``model.parameters()``, or a callable building one.
         loss_fn: default :class:`~torch.nn.CrossEntropyLoss`.
         val_loader: validation batches, evaluated after each epoch.
-        metrics: name → metric object (update/compute/reset) or callable(preds, target);
-            default ``{"acc": accuracy}``; ``{}`` tracks the loss only.
+        metrics: name → metric object (``update``/``compute``, see :class:`Metric`) or
+            callable(preds, target) returning the batch's mean; default
+            ``{"acc": accuracy}``; ``{}`` tracks the loss only.
         device: default the model's device (CUDA when the model has no parameters yet and
             CUDA is there; the local rank's GPU under torchrun).
         scheduler: a learning-rate scheduler of ``optimizer``, or a callable
@@ -1064,6 +1083,8 @@ def fit(
     runner: nn.Module = model
     eval_runner: nn.Module = model
     if distributed:
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)  # NCCL collectives use the current device
         runner = dist_utils.wrap_ddp(model, dev)
         train_loader = dist_utils.shard_loader(train_loader, train=True)
     if compile:
@@ -1072,7 +1093,7 @@ def fit(
     show_bar = is_main and (progress is True or (progress is None and sys.stderr.isatty()))
     summary = is_main and progress is not False
 
-    state = FitState(model=model, optimizer=opt, scheduler=sched, history=history,
+    state = FitState(model=_bare(model), optimizer=opt, scheduler=sched, history=history,
                      epoch=start_epoch, is_main=is_main, scaler=scaler, callbacks=callbacks)
     _call(callbacks, "on_fit_start", state)
     if ckpt is not None:
