@@ -487,16 +487,30 @@ class ModuleDirective(SphinxDirective):
 
 
 class WeightsEnumDirective(SphinxDirective):
-    """A ``*_Weights`` enum with its members, without dumping each member's whole record."""
+    """A ``*_Weights`` enum with its members, each described from its meta (the members'
+    values, whole :class:`~tp3nets.Weights` records, are not dumped)."""
 
     required_arguments = 1
 
     def run(self) -> list[nodes.Node]:
         qualified = self.arguments[0]
         enum_cls = _resolve(qualified)
+        rows = {r.member: r for r in meta_mod.weights_rows() if r.enum_name == enum_cls.__name__}
         lines = [f".. autoclass:: {qualified}", ""]
-        for member in enum_cls.__members__:
-            lines += [f"   .. autoattribute:: {member}", "      :no-value:", ""]
+        for name, member in enum_cls.__members__.items():
+            lines += [f"   .. autoattribute:: {name}", "      :no-value:", ""]
+            if name != member.name:
+                lines.append(f"      Alias of :attr:`{member.name}`, the recommended weights.")
+            else:
+                r = rows[name]
+                label = f"weights-{r.enum_name.lower()}-{r.member.lower()}"
+                lines.append(
+                    f"      Trained on MNIST; test acc@1 "
+                    f"{meta_mod.fmt_acc(r.test_acc, r.provisional)}; "
+                    f"{meta_mod.fmt_int(r.num_params)} parameters; file ``{r.file}`` "
+                    f"({meta_mod.fmt_size(r.file_size)}). Recipe and figures: :ref:`{label}`."
+                )
+            lines.append("")
         return _parse_rst(self, "\n".join(lines), qualified)
 
 
@@ -548,26 +562,18 @@ def check_api_coverage(app: Sphinx, env: BuildEnvironment) -> None:
                                full, type="tp3nets", subtype="api")
 
 
-def describe_weights_member(
+def drop_builtin_docstrings(
     app: Sphinx, what: str, name: str, obj: Any, options: Any, lines: list[str]
 ) -> None:
-    """Give each weights enum member a docstring generated from its meta."""
-    from tp3nets import WeightsEnum
+    """A constant without a doc-comment shows its type's docstring ("str(object='') -> str",
+    "Built-in immutable sequence."); show nothing instead."""
+    import inspect
 
-    if not isinstance(obj, WeightsEnum) or lines:
+    if what not in ("data", "attribute") or not lines:
         return
-    enum_name = type(obj).__name__
-    member = name.rsplit(".", 1)[-1]
-    if member != obj.name:  # an alias
-        lines.append(f"Alias of :attr:`{obj.name}`, the recommended weights.")
-        return
-    row = next(r for r in meta_mod.weights_rows() if r.qualified == f"{enum_name}.{obj.name}")
-    lines.extend([
-        f"Trained on MNIST. Test acc@1: {meta_mod.fmt_acc(row.test_acc, row.provisional)}; "
-        f"{meta_mod.fmt_int(row.num_params)} parameters; file ``{row.file}`` "
-        f"({meta_mod.fmt_size(row.file_size)}). Recipe and figures: "
-        f":ref:`weights-{enum_name.lower()}-{obj.name.lower()}`.",
-    ])
+    type_doc = inspect.getdoc(type(obj))
+    if type_doc and lines[0].strip() == type_doc.splitlines()[0].strip():
+        lines[:] = []
 
 
 def skip_module_plumbing(
@@ -607,7 +613,7 @@ def resolve_in_package(
 def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("autodoc-skip-member", skip_module_plumbing)
     app.connect("missing-reference", resolve_in_package)
-    app.connect("autodoc-process-docstring", describe_weights_member)
+    app.connect("autodoc-process-docstring", drop_builtin_docstrings)
     app.add_config_value("tp3nets_api_modules", [], "env", types=frozenset({list}))
     app.add_directive("tp3nets-models-table", ModelsTableDirective)
     app.add_directive("tp3nets-weights-details", WeightsDetailsDirective)
