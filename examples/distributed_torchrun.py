@@ -45,7 +45,7 @@ tp3nets.seed_everything(0)
 train, val, test = mnist_splits(DATA)
 n_train, n_eval = (2000, 1000) if FAST else (None, None)
 train_loader = TensorLoader(tuple(t[:n_train] for t in train.tensors), batch_size=64,
-                            shuffle=True, seed=0)  # 64 per process, per step
+                            shuffle=True, seed=0)  # the global batch: 64 / world per process
 val_loader = TensorLoader(tuple(t[:n_eval] for t in val.tensors), batch_size=1000)
 
 model = tp3nets.ConvNet2()

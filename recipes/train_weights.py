@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         recipe["epochs"] = args.epochs
     if args.lr:
         recipe["lr"] = args.lr
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
     seed_everything(args.seed)
     train, val, test = mnist_splits(args.data, val_size=5000, seed=42)
     augment = BatchRandomAffine(degrees=10, translate=0.1, scale=(0.9, 1.1)) \

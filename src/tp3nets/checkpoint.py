@@ -27,6 +27,7 @@ __all__ = [
     "save_checkpoint",
 ]
 
+#: The ``format`` tag of every full training checkpoint tp3nets writes.
 CHECKPOINT_FORMAT: Final = "tp3nets.checkpoint/1"
 
 

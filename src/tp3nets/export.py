@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import logging
 import os
 import warnings
 from collections.abc import Callable
@@ -28,6 +29,8 @@ __all__ = [
     "verify_torchscript",
 ]
 
+#: The formats ``tp3nets export --format`` accepts (see :func:`export_onnx` and
+#: :func:`export_torchscript`).
 EXPORT_FORMATS: Final = ("onnx", "torchscript")
 DEFAULT_ATOL: Final = 1e-4
 OnnxRuntime = Literal["auto", "onnxruntime", "reference"]
@@ -104,8 +107,41 @@ def _target(path: str | os.PathLike[str]) -> Path:
     target = Path(path).expanduser()
     if target.is_dir():
         raise IsADirectoryError(f"export target {str(target)!r} is a directory; give a file name")
+    for parent in target.parents:
+        if parent.exists():
+            if not parent.is_dir():  # mkdir would raise a bare FileExistsError
+                raise NotADirectoryError(
+                    f"cannot write {str(target)!r}: {str(parent)!r} is a file, not a folder"
+                )
+            break
     target.parent.mkdir(parents=True, exist_ok=True)
     return target
+
+
+def _check_opset(opset_version: int | None) -> int | None:
+    """``None`` or an opset the installed onnx package knows."""
+    if opset_version is None:
+        return None
+    import onnx.defs
+
+    highest = int(onnx.defs.onnx_opset_version())
+    if (
+        isinstance(opset_version, bool)
+        or not isinstance(opset_version, int)
+        or not 1 <= opset_version <= highest
+    ):
+        raise ValueError(
+            f"opset_version must be an int from 1 to {highest} (the newest opset of the "
+            f"installed onnx), got {opset_version!r}"
+        )
+    return opset_version
+
+
+def _written_opset(path: Path) -> int:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
 # --------------------------------------------------------------------------------------
@@ -225,6 +261,8 @@ def export_onnx(
     Raises:
         ExportError: the exporter failed, or the file's outputs differ from the model's.
         ImportError: onnx or onnxscript is not installed.
+        ValueError: an ``opset_version`` that onnx does not know, or one the exporter cannot
+            convert the model to (no file is left behind).
 
     Example:
         >>> import tempfile
@@ -239,10 +277,16 @@ def export_onnx(
             f"ONNX export needs {' and '.join(missing)}: pip install 'tp3nets[onnx]'"
         )
     atol = _check_atol(atol)
+    opset_version = _check_opset(opset_version)
     bare, example = _prepare(model, example_inputs)
     target = _target(path)
     dynamic: Any = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
+    # A failed conversion to an older opset is logged with a traceback by onnxscript and
+    # otherwise ignored; it is reported below as one clear error instead.
+    converter_log = logging.getLogger("onnxscript.version_converter")
+    level = converter_log.level
     try:
+        converter_log.setLevel(logging.CRITICAL)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -261,6 +305,17 @@ def export_onnx(
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ExportError(f"ONNX export of {type(model).__name__} failed: {first}") from exc
+    finally:
+        converter_log.setLevel(level)
+    if opset_version is not None:
+        written = _written_opset(target)
+        if written != opset_version:
+            target.unlink(missing_ok=True)
+            raise ValueError(
+                f"the ONNX exporter cannot write {type(model).__name__} in opset "
+                f"{opset_version}: it produced opset {written} and could not convert it; "
+                f"ask for opset {written} or newer, or leave the opset to the exporter"
+            )
     if verify:
         verify_onnx(target, bare, example, atol=atol, dynamic_batch=dynamic_batch)
     return target

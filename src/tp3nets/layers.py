@@ -11,7 +11,7 @@ def batch_relu(in_channels: int, out_channels: int, kernel_size: int = 3) -> nn.
     """Conv → BatchNorm → ReLU, keeping the spatial size (for odd kernel sizes).
 
     This is the ``batch_relu`` of the reference lab. The reference returns a plain list; here
-    the result is an :class:`~torch.nn.Sequential`, so it works as a block on its own, and
+    the result is a :class:`~torch.nn.Sequential`, so it works as a block on its own, and
     iterating it yields its three layers, so ``nn.Sequential(*batch_relu(1, 64, 3))``
     flattens it into a parent exactly as the reference does, with the same state_dict keys.
 

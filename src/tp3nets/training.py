@@ -41,6 +41,8 @@ __all__ = [
     "train_one_epoch",
 ]
 
+#: Numeric precision of fit/evaluate/predict: float32, bfloat16 autocast, or float16
+#: autocast with a gradient scaler (CUDA only).
 Precision = Literal["32", "bf16", "16"]
 _PRECISIONS: Final = ("32", "bf16", "16")
 # On an accelerator, reading the loss back forces a synchronisation; a NaN loss is looked

@@ -33,6 +33,7 @@ __all__ = [
     "load_weights_into",
 ]
 
+#: File suffixes that builders and ``--weights`` treat as checkpoint paths.
 CHECKPOINT_SUFFIXES: Final = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
 _PREFIXES: Final = ("module.", "_orig_mod.")
 _SHA256_RE: Final = re.compile(r"[0-9a-f]{64}")
