@@ -96,8 +96,9 @@ def _data_dir(value: str | None) -> Path:
     folder = Path(value).expanduser() if value else default_data_root()
     if not folder.is_dir():
         how = "--data" if value else f"--data or {DATA_ENV}"
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
         raise FileNotFoundError(
-            f"data folder {str(folder)!r} does not exist; give the folder that holds "
+            f"data folder {str(folder)!r} {what}; give the folder that holds "
             f"MNIST/raw/ with {how}"
         )
     return folder
@@ -207,6 +208,30 @@ def _positive(kind: type[int] | type[float], what: str) -> Callable[[str], Any]:
         return value
 
     return parse
+
+
+def _check_output_file(option: str, path: Path) -> None:
+    """Refuse, before any work, a file that cannot be written: a folder, or under a file."""
+    if path.is_dir():
+        raise UsageError(f"{option} {str(path)!r} is a directory; give a file name")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(
+                    f"{option} {str(path)!r} cannot be written: {str(parent)!r} is a file, "
+                    "not a folder"
+                )
+            return
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
 
 
 def _non_negative_float(text: str) -> float:
@@ -367,11 +392,9 @@ def _make_optimizer(name: str, model: nn.Module, lr: float | None,
                            weight_decay=weight_decay)
 
 
-def _check_resumable(path: Path, scheduler: Any) -> None:
+def _check_resumable(path: Path, checkpoint: dict[str, Any], scheduler: Any) -> None:
     """Refuse to resume a run whose learning-rate schedule had another length."""
-    from .checkpoint import load_checkpoint
-
-    saved = load_checkpoint(path).get("scheduler") or {}
+    saved = checkpoint.get("scheduler") or {}
     ours = scheduler.state_dict()
     for key in ("total_steps", "T_max"):
         if key in saved and key in ours and saved[key] != ours[key]:
@@ -387,6 +410,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from torch.utils.data import TensorDataset
 
     from .callbacks import ModelCheckpoint
+    from .checkpoint import load_checkpoint
     from .data import BatchRandomAffine, TensorLoader, load_mnist, train_val_split
     from .training import fit, seed_everything
 
@@ -397,9 +421,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         )
     if args.resume is not None and not Path(args.resume).expanduser().is_file():
         raise FileNotFoundError(f"checkpoint to resume not found: {str(args.resume)!r}")
+    # Read now, so that a file that is no checkpoint is reported before MNIST is loaded.
+    resumed = load_checkpoint(Path(args.resume).expanduser()) if args.resume is not None else None
     for option, path in (("--output", args.output), ("--weights-out", args.weights_out)):
-        if path is not None and Path(path).expanduser().is_dir():
-            raise UsageError(f"{option} {str(path)!r} is a directory; give a file name")
+        if path is not None:
+            _check_output_file(option, Path(path).expanduser())
     device = _device(args.device)
     folder = _data_dir(args.data)
     seed_everything(args.seed)
@@ -429,8 +455,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         interval = "step"
     elif args.scheduler == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
-    if args.resume is not None and scheduler is not None:
-        _check_resumable(args.resume, scheduler)
+    if resumed is not None and scheduler is not None:
+        _check_resumable(args.resume, resumed, scheduler)
     callbacks = [ModelCheckpoint(args.output)] if args.output is not None else []
     if not args.quiet:
         print(f"training {args.model} ({source}) on {len(train):,} MNIST images"
@@ -686,7 +712,7 @@ def _add_data(p: argparse.ArgumentParser) -> None:
                    "~/.cache/tp3nets/data)")
     p.add_argument("--download", action="store_true",
                    help="download MNIST into --data when it is missing (needs a network)")
-    p.add_argument("--val-size", type=int, default=5000, metavar="N",
+    p.add_argument("--val-size", type=_non_negative_int, default=5000, metavar="N",
                    help="images of the training set held out for validation (default: 5000; "
                    "0 trains on all 60,000)")
     p.add_argument("--split-seed", type=int, default=42, metavar="SEED",
@@ -829,6 +855,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         FileNotFoundError,
         IsADirectoryError,
         NotADirectoryError,
+        FileExistsError,
         PermissionError,
         FloatingPointError,
     )
@@ -846,7 +873,6 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # argparse's --help, --version and errors
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     if args.command is None:
-        parser.print_usage(sys.stderr)
         print(f"{PROG}: error: a command is required: {', '.join(_COMMANDS)} "
               f"(see '{PROG} --help')", file=sys.stderr)
         return 2

@@ -34,6 +34,7 @@ __all__ = [
 EXPORT_FORMATS: Final = ("onnx", "torchscript")
 DEFAULT_ATOL: Final = 1e-4
 OnnxRuntime = Literal["auto", "onnxruntime", "reference"]
+_OPSET_LOGGERS: Final = ("torch.onnx._internal.exporter._compat", "onnxscript.version_converter")
 
 
 class ExportError(RuntimeError):
@@ -281,12 +282,14 @@ def export_onnx(
     bare, example = _prepare(model, example_inputs)
     target = _target(path)
     dynamic: Any = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
-    # A failed conversion to an older opset is logged with a traceback by onnxscript and
-    # otherwise ignored; it is reported below as one clear error instead.
-    converter_log = logging.getLogger("onnxscript.version_converter")
-    level = converter_log.level
+    # An opset below the exporter's own is converted on a best-effort basis: torch logs a
+    # warning, onnxscript logs a failed conversion with a traceback and keeps the newer
+    # opset. The opset written is checked below and reported as one clear error instead.
+    logs = [logging.getLogger(n) for n in _OPSET_LOGGERS]
+    levels = [log.level for log in logs]
     try:
-        converter_log.setLevel(logging.CRITICAL)
+        for log in logs:
+            log.setLevel(logging.CRITICAL)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -306,7 +309,8 @@ def export_onnx(
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ExportError(f"ONNX export of {type(model).__name__} failed: {first}") from exc
     finally:
-        converter_log.setLevel(level)
+        for log, level in zip(logs, levels, strict=True):
+            log.setLevel(level)
     if opset_version is not None:
         written = _written_opset(target)
         if written != opset_version:

@@ -116,18 +116,24 @@ def get_model_weights(name: str | Callable[..., nn.Module]) -> type[WeightsEnum]
 def get_weight(name: str) -> WeightsEnum:
     """A weights member by its qualified name, such as ``"ConvNet4_Weights.MNIST_V1"``.
 
+    The name is matched in any case; an unknown one raises a ValueError that suggests close
+    names.
+
     Example:
         >>> get_weight("ConvNet4_Weights.DEFAULT")
         ConvNet4_Weights.MNIST_V1
     """
-    enum_name, _, member = name.partition(".")
+    enum_name, _, member = name.strip().partition(".")
     for enum_cls in _WEIGHTS.values():
-        if enum_cls.__name__ == enum_name and member:
+        if enum_cls.__name__.lower() == enum_name.lower() and member:
             found = enum_cls.verify(member)
             assert found is not None
             return found
     known = sorted(f"{e.__name__}.{m}" for e in _WEIGHTS.values() for m in e.__members__)
-    close = difflib.get_close_matches(name, known, n=3)
+    by_lower = {k.lower(): k for k in known}
+    close = [by_lower[c] for c in difflib.get_close_matches(name.lower(), list(by_lower), n=3)]
+    if not close and "." not in name:
+        close = [k for k in known if k.lower().endswith("." + name.strip().lower())][:3]
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise ValueError(f"unknown weights {name!r}{hint}")
 

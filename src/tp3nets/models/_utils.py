@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import Tensor, nn
 
 __all__: list[str] = []
@@ -11,6 +12,18 @@ __all__: list[str] = []
 
 def _shape_str(x: Tensor) -> str:
     return "(" + ", ".join([str(s) for s in x.shape]) + ")"
+
+
+def _check_tensor(x: Any, model: str) -> None:
+    """Raise a TypeError for a list, a NumPy array or anything else that is not a tensor.
+
+    Skipped under TorchScript, whose signatures already guarantee a tensor.
+    """
+    if not torch.jit.is_scripting() and not isinstance(x, Tensor):  # type: ignore[attr-defined]
+        raise TypeError(
+            f"{model} expects a torch.Tensor, got {type(x).__name__}; convert it with "
+            f"torch.as_tensor(x, dtype=torch.float32)"
+        )
 
 
 def _check_images(
@@ -22,6 +35,7 @@ def _check_images(
     in the TorchScript subset; each model module registers it with ``torch.fx.wrap`` (which
     patches the caller's globals) so that ``torch.fx`` records it as a leaf call.
     """
+    _check_tensor(x, model)
     if height > 0:
         expected = f"(N, {channels}, {height}, {width})"
     else:
@@ -44,6 +58,7 @@ def _check_images(
 
 def _check_flat(x: Tensor, model: str, features: int) -> None:
     """Raise a ValueError unless every sample of ``x`` holds exactly ``features`` values."""
+    _check_tensor(x, model)
     if x.dim() < 2:
         raise ValueError(
             f"{model} expects a batch of shape (N, {features}) or (N, C, H, W) with "
