@@ -56,21 +56,28 @@ class _DieMidway:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.fh, name)
 
+    def __enter__(self) -> _DieMidway:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.fh.close()
+
 
 def main(target: Path) -> None:
-    import torch
 
     from tp3nets import checkpoint as ckpt_mod
 
     ckpt_mod.save_checkpoint(checkpoint(1), target)
     # The parent compares the file after the kill with these bytes.
     print(hashlib.sha256(target.read_bytes()).hexdigest(), flush=True)
-    real_save = torch.save
+    real_fdopen = os.fdopen
 
-    def save_then_die(obj: Any, fh: Any, *args: Any, **kwargs: Any) -> None:
-        real_save(obj, _DieMidway(fh), *args, **kwargs)
+    def open_then_die(fd: int, *args: Any, **kwargs: Any) -> Any:
+        # save_checkpoint serialises in memory, then writes the temporary file through
+        # os.fdopen: cut that write in the middle.
+        return _DieMidway(real_fdopen(fd, *args, **kwargs))
 
-    ckpt_mod.torch.save = save_then_die  # type: ignore[assignment]
+    ckpt_mod.os.fdopen = open_then_die  # type: ignore[assignment]
     ckpt_mod.save_checkpoint(checkpoint(2), target)
     raise SystemExit("the process should have been killed during the second save")
 

@@ -143,10 +143,6 @@ def test_disk_full_during_save_keeps_the_previous_checkpoint(
     record_property("data_intact", "checkpoint after a full disk")
 
 
-@pytest.mark.xfail(strict=True, reason="checkpoint.save_checkpoint: torch.save's zip writer "
-                   "replaces the OSError with 'RuntimeError: [enforce fail at "
-                   "inline_container.cc] unexpected pos'; serialising into an io.BytesIO first "
-                   "and writing its bytes to the file would let the OSError through")
 def test_disk_full_error_names_the_cause(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The error of a save that ran out of space says so (OSError ENOSPC)."""
     worker = _worker("_fault_save")

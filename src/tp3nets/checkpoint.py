@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import random
 import tempfile
@@ -13,7 +14,7 @@ import torch
 from torch import nn
 
 from .weights import CheckpointError, load_weights_into
-from .weights._api import _strip_prefixes
+from .weights._api import _first_line, _sniff, _strip_prefixes
 
 if TYPE_CHECKING:
     from .training import History
@@ -134,8 +135,12 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike[str]) ->
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        # Serialise in memory first: torch's zip writer turns a write error (a full disk)
+        # into an opaque RuntimeError, while a plain write lets the OSError through.
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
         with os.fdopen(fd, "wb") as fh:
-            torch.save(checkpoint, fh)
+            fh.write(buffer.getbuffer())
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)
@@ -162,11 +167,25 @@ def load_checkpoint(
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {str(p)!r}")
+    kind = _sniff(p)
+    if kind == "safetensors":
+        raise CheckpointError(
+            f"{str(p)!r} is not a tp3nets training checkpoint but a safetensors weights file "
+            "(for bare weights use tp3nets.load_state_dict)"
+        )
+    if kind != "torch":
+        raise CheckpointError(
+            f"{str(p)!r} is not a PyTorch file (torch.save), so not a tp3nets training "
+            "checkpoint: its header is not one of theirs"
+        )
     try:
-        ckpt = torch.load(p, map_location=device or "cpu", weights_only=True)
+        # A file object, so that torch does not pick its reader from the suffix.
+        with p.open("rb") as fh:
+            ckpt = torch.load(fh, map_location=device or "cpu", weights_only=True)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{str(p)!r} is not a readable tp3nets checkpoint: {first}") from None
+        raise CheckpointError(
+            f"{str(p)!r} is not a readable tp3nets checkpoint: {_first_line(exc)}"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
             f"{str(p)!r} is not a tp3nets training checkpoint (for bare weights use "

@@ -285,8 +285,18 @@ def _resolve_device(device: torch.device | str | None, model: nn.Module) -> torc
         if first is not None and first.device.type != "meta":
             return first.device
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and dev.index is None and torch.cuda.is_available():
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"unknown device {device!r}; expected 'cpu', 'cuda', 'cuda:N' or 'mps'"
+        ) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} was asked for, but CUDA is not available here")
+    mps = getattr(torch.backends, "mps", None)
+    if dev.type == "mps" and (mps is None or not mps.is_available()):
+        raise ValueError(f"device {str(device)!r} was asked for, but MPS is not available here")
+    if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
     return dev
 
@@ -687,6 +697,8 @@ def train_one_epoch(
         for i, batch in enumerate(_progress_bar(loader, total, desc, progress)):
             x, y = unpack(batch)
             n = _batch_size(x)
+            if n == 0:
+                continue  # an empty batch counts for nothing (and would give a NaN mean)
             guard.before_transfer(y)
             x = _to_device(x, dev, channels_last)
             y = _to_device(y, dev)
@@ -791,6 +803,8 @@ def evaluate(
         for batch in _progress_bar(loader, _len_or_none(loader), "eval", progress):
             x, y = unpack(batch)
             n = _batch_size(x)
+            if n == 0:
+                continue  # an empty batch counts for nothing (and would give a NaN mean)
             guard.before_transfer(y)
             x = _to_device(x, dev, channels_last)
             y = _to_device(y, dev)
