@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
 REPO = Path(__file__).resolve().parent.parent
 _DEFAULT_DATA = REPO.parent / "shared" / "datasets"
@@ -39,14 +38,3 @@ def mnist_root(request: pytest.FixtureRequest) -> Path:
         pytest.skip(msg)
     return root
 
-
-def available_devices() -> list[str]:
-    devices = ["cpu"]
-    if torch.cuda.is_available():
-        devices.append("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        devices.append("mps")
-    return devices
-
-
-DEVICES = available_devices()

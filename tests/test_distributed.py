@@ -21,12 +21,7 @@ WORKER = Path(__file__).with_name("_ddp_worker.py")
 
 
 def _worker_module() -> Any:
-    spec = importlib.util.spec_from_file_location("_ddp_worker", WORKER)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("_ddp_worker")
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
@@ -30,20 +28,8 @@ MODELS = tp3nets.list_models()
 HAS_ORT = importlib.util.find_spec("onnxruntime") is not None
 
 
-def _load_sibling(name: str) -> ModuleType:
-    """Import ``tests/<name>.py``: with --import-mode=importlib, tests/ is not on sys.path."""
-    key = f"_tp3nets_tests_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, HERE / f"{name}.py")
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-    return sys.modules[key]
 
-
-DEVICES: list[str] = _load_sibling("conftest").DEVICES
+from _support import DEVICES  # noqa: E402
 
 
 def _batch(n: int, seed: int = 7) -> Tensor:

@@ -48,12 +48,7 @@ def _env() -> dict[str, str]:
 
 
 def _worker(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"_tp3nets_tests_{name}", HERE / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(name)
 
 
 def _rows(rows: list[dict[str, float]]) -> list[dict[str, float]]:

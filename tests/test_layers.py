@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
@@ -17,21 +14,9 @@ from tp3nets import batch_relu
 HERE = Path(__file__).resolve().parent
 
 
-def _load_sibling(name: str) -> ModuleType:
-    """Import ``tests/<name>.py``: with --import-mode=importlib, tests/ is not on sys.path."""
-    key = f"_tp3nets_tests_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, HERE / f"{name}.py")
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-    return sys.modules[key]
 
-
-ref = _load_sibling("reference_tp3")
-DEVICES: list[str] = _load_sibling("conftest").DEVICES
+import reference_tp3 as ref  # noqa: E402
+from _support import DEVICES  # noqa: E402
 
 
 def test_layers_in_order() -> None:

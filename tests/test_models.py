@@ -15,17 +15,14 @@ and commit the new file with the change that explains it.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import io
 import json
 import math
 import os
 import pickle
 import re
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -48,21 +45,9 @@ pytestmark = pytest.mark.filterwarnings(
 HERE = Path(__file__).resolve().parent
 
 
-def _load_sibling(name: str) -> ModuleType:
-    """Import ``tests/<name>.py``: with --import-mode=importlib, tests/ is not on sys.path."""
-    key = f"_tp3nets_tests_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, HERE / f"{name}.py")
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-    return sys.modules[key]
 
-
-ref = _load_sibling("reference_tp3")
-DEVICES: list[str] = _load_sibling("conftest").DEVICES
+import reference_tp3 as ref  # noqa: E402
+from _support import DEVICES  # noqa: E402
 
 MODELS = tp3nets.list_models()
 MLR = "multinomial_logistic_regression"

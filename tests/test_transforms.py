@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
@@ -20,20 +17,8 @@ HERE = Path(__file__).resolve().parent
 DIGITS = sorted((HERE.parent / "examples" / "digits").glob("digit_*.png"))
 
 
-def _load_sibling(name: str) -> ModuleType:
-    """Import ``tests/<name>.py``: with --import-mode=importlib, tests/ is not on sys.path."""
-    key = f"_tp3nets_tests_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, HERE / f"{name}.py")
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-    return sys.modules[key]
 
-
-DEVICES: list[str] = _load_sibling("conftest").DEVICES
+from _support import DEVICES  # noqa: E402
 
 
 def _paper(width: int = 90, height: int = 120, mode: str = "L") -> Image.Image:

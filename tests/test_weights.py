@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import importlib.util
 import os
 import pickle
 import shutil
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -25,20 +22,9 @@ from tp3nets.weights import _api, load_weights_into
 HERE = Path(__file__).resolve().parent
 
 
-def _load_sibling(name: str) -> ModuleType:
-    """Import ``tests/<name>.py``: with --import-mode=importlib, tests/ is not on sys.path."""
-    key = f"_tp3nets_tests_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, HERE / f"{name}.py")
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-    return sys.modules[key]
 
+from _support import DEVICES  # noqa: E402
 
-DEVICES: list[str] = _load_sibling("conftest").DEVICES
 MODELS = tp3nets.list_models()
 MLR = "multinomial_logistic_regression"
 ENUMS: dict[str, type[WeightsEnum]] = {name: tp3nets.get_model_weights(name) for name in MODELS}
@@ -327,7 +313,8 @@ def test_bundled_weights_reach_their_recorded_test_accuracy(name: str, mnist_roo
 # --------------------------------------------------------------------------------------
 # user checkpoints
 
-ref = _load_sibling("reference_tp3")
+import reference_tp3 as ref  # noqa: E402
+
 REFERENCE: dict[str, tuple[Any, tuple[Any, ...]]] = {
     "convnet2": (ref.ConvNet2, ()),
     "convnet3": (ref.ConvNet3, ()),
