@@ -220,6 +220,17 @@ class WeightsDetailsDirective(SphinxDirective):
             ("Dataset", str(m.get("dataset_license") or m.get("dataset", "MNIST"))),
             ("Credit", f"architecture from the lab report {meta_mod.LAB_REPORT}"),
         ]
+        tta = m.get("time_to_accuracy")
+        if tta:
+            reached = tta.get("seconds_to_target")
+            items.append((
+                "Time to accuracy",
+                f"from scratch to {tta.get('target_acc')} % MNIST test acc@1 in "
+                f"{meta_mod.fmt_seconds(reached)} on {tta.get('hardware')} "
+                f"(the lab report: 40 minutes for its 2 epochs); "
+                f"command: {tta.get('command')}" if reached is not None
+                else f"target {tta.get('target_acc')} % not reached",
+            ))
         section += _field_list(items)
         return section
 
