@@ -74,8 +74,12 @@ def measure(name: str, args: argparse.Namespace) -> dict[str, Any]:
         model = copy.deepcopy(template)
         return model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
+    kinds = list(times)
     for repeat in range(args.repeats + 1):  # the first round warms up and is not counted
-        for kind in times:
+        # Rotate the order each round, so that no kind always runs first or last (the
+        # allocator and caches favour some positions on a small machine).
+        shift = repeat % len(kinds)
+        for kind in kinds[shift:] + kinds[:shift]:
             model, opt = fresh()
             loader.set_epoch(0)
             if kind == "hand":
