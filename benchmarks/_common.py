@@ -79,6 +79,20 @@ def write_json(path: str | None, payload: dict[str, Any]) -> None:
         print(f"wrote {target}")
 
 
+def report(
+    benchmark: str, info: dict[str, Any], rows: Sequence[dict[str, Any]],
+    args: Any, footer: str | None = None,
+) -> None:
+    """Print the rows as a markdown table (and a footer), and write them with ``--json``."""
+    print()
+    print(markdown_table(rows, list(rows[0])))
+    if footer:
+        print(f"\n{footer}")
+    write_json(args.json, {"benchmark": benchmark, "machine": info,
+                           "settings": {k: v for k, v in vars(args).items() if k != "json"},
+                           "rows": list(rows)})
+
+
 def timed(fn: Callable[[], Any], device: str = "cpu") -> tuple[float, Any]:
     """Seconds taken by ``fn()`` (synchronising CUDA around it) and its result."""
     if device.startswith("cuda"):

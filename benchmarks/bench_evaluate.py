@@ -22,11 +22,10 @@ from _common import (
     DEFAULT_DATA,
     MODELS,
     machine,
-    markdown_table,
     median,
     print_machine,
+    report,
     timed,
-    write_json,
 )
 
 import tp3nets
@@ -103,12 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     info = machine(args.device)
     print_machine(info)
     rows = [measure(name, p, loader, args) for name in names for p in precisions]
-    print()
-    print(markdown_table(rows, list(rows[0])))
-    print(f"\nmedian of {args.repeats} run(s) after a warm-up run")
-    write_json(args.json, {"benchmark": "evaluate", "machine": info,
-                           "settings": {k: v for k, v in vars(args).items() if k != "json"},
-                           "rows": rows})
+    report("evaluate", info, rows, args, f"median of {args.repeats} run(s) after a warm-up run")
     return 0
 
 

@@ -35,10 +35,9 @@ from _common import (
     DEFAULT_DATA,
     MODELS,
     machine,
-    markdown_table,
     print_machine,
+    report,
     timed,
-    write_json,
 )
 
 import tp3nets
@@ -229,13 +228,9 @@ def main(argv: list[str] | None = None) -> int:
             "goal": f">= {goal:g}x " + ("end to end" if name == "mlr" else "per epoch"),
             "met": "yes" if measured >= goal else "no",
         })
-    print()
-    print(markdown_table(rows, list(rows[0])))
-    if args.limit_batches:
-        print(f"\n(limited to {args.limit_batches} training batches: not a full epoch)")
-    write_json(args.json, {"benchmark": "fit_vs_reference", "machine": info,
-                           "settings": {k: v for k, v in vars(args).items() if k != "json"},
-                           "rows": rows})
+    report("fit_vs_reference", info, rows, args,
+           f"(limited to {args.limit_batches} training batches: not a full epoch)"
+           if args.limit_batches else None)
     return 0
 
 

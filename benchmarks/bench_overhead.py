@@ -27,11 +27,10 @@ from _common import (
     DEFAULT_DATA,
     MODELS,
     machine,
-    markdown_table,
     median,
     print_machine,
+    report,
     timed,
-    write_json,
 )
 
 import tp3nets
@@ -138,12 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     info = machine(args.device)
     print_machine(info)
     rows = [measure(name, args) for name in names]
-    print()
-    print(markdown_table(rows, list(rows[0])))
-    print(f"\nmedians of {args.repeats} alternating runs (after one warm-up round)")
-    write_json(args.json, {"benchmark": "overhead", "machine": info,
-                           "settings": {k: v for k, v in vars(args).items() if k != "json"},
-                           "rows": rows})
+    report("overhead", info, rows, args,
+           f"medians of {args.repeats} runs in rotating order (after one warm-up round)")
     return 0
 
 
