@@ -35,7 +35,7 @@ RECIPES: dict[str, dict[str, object]] = {
         label_smoothing=0.0, precision="32",
     ),
     "convnet2": dict(
-        epochs=20, batch_size=128, lr=2e-3, weight_decay=1e-4, augment=True,
+        epochs=40, batch_size=128, lr=2e-3, weight_decay=1e-4, augment=True,
         label_smoothing=0.0, precision="bf16",
     ),
     "convnet3": dict(
