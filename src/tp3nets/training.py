@@ -443,6 +443,28 @@ class _LabelGuard:
             raise ValueError(message)
 
 
+def _device_batches(
+    batches: Iterable[Any],
+    unpack: Callable[[Any], tuple[Any, Any]],
+    guard: _LabelGuard,
+    device: torch.device,
+    channels_last: bool,
+) -> Iterator[tuple[int, Any, Any, int]]:
+    """``(index, inputs, target, size)`` on ``device`` for each non-empty batch.
+
+    The index counts every batch of the loader, so windows based on ``len(loader)`` stay
+    right; an empty batch counts for nothing (its mean loss would be NaN) and is skipped.
+    Labels are checked on the host before the transfer.
+    """
+    for i, batch in enumerate(batches):
+        x, y = unpack(batch)
+        n = _batch_size(x)
+        if n == 0:
+            continue
+        guard.before_transfer(y)
+        yield i, _to_device(x, device, channels_last), _to_device(y, device), n
+
+
 def _compute_loss(loss_fn: Callable[..., Tensor], out: Any, y: Any) -> Tensor:
     try:
         loss = loss_fn(out, y)
@@ -694,14 +716,8 @@ def train_one_epoch(
     guard = _LabelGuard(loss_fn, dev)
     optimizer.zero_grad(set_to_none=True)
     with _mode(model, True):
-        for i, batch in enumerate(_progress_bar(loader, total, desc, progress)):
-            x, y = unpack(batch)
-            n = _batch_size(x)
-            if n == 0:
-                continue  # an empty batch counts for nothing (and would give a NaN mean)
-            guard.before_transfer(y)
-            x = _to_device(x, dev, channels_last)
-            y = _to_device(y, dev)
+        batches = _progress_bar(loader, total, desc, progress)
+        for i, x, y, n in _device_batches(batches, unpack, guard, dev, channels_last):
             if pending == 0:
                 window = accumulate if total is None else min(accumulate, total - i)
             pending += 1
@@ -800,14 +816,8 @@ def evaluate(
         loader = dist_utils.shard_loader(loader, train=False)
     guard = _LabelGuard(loss_fn, dev)
     with _mode(model, False), torch.inference_mode():
-        for batch in _progress_bar(loader, _len_or_none(loader), "eval", progress):
-            x, y = unpack(batch)
-            n = _batch_size(x)
-            if n == 0:
-                continue  # an empty batch counts for nothing (and would give a NaN mean)
-            guard.before_transfer(y)
-            x = _to_device(x, dev, channels_last)
-            y = _to_device(y, dev)
+        batches = _progress_bar(loader, _len_or_none(loader), "eval", progress)
+        for _, x, y, n in _device_batches(batches, unpack, guard, dev, channels_last):
             with _autocast(dev, prec):
                 out = model(x)
                 guard.after_forward(y, out)
