@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import torch
 
 
@@ -16,3 +18,13 @@ def available_devices() -> list[str]:
 
 
 DEVICES = available_devices()
+
+
+def one_error_line(err: str, *needles: str) -> None:
+    """stderr is exactly one 'tp3nets…: error: …' line holding every needle, no traceback."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert re.match(r"tp3nets( \w+)?: error: ", lines[0]), err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], (needle, err)

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 import tp3nets
+from _support import one_error_line as _one_error_line
 from tp3nets import cli
 from tp3nets.checkpoint import load_checkpoint
 from tp3nets.data import TensorLoader, load_mnist
@@ -33,16 +34,6 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str
     code = cli.main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def _one_error_line(err: str, *needles: str) -> None:
-    """stderr is exactly one 'tp3nets…: error: …' line holding every needle, no traceback."""
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert re.match(r"tp3nets( \w+)?: error: ", lines[0]), err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in lines[0], (needle, err)
 
 
 def _acc(name: str) -> float:

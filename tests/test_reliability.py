@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import tp3nets
+from _support import one_error_line as _one_error_line
 from tp3nets import (
     CheckpointError,
     ConvNet2,
@@ -1003,15 +1004,6 @@ def _cli_cases(d: Path) -> list[tuple[str, list[str], list[str]]]:
 CLI_IDS = [c[0] for c in _cli_cases(Path("/x"))]
 
 
-def _one_line(err: str, needles: list[str]) -> None:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert re.match(r"tp3nets( \w+)?: error: ", lines[0]), err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in lines[0], (needle, err)
-
-
 @pytest.mark.parametrize("case", CLI_IDS)
 def test_cli_error_is_one_line_and_status_2(
     record_property: Recorder, capsys: pytest.CaptureFixture[str], files: Path, case: str
@@ -1024,7 +1016,7 @@ def test_cli_error_is_one_line_and_status_2(
     out, err = capsys.readouterr()
     assert code == 2, (code, out, err)
     assert out == ""
-    _one_line(err, needles)
+    _one_error_line(err, *needles)
     assert not (files / "code-ran").exists()
 
 
@@ -1054,7 +1046,7 @@ def test_cli_unreadable_files(record_property: Recorder, capsys: pytest.CaptureF
         code = cli.main(argv)
         _out, err = capsys.readouterr()
         assert code == 2, err
-        _one_line(err, needles)
+        _one_error_line(err, *needles)
 
 
 @pytest.mark.mnist
@@ -1068,7 +1060,7 @@ def test_cli_option_values_checked_against_the_data(
         code = cli.main([*argv, "--data", str(mnist_root), "--device", "cpu"])
         _out, err = capsys.readouterr()
         assert code == 2
-        _one_line(err, ["val_size must leave both parts non-empty", "of 60000"])
+        _one_error_line(err, "val_size must leave both parts non-empty", "of 60000")
 
 
 def test_cli_opset_the_exporter_cannot_write(record_property: Recorder,
@@ -1082,8 +1074,8 @@ def test_cli_opset_the_exporter_cannot_write(record_property: Recorder,
     code = cli.main(["export", MLR, str(out_path), "--opset", "3"])
     _out, err = capsys.readouterr()
     assert code == 2
-    _one_line(err, ["cannot write MultinomialLogisticRegression in opset 3",
-                    "produced opset 18"])
+    _one_error_line(err, "cannot write MultinomialLogisticRegression in opset 3",
+                    "produced opset 18")
     assert not out_path.exists()
 
 
@@ -1113,6 +1105,6 @@ def test_cli_errors_reach_the_terminal_without_a_traceback(
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 2, err
         assert out == ""
-        _one_line(err, needles)
+        _one_error_line(err, *needles)
     assert not (files / "code-ran").exists()
 
