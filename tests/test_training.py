@@ -167,6 +167,70 @@ def test_accuracy_counts_top1_hits() -> None:
     assert accuracy(seg, torch.full((2, 4, 4), 2)).item() == 1.0
 
 
+def test_accuracy_refuses_shapes_it_cannot_compare() -> None:
+    """Predictions that match neither (N, C) against (N,) nor the targets' shape: an error,
+    not a silently broadcast (N, N) comparison."""
+    with pytest.raises(ValueError, match=r"predictions \(4,\) and targets \(4, 1\)"):
+        accuracy(torch.rand(4), torch.zeros(4, 1))
+    with pytest.raises(TypeError, match="accuracy needs tensors"):
+        accuracy([0.1, 0.9], torch.tensor([1]))  # type: ignore[arg-type]
+
+
+class _Lookup(nn.Module):
+    """Returns the logits stored for each sample id: outputs chosen by the test."""
+
+    def __init__(self, logits: Tensor) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(logits.clone())
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return self.logits[ids]
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 64, 1000])
+def test_grouped_accuracy_counts_equal_batch_by_batch_counts(batch_size: int) -> None:
+    """evaluate counts accuracy over groups of batches (fewer operations per batch); the
+    figure equals the count made one batch at a time, for groups that fill up, groups cut
+    by the element budget and a short last batch."""
+    g = torch.Generator().manual_seed(3)
+    n = 1500
+    logits = torch.randn(n, 10, generator=g)
+    labels = torch.randint(0, 10, (n,), generator=g)
+    model = _Lookup(logits)
+    loader = TensorLoader((torch.arange(n), labels), batch_size)
+    expected = sum(
+        int((logits[i : i + batch_size].argmax(1) == labels[i : i + batch_size]).sum())
+        for i in range(0, n, batch_size)
+    ) / n
+    assert evaluate(model, loader)["acc"] == expected
+
+
+def test_grouped_accuracy_flushes_when_batch_shapes_change() -> None:
+    """Batches whose outputs differ in shape beyond the batch dimension (segmentation maps
+    of several sizes) are counted right: a group never mixes shapes."""
+    sizes = [4, 4, 6, 6, 6, 4]
+    batches = []
+    correct = total = 0
+    g = torch.Generator().manual_seed(5)
+    for side in sizes:
+        target = torch.randint(0, 3, (2, side, side), generator=g)
+        logits = torch.randn(2, 3, side, side, generator=g)
+        correct += int((logits.argmax(1) == target).sum())
+        total += target.numel()
+        batches.append((logits, target))
+
+    class Echo(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(()))
+
+        def forward(self, x: Tensor) -> Tensor:
+            return x * self.w
+
+    result = evaluate(Echo(), batches, loss_fn=nn.CrossEntropyLoss())
+    assert result["acc"] == correct / total
+
+
 # --------------------------------------------------------------------------------------
 # training mechanics
 

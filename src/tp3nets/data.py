@@ -127,8 +127,8 @@ def train_val_split(
     train_idx, val_idx = perm[: n - n_val], perm[n - n_val :]
     tensors = dataset.tensors
     return (
-        TensorDataset(*(t[train_idx] for t in tensors)),
-        TensorDataset(*(t[val_idx] for t in tensors)),
+        TensorDataset(*(t.index_select(0, train_idx) for t in tensors)),
+        TensorDataset(*(t.index_select(0, val_idx) for t in tensors)),
     )
 
 
@@ -310,7 +310,11 @@ class TensorLoader:
             else:
                 index = torch.tensor(pos, device=self.tensors[0].device)
                 sel = index if order is None else order[index]
-            batch = tuple(t[sel] for t in self.tensors)
+            # index_select: the same gather as t[sel], a third of the time for images
+            batch = tuple(
+                t[sel] if isinstance(sel, slice) else t.index_select(0, sel)
+                for t in self.tensors
+            )
             x = batch[0]
             if self.scale_uint8 and x.dtype == torch.uint8:
                 x = x.float().div_(255)

@@ -91,7 +91,19 @@ def accuracy(preds: Tensor, target: Tensor) -> Tensor:
 
 def _correct(preds: Tensor, target: Tensor) -> tuple[Tensor, int]:
     """``(right answers as an int64 scalar, answers)``: exact to sum across batches."""
-    hits = _predicted(preds, target) == target
+    if not isinstance(preds, Tensor) or not isinstance(target, Tensor):
+        raise TypeError(
+            f"accuracy needs tensors, got predictions {type(preds).__name__} and targets "
+            f"{type(target).__name__}; pass metrics={{...}} suited to this model's output"
+        )
+    predicted = _predicted(preds, target)
+    if predicted.shape != target.shape:
+        raise ValueError(
+            f"accuracy needs logits (N, C, ...) with targets (N, ...), or predictions with "
+            f"the targets' shape; got predictions {tuple(preds.shape)} and targets "
+            f"{tuple(target.shape)}"
+        )
+    hits = predicted == target
     return hits.sum(), hits.numel()
 
 
@@ -512,7 +524,16 @@ class _Meter:
     ``fsum(value_i * n_i) / sum(n_i)`` over every batch of every process: ``math.fsum``
     rounds the exact sum once, so the result does not depend on how the batches were
     spread over processes. Accuracy is summed as integer counts of right answers.
+
+    Accuracy is counted on groups of batches rather than batch by batch: the detached
+    outputs and targets wait in a small buffer (at most :attr:`GROUP_BATCHES` batches and
+    :attr:`GROUP_ELEMENTS` output elements) and are counted together, so a small model
+    pays three tensor operations per group instead of per batch. The counts are the same
+    integers either way.
     """
+
+    GROUP_BATCHES = 64
+    GROUP_ELEMENTS = 1 << 20
 
     def __init__(self, metrics: Mapping[str, MetricLike], device: torch.device) -> None:
         self.device = device
@@ -521,11 +542,15 @@ class _Meter:
             for k, m in metrics.items() if isinstance(m, Metric)
         }
         self.plain = {k: m for k, m in metrics.items() if not isinstance(m, Metric)}
-        self.counts = {k for k, m in self.plain.items() if m is accuracy}
+        self.counts = [k for k, m in self.plain.items() if m is accuracy]
+        self.others = {k: m for k, m in self.plain.items() if m is not accuracy}
         self.losses: list[Tensor] = []
         self.sizes: list[int] = []
         self.values: dict[str, list[Tensor | float]] = {k: [] for k in self.plain}
         self.answers: dict[str, list[int]] = {k: [] for k in self.counts}
+        self.group: list[tuple[Tensor, Tensor]] = []
+        self.group_elements = 0
+        self.group_shapes: tuple[torch.Size, torch.Size] | None = None
         for m in self.stateful.values():
             reset = getattr(m, "reset", None)
             if callable(reset):
@@ -537,21 +562,54 @@ class _Meter:
         if not self.plain and not self.stateful:
             return
         preds = out.detach() if isinstance(out, Tensor) else out
+        if self.counts:
+            if isinstance(preds, Tensor) and isinstance(y, Tensor):
+                self._group(preds, y)
+            else:  # not tensors: accuracy() raises its own clear error here
+                self._count(preds, y)
+        if not self.others and not self.stateful:
+            return
         if isinstance(preds, Tensor) and preds.is_floating_point():
             preds = preds.float()  # bf16/fp16 logits under autocast
-        for name, fn in self.plain.items():
-            value: Tensor | float
-            if name in self.counts:
-                value, answers = _correct(preds, y)
-                self.answers[name].append(answers)
-            else:
-                value = fn(preds, y)
+        for name, fn in self.others.items():
+            value = fn(preds, y)
             self.values[name].append(value.detach() if isinstance(value, Tensor) else value)
         for m in self.stateful.values():
             m.update(preds, y)
 
+    def _group(self, preds: Tensor, y: Tensor) -> None:
+        # Batches join a group only with the same shapes beyond the batch dimension, so
+        # that they concatenate (segmentation maps of several sizes start new groups).
+        # Outputs and targets of one pass share their device and dtypes.
+        shapes = (preds.shape[1:], y.shape[1:])
+        if shapes != self.group_shapes:
+            self._flush()
+            self.group_shapes = shapes
+        self.group.append((preds, y))
+        self.group_elements += preds.numel()
+        if len(self.group) >= self.GROUP_BATCHES or self.group_elements >= self.GROUP_ELEMENTS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.group:
+            return
+        if len(self.group) == 1:
+            preds, y = self.group[0]
+        else:
+            preds = torch.cat([p for p, _ in self.group])
+            y = torch.cat([t for _, t in self.group])
+        self.group, self.group_elements = [], 0
+        self._count(preds, y)
+
+    def _count(self, preds: Any, y: Any) -> None:
+        hits, answers = _correct(preds, y)
+        for name in self.counts:
+            self.values[name].append(hits.detach())
+            self.answers[name].append(answers)
+
     def compute(self, prefix: str = "") -> tuple[dict[str, float], int]:
         """``({prefix + name: figure}, samples)`` over every process."""
+        self._flush()
         terms: dict[str, list[float]] = {
             "loss": [v * n for v, n in zip(_floats(self.losses), self.sizes, strict=True)]
         }
@@ -714,6 +772,10 @@ def train_one_epoch(
     pending = 0  # batches whose gradients wait for an optimizer step
     i = -1
     guard = _LabelGuard(loss_fn, dev)
+    # Made once: the per-batch Python work is what a small model's epoch is made of.
+    no_sync = getattr(model, "no_sync", None) if accumulate > 1 else None
+    no_context = contextlib.nullcontext()
+    autocast = _autocast(dev, prec)
     optimizer.zero_grad(set_to_none=True)
     with _mode(model, True):
         batches = _progress_bar(loader, total, desc, progress)
@@ -722,13 +784,9 @@ def train_one_epoch(
                 window = accumulate if total is None else min(accumulate, total - i)
             pending += 1
             step_now = pending >= window
-            sync = (
-                model.no_sync()  # type: ignore[operator]
-                if not step_now and hasattr(model, "no_sync")
-                else contextlib.nullcontext()
-            )
+            sync = no_sync() if no_sync is not None and not step_now else no_context
             with sync:
-                with _autocast(dev, prec):
+                with autocast:
                     out = model(x)
                     guard.after_forward(y, out)
                     loss = _compute_loss(loss_fn, out, y)
