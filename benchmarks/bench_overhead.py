@@ -9,6 +9,13 @@ Both sides run the same model (same initial weights), optimizer and
 NaN check per batch) and with ``metrics={}`` (loss only). Runs alternate hand / fit /
 fit(loss only) ``--repeats`` times and the table reports medians. Goal: fit within 3 % of
 the hand loop.
+
+With glibc's default settings the page faults of one and the same hand loop over 300
+ConvNet2 batches swing between runs from 3,600 to 348,000 (glibc hands freed activation
+memory back to the system, or not, depending on the order of allocations), which moves
+its time by more than the 3 % being measured. Run it with
+``MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=10000000000`` to keep freed
+memory and take that noise out of both sides.
 """
 
 from __future__ import annotations
@@ -114,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default="mlr,convnet2",
                         help="comma-separated, from " + ", ".join(MODELS))
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--limit-batches", type=int, default=300, help="batches per run")
+    parser.add_argument("--limit-batches", type=int, default=860,
+                        help="batches per run (default: an epoch of 55,000 images)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs of each kind")
     parser.add_argument("--data", default=DEFAULT_DATA, help="folder holding MNIST/raw/")
     parser.add_argument("--synthetic", action="store_true",

@@ -187,22 +187,35 @@ class _Lookup(nn.Module):
         return self.logits[ids]
 
 
+def _meter_accuracy(batches: list[tuple[Tensor, Tensor]], device: str) -> float:
+    """The epoch accuracy a _Meter made for ``device`` reports for these batches (the
+    tensors stay on the CPU: "cuda" only selects the accelerator's grouped counting)."""
+    from tp3nets.training import _Meter
+
+    meter = _Meter({"acc": accuracy}, torch.device(device))
+    for logits, target in batches:
+        meter.update(torch.tensor(0.5), logits, target, logits.shape[0])
+    figures, _ = meter.compute()
+    return figures["acc"]
+
+
 @pytest.mark.parametrize("batch_size", [1, 7, 64, 1000])
 def test_grouped_accuracy_counts_equal_batch_by_batch_counts(batch_size: int) -> None:
-    """evaluate counts accuracy over groups of batches (fewer operations per batch); the
-    figure equals the count made one batch at a time, for groups that fill up, groups cut
-    by the element budget and a short last batch."""
+    """On an accelerator accuracy is counted over groups of batches (fewer kernel
+    launches); on the CPU batch by batch. Both equal the exact count, for groups that fill
+    up, groups cut by the element budget and a short last batch."""
     g = torch.Generator().manual_seed(3)
     n = 1500
     logits = torch.randn(n, 10, generator=g)
     labels = torch.randint(0, 10, (n,), generator=g)
-    model = _Lookup(logits)
+    batches = [
+        (logits[i : i + batch_size], labels[i : i + batch_size]) for i in range(0, n, batch_size)
+    ]
+    expected = int((logits.argmax(1) == labels).sum()) / n
+    assert _meter_accuracy(batches, "cuda") == expected
+    assert _meter_accuracy(batches, "cpu") == expected
     loader = TensorLoader((torch.arange(n), labels), batch_size)
-    expected = sum(
-        int((logits[i : i + batch_size].argmax(1) == labels[i : i + batch_size]).sum())
-        for i in range(0, n, batch_size)
-    ) / n
-    assert evaluate(model, loader)["acc"] == expected
+    assert evaluate(_Lookup(logits), loader)["acc"] == expected
 
 
 def test_grouped_accuracy_flushes_when_batch_shapes_change() -> None:
@@ -218,6 +231,8 @@ def test_grouped_accuracy_flushes_when_batch_shapes_change() -> None:
         correct += int((logits.argmax(1) == target).sum())
         total += target.numel()
         batches.append((logits, target))
+    assert _meter_accuracy(batches, "cuda") == correct / total
+    assert _meter_accuracy(batches, "cpu") == correct / total
 
     class Echo(nn.Module):
         def __init__(self) -> None:
@@ -229,6 +244,21 @@ def test_grouped_accuracy_flushes_when_batch_shapes_change() -> None:
 
     result = evaluate(Echo(), batches, loss_fn=nn.CrossEntropyLoss())
     assert result["acc"] == correct / total
+
+
+def test_cpu_meter_keeps_figures_as_python_numbers() -> None:
+    """On the CPU the per-batch loss and metric figures are kept as Python numbers (the
+    loss as the float the NaN check read), and the epoch figures come out right."""
+    from tp3nets.training import _Meter
+
+    meter = _Meter({"acc": accuracy, "mean": lambda p, t: p.mean()}, torch.device("cpu"))
+    for _ in range(3):
+        meter.update(torch.tensor(0.25), torch.randn(4, 10), torch.randint(0, 10, (4,)), 4)
+    figures = meter.compute()[0]
+    kept = [*meter.losses, *(v for values in meter.values.values() for v in values)]
+    assert len(kept) == 3 + 3 + 1  # losses, means, one accuracy count for the group
+    assert not [v for v in kept if isinstance(v, Tensor)]
+    assert figures["loss"] == 0.25
 
 
 # --------------------------------------------------------------------------------------

@@ -520,16 +520,17 @@ def _floats(values: Sequence[Tensor | float]) -> list[float]:
 class _Meter:
     """Per-batch loss and metric values, weighted by batch size when computed.
 
-    Nothing is read back from the device during the pass. The epoch figure is
-    ``fsum(value_i * n_i) / sum(n_i)`` over every batch of every process: ``math.fsum``
-    rounds the exact sum once, so the result does not depend on how the batches were
-    spread over processes. Accuracy is summed as integer counts of right answers.
+    The epoch figure is ``fsum(value_i * n_i) / sum(n_i)`` over every batch of every
+    process: ``math.fsum`` rounds the exact sum once, so the result does not depend on how
+    the batches were spread over processes. Accuracy is summed as integer counts of right
+    answers.
 
     Accuracy is counted on groups of batches rather than batch by batch: the detached
-    outputs and targets wait in a small buffer (at most :attr:`GROUP_BATCHES` batches and
-    :attr:`GROUP_ELEMENTS` output elements) and are counted together, so a small model
-    pays three tensor operations per group instead of per batch. The counts are the same
-    integers either way.
+    outputs and targets wait in a list (at most :attr:`GROUP_BATCHES` batches and
+    :attr:`GROUP_ELEMENTS` output elements) and are counted together, three tensor
+    operations per group instead of per batch; the counts are the same integers either
+    way. Nothing is read back from an accelerator during the pass; on the CPU, where
+    reading costs nothing, the loss is kept as the Python float the NaN check already read.
     """
 
     GROUP_BATCHES = 64
@@ -537,6 +538,7 @@ class _Meter:
 
     def __init__(self, metrics: Mapping[str, MetricLike], device: torch.device) -> None:
         self.device = device
+        self.on_cpu = device.type == "cpu"
         self.stateful = {
             k: m if callable(getattr(m, "reset", None)) else copy.deepcopy(m)
             for k, m in metrics.items() if isinstance(m, Metric)
@@ -544,7 +546,7 @@ class _Meter:
         self.plain = {k: m for k, m in metrics.items() if not isinstance(m, Metric)}
         self.counts = [k for k, m in self.plain.items() if m is accuracy]
         self.others = {k: m for k, m in self.plain.items() if m is not accuracy}
-        self.losses: list[Tensor] = []
+        self.losses: list[Tensor | float] = []
         self.sizes: list[int] = []
         self.values: dict[str, list[Tensor | float]] = {k: [] for k in self.plain}
         self.answers: dict[str, list[int]] = {k: [] for k in self.counts}
@@ -556,9 +558,14 @@ class _Meter:
             if callable(reset):
                 reset()
 
-    def update(self, loss: Tensor, out: Any, y: Any, n: int) -> None:
+    def update(self, loss: Tensor, out: Any, y: Any, n: int,
+               loss_value: float | None = None) -> None:
+        """Record one batch. ``loss_value``: ``loss.item()`` when the caller has it."""
         self.sizes.append(n)
-        self.losses.append(loss.detach())
+        if self.on_cpu:
+            self.losses.append(loss_value if loss_value is not None else loss.item())
+        else:
+            self.losses.append(loss.detach())
         if not self.plain and not self.stateful:
             return
         preds = out.detach() if isinstance(out, Tensor) else out
@@ -573,7 +580,9 @@ class _Meter:
             preds = preds.float()  # bf16/fp16 logits under autocast
         for name, fn in self.others.items():
             value = fn(preds, y)
-            self.values[name].append(value.detach() if isinstance(value, Tensor) else value)
+            if isinstance(value, Tensor):
+                value = value.item() if self.on_cpu and value.numel() == 1 else value.detach()
+            self.values[name].append(value)
         for m in self.stateful.values():
             m.update(preds, y)
 
@@ -603,8 +612,9 @@ class _Meter:
 
     def _count(self, preds: Any, y: Any) -> None:
         hits, answers = _correct(preds, y)
+        value: Tensor | int = int(hits) if self.on_cpu else hits.detach()
         for name in self.counts:
-            self.values[name].append(hits.detach())
+            self.values[name].append(value)
             self.answers[name].append(answers)
 
     def compute(self, prefix: str = "") -> tuple[dict[str, float], int]:
@@ -790,6 +800,7 @@ def train_one_epoch(
                     out = model(x)
                     guard.after_forward(y, out)
                     loss = _compute_loss(loss_fn, out, y)
+                value: float | None = None
                 if on_cpu:
                     value = loss.item()
                     if not math.isfinite(value):
@@ -803,7 +814,7 @@ def train_one_epoch(
                 if scaler is not None:
                     scaled = scaler.scale(scaled)
                 scaled.backward()  # type: ignore[no-untyped-call]
-            meter.update(loss, out, y, n)
+            meter.update(loss, out, y, n, value)
             if step_now:
                 _optimizer_step(model, optimizer, scaler, grad_clip_norm, scheduler)
                 pending = 0
