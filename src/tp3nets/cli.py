@@ -383,24 +383,18 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _make_optimizer(name: str, model: nn.Module, lr: float | None,
                     weight_decay: float) -> torch.optim.Optimizer:
-    """The optimizer ``name``, with its fused implementation where torch has one.
+    """The optimizer ``name``, with its fused implementation where torch has one."""
+    from .training import _fused_optimizer
 
-    A fused step updates each tensor in one pass instead of a dozen: on the CPU, Adam
-    over ConvNet2's 790k parameters takes 0.25 ms instead of 2.9 ms.
-    """
-    params = list(model.parameters())
-    cls: type[torch.optim.Optimizer]
-    kwargs: dict[str, Any] = {"weight_decay": weight_decay}
-    if name in ("adam", "adamw"):
-        cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
-        kwargs["lr"] = lr or 1e-3
-    else:
-        cls = torch.optim.SGD
-        kwargs.update(lr=lr or 0.05, momentum=0.9, nesterov=True)
-    try:
-        return cls(params, fused=True, **kwargs)
-    except (RuntimeError, TypeError, ValueError):  # an older torch, or another device
-        return cls(params, **kwargs)
+    params = model.parameters()
+    if name == "adamw":
+        return _fused_optimizer(torch.optim.AdamW, params, lr=lr or 1e-3,
+                                weight_decay=weight_decay)
+    if name == "adam":
+        return _fused_optimizer(torch.optim.Adam, params, lr=lr or 1e-3,
+                                weight_decay=weight_decay)
+    return _fused_optimizer(torch.optim.SGD, params, lr=lr or 0.05, momentum=0.9,
+                            nesterov=True, weight_decay=weight_decay)
 
 
 def _check_resumable(path: Path, checkpoint: dict[str, Any], scheduler: Any) -> None:
