@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 import tp3nets
+from tp3nets.training import reuse_freed_memory
 
 MODELS: dict[str, Callable[[], nn.Module]] = {
     "mlr": tp3nets.MultinomialLogisticRegression,
@@ -37,7 +39,26 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine(device: str = "cpu") -> dict[str, Any]:
+def add_memory_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--reuse-freed-memory", action="store_true",
+        help="call tp3nets.training.reuse_freed_memory() first, as the tp3nets command "
+        "does: glibc keeps freed memory for reuse (for the whole process, so for both "
+        "sides of a comparison)",
+    )
+
+
+def malloc_setting(args: argparse.Namespace) -> str:
+    """Apply ``--reuse-freed-memory``; describe malloc's setting for the machine line."""
+    if getattr(args, "reuse_freed_memory", False):
+        if reuse_freed_memory():
+            return "glibc, freed memory kept (reuse_freed_memory)"
+        return "not glibc: reuse_freed_memory did nothing"
+    tuned = sorted(k for k in os.environ if k.startswith("MALLOC_") or k == "LD_PRELOAD")
+    return "environment: " + ", ".join(tuned) if tuned else "default"
+
+
+def machine(device: str = "cpu", malloc: str = "default") -> dict[str, Any]:
     """The facts a timing depends on."""
     info: dict[str, Any] = {
         "cpu": cpu_model(),
@@ -47,6 +68,7 @@ def machine(device: str = "cpu") -> dict[str, Any]:
         "tp3nets": tp3nets.__version__,
         "python": platform.python_version(),
         "device": device,
+        "malloc": malloc,
     }
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
@@ -57,7 +79,7 @@ def print_machine(info: dict[str, Any]) -> None:
     gpu = f", GPU {info['gpu']}" if "gpu" in info else ""
     print(f"machine: {info['cpu']}, {info['cores']} cores ({info['torch_threads']} torch "
           f"threads){gpu}; torch {info['torch']}, tp3nets {info['tp3nets']}, "
-          f"Python {info['python']}; device {info['device']}")
+          f"Python {info['python']}; device {info['device']}; malloc {info['malloc']}")
 
 
 def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:

@@ -21,7 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     DEFAULT_DATA,
     MODELS,
+    add_memory_option,
     machine,
+    malloc_setting,
     median,
     print_machine,
     report,
@@ -80,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="200 images, 1 repeat: checks that it runs")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the results")
+    add_memory_option(parser)
     args = parser.parse_args(argv)
+    malloc = malloc_setting(args)
     if args.quick:
         args.limit, args.repeats = args.limit or 200, 1
     if args.threads:
@@ -99,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     device = args.device if args.device != "cpu" else None
     loader = TensorLoader((images, labels), args.batch_size, device=device)
 
-    info = machine(args.device)
+    info = machine(args.device, malloc)
     print_machine(info)
     rows = [measure(name, p, loader, args) for name in names for p in precisions]
     report("evaluate", info, rows, args, f"median of {args.repeats} run(s) after a warm-up run")

@@ -40,7 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     DEFAULT_DATA,
     MODELS,
+    add_memory_option,
     machine,
+    malloc_setting,
     median,
     print_machine,
     report,
@@ -218,7 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="5 batches and 500 validation images: checks that it runs")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the results")
+    add_memory_option(parser)
     args = parser.parse_args(argv)
+    malloc = malloc_setting(args)
     if args.quick:
         args.limit_batches = args.limit_batches or 5
         args.limit_val = args.limit_val or 500
@@ -231,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
 
-    info = machine("cpu")
+    info = machine("cpu", malloc)
     print_machine(info)
     rows = []
     for name in names:

@@ -33,7 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     DEFAULT_DATA,
     MODELS,
+    add_memory_option,
     machine,
+    malloc_setting,
     median,
     print_machine,
     report,
@@ -132,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="synthetic data, 10 batches, 2 repeats: checks that it runs")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the results")
+    add_memory_option(parser)
     args = parser.parse_args(argv)
+    malloc = malloc_setting(args)
     if args.quick:
         args.synthetic, args.limit_batches, args.repeats = True, 10, 2
     if args.threads:
@@ -142,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
 
-    info = machine(args.device)
+    info = machine(args.device, malloc)
     print_machine(info)
     rows = [measure(name, args) for name in names]
     report("overhead", info, rows, args,

@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# The command line, run in-process by the tests, would otherwise change glibc's malloc
+# settings for the whole test process (tests/test_malloc.py checks that it does).
+os.environ.setdefault("TP3NETS_REUSE_FREED_MEMORY", "0")
 _DEFAULT_DATA = REPO.parent / "shared" / "datasets"
 
 

@@ -27,9 +27,13 @@ from typing import Any, Final, NoReturn
 import torch
 from torch import Tensor, nn
 
+from ._malloc import reuse_freed_memory
+
 __all__ = ["build_parser", "main"]
 
 PROG: Final = "tp3nets"
+# Set to 0 to leave glibc's malloc settings as they are; see _tune_malloc.
+REUSE_MEMORY_ENV: Final = "TP3NETS_REUSE_FREED_MEMORY"
 _EXPORT_SUFFIXES: Final = {".onnx": "onnx", ".pt": "torchscript", ".pth": "torchscript",
                            ".ts": "torchscript", ".torchscript": "torchscript"}
 
@@ -739,7 +743,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="The MNIST models of the TP3 lab, with pretrained weights: list and "
         "inspect them, train, evaluate, classify digit images, export to ONNX/TorchScript.",
         epilog="Exit status: 0 on success, 2 on a usage error (one line on stderr), 1 on an "
-        "unexpected failure. 'tp3nets COMMAND --help' describes each command.",
+        "unexpected failure. 'tp3nets COMMAND --help' describes each command. On Linux the "
+        f"command keeps memory freed by tensors for reuse ({REUSE_MEMORY_ENV}=0: do not).",
     )
     parser.add_argument("--version", action="version",
                         version=f"{PROG} {__version__} (torch {torch.__version__})")
@@ -866,6 +871,21 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     )
 
 
+def _tune_malloc() -> None:
+    """Keep the memory freed by tensors (:func:`~tp3nets.training.reuse_freed_memory`).
+
+    Skipped when ``TP3NETS_REUSE_FREED_MEMORY=0``, or when the environment already tells
+    glibc how to allocate (``MALLOC_*`` variables, ``GLIBC_TUNABLES``): that choice is the
+    user's.
+    """
+    env = os.environ
+    if env.get(REUSE_MEMORY_ENV, "1").strip() == "0" or "GLIBC_TUNABLES" in env or any(
+        name.startswith("MALLOC_") for name in env
+    ):
+        return
+    reuse_freed_memory()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``tp3nets`` command with ``argv`` (default ``sys.argv[1:]``).
 
@@ -883,6 +903,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from .export import ExportError
 
+    _tune_malloc()
     try:
         return int(args.func(args))
     except _user_errors() as exc:

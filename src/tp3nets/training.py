@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from . import _distributed as dist_utils
+from ._malloc import reuse_freed_memory
 from .callbacks import Callback
 from .checkpoint import (
     _bare,
@@ -37,6 +38,7 @@ __all__ = [
     "evaluate",
     "fit",
     "predict",
+    "reuse_freed_memory",
     "seed_everything",
     "train_one_epoch",
 ]
