@@ -13,9 +13,9 @@ the hand loop.
 With glibc's default settings the page faults of one and the same hand loop over 300
 ConvNet2 batches swing between runs from 3,600 to 348,000 (glibc hands freed activation
 memory back to the system, or not, depending on the order of allocations), which moves
-its time by more than the 3 % being measured. Run it with
-``MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=10000000000`` to keep freed
-memory and take that noise out of both sides.
+its time by more than the 3 % being measured. Run it with ``--reuse-freed-memory``
+(:func:`tp3nets.training.reuse_freed_memory`) to keep freed memory and take that noise
+out of both sides.
 """
 
 from __future__ import annotations

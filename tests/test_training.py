@@ -736,3 +736,39 @@ def test_labels_checked_on_the_host_for_accelerators() -> None:
     cpu = _LabelGuard(nn.CrossEntropyLoss(), torch.device("cpu"))
     cpu.after_forward(torch.tensor([0]), torch.zeros(1, 3))
     cpu.before_transfer(torch.tensor([9]))  # on the CPU the loss itself raises later
+
+
+class _CountingZeroGrad(torch.optim.SGD):
+    """An optimizer with its own zero_grad, which fit must call."""
+
+    calls = 0
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        type(self).calls += 1
+        super().zero_grad(set_to_none=set_to_none)
+
+
+def test_fit_clears_gradients_and_respects_a_custom_zero_grad() -> None:
+    """After each step every gradient is None; an overridden or patched zero_grad is used."""
+    data = (torch.rand(24, 1, 28, 28), torch.randint(0, 10, (24,)))
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    seen: list[bool] = []
+
+    class Spy:
+        def on_batch_end(self, state: FitState) -> None:  # after the optimizer step
+            seen.append(all(p.grad is None for p in model.parameters()))
+
+    fit(model, TensorLoader(data, 8), epochs=1, optimizer=torch.optim.SGD(model.parameters()),
+        callbacks=[Spy()], progress=False)
+    assert seen == [True, True, True]
+
+    _CountingZeroGrad.calls = 0
+    opt = _CountingZeroGrad(model.parameters(), lr=0.1)
+    fit(model, TensorLoader(data, 8), epochs=1, optimizer=opt, progress=False)
+    assert _CountingZeroGrad.calls == 4  # once before the epoch, once after each step
+
+    plain = torch.optim.SGD(model.parameters(), lr=0.1)
+    patched: list[bool] = []
+    plain.zero_grad = lambda set_to_none=True: patched.append(set_to_none)  # type: ignore[method-assign]
+    fit(model, TensorLoader(data, 8), epochs=1, optimizer=plain, progress=False)
+    assert patched == [True] * 4

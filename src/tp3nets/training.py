@@ -697,6 +697,23 @@ def _len_or_none(loader: Any) -> int | None:
 # one epoch
 
 
+def _zero_grad(optimizer: torch.optim.Optimizer) -> None:
+    """``optimizer.zero_grad(set_to_none=True)``, for the cost of the assignments.
+
+    torch's method wraps its loop in a profiler range, which costs a small model's step
+    about 2 % (6 µs of the logistic regression's 0.3 ms); where the optimizer keeps the
+    base method, the same assignments are done directly.
+    """
+    if type(optimizer).zero_grad is not torch.optim.Optimizer.zero_grad or (
+        "zero_grad" in vars(optimizer)
+    ):
+        optimizer.zero_grad(set_to_none=True)
+        return
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            p.grad = None
+
+
 def _optimizer_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -713,7 +730,7 @@ def _optimizer_step(
         scaler.update()
     else:
         optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    _zero_grad(optimizer)
     if scheduler is not None:
         scheduler.step()
 
@@ -787,7 +804,7 @@ def train_one_epoch(
     no_sync = getattr(model, "no_sync", None) if accumulate > 1 else None
     no_context = contextlib.nullcontext()
     autocast = _autocast(dev, prec)
-    optimizer.zero_grad(set_to_none=True)
+    _zero_grad(optimizer)
     with _mode(model, True):
         batches = _progress_bar(loader, total, desc, progress)
         for i, x, y, n in _device_batches(batches, unpack, guard, dev, channels_last):
