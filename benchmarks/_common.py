@@ -107,7 +107,8 @@ def report(
 ) -> None:
     """Print the rows as a markdown table (and a footer), and write them with ``--json``."""
     print()
-    print(markdown_table(rows, list(rows[0])))
+    # Lists and dicts (the individual runs) go to the JSON only.
+    print(markdown_table(rows, [k for k, v in rows[0].items() if not isinstance(v, (dict, list))]))
     if footer:
         print(f"\n{footer}")
     write_json(args.json, {"benchmark": benchmark, "machine": info,
