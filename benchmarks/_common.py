@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 import tp3nets
-from tp3nets.training import reuse_freed_memory
+from tp3nets.training import _fused_optimizer, reuse_freed_memory
 
 MODELS: dict[str, Callable[[], nn.Module]] = {
     "mlr": tp3nets.MultinomialLogisticRegression,
@@ -129,3 +129,20 @@ def timed(fn: Callable[[], Any], device: str = "cpu") -> tuple[float, Any]:
 
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
+
+
+def lab_optimizer(name: str, model: nn.Module, lr: float | None,
+               fused: bool = False) -> torch.optim.Optimizer:
+    """The report's optimizer: SGD for the logistic regression, Adam for the ConvNets.
+
+    ``fused=True`` asks for torch's fused implementation of the same algorithm, as
+    ``tp3nets train`` does; torch versions without it get the plain one.
+    """
+    if name == "mlr":  # the report: optim.SGD for the logistic regression
+        cls: type[torch.optim.Optimizer] = torch.optim.SGD
+        lr = lr or 0.01
+    else:  # the report, for the ConvNets
+        cls, lr = torch.optim.Adam, lr or 1e-3
+    if fused:
+        return _fused_optimizer(cls, model.parameters(), lr=lr)
+    return cls(model.parameters(), lr=lr)  # type: ignore[call-arg]

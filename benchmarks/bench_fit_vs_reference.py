@@ -44,6 +44,7 @@ from _common import (
     DEFAULT_DATA,
     MODELS,
     add_memory_option,
+    lab_optimizer,
     machine,
     malloc_setting,
     median,
@@ -54,7 +55,6 @@ from _common import (
 
 import tp3nets
 from tp3nets.data import TensorLoader, load_mnist, train_val_split
-from tp3nets.training import _fused_optimizer
 
 GOALS = {"mlr": 10.0, "convnet2": 1.5, "convnet3": 1.5, "convnet4": 2.0}
 N_VAL = 5000
@@ -117,23 +117,6 @@ class _Limited:
         return len(self.loader) if self.n is None else min(self.n, len(self.loader))
 
 
-def _optimizer(name: str, model: nn.Module, lr: float | None,
-               fused: bool = False) -> torch.optim.Optimizer:
-    """The report's optimizer: SGD for the logistic regression, Adam for the ConvNets.
-
-    ``fused=True`` asks for torch's fused implementation of the same algorithm, as
-    ``tp3nets train`` does; torch versions without it get the plain one.
-    """
-    if name == "mlr":  # the report: optim.SGD for the logistic regression
-        cls: type[torch.optim.Optimizer] = torch.optim.SGD
-        lr = lr or 0.01
-    else:  # the report, for the ConvNets
-        cls, lr = torch.optim.Adam, lr or 1e-3
-    if fused:
-        return _fused_optimizer(cls, model.parameters(), lr=lr)
-    return cls(model.parameters(), lr=lr)  # type: ignore[call-arg]
-
-
 def _describe(optimizer: torch.optim.Optimizer) -> str:
     return type(optimizer).__name__ + (" fused" if optimizer.defaults.get("fused") else "")
 
@@ -159,7 +142,7 @@ def run_reference(name: str, model: nn.Module, args: argparse.Namespace) -> dict
 
     setup_s, (trainloader, valloader) = timed(setup)
     criterion = nn.CrossEntropyLoss()
-    optimizer = _optimizer(name, model, args.lr)
+    optimizer = lab_optimizer(name, model, args.lr)
     train_s, _ = timed(lambda: train(model, trainloader, criterion, optimizer, 0, 1))
     val_s, (val_loss, val_acc) = timed(lambda: validation(model, valloader, criterion))
     return {"setup_s": setup_s, "epoch_s": train_s + val_s, "train_s": train_s, "val_s": val_s,
@@ -184,7 +167,7 @@ def run_fit(name: str, model: nn.Module, args: argparse.Namespace) -> dict[str, 
                 TensorLoader(val_tensors, args.batch_size))
 
     setup_s, (loader, val_loader) = timed(setup)
-    optimizer = _optimizer(name, model, args.lr, fused=not args.plain_optimizer)
+    optimizer = lab_optimizer(name, model, args.lr, fused=not args.plain_optimizer)
     epoch_s, history = timed(lambda: tp3nets.fit(
         model, loader, epochs=1, optimizer=optimizer, val_loader=val_loader,
         precision=precision, progress=False, device="cpu", channels_last=channels_last,

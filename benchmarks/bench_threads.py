@@ -26,6 +26,7 @@ from _common import (
     DEFAULT_DATA,
     MODELS,
     add_memory_option,
+    lab_optimizer,
     machine,
     malloc_setting,
     median,
@@ -43,7 +44,6 @@ def child(args: argparse.Namespace) -> None:
 
     import tp3nets
     from tp3nets.data import TensorLoader, load_mnist, train_val_split
-    from tp3nets.training import _fused_optimizer
 
     torch.set_num_threads(args.child)
     malloc_setting(args)
@@ -57,8 +57,7 @@ def child(args: argparse.Namespace) -> None:
     times = []
     for epoch in range(args.epochs + 1):  # the first epoch warms up
         model = copy.deepcopy(template)
-        cls = torch.optim.Adam if conv else torch.optim.SGD
-        optimizer = _fused_optimizer(cls, model.parameters(), lr=1e-3 if conv else 0.01)
+        optimizer = lab_optimizer(args.model, model, None, fused=True)
         seconds, _ = timed(lambda m=model, o=optimizer: tp3nets.fit(
             m, TensorLoader(tensors, args.batch_size, shuffle=True, seed=0), epochs=1,
             optimizer=o, val_loader=TensorLoader(val.tensors, args.batch_size),
