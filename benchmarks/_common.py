@@ -48,6 +48,14 @@ def add_memory_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def check_device(parser: argparse.ArgumentParser, device: str) -> None:
+    """A usage error (exit 2) for a ``--device`` that is not cpu/cuda/cuda:N or has no CUDA."""
+    if device != "cpu" and not device.startswith("cuda"):
+        parser.error(f"--device must be cpu, cuda or cuda:N, got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {device}: CUDA is not available on this machine")
+
+
 def malloc_setting(args: argparse.Namespace) -> str:
     """Apply ``--reuse-freed-memory``; describe malloc's setting for the machine line."""
     if getattr(args, "reuse_freed_memory", False):

@@ -22,6 +22,7 @@ from _common import (
     DEFAULT_DATA,
     MODELS,
     add_memory_option,
+    check_device,
     machine,
     malloc_setting,
     median,
@@ -97,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     if any(p not in ("32", "bf16") for p in precisions):
         parser.error("--precisions takes 32 and/or bf16")
 
+    check_device(parser, args.device)
     images, labels = load_mnist(args.data, train=False).tensors
     if args.limit:
         images, labels = images[: args.limit], labels[: args.limit]

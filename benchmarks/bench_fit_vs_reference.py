@@ -4,16 +4,19 @@
     python benchmarks/bench_fit_vs_reference.py --quick          # a few batches: checks it runs
 
 Both sides train the same model (same initial weights), with the same optimizer, batch size
-and seeded 55,000/5,000 split, for one epoch followed by a validation pass, on the CPU:
+and seeded 55,000/5,000 split, for one epoch followed by a validation pass, on the CPU
+(``--device cuda``: on the GPU):
 
 * reference: ``torchvision.datasets.MNIST`` + ``transforms.ToTensor()`` +
   ``DataLoader(batch_size, shuffle=True)`` and the lab's ``train``/``validation`` functions
-  (below, as in the report: per-batch ``loss.item()`` bookkeeping, no device handling);
+  (below, as in the report: per-batch ``loss.item()`` bookkeeping, no device handling; on
+  a GPU the model is moved there and each batch with ``.to(device)``, the usual GPU form
+  of such a loop, the functions' bodies unchanged);
 * tp3nets: ``load_mnist`` + ``train_val_split`` + :class:`~tp3nets.data.TensorLoader` +
   :func:`tp3nets.fit`, the ConvNets in bf16 autocast and channels-last, the logistic
   regression in fp32 (``--fit-precision``, ``--no-channels-last``), with torch's fused
   implementation of the same optimizer where there is one, as ``tp3nets train`` uses
-  (``--plain-optimizer``: the reference's).
+  (``--plain-optimizer``: the reference's). On a GPU the loaders hold MNIST on the device.
 
 "epoch" is the training pass plus validation; "end to end" adds building the datasets and
 loaders. With ``--repeats N`` each model is trained N times by both sides, alternately and
@@ -28,6 +31,7 @@ The JSON keeps every run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import gc
 import itertools
@@ -44,6 +48,7 @@ from _common import (
     DEFAULT_DATA,
     MODELS,
     add_memory_option,
+    check_device,
     lab_optimizer,
     machine,
     malloc_setting,
@@ -117,6 +122,34 @@ class _Limited:
         return len(self.loader) if self.n is None else min(self.n, len(self.loader))
 
 
+class _OnDevice:
+    """A reference loader's batches moved to ``device`` with ``.to(device)``, as a GPU
+    version of the lab's loop does at the top of its loop body."""
+
+    def __init__(self, loader: Any, device: str) -> None:
+        self.loader, self.device = loader, device
+
+    def __iter__(self) -> Iterator[Any]:
+        for inputs, labels in self.loader:
+            yield inputs.to(self.device), labels.to(self.device)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+
+def _warm_up(template: nn.Module, device: str) -> None:
+    """One forward and backward pass of a copy of the model on ``device`` in fp32 and bf16,
+    so that neither side's first run pays CUDA's context, cuDNN's handles or kernel loads."""
+    if not device.startswith("cuda"):
+        return
+    model = copy.deepcopy(template).to(device)
+    x = torch.zeros(64, 1, 28, 28, device=device)
+    for bf16 in (False, True):
+        with torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+            model(x).float().sum().backward()
+    torch.cuda.synchronize()
+
+
 def _describe(optimizer: torch.optim.Optimizer) -> str:
     return type(optimizer).__name__ + (" fused" if optimizer.defaults.get("fused") else "")
 
@@ -138,13 +171,19 @@ def run_reference(name: str, model: nn.Module, args: argparse.Namespace) -> dict
                                                   shuffle=True)
         valloader = torch.utils.data.DataLoader(valset, batch_size=args.batch_size,
                                                 shuffle=True)
-        return _Limited(trainloader, args.limit_batches), valloader
+        trainloader = _Limited(trainloader, args.limit_batches)
+        if args.device != "cpu":
+            return _OnDevice(trainloader, args.device), _OnDevice(valloader, args.device)
+        return trainloader, valloader
 
-    setup_s, (trainloader, valloader) = timed(setup)
+    setup_s, (trainloader, valloader) = timed(setup, args.device)
     criterion = nn.CrossEntropyLoss()
+    model.to(args.device)
     optimizer = lab_optimizer(name, model, args.lr)
-    train_s, _ = timed(lambda: train(model, trainloader, criterion, optimizer, 0, 1))
-    val_s, (val_loss, val_acc) = timed(lambda: validation(model, valloader, criterion))
+    train_s, _ = timed(lambda: train(model, trainloader, criterion, optimizer, 0, 1),
+                       args.device)
+    val_s, (val_loss, val_acc) = timed(lambda: validation(model, valloader, criterion),
+                                       args.device)
     return {"setup_s": setup_s, "epoch_s": train_s + val_s, "train_s": train_s, "val_s": val_s,
             "val_acc": val_acc, "val_loss": val_loss, "batches": len(trainloader)}
 
@@ -155,6 +194,8 @@ def run_fit(name: str, model: nn.Module, args: argparse.Namespace) -> dict[str, 
     precision = args.fit_precision or ("bf16" if conv else "32")
     channels_last = conv and not args.no_channels_last
 
+    device = None if args.device == "cpu" else args.device
+
     def setup() -> tuple[TensorLoader, TensorLoader]:
         train, val = train_val_split(load_mnist(args.data, train=True), N_VAL, seed=42)
         tensors = train.tensors
@@ -163,15 +204,15 @@ def run_fit(name: str, model: nn.Module, args: argparse.Namespace) -> dict[str, 
         val_tensors = val.tensors
         if args.limit_val:
             val_tensors = tuple(t[: args.limit_val] for t in val_tensors)
-        return (TensorLoader(tensors, args.batch_size, shuffle=True, seed=0),
-                TensorLoader(val_tensors, args.batch_size))
+        return (TensorLoader(tensors, args.batch_size, shuffle=True, seed=0, device=device),
+                TensorLoader(val_tensors, args.batch_size, device=device))
 
-    setup_s, (loader, val_loader) = timed(setup)
+    setup_s, (loader, val_loader) = timed(setup, args.device)
     optimizer = lab_optimizer(name, model, args.lr, fused=not args.plain_optimizer)
     epoch_s, history = timed(lambda: tp3nets.fit(
         model, loader, epochs=1, optimizer=optimizer, val_loader=val_loader,
-        precision=precision, progress=False, device="cpu", channels_last=channels_last,
-    ))
+        precision=precision, progress=False, device=args.device, channels_last=channels_last,
+    ), args.device)
     row = history.epochs[-1]
     return {"setup_s": setup_s, "epoch_s": epoch_s, "val_acc": row["val_acc"],
             "val_loss": row["val_loss"], "batches": len(loader),
@@ -199,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plain-optimizer", action="store_true",
                         help="give fit the reference's plain optimizer instead of its fused "
                         "implementation")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu, cuda or cuda:N: where both sides train")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=1,
@@ -216,17 +259,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    check_device(parser, args.device)
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     unknown = [n for n in names if n not in MODELS]
     if unknown:
         parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
 
-    info = machine("cpu", malloc)
+    info = machine(args.device, malloc)
     print_machine(info)
     rows = []
     for name in names:
         torch.manual_seed(args.seed)
         template = MODELS[name]()
+        _warm_up(template, args.device)
         refs, fits = [], []
         for _ in range(args.repeats):
             gc.collect()  # the reference's per-sample objects must not burden fit's run

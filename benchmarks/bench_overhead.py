@@ -34,6 +34,7 @@ from _common import (
     DEFAULT_DATA,
     MODELS,
     add_memory_option,
+    check_device,
     machine,
     malloc_setting,
     median,
@@ -146,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
 
+    check_device(parser, args.device)
     info = machine(args.device, malloc)
     print_machine(info)
     rows = [measure(name, args) for name in names]

@@ -38,7 +38,7 @@ def train(loader: Any, val_loader: Any, callbacks: Any = ()) -> tuple[Any, list[
     opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
     history = fit(model, loader, epochs=EPOCHS, optimizer=opt, scheduler=sched,
-                  val_loader=val_loader, callbacks=callbacks, progress=None)
+                  val_loader=val_loader, callbacks=callbacks, progress=None, device="cpu")
     rows = [{k: v for k, v in r.items() if k != "time"} for r in history.epochs]
     return model, rows
 
@@ -64,8 +64,9 @@ def main(out: Path) -> None:
         "dl_state": dl_model.state_dict(),
         "dl_rows": dl_rows,
         "shuffled_state": shuffled.state_dict(),
-        "eval_tensor": evaluate(model, TensorLoader(val, 4)),
-        "eval_dataloader": evaluate(model, DataLoader(TensorDataset(*val), batch_size=4)),
+        "eval_tensor": evaluate(model, TensorLoader(val, 4), device="cpu"),
+        "eval_dataloader": evaluate(model, DataLoader(TensorDataset(*val), batch_size=4),
+                                    device="cpu"),
     }
     torch.save(result, out / f"rank{rank}.pt")
     dist.barrier()

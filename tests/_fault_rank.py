@@ -48,7 +48,7 @@ def main() -> None:
         model = MultinomialLogisticRegression(8, 3)
         fit(model, TensorLoader((x, y), 8, shuffle=True), epochs=3,
             optimizer=torch.optim.SGD(model.parameters(), lr=0.1), callbacks=[FailOnRank(rank)],
-            progress=False)
+            progress=False, device="cpu")
         print(f"rank {rank} finished training", flush=True)
 
     run()

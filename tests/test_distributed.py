@@ -6,6 +6,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -118,3 +119,96 @@ def test_only_rank_zero_prints_and_checkpoints(ddp_run: dict[str, Any]) -> None:
     assert sorted(ckpt["model"]) == ["classifier.bias", "classifier.weight"]
     state = ddp_run["ranks"][0]["state"]
     assert all(torch.equal(ckpt["model"][k], state[k]) for k in state)
+
+
+# --------------------------------------------------------------------------------------
+# Which device and backend a torchrun process picks, with the GPU count simulated.
+
+
+@pytest.fixture
+def torchrun_env(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """torchrun's environment for process ``local_rank`` of ``procs`` on a node with
+    ``gpus`` CUDA devices (simulated), and the backend ``init_process_group`` was asked for."""
+    from tp3nets import _distributed
+
+    started: list[str] = []
+
+    def setup(local_rank: int, procs: int, gpus: int) -> list[str]:
+        monkeypatch.setenv("WORLD_SIZE", str(procs))
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", str(procs))
+        monkeypatch.setenv("RANK", str(local_rank))
+        monkeypatch.setenv("LOCAL_RANK", str(local_rank))
+        monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+        monkeypatch.setattr(torch.cuda, "set_device", lambda dev: started.append(f"set {dev}"))
+        monkeypatch.setattr(_distributed.dist, "init_process_group", started.append)
+        return started
+
+    return setup
+
+
+def _resolve(device: str | None) -> torch.device:
+    from tp3nets.training import _resolve_device
+
+    return _resolve_device(device, MultinomialLogisticRegression(8, 3))
+
+
+def test_torchrun_default_device_is_the_process_s_own_gpu(torchrun_env: Any) -> None:
+    """Two processes, two GPUs: rank 1 takes cuda:1 and starts nccl on it."""
+    from tp3nets import _distributed
+
+    started = torchrun_env(local_rank=1, procs=2, gpus=2)
+    assert _resolve(None) == torch.device("cuda", 1)
+    assert _resolve("cuda") == torch.device("cuda", 1)
+    _distributed.init_from_env(torch.device("cuda", 1))
+    assert started == ["set cuda:1", "nccl"]
+
+
+@pytest.mark.parametrize("local_rank", [0, 1])
+def test_torchrun_with_fewer_gpus_than_processes_runs_on_the_cpu_with_gloo(
+    torchrun_env: Any, local_rank: int
+) -> None:
+    """Two processes, one GPU: both run where the model is (the CPU) and start gloo; rank 0
+    says why. No process asks for a GPU it does not have."""
+    from tp3nets import _distributed
+
+    started = torchrun_env(local_rank=local_rank, procs=2, gpus=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dev = _resolve(None)
+    assert dev == torch.device("cpu")
+    said = [str(w.message) for w in caught]
+    if local_rank == 0:
+        assert len(said) == 1
+        assert "2 processes on this node, which has 1 CUDA device" in said[0]
+    else:
+        assert said == []
+    _distributed.init_from_env(dev)
+    assert started == ["gloo"]
+
+
+def test_torchrun_explicit_cpu_on_a_gpu_node_uses_gloo(torchrun_env: Any) -> None:
+    """device='cpu' on a node with GPUs: gloo, no CUDA device touched."""
+    from tp3nets import _distributed
+
+    started = torchrun_env(local_rank=0, procs=2, gpus=2)
+    dev = _resolve("cpu")
+    _distributed.init_from_env(dev)
+    assert (dev, started) == (torch.device("cpu"), ["gloo"])
+
+
+def test_torchrun_cuda_without_a_gpu_per_process_is_a_clear_error(torchrun_env: Any) -> None:
+    torchrun_env(local_rank=1, procs=2, gpus=1)
+    with pytest.raises(ValueError, match=r"one CUDA device per process, but 2 processes "
+                       r"share 1 on this node; start fewer processes or pass device='cpu'"):
+        _resolve("cuda")
+
+
+def test_outside_torchrun_nothing_is_started(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tp3nets import _distributed
+
+    for key in ("WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(_distributed.dist, "init_process_group", lambda *a: pytest.fail("started"))
+    assert _distributed.init_from_env(torch.device("cpu")) is False

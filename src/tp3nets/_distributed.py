@@ -43,18 +43,51 @@ def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
-def init_from_env() -> bool:
+def launched() -> bool:
+    """Whether this process is one of several: a group exists, or torchrun describes one."""
+    if is_distributed():
+        return True
+    return (dist.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+            and "MASTER_ADDR" in os.environ)
+
+
+def local_world_size() -> int:
+    """Processes on this node (torchrun's ``LOCAL_WORLD_SIZE``; else the world size)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+
+
+def gpus_for_every_process() -> bool:
+    """Whether each process on this node can have a CUDA device of its own.
+
+    Every process of a node sees the same counts, so all of them decide alike.
+    """
+    return torch.cuda.is_available() and torch.cuda.device_count() >= local_world_size()
+
+
+def init_from_env(device: torch.device) -> bool:
     """Start the process group that ``torchrun`` describes in the environment, once.
 
-    Does nothing outside torchrun (no ``WORLD_SIZE`` > 1 and ``MASTER_ADDR``) or when a
-    group already exists. Returns whether a distributed group is active afterwards.
+    The backend follows the device the process trains on: nccl for a CUDA device (made
+    the current one), gloo otherwise. Does nothing outside torchrun (no ``WORLD_SIZE`` > 1
+    and ``MASTER_ADDR``); where a group already exists, checks that its backend can carry
+    tensors of ``device``. Returns whether a distributed group is active afterwards.
+
+    Raises:
+        ValueError: an existing nccl group and a device other than CUDA.
     """
-    if not dist.is_available() or dist.is_initialized():
-        return is_distributed()
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or "MASTER_ADDR" not in os.environ:
+    if not dist.is_available():
         return False
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank())
+    if dist.is_initialized():
+        if is_distributed() and dist.get_backend() == "nccl" and device.type != "cuda":
+            raise ValueError(
+                f"the process group uses nccl, which carries CUDA tensors only, but the "
+                f"device is {str(device)!r}; start the group with gloo to train on the CPU"
+            )
+        return is_distributed()
+    if not launched():
+        return False
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
         dist.init_process_group("nccl")
     else:
         dist.init_process_group("gloo")

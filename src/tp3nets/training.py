@@ -9,6 +9,7 @@ import os
 import random
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -292,9 +293,21 @@ class FitState:
 
 
 def _resolve_device(device: torch.device | str | None, model: nn.Module) -> torch.device:
+    """The device to run on: ``device``, or by default where the model is, with one CUDA
+    device per process under torchrun (``cuda:LOCAL_RANK``) where the node has enough."""
+    launched = dist_utils.launched()
     if device is None:
-        if dist_utils.is_distributed() and torch.cuda.is_available():
-            return torch.device("cuda", dist_utils.local_rank())
+        if launched and torch.cuda.is_available():
+            if dist_utils.gpus_for_every_process():
+                return torch.device("cuda", dist_utils.local_rank())
+            if dist_utils.local_rank() == 0:
+                warnings.warn(
+                    f"torchrun started {dist_utils.local_world_size()} processes on this "
+                    f"node, which has {torch.cuda.device_count()} CUDA device(s): not enough "
+                    f"for one each, so they run where the model is; pass device='cpu' to "
+                    f"say so, or start at most {torch.cuda.device_count()} processes a node",
+                    UserWarning, stacklevel=3,
+                )
         first = next(model.parameters(), None)
         if first is not None and first.device.type != "meta":
             return first.device
@@ -311,6 +324,16 @@ def _resolve_device(device: torch.device | str | None, model: nn.Module) -> torc
     if dev.type == "mps" and (mps is None or not mps.is_available()):
         raise ValueError(f"device {str(device)!r} was asked for, but MPS is not available here")
     if dev.type == "cuda" and dev.index is None:
+        if launched and not dist_utils.is_distributed():
+            # torchrun's convention: process LOCAL_RANK drives CUDA device LOCAL_RANK.
+            if not dist_utils.gpus_for_every_process():
+                raise ValueError(
+                    f"device {str(device)!r} under torchrun needs one CUDA device per "
+                    f"process, but {dist_utils.local_world_size()} processes share "
+                    f"{torch.cuda.device_count()} on this node; start fewer processes or "
+                    f"pass device='cpu'"
+                )
+            return torch.device("cuda", dist_utils.local_rank())
         dev = torch.device("cuda", torch.cuda.current_device())
     return dev
 
@@ -492,7 +515,7 @@ def _compute_loss(loss_fn: Callable[..., Tensor], out: Any, y: Any) -> Tensor:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(
             f"{type(loss_fn).__name__} cannot take model output {oshape} with target "
-            f"{yshape}{ydtype}: {first}"
+            f"{yshape}{ydtype}: {first}{_target_hint(loss_fn, out, y)}"
         ) from exc
     if not isinstance(loss, Tensor) or loss.numel() != 1:
         raise ValueError(
@@ -500,6 +523,15 @@ def _compute_loss(loss_fn: Callable[..., Tensor], out: Any, y: Any) -> Tensor:
             + (f"shape {tuple(loss.shape)}" if isinstance(loss, Tensor) else type(loss).__name__)
         )
     return loss
+
+
+def _target_hint(loss_fn: Callable[..., Tensor], out: Any, y: Any) -> str:
+    """Our own advice for the commonest mistake (torch's wording varies between versions):
+    class-index targets of a classification loss given as floats."""
+    if (isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)) and isinstance(out, Tensor)
+            and isinstance(y, Tensor) and y.is_floating_point() and out.dim() == y.dim() + 1):
+        return "; class indices must be integers (int64): pass target.long()"
+    return ""
 
 
 def _nonfinite(value: float | str, where: str) -> FloatingPointError:
@@ -893,8 +925,8 @@ def evaluate(
         ['acc', 'loss']
     """
     _check_loader(loader, "loader")
-    dist_utils.init_from_env()
     dev = _resolve_device(device, model)
+    dist_utils.init_from_env(dev)
     prec = _check_precision(precision, dev)
     model.to(dev)
     loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
@@ -1175,8 +1207,8 @@ def fit(
         raise ValueError(
             f"accumulate_grad_batches must be a positive int, got {accumulate_grad_batches!r}"
         )
-    dist_utils.init_from_env()
     dev = _resolve_device(device, model)
+    dist_utils.init_from_env(dev)
     prec = _check_precision(precision, dev)
     # Move once, before anything touches the optimizer state; Module.to keeps the same
     # Parameter objects, so an optimizer built beforehand stays valid.
