@@ -12,7 +12,8 @@ and seeded 55,000/5,000 split, for one epoch followed by a validation pass, on t
   (below, as in the report: per-batch ``loss.item()`` bookkeeping, no device handling; on
   a GPU the model is moved there and each batch with ``.to(device)``, the usual GPU form
   of such a loop, the functions' bodies unchanged);
-* tp3nets: ``load_mnist`` + ``train_val_split`` + :class:`~tp3nets.data.TensorLoader` +
+* tp3nets: ``load_mnist`` + ``train_val_split`` (which copies nothing) +
+  :class:`~tp3nets.data.TensorLoader` +
   :func:`tp3nets.fit`, the ConvNets in bf16 autocast and channels-last, the logistic
   regression in fp32 (``--fit-precision``, ``--no-channels-last``), with torch's fused
   implementation of the same optimizer where there is one, as ``tp3nets train`` uses
@@ -59,7 +60,7 @@ from _common import (
 )
 
 import tp3nets
-from tp3nets.data import TensorLoader, load_mnist, train_val_split
+from tp3nets.data import TensorLoader, TensorSubset, load_mnist, train_val_split
 
 GOALS = {"mlr": 10.0, "convnet2": 1.5, "convnet3": 1.5, "convnet4": 2.0}
 N_VAL = 5000
@@ -198,14 +199,13 @@ def run_fit(name: str, model: nn.Module, args: argparse.Namespace) -> dict[str, 
 
     def setup() -> tuple[TensorLoader, TensorLoader]:
         train, val = train_val_split(load_mnist(args.data, train=True), N_VAL, seed=42)
-        tensors = train.tensors
         if args.limit_batches:
-            tensors = tuple(t[: args.limit_batches * args.batch_size] for t in tensors)
-        val_tensors = val.tensors
+            train = TensorSubset(train, range(min(args.limit_batches * args.batch_size,
+                                                  len(train))))
         if args.limit_val:
-            val_tensors = tuple(t[: args.limit_val] for t in val_tensors)
-        return (TensorLoader(tensors, args.batch_size, shuffle=True, seed=0, device=device),
-                TensorLoader(val_tensors, args.batch_size, device=device))
+            val = TensorSubset(val, range(min(args.limit_val, len(val))))
+        return (TensorLoader(train, args.batch_size, shuffle=True, seed=0, device=device),
+                TensorLoader(val, args.batch_size, device=device))
 
     setup_s, (loader, val_loader) = timed(setup, args.device)
     optimizer = lab_optimizer(name, model, args.lr, fused=not args.plain_optimizer)

@@ -43,14 +43,13 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     import tp3nets
-    from tp3nets.data import TensorLoader, load_mnist, train_val_split
+    from tp3nets.data import TensorLoader, TensorSubset, load_mnist, train_val_split
 
     torch.set_num_threads(args.child)
     malloc_setting(args)
     train, val = train_val_split(load_mnist(args.data, train=True), 5000, seed=42)
-    tensors = train.tensors
     if args.limit_batches:
-        tensors = tuple(t[: args.limit_batches * args.batch_size] for t in tensors)
+        train = TensorSubset(train, range(min(args.limit_batches * args.batch_size, len(train))))
     torch.manual_seed(0)
     template = MODELS[args.model]()
     conv = args.model != "mlr"
@@ -59,8 +58,8 @@ def child(args: argparse.Namespace) -> None:
         model = copy.deepcopy(template)
         optimizer = lab_optimizer(args.model, model, None, fused=True)
         seconds, _ = timed(lambda m=model, o=optimizer: tp3nets.fit(
-            m, TensorLoader(tensors, args.batch_size, shuffle=True, seed=0), epochs=1,
-            optimizer=o, val_loader=TensorLoader(val.tensors, args.batch_size),
+            m, TensorLoader(train, args.batch_size, shuffle=True, seed=0), epochs=1,
+            optimizer=o, val_loader=TensorLoader(val, args.batch_size),
             precision="bf16" if conv else "32", channels_last=conv, progress=False,
             device="cpu",
         ))

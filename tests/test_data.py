@@ -15,6 +15,7 @@ from tp3nets.data import (
     DATA_ENV,
     BatchRandomAffine,
     TensorLoader,
+    TensorSubset,
     load_mnist,
     mnist_splits,
     train_val_split,
@@ -231,6 +232,112 @@ def test_evaluation_shards_see_each_sample_once(
         assert ids(shard) == expected[r::world]
         assert len(shard) == len(expected[r::world])
     assert sorted(flat(flat(ids(s)) for s in shards)) == list(range(n))
+
+
+# --------------------------------------------------------------------------------------
+# TensorSubset: the split's parts, batched straight from the source tensors
+
+
+def _batches(loader: TensorLoader) -> list[tuple[torch.Tensor, ...]]:
+    return [tuple(t.clone() for t in b) for b in loader]
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(2, 50), frac=st.floats(0.05, 0.95), batch=st.integers(1, 9),
+       world=st.integers(1, 3), shuffle=st.booleans(), drop_last=st.booleans(),
+       pad=st.booleans())
+def test_a_subset_loader_yields_the_batches_of_its_gathered_tensors(
+    n: int, frac: float, batch: int, world: int, shuffle: bool, drop_last: bool, pad: bool
+) -> None:
+    """Batching a split part from its source gives, batch for batch, what batching the
+    gathered rows gives: shuffled or not, with drop_last, sharded either way."""
+    images = torch.randint(0, 256, (n, 1, 2, 2), dtype=torch.uint8)
+    full = TensorDataset(images, torch.arange(n) * 3)
+    n_val = min(max(round(frac * n), 1), n - 1)
+    train, val = train_val_split(full, n_val, seed=n)
+    for part in (train, val):
+        assert isinstance(part, TensorSubset)
+        lazy = TensorLoader(part, batch, shuffle=shuffle, seed=7, drop_last=drop_last)
+        eager = TensorLoader(tuple(t.clone() for t in part.tensors), batch, shuffle=shuffle,
+                             seed=7, drop_last=drop_last)
+        for rank in range(world):
+            a, b = lazy.shard(rank, world, pad=pad), eager.shard(rank, world, pad=pad)
+            assert len(a) == len(b)
+            got, want = _batches(a), _batches(b)
+            assert len(got) == len(want)
+            for x, y in zip(got, want, strict=True):
+                assert all(torch.equal(u, v) for u, v in zip(x, y, strict=True))
+
+
+def test_the_split_and_its_loaders_copy_nothing() -> None:
+    """train_val_split keeps references to the source; TensorLoader cuts its batches from
+    the source and leaves the subset ungathered; .tensors gathers once and keeps it."""
+    full = TensorDataset(torch.randint(0, 256, (100, 1, 4, 4), dtype=torch.uint8),
+                         torch.arange(100))
+    train, val = train_val_split(full, 20, seed=1)
+    assert train.source[0] is full.tensors[0]
+    assert val.source[1] is full.tensors[1]
+    loader = TensorLoader(train, 16, shuffle=True)
+    first = next(iter(loader))
+    assert train._gathered is None  # nothing gathered by the loader
+    assert len(loader.dataset) == 80
+    assert len(loader) == 5
+    gathered = train.tensors
+    assert train.tensors is gathered  # kept
+    assert torch.equal(gathered[1], full.tensors[1][train.indices])
+    assert first[0].dtype == torch.float32  # uint8 still scaled
+    # A gathered subset is batched from its own tensors, with the same batches.
+    again = TensorLoader(train, 16, shuffle=True)
+    assert torch.equal(next(iter(again))[1], first[1])
+
+
+def test_tensor_subset_reads_rows_as_indexing_does() -> None:
+    """Integer, negative, slice and tensor indices read the source rows in subset order."""
+    source = (torch.arange(10) * 10, torch.arange(10))
+    subset = TensorSubset(source, [7, -1, 2, 5])
+    assert len(subset) == 4
+    assert subset[0] == (torch.tensor(70), torch.tensor(7))
+    assert subset[-3] == (torch.tensor(90), torch.tensor(9))
+    assert subset[1:3][0].tolist() == [90, 20]
+    assert subset[torch.tensor([3, 0])][1].tolist() == [5, 7]
+    assert subset.tensors[0].tolist() == [70, 90, 20, 50]
+    assert subset[1:3][0].tolist() == [90, 20]  # the same once gathered
+    assert next(iter(DataLoader(subset, batch_size=4)))[1].tolist() == [7, 9, 2, 5]
+    empty = TensorSubset(source, [])
+    assert len(empty) == 0
+    assert empty.tensors[0].shape == (0,)
+
+
+def test_a_subset_of_a_split_part_reads_the_same_source() -> None:
+    """TensorSubset of an ungathered TensorSubset composes the rows and copies nothing;
+    of a gathered one, it reads the gathered tensors. Either way, the same rows."""
+    full = TensorDataset(torch.arange(20) * 10, torch.arange(20))
+    train, _ = train_val_split(full, 5, seed=3)
+    head = TensorSubset(train, range(4))
+    assert head.source[0] is full.tensors[0]
+    assert head.tensors[1].tolist() == train.indices[:4].tolist()
+    tail = TensorSubset(train, [-1, -2])
+    assert tail.tensors[1].tolist() == train.indices[[-1, -2]].tolist()
+    with pytest.raises(IndexError, match=r"indices must lie in \[-15, 15\) for 15 rows"):
+        TensorSubset(train, [15])
+    gathered = train.tensors  # a subset of it now reads the gathered tensors
+    again = TensorSubset(train, range(4))
+    assert again.source[0] is gathered[0]
+    assert torch.equal(again.tensors[1], head.tensors[1])
+
+
+def test_tensor_subset_refuses_bad_input() -> None:
+    source = (torch.zeros(5, 2), torch.arange(5))
+    with pytest.raises(IndexError, match=r"indices must lie in \[-5, 5\) for 5 rows"):
+        TensorSubset(source, [0, 5])
+    with pytest.raises(ValueError, match="indices must be a 1-D sequence of ints"):
+        TensorSubset(source, [[0, 1]])
+    with pytest.raises(ValueError, match="indices must be a 1-D sequence of ints"):
+        TensorSubset(source, [0.5])
+    with pytest.raises(ValueError, match="differ in their first dimension"):
+        TensorSubset((torch.zeros(5), torch.zeros(4)), [0])
+    with pytest.raises(TypeError, match="TensorDataset or a tuple of tensors"):
+        TensorSubset(([1, 2],), [0])  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------------------

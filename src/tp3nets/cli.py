@@ -416,11 +416,16 @@ def _check_resumable(path: Path, checkpoint: dict[str, Any], scheduler: Any) -> 
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from torch.utils.data import TensorDataset
 
     from .callbacks import ModelCheckpoint
     from .checkpoint import load_checkpoint
-    from .data import BatchRandomAffine, TensorLoader, load_mnist, train_val_split
+    from .data import (
+        BatchRandomAffine,
+        TensorLoader,
+        TensorSubset,
+        load_mnist,
+        train_val_split,
+    )
     from .training import fit, seed_everything
 
     # Check everything the user gave before the (long) run starts.
@@ -447,7 +452,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         train, val = full, None
     if args.limit_train_batches is not None:
         keep = args.limit_train_batches * args.batch_size
-        train = TensorDataset(*(t[:keep] for t in train.tensors))
+        train = TensorSubset(train, range(min(keep, len(train))))
     augment = BatchRandomAffine(degrees=10, translate=0.1, scale=(0.9, 1.1)) \
         if args.augment else None
     train_loader = TensorLoader(train, args.batch_size, shuffle=True, seed=args.seed,
@@ -530,9 +535,8 @@ class _ConfusionMatrix:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from torch.utils.data import TensorDataset
 
-    from .data import TensorLoader, load_mnist, train_val_split
+    from .data import TensorLoader, TensorSubset, load_mnist, train_val_split
     from .training import evaluate
 
     device = _device(args.device)
@@ -544,7 +548,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         data = train_val_split(load_mnist(folder, train=True, download=args.download),
                                args.val_size, seed=args.split_seed)[1]
     if args.limit is not None:
-        data = TensorDataset(*(t[: args.limit] for t in data.tensors))
+        data = TensorSubset(data, range(min(args.limit, len(data))))
     num_classes = int(getattr(model, "num_classes", 10))
     categories = [str(c) for c in member.meta["categories"]] if member is not None else [
         str(i) for i in range(num_classes)

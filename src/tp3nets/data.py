@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -17,6 +17,7 @@ __all__ = [
     "DATA_ENV",
     "BatchRandomAffine",
     "TensorLoader",
+    "TensorSubset",
     "default_data_root",
     "load_mnist",
     "mnist_splits",
@@ -104,7 +105,9 @@ def train_val_split(
         seed: seed of the generator.
 
     Returns:
-        ``(train, val)`` as in-memory :class:`~torch.utils.data.TensorDataset`\\ s.
+        ``(train, val)`` as :class:`TensorSubset`\\ s (:class:`~torch.utils.data.TensorDataset`\\ s
+        whose rows are gathered when first needed): the split copies nothing, and a
+        :class:`TensorLoader` batches them straight from ``dataset``'s tensors.
 
     Example:
         >>> import torch
@@ -125,11 +128,92 @@ def train_val_split(
         raise ValueError(f"val_size must leave both parts non-empty, got {val_size} of {n}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     train_idx, val_idx = perm[: n - n_val], perm[n - n_val :]
-    tensors = dataset.tensors
-    return (
-        TensorDataset(*(t.index_select(0, train_idx) for t in tensors)),
-        TensorDataset(*(t.index_select(0, val_idx) for t in tensors)),
-    )
+    return TensorSubset(dataset, train_idx), TensorSubset(dataset, val_idx)
+
+
+class TensorSubset(TensorDataset):
+    """Some rows of a :class:`~torch.utils.data.TensorDataset`, gathered when first needed.
+
+    What :func:`train_val_split` returns. Like the ``Subset`` of
+    :func:`torch.utils.data.random_split` it copies nothing when made: :class:`TensorLoader`
+    cuts its batches straight from the source tensors (the same per-batch gather as any
+    shuffled epoch), and indexing reads the source rows. :attr:`tensors` gathers the rows
+    into tensors of their own on first access (then kept), for code that wants them.
+
+    The rows are read from the source tensors, so changing those in place changes the
+    subset until :attr:`tensors` has been read.
+
+    Args:
+        dataset: the source: a ``TensorDataset`` or a tuple of tensors with the same first
+            dimension. For a ``TensorSubset`` not yet gathered, ``indices`` count in it and
+            the new subset reads the same source (a subset of a split part copies nothing).
+        indices: the rows, in order: a 1-D integer tensor or a sequence of ints (``range``
+            included).
+
+    Example:
+        >>> import torch
+        >>> source = TensorDataset(torch.arange(10) * 10, torch.arange(10))
+        >>> subset = TensorSubset(source, [7, 2, 5])
+        >>> len(subset), subset[0]
+        (3, (tensor(70), tensor(7)))
+        >>> subset.tensors[0]
+        tensor([70, 20, 50])
+    """
+
+    def __init__(
+        self, dataset: TensorDataset | tuple[Tensor, ...], indices: Tensor | Sequence[int]
+    ) -> None:
+        outer: Tensor | None = None  # a subset of an ungathered subset: compose the rows
+        if isinstance(dataset, TensorSubset) and dataset._gathered is None:
+            source, outer = dataset.source, dataset.indices
+        elif isinstance(dataset, TensorDataset):
+            source = dataset.tensors
+        else:
+            source = tuple(dataset)
+        if not source or not all(isinstance(t, Tensor) and t.dim() > 0 for t in source):
+            raise TypeError("TensorSubset expects a TensorDataset or a tuple of tensors")
+        rows_in_source = source[0].shape[0]
+        if any(t.shape[0] != rows_in_source for t in source):
+            shapes = ", ".join(str(tuple(t.shape)) for t in source)
+            raise ValueError(f"TensorSubset tensors differ in their first dimension: {shapes}")
+        rows = torch.as_tensor(indices)
+        if rows.dim() != 1 or (rows.numel() and (
+            rows.is_floating_point() or rows.is_complex() or rows.dtype == torch.bool
+        )):
+            raise ValueError(f"indices must be a 1-D sequence of ints, got {indices!r}")
+        rows = rows.to(torch.int64)
+        n = rows_in_source if outer is None else outer.numel()
+        if rows.numel() and not (-n <= int(rows.min()) and int(rows.max()) < n):
+            raise IndexError(f"indices must lie in [-{n}, {n}) for {n} rows")
+        rows = rows.to(source[0].device).remainder(n) if rows.numel() else rows
+        self.source: tuple[Tensor, ...] = source
+        self.indices: Tensor = rows if outer is None else outer[rows]
+        self._gathered: tuple[Tensor, ...] | None = None
+
+    @property
+    def tensors(self) -> tuple[Tensor, ...]:
+        """The rows, gathered into tensors of their own on first access."""
+        if self._gathered is None:
+            self._gathered = tuple(t.index_select(0, self.indices) for t in self.source)
+        return self._gathered
+
+    @tensors.setter
+    def tensors(self, value: tuple[Tensor, ...]) -> None:
+        value = tuple(value)
+        self.source, self._gathered = value, value
+        self.indices = torch.arange(value[0].shape[0] if value else 0)
+
+    def __getitem__(self, index: int | slice | Tensor) -> tuple[Tensor, ...]:
+        if self._gathered is not None:
+            return tuple(t[index] for t in self._gathered)
+        rows = self.indices[index]
+        if rows.dim() == 0:
+            i = int(rows)
+            return tuple(t[i] for t in self.source)
+        return tuple(t.index_select(0, rows) for t in self.source)
+
+    def __len__(self) -> int:
+        return self.indices.numel()
 
 
 def mnist_splits(
@@ -160,7 +244,8 @@ class TensorLoader:
 
     Args:
         dataset: a :class:`~torch.utils.data.TensorDataset` or a tuple of tensors with the
-            same first dimension.
+            same first dimension. A :class:`TensorSubset` (what :func:`train_val_split`
+            returns) is batched straight from its source tensors, with no copy.
         batch_size: samples per batch (under ``torchrun``: the global batch, see
             :meth:`shard`).
         shuffle: draw a new order each epoch.
@@ -193,7 +278,13 @@ class TensorLoader:
         scale_uint8: bool = True,
         device: torch.device | str | None = None,
     ) -> None:
-        tensors = dataset.tensors if isinstance(dataset, TensorDataset) else tuple(dataset)
+        rows: Tensor | None = None
+        if isinstance(dataset, TensorSubset) and dataset._gathered is None:
+            tensors, rows = dataset.source, dataset.indices
+        elif isinstance(dataset, TensorDataset):
+            tensors = dataset.tensors
+        else:
+            tensors = tuple(dataset)
         if not tensors or not all(isinstance(t, Tensor) for t in tensors):
             raise TypeError("TensorLoader expects a TensorDataset or a tuple of tensors")
         n = tensors[0].shape[0] if tensors[0].dim() else 0
@@ -204,8 +295,13 @@ class TensorLoader:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         if device is not None:
             tensors = tuple(t.to(device) for t in tensors)
-        self.dataset = TensorDataset(*tensors)
-        self.tensors = tensors
+            rows = rows.to(device) if rows is not None else None
+        self.dataset: TensorDataset = (
+            TensorSubset(tensors, rows) if rows is not None else TensorDataset(*tensors)
+        )
+        self._source = tensors
+        self._rows = rows  # the source rows served (a TensorSubset's), None: all of them
+        self._n = rows.numel() if rows is not None else n
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
@@ -216,6 +312,11 @@ class TensorLoader:
         self.rank = 0
         self.num_replicas = 1
         self.pad = False
+
+    @property
+    def tensors(self) -> tuple[Tensor, ...]:
+        """The tensors served, one row per sample (gathered once for a :class:`TensorSubset`)."""
+        return self.dataset.tensors
 
     def set_epoch(self, epoch: int) -> None:
         """Fix the epoch whose order the next iteration uses."""
@@ -250,7 +351,7 @@ class TensorLoader:
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank must be in [0, {num_replicas}), got {rank}")
         new = TensorLoader(
-            self.tensors,
+            self.dataset,
             self.batch_size,
             shuffle=self.shuffle,
             seed=self.seed,
@@ -262,15 +363,15 @@ class TensorLoader:
         return new
 
     def _order(self) -> Tensor | None:
-        """The epoch's sample order (``None``: the natural order)."""
+        """The epoch's order as rows of the source tensors (``None``: all, in order)."""
         if not self.shuffle:
-            return None
-        n = self.tensors[0].shape[0]
+            return self._rows
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return torch.randperm(n, generator=g).to(self.tensors[0].device)
+        order = torch.randperm(self._n, generator=g).to(self._source[0].device)
+        return order if self._rows is None else self._rows[order]
 
     def _global_batches(self) -> list[tuple[int, int]]:
-        n = self.tensors[0].shape[0]
+        n = self._n
         stop = n - n % self.batch_size if self.drop_last else n
         return [(s, min(s + self.batch_size, stop)) for s in range(0, stop, self.batch_size)]
 
@@ -284,7 +385,7 @@ class TensorLoader:
         elif not self.pad:
             yield from batches[rank::world]
         else:
-            n = self.tensors[0].shape[0]
+            n = self._n
             for start, end in batches:
                 size = end - start
                 if size < world:  # pad with the epoch's first samples: no empty part
@@ -308,12 +409,12 @@ class TensorLoader:
             if isinstance(pos, tuple):
                 sel = slice(*pos) if order is None else order[pos[0] : pos[1]]
             else:
-                index = torch.tensor(pos, device=self.tensors[0].device)
+                index = torch.tensor(pos, device=self._source[0].device)
                 sel = index if order is None else order[index]
             # index_select: the same gather as t[sel], a third of the time for images
             batch = tuple(
                 t[sel] if isinstance(sel, slice) else t.index_select(0, sel)
-                for t in self.tensors
+                for t in self._source
             )
             x = batch[0]
             if self.scale_uint8 and x.dtype == torch.uint8:
