@@ -415,6 +415,11 @@ def _check_resumable(path: Path, checkpoint: dict[str, Any], scheduler: Any) -> 
             )
 
 
+def _count(n: int, noun: str) -> str:
+    """``1 epoch``, ``2 epochs``."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
 
     from .callbacks import ModelCheckpoint
@@ -475,7 +480,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"training {args.model} ({source}) on {len(train):,} MNIST images"
               + (f", validating on {len(val):,}" if val is not None else "")
-              + f", {args.epochs} epochs, batch {args.batch_size}, {args.optimizer}, "
+              + f", {_count(args.epochs, 'epoch')}, batch {args.batch_size}, {args.optimizer}, "
               f"precision {args.precision}, device {device}", flush=True)
     started = time.perf_counter()
     history = fit(
@@ -490,7 +495,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     last = history.epochs[-1] if history.epochs else {}
     shown = ", ".join(f"{k} {v:.4f}" for k, v in last.items()
                       if k in ("loss", "acc", "val_loss", "val_acc"))
-    print(f"done: {len(history)} epochs in {seconds:.1f}s" + (f"; last epoch: {shown}"
+    print(f"done: {_count(len(history), 'epoch')} in {seconds:.1f}s" + (f"; last epoch: {shown}"
                                                               if shown else ""))
     if args.output is not None:
         print(f"checkpoint: {args.output}")
