@@ -131,6 +131,27 @@ def train_val_split(
     return TensorSubset(dataset, train_idx), TensorSubset(dataset, val_idx)
 
 
+def _source_rows(
+    dataset: TensorDataset | tuple[Tensor, ...], who: str
+) -> tuple[tuple[Tensor, ...], Tensor | None]:
+    """The tensors to read ``dataset`` from, checked, and the rows of them it is made of
+    (``None``: all): an ungathered :class:`TensorSubset` is read from its source."""
+    rows: Tensor | None = None
+    if isinstance(dataset, TensorSubset) and dataset._gathered is None:
+        tensors, rows = dataset.source, dataset.indices
+    elif isinstance(dataset, TensorDataset):
+        tensors = dataset.tensors
+    else:
+        tensors = tuple(dataset)
+    if not tensors or not all(isinstance(t, Tensor) for t in tensors):
+        raise TypeError(f"{who} expects a TensorDataset or a tuple of tensors")
+    n = tensors[0].shape[0] if tensors[0].dim() else 0
+    if any(t.dim() == 0 or t.shape[0] != n for t in tensors):
+        shapes = ", ".join(str(tuple(t.shape)) for t in tensors)
+        raise ValueError(f"{who} tensors differ in their first dimension: {shapes}")
+    return tensors, rows
+
+
 class TensorSubset(TensorDataset):
     """Some rows of a :class:`~torch.utils.data.TensorDataset`, gathered when first needed.
 
@@ -163,26 +184,15 @@ class TensorSubset(TensorDataset):
     def __init__(
         self, dataset: TensorDataset | tuple[Tensor, ...], indices: Tensor | Sequence[int]
     ) -> None:
-        outer: Tensor | None = None  # a subset of an ungathered subset: compose the rows
-        if isinstance(dataset, TensorSubset) and dataset._gathered is None:
-            source, outer = dataset.source, dataset.indices
-        elif isinstance(dataset, TensorDataset):
-            source = dataset.tensors
-        else:
-            source = tuple(dataset)
-        if not source or not all(isinstance(t, Tensor) and t.dim() > 0 for t in source):
-            raise TypeError("TensorSubset expects a TensorDataset or a tuple of tensors")
-        rows_in_source = source[0].shape[0]
-        if any(t.shape[0] != rows_in_source for t in source):
-            shapes = ", ".join(str(tuple(t.shape)) for t in source)
-            raise ValueError(f"TensorSubset tensors differ in their first dimension: {shapes}")
+        # outer: the rows of an ungathered subset given as the source, composed below
+        source, outer = _source_rows(dataset, "TensorSubset")
         rows = torch.as_tensor(indices)
         if rows.dim() != 1 or (rows.numel() and (
             rows.is_floating_point() or rows.is_complex() or rows.dtype == torch.bool
         )):
             raise ValueError(f"indices must be a 1-D sequence of ints, got {indices!r}")
         rows = rows.to(torch.int64)
-        n = rows_in_source if outer is None else outer.numel()
+        n = source[0].shape[0] if outer is None else outer.numel()
         if rows.numel() and not (-n <= int(rows.min()) and int(rows.max()) < n):
             raise IndexError(f"indices must lie in [-{n}, {n}) for {n} rows")
         rows = rows.to(source[0].device).remainder(n) if rows.numel() else rows
@@ -278,19 +288,8 @@ class TensorLoader:
         scale_uint8: bool = True,
         device: torch.device | str | None = None,
     ) -> None:
-        rows: Tensor | None = None
-        if isinstance(dataset, TensorSubset) and dataset._gathered is None:
-            tensors, rows = dataset.source, dataset.indices
-        elif isinstance(dataset, TensorDataset):
-            tensors = dataset.tensors
-        else:
-            tensors = tuple(dataset)
-        if not tensors or not all(isinstance(t, Tensor) for t in tensors):
-            raise TypeError("TensorLoader expects a TensorDataset or a tuple of tensors")
-        n = tensors[0].shape[0] if tensors[0].dim() else 0
-        if any(t.dim() == 0 or t.shape[0] != n for t in tensors):
-            shapes = ", ".join(str(tuple(t.shape)) for t in tensors)
-            raise ValueError(f"TensorLoader tensors differ in their first dimension: {shapes}")
+        tensors, rows = _source_rows(dataset, "TensorLoader")
+        n = tensors[0].shape[0]
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         if device is not None:
