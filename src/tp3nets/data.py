@@ -292,12 +292,17 @@ class TensorLoader:
         n = tensors[0].shape[0]
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        self.dataset: TensorDataset
         if device is not None:
             tensors = tuple(t.to(device) for t in tensors)
             rows = rows.to(device) if rows is not None else None
-        self.dataset: TensorDataset = (
-            TensorSubset(tensors, rows) if rows is not None else TensorDataset(*tensors)
-        )
+            self.dataset = (
+                TensorSubset(tensors, rows) if rows is not None else TensorDataset(*tensors)
+            )
+        else:  # the caller's dataset as it is (a subset is not checked and built again)
+            self.dataset = dataset if isinstance(dataset, TensorDataset) else TensorDataset(
+                *tensors
+            )
         self._source = tensors
         self._rows = rows  # the source rows served (a TensorSubset's), None: all of them
         self._n = rows.numel() if rows is not None else n
