@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import pytest
 import torch
 from torch import Tensor, nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch.utils.data import DataLoader, Dataset
 
 from tp3nets import ConvNet2, History, evaluate, fit, predict, seed_everything, train_one_epoch
@@ -772,3 +773,112 @@ def test_fit_clears_gradients_and_respects_a_custom_zero_grad() -> None:
     plain.zero_grad = lambda set_to_none=True: patched.append(set_to_none)  # type: ignore[method-assign]
     fit(model, TensorLoader(data, 8), epochs=1, optimizer=plain, progress=False)
     assert patched == [True] * 4
+
+
+class _CountingStep(torch.optim.SGD):
+    """An optimizer with its own step, which fit must call."""
+
+    calls = 0
+
+    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+        type(self).calls += 1
+        return super().step(closure)
+
+
+def _step_ranges(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of the profiler ranges torch's optimizer wrapper opens from now on."""
+    opened: list[str] = []
+    real = torch.autograd.profiler.record_function
+
+    def spy(name: str, *args: Any) -> Any:
+        opened.append(name)
+        return real(name, *args)
+
+    monkeypatch.setattr(torch.autograd.profiler, "record_function", spy)
+    return opened
+
+
+def test_fit_steps_without_the_profiler_range_and_the_same_weights(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Plain optimizers are stepped past torch's profiler wrapper, bitwise as step() does."""
+    from tp3nets.training import _step
+
+    data = make_data(48)
+    for make in (
+        lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=1e-3),
+        lambda p: torch.optim.Adam(p, lr=1e-2),
+        lambda p: torch.optim.AdamW(p, lr=1e-2),
+    ):
+        weights = []
+        for use_step_method in (False, True):
+            torch.manual_seed(0)
+            model = TinyNet(dropout=0.0)
+            opt = make(model.parameters())
+            if use_step_method:
+                monkeypatch.setattr("tp3nets.training._step", lambda o: o.step())
+            fit(model, TensorLoader(data, 8), epochs=2, optimizer=opt, progress=False)
+            monkeypatch.setattr("tp3nets.training._step", _step)
+            weights.append([p.detach().clone() for p in model.parameters()])
+        assert all(torch.equal(a, b) for a, b in zip(*weights, strict=True))
+
+    opened = _step_ranges(monkeypatch)
+    model = TinyNet()
+    fit(model, TensorLoader(data, 8), epochs=1, optimizer=sgd(model), progress=False)
+    assert not [n for n in opened if n.startswith("Optimizer.step")]
+
+
+def test_fit_keeps_step_hooks_profiler_ranges_and_custom_steps(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Hooks, a running profiler, an overridden or replaced step: the real step() runs."""
+    data = make_data(24)  # 3 batches of 8
+    model = TinyNet()
+
+    def loader() -> TensorLoader:
+        return TensorLoader(data, 8)
+
+    opt = sgd(model)
+    pre: list[int] = []
+    post: list[int] = []
+    opt.register_step_pre_hook(lambda o, a, k: pre.append(1))
+    opt.register_step_post_hook(lambda o, a, k: post.append(1))
+    fit(model, loader(), epochs=1, optimizer=opt, progress=False)
+    assert (len(pre), len(post)) == (3, 3)
+
+    seen: list[int] = []
+    handle = register_optimizer_step_post_hook(lambda o, a, k: seen.append(1))
+    try:
+        fit(model, loader(), epochs=1, optimizer=sgd(model), progress=False)
+    finally:
+        handle.remove()
+    assert len(seen) == 3
+
+    _CountingStep.calls = 0
+    fit(model, loader(), epochs=1, optimizer=_CountingStep(model.parameters(), lr=0.1),
+        progress=False)
+    assert _CountingStep.calls == 3
+
+    plain = sgd(model)
+    replaced: list[int] = []
+    plain.step = lambda closure=None: replaced.append(1)  # type: ignore[method-assign]
+    fit(model, loader(), epochs=1, optimizer=plain, progress=False)
+    assert len(replaced) == 3
+
+    opened = _step_ranges(monkeypatch)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]):
+        fit(model, loader(), epochs=1, optimizer=sgd(model), progress=False)
+    assert opened.count("Optimizer.step#SGD.step") == 3
+
+
+def test_fit_with_a_scheduler_records_the_optimizer_step(
+    recwarn: pytest.WarningsRecorder,
+) -> None:
+    """An LR scheduler sees the optimizer stepped: no 'scheduler before optimizer' warning."""
+    model = TinyNet()
+    opt = sgd(model)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    fit(model, TensorLoader(make_data(24), 8), epochs=2, optimizer=opt, scheduler=sched,
+        progress=False)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.025)
+    assert not [w for w in recwarn if "lr_scheduler.step()" in str(w.message)]

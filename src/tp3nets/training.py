@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, Protocol, runtime_checkable
 
 import torch
+import torch.optim.optimizer as _optim_module
 from torch import Tensor, nn
 
 from . import _distributed as dist_utils
@@ -51,6 +52,9 @@ _PRECISIONS: Final = ("32", "bf16", "16")
 # On an accelerator, reading the loss back forces a synchronisation; a NaN loss is looked
 # for every this many batches (and at the end of the epoch) instead of after each one.
 _NONFINITE_CHECK_EVERY: Final = 32
+_profiler_enabled: Callable[[], bool] = getattr(
+    torch.autograd, "_profiler_enabled", lambda: True  # unknown: assume a profiler listens
+)
 
 
 @runtime_checkable
@@ -746,6 +750,49 @@ def _zero_grad(optimizer: torch.optim.Optimizer) -> None:
             p.grad = None
 
 
+def _profile_wrapper_code() -> Any:
+    """The code object of torch's ``Optimizer.step`` wrapper, or None if it cannot be had."""
+    try:
+        return torch.optim.Optimizer.profile_hook_step(lambda *a, **k: None).__code__
+    except Exception:  # another torch: the plain step is always right
+        return None
+
+
+_STEP_WRAPPER_CODE: Final = _profile_wrapper_code()
+
+
+def _step(optimizer: torch.optim.Optimizer) -> None:
+    """``optimizer.step()``, without torch's profiler range where nothing can observe it.
+
+    torch wraps every optimizer class's ``step`` in a function that opens a profiler range
+    and runs the step hooks; the range costs the logistic regression's training step about
+    30 µs of 300 (measured inside an epoch on 2 cores). Where that wrapper is exactly
+    torch's, no step hook is registered, no profiler is running and the instance's
+    ``step`` is not replaced (an LR scheduler's tracking wrapper aside), the wrapped step
+    is called directly; it is the same function, so the update is bitwise the same.
+    Anything else takes the ordinary ``optimizer.step()``.
+    """
+    wrapper = type(optimizer).step
+    own = vars(optimizer).get("step")
+    body = getattr(wrapper, "__wrapped__", None)
+    if (
+        body is None
+        or getattr(wrapper, "__code__", None) is not _STEP_WRAPPER_CODE
+        or (own is not None and not getattr(own, "_wrapped_by_lr_sched", False))
+        or getattr(optimizer, "_optimizer_step_pre_hooks", True)
+        or getattr(optimizer, "_optimizer_step_post_hooks", True)
+        or getattr(_optim_module, "_global_optimizer_pre_hooks", True)
+        or getattr(_optim_module, "_global_optimizer_post_hooks", True)
+        or _profiler_enabled()
+    ):
+        optimizer.step()
+        return
+    if own is not None:
+        optimizer._opt_called = True  # type: ignore[attr-defined]  # what the scheduler's wrapper records
+    body(optimizer)
+    optimizer._optimizer_step_code()
+
+
 def _optimizer_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -761,7 +808,7 @@ def _optimizer_step(
         scaler.step(optimizer)
         scaler.update()
     else:
-        optimizer.step()
+        _step(optimizer)
     _zero_grad(optimizer)
     if scheduler is not None:
         scheduler.step()
