@@ -688,6 +688,52 @@ def test_nan_loss_raises_floating_point_error() -> None:
         fit(model, TensorLoader((x, y), 4), epochs=1, optimizer=sgd(model))
 
 
+def _as_on_an_accelerator(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run the accelerator's bookkeeping on the CPU: tensors kept, read back in bulk."""
+    monkeypatch.setattr("tp3nets.training._cheap_readback", lambda device: False)
+
+
+def test_accelerator_bookkeeping_gives_the_cpu_figures(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Losses and counts kept as tensors and read at the end give the same history."""
+    data, val = make_data(100), make_data(30, seed=1)
+    runs = []
+    for accelerator in (False, True):
+        if accelerator:
+            _as_on_an_accelerator(monkeypatch)
+        seed_everything(0)
+        model = TinyNet()
+        history = fit(model, TensorLoader(data, 8, shuffle=True, seed=0), epochs=2,
+                      optimizer=sgd(model), val_loader=TensorLoader(val, 7), progress=False,
+                      metrics={"acc": accuracy, "err": lambda p, t: 1 - accuracy(p, t)})
+        runs.append(rows_without_time(history))
+    assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize(("bad_batch", "where"), [
+    (3, "at or before batch 32"),  # found at the first check, before batch 32's step
+    (32, "at or before batch 32"),
+    (33, "at or before batch 64"),
+    (70, "during the epoch"),  # after the last check, found at the end of the epoch
+])
+def test_accelerator_nan_check_reads_every_32_batches(
+    monkeypatch: pytest.MonkeyPatch, bad_batch: int, where: str,
+) -> None:
+    """Without per-batch reads, a NaN loss is reported at the next check, or at the end."""
+    _as_on_an_accelerator(monkeypatch)
+    model = TinyNet()
+    x, y = make_data(72)  # 72 batches of 1
+    x[bad_batch - 1, 0] = math.nan
+    steps: list[int] = []
+    opt = sgd(model)
+    opt.register_step_post_hook(lambda o, a, k: steps.append(1))
+    with pytest.raises(FloatingPointError, match=f"loss became nan or inf {where}; lower"):
+        fit(model, TensorLoader((x, y), 1), epochs=1, optimizer=opt, progress=False)
+    checks = [32, 64, 72]
+    assert len(steps) == next(c for c in checks if c >= bad_batch) - (bad_batch <= 64)
+
+
 # --------------------------------------------------------------------------------------
 # History
 

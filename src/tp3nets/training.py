@@ -52,6 +52,17 @@ _PRECISIONS: Final = ("32", "bf16", "16")
 # On an accelerator, reading the loss back forces a synchronisation; a NaN loss is looked
 # for every this many batches (and at the end of the epoch) instead of after each one.
 _NONFINITE_CHECK_EVERY: Final = 32
+
+
+def _cheap_readback(device: torch.device) -> bool:
+    """Whether reading a tensor's value back costs no synchronisation (on the CPU).
+
+    Where it does (accelerators), losses and counts stay tensors during a pass and are
+    read together, and the NaN check reads every :data:`_NONFINITE_CHECK_EVERY` batches.
+    Tests run that path on the CPU by replacing this function.
+    """
+    return device.type == "cpu"
+
 _profiler_enabled: Callable[[], bool] = getattr(
     torch.autograd, "_profiler_enabled", lambda: True  # unknown: assume a profiler listens
 )
@@ -575,7 +586,7 @@ class _Meter:
     GROUP_ELEMENTS = 1 << 20
 
     def __init__(self, metrics: Mapping[str, MetricLike], device: torch.device) -> None:
-        self.on_cpu = device.type == "cpu"
+        self.on_cpu = _cheap_readback(device)
         self.stateful = {
             k: m if callable(getattr(m, "reset", None)) else copy.deepcopy(m)
             for k, m in metrics.items() if isinstance(m, Metric)
@@ -622,6 +633,13 @@ class _Meter:
             self.values[name].append(value)
         for m in self.stateful.values():
             m.update(preds, y)
+
+    def nonfinite_since(self, start: int) -> bool:
+        """Whether a loss recorded since the ``start``-th batch is NaN or infinite.
+
+        On an accelerator, one stack and one read for all of them: no work per batch.
+        """
+        return not all(math.isfinite(v) for v in _floats(self.losses[start:]))
 
     def _group(self, preds: Tensor, y: Tensor) -> None:
         # Batches join a group only with the same shapes beyond the batch dimension, so
@@ -873,8 +891,8 @@ def train_one_epoch(
             f"accumulate_grad_batches must be a positive int, got {accumulate_grad_batches!r}"
         )
     accumulate = accumulate_grad_batches
-    on_cpu = dev.type == "cpu"
-    nonfinite: Tensor | None = None  # accelerator only: any non-finite loss so far
+    on_cpu = _cheap_readback(dev)
+    checked = 0  # accelerator only: the batches whose losses are known to be finite
     window = accumulate
     pending = 0  # batches whose gradients wait for an optimizer step
     i = -1
@@ -902,16 +920,17 @@ def train_one_epoch(
                     value = loss.item()
                     if not math.isfinite(value):
                         raise _nonfinite(value, f"at batch {i + 1}")
-                else:
-                    bad = ~torch.isfinite(loss.detach())
-                    nonfinite = bad if nonfinite is None else nonfinite | bad
-                    if (i + 1) % _NONFINITE_CHECK_EVERY == 0 and bool(nonfinite):
-                        raise _nonfinite("nan or inf", f"at or before batch {i + 1}")
                 scaled = loss / window if window > 1 else loss
                 if scaler is not None:
                     scaled = scaler.scale(scaled)
                 scaled.backward()  # type: ignore[no-untyped-call]
             meter.update(loss, out, y, n, value)
+            if not on_cpu and (i + 1) % _NONFINITE_CHECK_EVERY == 0:
+                # The losses the meter keeps anyway, read once every so many batches:
+                # no kernel launch per batch. Raised before this batch's step.
+                if meter.nonfinite_since(checked):
+                    raise _nonfinite("nan or inf", f"at or before batch {i + 1}")
+                checked = len(meter.losses)
             if step_now:
                 _optimizer_step(model, optimizer, scaler, grad_clip_norm, scheduler)
                 pending = 0
@@ -924,7 +943,7 @@ def train_one_epoch(
                 if p.grad is not None:
                     p.grad.mul_(window / pending)
             _optimizer_step(model, optimizer, scaler, grad_clip_norm, scheduler)
-    if nonfinite is not None and bool(nonfinite):
+    if not on_cpu and meter.nonfinite_since(checked):
         raise _nonfinite("nan or inf", "during the epoch")
     figures, count = meter.compute()
     if i < 0 or count == 0:
