@@ -63,6 +63,7 @@ def _cheap_readback(device: torch.device) -> bool:
     """
     return device.type == "cpu"
 
+
 _profiler_enabled: Callable[[], bool] = getattr(
     torch.autograd, "_profiler_enabled", lambda: True  # unknown: assume a profiler listens
 )
@@ -805,8 +806,8 @@ def _step(optimizer: torch.optim.Optimizer) -> None:
     ):
         optimizer.step()
         return
-    if own is not None:
-        optimizer._opt_called = True  # type: ignore[attr-defined]  # what the scheduler's wrapper records
+    if own is not None:  # what the LR scheduler's wrapper records
+        optimizer._opt_called = True  # type: ignore[attr-defined]
     body(optimizer)
     optimizer._optimizer_step_code()
 
