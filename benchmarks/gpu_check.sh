@@ -8,8 +8,10 @@
 # 1. the machine: nvidia-smi, torch, torchvision, CUDA;
 # 2. benchmark 1 on the GPU: bench_fit_vs_reference.py --device cuda --repeats 3;
 # 3. bench_overhead.py --device cuda (fit against a minimal hand loop, on the GPU);
-# 4. bench_evaluate.py --device cuda (throughput on the 10,000 test images);
-# 5. the whole test suite, in which every device-parametrised test gains a cuda case and
+# 4. profile_overhead.py --device cuda (torch.profiler over the same three kinds of run:
+#    ops, kernel launches and synchronisations per batch, and the ops that differ);
+# 5. bench_evaluate.py --device cuda (throughput on the 10,000 test images);
+# 6. the whole test suite, in which every device-parametrised test gains a cuda case and
 #    the fp16/GradScaler test runs.
 #
 # Every step writes its log (and JSON) into OUTDIR; a failing step does not stop the
@@ -29,7 +31,7 @@ PY=${PYTHON:-python3}
 LIMIT=${STEP_TIMEOUT:-240}
 FAILED=()
 
-STEPS=${STEPS:-machine bench_fit_vs_reference bench_overhead bench_evaluate pytest}
+STEPS=${STEPS:-machine bench_fit_vs_reference bench_overhead profile_overhead bench_evaluate pytest}
 
 step() {  # step NAME COMMAND...: run COMMAND with a time limit, its output into OUT/NAME.log
     local name=$1 t0=$SECONDS rc
@@ -53,6 +55,8 @@ step bench_fit_vs_reference "$PY" benchmarks/bench_fit_vs_reference.py --device 
     --repeats 3 --data "$TP3NETS_DATA" --json "$OUT/fit_vs_reference_cuda.json"
 step bench_overhead "$PY" benchmarks/bench_overhead.py --device cuda --repeats 5 \
     --data "$TP3NETS_DATA" --json "$OUT/overhead_cuda.json"
+step profile_overhead "$PY" benchmarks/profile_overhead.py --device cuda \
+    --data "$TP3NETS_DATA" --json "$OUT/profile_overhead_cuda.json"
 step bench_evaluate "$PY" benchmarks/bench_evaluate.py --device cuda --data "$TP3NETS_DATA" \
     --json "$OUT/evaluate_cuda.json"
 step pytest "$PY" -m pytest -p no:cacheprovider -q

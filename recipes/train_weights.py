@@ -108,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         "file_size": target.stat().st_size,
         "num_params": sum(p.numel() for p in model.parameters()),
         "recipe": {
-            "command": f"python recipes/train_weights.py {args.model} --data DIR --seed {args.seed}",
+            "command": (
+                f"python recipes/train_weights.py {args.model} --data DIR --seed {args.seed}"
+            ),
             "optimizer": "AdamW", "scheduler": "OneCycleLR(pct_start=0.2), stepped per batch",
             **recipe, "seed": args.seed, "split": "55,000 train / 5,000 val, seed 42",
             "augmentation": "BatchRandomAffine(degrees=10, translate=0.1, scale=(0.9, 1.1))"
