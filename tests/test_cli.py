@@ -120,9 +120,13 @@ def test_bad_options_give_one_line_and_status_2(
 def test_unknown_model_suggests_close_names(
     capsys: pytest.CaptureFixture[str], command: str, tmp_path: Path
 ) -> None:
-    """An unknown model name gives one error line with the close matches, status 2."""
+    """An unknown model name gives one error line with the close matches, status 2.
+
+    It is named before a missing data folder: the name is the first thing given.
+    """
+    absent = str(tmp_path / "absent")
     extra = {"predict": [str(DIGITS[0])], "export": [str(tmp_path / "x.onnx")],
-             "train": ["--data", str(tmp_path)], "evaluate": ["--data", str(tmp_path)]}
+             "train": ["--data", absent], "evaluate": ["--data", absent]}
     code, out, err = run(capsys, command, "convnet5", *extra.get(command, []))
     assert code == 2
     assert out == ""

@@ -446,9 +446,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if path is not None:
             _check_output_file(option, Path(path).expanduser())
     device = _device(args.device)
-    folder = _data_dir(args.data)
     seed_everything(args.seed)
     model, _, source = _load_model(args.model, args.weights)
+    folder = _data_dir(args.data)
 
     full = load_mnist(folder, train=True, download=args.download)
     if args.val_size > 0:
@@ -545,8 +545,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .training import evaluate
 
     device = _device(args.device)
-    folder = _data_dir(args.data)
     model, member, source = _load_model(args.model, args.weights)
+    folder = _data_dir(args.data)
     if args.split == "test":
         data = load_mnist(folder, train=False, download=args.download)
     else:
