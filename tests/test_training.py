@@ -877,7 +877,10 @@ def test_fit_steps_without_the_profiler_range_and_the_same_weights(
 def test_fit_keeps_step_hooks_profiler_ranges_and_custom_steps(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Hooks, a running profiler, an overridden or replaced step: the real step() runs."""
+    """Hooks, a running profiler, an overridden or replaced step: the real step() runs.
+
+    Under a profiler, zero_grad keeps its profiler range too.
+    """
     data = make_data(24)  # 3 batches of 8
     model = TinyNet()
 
@@ -915,6 +918,7 @@ def test_fit_keeps_step_hooks_profiler_ranges_and_custom_steps(
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]):
         fit(model, loader(), epochs=1, optimizer=sgd(model), progress=False)
     assert opened.count("Optimizer.step#SGD.step") == 3
+    assert opened.count("Optimizer.zero_grad#SGD.zero_grad") == 4  # before, after each step
 
 
 def test_fit_with_a_scheduler_records_the_optimizer_step(
