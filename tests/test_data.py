@@ -269,6 +269,59 @@ def test_a_subset_loader_yields_the_batches_of_its_gathered_tensors(
                 assert all(torch.equal(u, v) for u, v in zip(x, y, strict=True))
 
 
+@settings(max_examples=80, deadline=None)
+@given(n=st.integers(1, 60), batch=st.integers(1, 9), block_bytes=st.integers(1, 400),
+       world=st.integers(1, 3), shuffle=st.booleans(), drop_last=st.booleans(),
+       pad=st.booleans(), uint8=st.booleans(), subset=st.booleans(), augment=st.booleans())
+def test_batches_do_not_depend_on_how_many_are_gathered_at_once(
+    n: int, batch: int, block_bytes: int, world: int, shuffle: bool, drop_last: bool,
+    pad: bool, uint8: bool, subset: bool, augment: bool,
+) -> None:
+    """Gathering several batches at once (any block size) gives, batch for batch, bitwise
+    what gathering each alone gives: shuffled or not, drop_last, sharded, subsets, a
+    transform drawing random numbers."""
+    g = torch.Generator().manual_seed(n)
+    images = (torch.randint(0, 256, (n + 5, 1, 2, 2), dtype=torch.uint8, generator=g)
+              if uint8 else torch.rand(n + 5, 1, 2, 2, generator=g))
+    data: TensorDataset = TensorDataset(images, torch.arange(n + 5) * 3)
+    data = TensorSubset(data, torch.randperm(n + 5, generator=g)[:n]) if subset else \
+        TensorDataset(images[:n], torch.arange(n) * 3)
+
+    def noisy(x: torch.Tensor) -> torch.Tensor:
+        return x + torch.rand(x.shape[0], 1, 1, 1)
+
+    loader = TensorLoader(data, batch, shuffle=shuffle, seed=3, drop_last=drop_last,
+                          transform=noisy if augment else None)
+    for rank in range(world):
+        runs = []
+        for size in (1, block_bytes, 1 << 21):  # one batch a block, some, all of them
+            part = loader.shard(rank, world, pad=pad)
+            part.BLOCK_BYTES = size
+            torch.manual_seed(0)
+            runs.append(_batches(part))
+        assert [len(r) for r in runs] == [len(loader.shard(rank, world, pad=pad))] * 3
+        for got in runs[1:]:
+            for x, y in zip(got, runs[0], strict=True):
+                assert all(torch.equal(u, v) for u, v in zip(x, y, strict=True))
+
+
+def test_consecutive_batches_are_views_of_one_gathered_block() -> None:
+    """Batches are cut from blocks of about BLOCK_BYTES: a few gathers for many batches."""
+    images = torch.randint(0, 256, (1000, 1, 28, 28), dtype=torch.uint8)
+    loader = TensorLoader((images, torch.arange(1000)), 64, shuffle=True)
+    per_block = loader.BLOCK_BYTES // (784 * 4 + 8)  # float32 pixels and an int64 label
+    assert per_block // 64 >= 2
+    batches = list(loader)
+    storages = [x.untyped_storage().data_ptr() for x, _ in batches]
+    assert storages[0] == storages[per_block // 64 - 1]  # the first block's batches
+    assert len(set(storages)) == -(-1000 // (64 * -(-per_block // 64)))  # blocks of whole batches
+    assert torch.equal(torch.cat([y for _, y in batches]).sort().values, torch.arange(1000))
+    single = TensorLoader((images[:64], torch.arange(64)), 64)
+    single.BLOCK_BYTES = 1
+    (x, _), = single
+    assert torch.equal(x, images[:64].float() / 255)
+
+
 def test_the_split_and_its_loaders_copy_nothing() -> None:
     """train_val_split keeps references to the source; TensorLoader cuts its batches from
     the source and leaves the subset ungathered; .tensors gathers once and keeps it."""
