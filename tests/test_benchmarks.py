@@ -26,6 +26,7 @@ QUICK = {
     "profile_overhead.py": ["--models", "mlr"],
     "bench_evaluate.py": ["--models", "mlr,convnet2"],
     "bench_threads.py": ["--threads", "1"],  # still 2 child processes
+    "bench_shortcuts.py": ["--shortcuts", "step,blocks"],
 }
 
 
