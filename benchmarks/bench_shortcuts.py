@@ -24,9 +24,9 @@ import contextlib
 import copy
 import statistics
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import torch
 
@@ -40,26 +40,14 @@ from tp3nets.data import TensorLoader, TensorSubset, load_mnist, train_val_split
 SHORTCUTS = ("step", "zero_grad", "blocks")
 
 
-@contextlib.contextmanager
-def without(shortcut: str) -> Iterator[None]:
+def without(shortcut: str) -> contextlib.AbstractContextManager[Any]:
     """Turn one shortcut off: torch's own call, or one batch gathered at a time."""
-    saved: Any
     if shortcut == "step":
-        saved, engine._step = engine._step, lambda opt: opt.step()
-    elif shortcut == "zero_grad":
-        saved = engine._zero_grad
-        engine._zero_grad = lambda opt: opt.zero_grad(set_to_none=True)
-    else:
-        saved, TensorLoader.BLOCK_BYTES = TensorLoader.BLOCK_BYTES, 1
-    try:
-        yield
-    finally:
-        if shortcut == "step":
-            engine._step = saved
-        elif shortcut == "zero_grad":
-            engine._zero_grad = saved
-        else:
-            TensorLoader.BLOCK_BYTES = saved
+        return mock.patch.object(engine, "_step", lambda opt: opt.step())
+    if shortcut == "zero_grad":
+        return mock.patch.object(engine, "_zero_grad",
+                                 lambda opt: opt.zero_grad(set_to_none=True))
+    return mock.patch.object(TensorLoader, "BLOCK_BYTES", 1)
 
 
 def data(args: argparse.Namespace) -> tuple[Any, Any]:
