@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
 
 from tp3nets import EarlyStopping, ModelCheckpoint, fit
+from tp3nets.callbacks import monitor_mode
 from tp3nets.checkpoint import load_checkpoint
 from tp3nets.data import TensorLoader
 from tp3nets.training import FitState, History
@@ -121,12 +124,57 @@ def test_early_stopping_names_a_missing_figure() -> None:
 
 def test_callback_arguments_are_checked() -> None:
     """Negative patience, an unknown mode and every_n_epochs < 1 are refused."""
-    with pytest.raises(ValueError, match="patience must be >= 0"):
+    with pytest.raises(ValueError, match="patience must be a non-negative int"):
         EarlyStopping(patience=-1)
     with pytest.raises(ValueError, match="mode must be 'min', 'max' or 'auto'"):
         EarlyStopping(mode="up")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="every_n_epochs must be >= 1"):
+    with pytest.raises(ValueError, match="every_n_epochs must be a positive int"):
         ModelCheckpoint("x.pt", every_n_epochs=0)
+    with pytest.raises(ValueError, match="mode must be 'min', 'max' or 'auto', got 'minimum'"):
+        ModelCheckpoint("x.pt", mode="minimum")  # type: ignore[arg-type]
+    for bad in (2.5, "3", True):
+        with pytest.raises(ValueError, match=f"patience must be a non-negative int, got {bad!r}"):
+            EarlyStopping(patience=bad)  # type: ignore[arg-type]
+    assert EarlyStopping(patience=np.int64(2)).patience == 2
+    with pytest.raises(ValueError, match=r"each \{field\} must name a figure"):
+        ModelCheckpoint("ep{}.pt")
+    with pytest.raises(ValueError, match="is a directory; give a file name in it"):
+        ModelCheckpoint(Path(__file__).parent)
+
+
+@pytest.mark.parametrize(("monitor", "mode"), [
+    ("val_loss", "min"), ("loss", "min"), ("val_mae", "min"), ("val_error", "min"),
+    ("val_acc", "max"), ("acc", "max"), ("val_accuracy", "max"), ("top1_acc", "max"),
+    ("val_f1", "max"), ("val_auc", "max"), ("val_iou", "max"), ("val_r2", "max"),
+])
+def test_fit_and_the_callbacks_agree_on_what_is_better(monitor: str, mode: str) -> None:
+    """One rule for fit's best epoch, EarlyStopping and ModelCheckpoint."""
+    assert monitor_mode(monitor) == mode
+    assert EarlyStopping(monitor).mode == mode
+    assert ModelCheckpoint("x.pt", monitor=monitor).mode == mode
+    assert monitor_mode(monitor, "min") == "min"
+    assert monitor_mode(monitor, "max") == "max"
+
+
+def test_fit_monitors_a_metric_with_the_mode_of_its_name() -> None:
+    """A mean absolute error is best when smallest; monitor_mode= overrides the guess."""
+    x = torch.randn(32, 4)
+    loader = TensorLoader((x, x.sum(1, keepdim=True)), 8)
+    mae = {"mae": lambda p, t: (p - t).abs().mean()}
+
+    def run(**kwargs: Any) -> History:
+        torch.manual_seed(0)
+        model = nn.Linear(4, 1)
+        return fit(model, loader, epochs=3, optimizer=torch.optim.SGD(model.parameters(),
+                   lr=0.05), loss_fn=nn.MSELoss(), metrics=mae, monitor="mae",
+                   progress=False, **kwargs)
+
+    history = run()
+    assert history.mode == "min"
+    assert history["mae"][history.best_epoch - 1] == min(history["mae"])
+    assert run(monitor_mode="max").mode == "max"
+    with pytest.raises(ValueError, match="mode must be 'min', 'max' or 'auto', got 'up'"):
+        run(monitor_mode="up")
 
 
 def test_model_checkpoint_names_files_by_epoch(tmp_path: Path) -> None:

@@ -207,3 +207,100 @@ def test_fit_state_writes_only_on_the_main_process(tmp_path: Path) -> None:
         FitState(model=model, optimizer=opt, scheduler=None, history=History(),
                  is_main=is_main).save_checkpoint(tmp_path / name)
     assert [p.name for p in tmp_path.iterdir()] == ["main.pt"]
+
+
+class Wrapped(nn.Module):
+    """A user's model with a child named ``module``, as DDP's wrapper has."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.module = nn.Linear(8, 16)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.head(torch.relu(self.module(x)))
+        return out
+
+
+def test_a_child_named_module_is_not_taken_for_a_wrapper(tmp_path: Path) -> None:
+    """Checkpoints, resumption and EarlyStopping keep the whole model, not its child."""
+    seed_everything(0)
+    model = Wrapped()
+    loader = TensorLoader(make_data(40, seed=1), 8)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    stopper = EarlyStopping("loss", patience=5)
+    fit(model, loader, epochs=2, optimizer=opt, progress=False,
+        callbacks=[stopper, ModelCheckpoint(tmp_path / "w.pt")])
+    ckpt = load_checkpoint(tmp_path / "w.pt")
+    assert ckpt["model_class"] == "Wrapped"
+    assert sorted(ckpt["model"]) == sorted(model.state_dict())
+    assert stopper._best_state is not None
+    assert sorted(stopper._best_state) == sorted(
+        model.state_dict()
+    )
+    fresh = Wrapped()
+    restore_checkpoint(ckpt, fresh, torch.optim.SGD(fresh.parameters(), lr=0.1), None, None,
+                       source="w.pt")
+    for k, v in model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[k], v), k
+    lin = nn.Linear(8, 16)
+    with pytest.raises(CheckpointError, match="saved from a Wrapped, not a Linear"):
+        restore_checkpoint(ckpt, lin, torch.optim.SGD(lin.parameters(), lr=0.1), None, None,
+                           source="w.pt")
+
+
+class _SaveAt:
+    """Tries a full checkpoint from one hook."""
+
+    def __init__(self, hook: str, path: Path) -> None:
+        setattr(self, hook, lambda state: state.save_checkpoint(path))
+
+
+@pytest.mark.parametrize("hook", ["on_epoch_start", "on_batch_end"])
+def test_no_full_checkpoint_during_an_epoch(hook: str, tmp_path: Path) -> None:
+    """A checkpoint of an unfinished epoch would resume as if it were done: refused."""
+    model = TinyNet()
+    with pytest.raises(RuntimeError, match=r"only be taken between epochs .* epoch 1 is under"):
+        fit(model, TensorLoader(make_data(16, seed=1), 8), epochs=2, progress=False,
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+            callbacks=[_SaveAt(hook, tmp_path / "x.pt")])
+    assert not (tmp_path / "x.pt").exists()
+
+
+@pytest.mark.parametrize("hook", ["on_fit_start", "on_epoch_end", "on_fit_end"])
+def test_full_checkpoints_between_epochs(hook: str, tmp_path: Path) -> None:
+    model = TinyNet()
+    fit(model, TensorLoader(make_data(16, seed=1), 8), epochs=2, progress=False,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        callbacks=[_SaveAt(hook, tmp_path / "x.pt")])
+    assert load_checkpoint(tmp_path / "x.pt")["epoch"] == (0 if hook == "on_fit_start" else 2)
+
+
+class _NumpyState:
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": np.float64(0.25), "seen": np.int64(3), "curve": np.arange(3.0)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.loaded = state
+
+
+class _ObjectState:
+    def state_dict(self) -> dict[str, Any]:
+        return {"when": object()}
+
+
+def test_callback_states_are_saved_so_that_they_load(tmp_path: Path) -> None:
+    """NumPy values become numbers and tensors; other objects are refused at save time,
+    with the callback named, rather than written into a file resume_from cannot read."""
+    model = TinyNet()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    saved = save_checkpoint(make_checkpoint(model, opt, None, None, 1, History(),
+                                            callbacks=[_NumpyState()]), tmp_path / "np.pt")
+    state = load_checkpoint(saved)["callbacks"][0]["state"]
+    assert state["best"] == 0.25
+    assert state["seen"] == 3
+    assert torch.equal(state["curve"], torch.arange(3.0, dtype=torch.float64))
+    with pytest.raises(CheckpointError, match="the state of callback _ObjectState"):
+        save_checkpoint(make_checkpoint(model, opt, None, None, 1, History(),
+                                        callbacks=[_ObjectState()]), tmp_path / "obj.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["np.pt"]

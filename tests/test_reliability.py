@@ -43,6 +43,7 @@ from tp3nets import (
     ConvNet2,
     ConvNet3,
     ConvNet4,
+    EarlyStopping,
     MultinomialLogisticRegression,
     cli,
     evaluate,
@@ -213,7 +214,8 @@ def test_nan_inputs_through_the_engine(record_property: Recorder) -> None:
     assert not torch.isfinite(logits[5]).any()
     assert torch.isfinite(logits[:5]).all()
     assert np.isnan(evaluate(model, TensorLoader((x, y), 4))["loss"])
-    _expect(FloatingPointError, r"the training loss became nan at batch 2; lower the learning "
+    _expect(FloatingPointError, r"^epoch 1: the training loss became nan at batch 2; lower the "
+            r"learning "
             r"rate, clip the gradients .* check the data for NaN/inf",
             lambda: fit(model, TensorLoader((x, y), 4), epochs=1, progress=False,
                         optimizer=torch.optim.SGD(model.parameters(), lr=0.1)))
@@ -306,6 +308,18 @@ class TinyNet(nn.Module):
         return out
 
 
+class _TupleNet(TinyNet):
+    """Returns its logits with a second output, as a tuple or a dict."""
+
+    def __init__(self, as_dict: bool = False) -> None:
+        super().__init__()
+        self.as_dict = as_dict
+
+    def forward(self, x: Tensor) -> Any:  # type: ignore[override]
+        out = super().forward(x)
+        return {"logits": out, "features": x} if self.as_dict else (out, x)
+
+
 def _data(n: int = 8) -> tuple[Tensor, Tensor]:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(n, 8, generator=g)
@@ -338,6 +352,9 @@ TRAINING_CASES: list[Any] = [
     ("empty-dataloader", _fit(DataLoader(TensorDataset(_X[:0], _Y[:0]), batch_size=4)),
      ValueError, re.escape("train_loader is empty (0 batches)")),
     ("empty-generator", _fit(iter([])), ValueError, "the training loader yielded no batch"),
+    ("generator-for-two-epochs", _fit((b for b in [(_X, _Y)]), epochs=2), ValueError,
+     re.escape("train_loader is a one-shot iterator (generator), which would be empty from "
+               "epoch 2 on")),
     ("empty-val-loader", _fit(val_loader=[]), ValueError, re.escape("val_loader is empty")),
     ("empty-evaluate", lambda: evaluate(TinyNet(), []), ValueError,
      re.escape("loader is empty (0 batches)")),
@@ -408,7 +425,7 @@ TRAINING_CASES: list[Any] = [
     ("scheduler-interval", _fit(scheduler_interval="batch"), ValueError,
      "scheduler_interval must be 'epoch' or 'step', got 'batch'"),
     ("grad-clip-negative", _fit(grad_clip_norm=-1.0), ValueError,
-     "grad_clip_norm must be positive, got -1.0"),
+     "grad_clip_norm must be a positive number, got -1.0"),
     ("accumulate-zero", _fit(accumulate_grad_batches=0), ValueError,
      "accumulate_grad_batches must be a positive int, got 0"),
     ("metrics-list", _fit(metrics=["acc"]), TypeError,
@@ -417,6 +434,54 @@ TRAINING_CASES: list[Any] = [
      re.escape("metric 'f1' must be callable(preds, target) or have update and compute")),
     ("metric-named-loss", _fit(metrics={"loss": accuracy}), ValueError,
      "'loss' is always reported; give the metric another name"),
+    *[(f"metric-named-{name}", _fit(metrics={name: accuracy}), ValueError,
+       re.escape(f"metric name {name!r} is taken: every history row has 'epoch', 'lr', "
+                 "'time' and 'val_' + each figure"))
+      for name in ("epoch", "lr", "time", "val_acc")],
+    ("metric-name-not-str", _fit(metrics={3: accuracy}), TypeError,
+     "metric names must be non-empty strings, got 3"),
+    ("callbacks-not-a-list", _fit(callbacks=EarlyStopping("loss")), TypeError,
+     re.escape("callbacks must be a list of callbacks, got EarlyStopping; write "
+               "callbacks=[...] even for one")),
+    ("optimizer-needs-closure", _fit(optimizer=lambda p: torch.optim.LBFGS(p)), ValueError,
+     "LBFGS.step needs a closure that recomputes the loss, which fit does not pass"),
+    *[(f"metric-returns-{kind}", _fit(metrics={"f1": lambda p, t, v=value: v}), TypeError,
+       re.escape(f"metric 'f1' must return the batch's figure as a number or a one-element "
+                 f"tensor, got {kind}"))
+      for kind, value in (("a tensor of shape (3,)", torch.ones(3)), ("NoneType", None),
+                          ("str", "good"))],
+    ("model-returns-tuple", _fit(model=_TupleNet()), ValueError,
+     re.escape("CrossEntropyLoss cannot take model output tuple with target (4,) int64: ")
+     + ".*" + re.escape("; the model returns a tuple: pass a loss_fn that takes it, or wrap "
+                        "the model to return the logits alone")),
+    ("predict-model-returns-dict", lambda: predict(_TupleNet(as_dict=True), _X), TypeError,
+     "predict needs a model that returns a tensor, got dict"),
+    ("predict-unbatched-samples", lambda: predict(TinyNet(), list(_X)), ValueError,
+     re.escape("the model's output (3,) does not start with the batch's size 8: predict "
+               "needs batches (N, ...)")),
+    ("predict-unpack-inputs-only", lambda: predict(
+        TinyNet(), TensorLoader(_data(), 4), unpack=lambda b: b[0]), TypeError,
+     re.escape("unpack must return (inputs, target) as for fit (the target may be None), "
+               "got Tensor")),
+    ("grad-clip-nan", _fit(grad_clip_norm=float("nan")), ValueError,
+     "grad_clip_norm must be a positive number, got nan"),
+    ("epochs-numpy", _fit(epochs=np.int64(0)), ValueError,
+     re.escape("epochs must be a positive int, got np.int64(0)")),
+    ("one-epoch-grad-clip", lambda: train_one_epoch(
+        _OTHER, TensorLoader(_data(), 4), optimizer=torch.optim.SGD(_OTHER.parameters(), lr=0.1),
+        grad_clip_norm=-1.0), ValueError, "grad_clip_norm must be a positive number, got -1.0"),
+    ("one-epoch-foreign-optimizer", lambda: train_one_epoch(
+        TinyNet(), TensorLoader(_data(), 4),
+        optimizer=torch.optim.SGD(_OTHER.parameters(), lr=0.1)), ValueError,
+     "the optimizer holds 4 parameter tensor.s. that are not the model's"),
+    ("one-epoch-optimizer-factory", lambda: train_one_epoch(
+        TinyNet(), TensorLoader(_data(), 4), optimizer=lambda p: torch.optim.SGD(p, lr=0.1)),
+     TypeError, "optimizer must be a torch.optim.Optimizer, got function"),
+    ("one-epoch-foreign-scheduler", lambda: train_one_epoch(
+        _OTHER, TensorLoader(_data(), 4), optimizer=torch.optim.SGD(_OTHER.parameters(), lr=0.1),
+        scheduler=torch.optim.lr_scheduler.StepLR(
+            torch.optim.SGD(TinyNet().parameters(), lr=0.1), 1)), ValueError,
+     "the scheduler was built for another optimizer"),
     ("resume-missing-file", _fit(resume_from="/nonexistent/last.pt"), FileNotFoundError,
      re.escape("checkpoint file not found: '/nonexistent/last.pt'")),
     ("loss-inf", _fit(TensorLoader((torch.where(torch.arange(8)[:, None] == 6, float("inf"), _X),

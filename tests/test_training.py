@@ -219,6 +219,53 @@ def test_grouped_accuracy_counts_equal_batch_by_batch_counts(batch_size: int) ->
     assert evaluate(_Lookup(logits), loader)["acc"] == expected
 
 
+def _accuracy_cases() -> list[tuple[str, nn.Module, Tensor, Tensor, float]]:
+    g = torch.Generator().manual_seed(1)
+    logit = torch.randn(50, generator=g) * 3 + 0.1
+    binary = (logit > 0).float()
+    logits = torch.randn(50, 4, generator=g)
+    best = logits.argmax(1)
+    wrong = (best + 1) % 4
+    one_hot = nn.functional.one_hot(torch.cat([best[:30], wrong[30:]]), 4).float()
+    soft = 0.7 * one_hot + 0.1  # class probabilities, the largest on the one-hot class
+    labels = torch.cat([best[:20], wrong[20:30], torch.full((20,), -100)])
+    return [
+        ("bce-logits", nn.BCEWithLogitsLoss(), logit, binary, 1.0),
+        ("bce-logits-(N,1)", nn.BCEWithLogitsLoss(), logit[:, None], binary[:, None], 1.0),
+        ("bce-probabilities", nn.BCELoss(), torch.sigmoid(logit), binary, 1.0),
+        ("ce-one-hot", nn.CrossEntropyLoss(), logits, one_hot, 0.6),
+        ("ce-soft", nn.CrossEntropyLoss(), logits, soft, 0.6),
+        ("ce-ignore-index", nn.CrossEntropyLoss(), logits, labels, 20 / 30),
+        ("nll-ignore-index", nn.NLLLoss(ignore_index=7), logits,
+         torch.where(labels == -100, 7, labels), 20 / 30),
+        ("ce-all-counted", nn.CrossEntropyLoss(), logits, best, 1.0),
+    ]
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+@pytest.mark.parametrize(("name", "loss_fn", "preds", "target", "expected"), _accuracy_cases(),
+                         ids=[c[0] for c in _accuracy_cases()])
+def test_accuracy_reads_predictions_as_the_loss_does(
+    device: str, name: str, loss_fn: nn.Module, preds: Tensor, target: Tensor,
+    expected: float,
+) -> None:
+    """Logits of BCEWithLogitsLoss are cut at 0, probabilities of BCELoss at 0.5; one-hot
+    and soft targets of CrossEntropyLoss compare argmaxes; ignore_index is not counted.
+    The same on the CPU and on the accelerator path, through fit/evaluate's meter."""
+    from tp3nets.training import _Meter
+
+    assert accuracy(preds, target, loss_fn=loss_fn).item() == pytest.approx(expected)
+    meter = _Meter({"acc": accuracy}, torch.device(device), loss_fn)
+    for i in range(0, 50, 16):
+        meter.update(torch.tensor(0.5), preds[i : i + 16], target[i : i + 16],
+                     len(target[i : i + 16]))
+    assert meter.compute()[0]["acc"] == pytest.approx(expected)
+    if device == "cpu":
+        loader = TensorLoader((torch.arange(50), target), 16)
+        got = evaluate(_Lookup(preds), loader, loss_fn=loss_fn)["acc"]
+        assert got == pytest.approx(expected)
+
+
 def test_grouped_accuracy_flushes_when_batch_shapes_change() -> None:
     """Batches whose outputs differ in shape beyond the batch dimension (segmentation maps
     of several sizes) are counted right: a group never mixes shapes."""
@@ -329,6 +376,25 @@ def test_modes_set_and_restored_per_submodule() -> None:
     predict(model, data[0])
     assert model.seen[-1] == (False, False, False)
     assert [m.training for m in model.modules()] == before
+
+
+def test_a_part_left_in_eval_mode_stays_so_in_training() -> None:
+    """A frozen backbone's BatchNorm keeps its running statistics through fit (modes as
+    the user set them); a model in eval mode as a whole trains in train mode."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 3))
+    model[1].eval()
+    frozen = model[1].running_mean.clone()
+    data = make_data(16)
+    fit(model, TensorLoader(data, 8), epochs=1, optimizer=sgd(model), progress=False,
+        val_loader=TensorLoader(data, 8))
+    assert torch.equal(model[1].running_mean, frozen)
+    assert model.training
+    assert not model[1].training
+    model.eval()
+    fit(model, TensorLoader(data, 8), epochs=1, optimizer=sgd(model), progress=False)
+    assert not torch.equal(model[1].running_mean, frozen)
+    assert not model.training
 
 
 def test_evaluation_runs_in_inference_mode() -> None:

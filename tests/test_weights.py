@@ -549,3 +549,10 @@ def test_bundled_files_copy_cleanly(tmp_path: Path) -> None:
     shutil.copyfile(WEIGHT_FILES / member.file, copy_path)
     state = load_state_dict(copy_path, sha256=member.sha256)
     _assert_same_state(tp3nets.convnet3(weights="DEFAULT"), state)
+
+
+def test_a_child_named_module_keeps_its_prefix(tmp_path: Path) -> None:
+    """Only a prefix that every key carries is DDP's: a model's own child called
+    ``module`` beside other children keeps its keys."""
+    state = {"module.weight": torch.ones(2, 2), "head.weight": torch.zeros(2, 2)}
+    assert sorted(load_state_dict(_save(state, tmp_path / "own.pt"))) == sorted(state)

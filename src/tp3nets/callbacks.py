@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import string
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 from torch import Tensor
+
+from ._checks import int_at_least
 
 if TYPE_CHECKING:
     from .training import FitState
 
-__all__ = ["Callback", "EarlyStopping", "ModelCheckpoint"]
+__all__ = ["Callback", "EarlyStopping", "ModelCheckpoint", "monitor_mode"]
+
+#: Words of a figure's name that mean "higher is better" (``val_acc``, ``val_f1`` …).
+_HIGHER_IS_BETTER: Final = frozenset({
+    "acc", "accuracy", "auc", "auroc", "ap", "map", "f1", "fbeta", "precision", "recall",
+    "iou", "jaccard", "dice", "r2", "score", "specificity", "sensitivity",
+})
 
 
 class Callback(Protocol):
@@ -33,6 +43,29 @@ class Callback(Protocol):
     """
 
 
+def monitor_mode(monitor: str, mode: str = "auto") -> Literal["min", "max"]:
+    """Whether a smaller or a larger ``monitor`` figure is better.
+
+    ``mode="auto"`` gives ``"max"`` when a word of the name says higher is better (acc,
+    accuracy, auc, ap, f1, precision, recall, iou, dice, r2, score …: ``val_acc``,
+    ``val_f1``, ``top1_acc``), and ``"min"`` otherwise (losses and errors: ``val_loss``,
+    ``val_mae``). :func:`~tp3nets.fit`, :class:`EarlyStopping` and
+    :class:`ModelCheckpoint` all decide with this rule; pass ``"min"`` or ``"max"`` for a
+    figure it would get wrong.
+
+    Example:
+        >>> monitor_mode("val_acc"), monitor_mode("val_mae"), monitor_mode("val_f1")
+        ('max', 'min', 'max')
+    """
+    if mode not in ("min", "max", "auto"):
+        raise ValueError(f"mode must be 'min', 'max' or 'auto', got {mode!r}")
+    if mode != "auto":
+        return "min" if mode == "min" else "max"
+    words = re.split(r"[^0-9a-z]+", monitor.lower())
+    higher = any(w in _HIGHER_IS_BETTER or w.startswith("acc") for w in words)
+    return "max" if higher else "min"
+
+
 def _better(mode: str, value: float, best: float, min_delta: float) -> bool:
     if math.isnan(value):
         return False
@@ -47,7 +80,8 @@ class EarlyStopping:
         patience: epochs without improvement after which the run stops (0 and 1 both stop
             at the first epoch that does not improve).
         min_delta: the smallest change that counts as an improvement.
-        mode: ``"min"``, ``"max"``, or ``"auto"`` (``max`` for accuracies, else ``min``).
+        mode: ``"min"``, ``"max"``, or ``"auto"`` (see :func:`monitor_mode`: ``max`` for
+            accuracies, F1, AUC …, else ``min``).
         restore_best_weights: load the best epoch's weights when the run ends (stopped
             early or not).
 
@@ -65,14 +99,10 @@ class EarlyStopping:
         mode: Literal["min", "max", "auto"] = "auto",
         restore_best_weights: bool = True,
     ) -> None:
-        if patience < 0:
-            raise ValueError(f"patience must be >= 0, got {patience}")
-        if mode not in ("min", "max", "auto"):
-            raise ValueError(f"mode must be 'min', 'max' or 'auto', got {mode!r}")
         self.monitor = monitor
-        self.patience = patience
-        self.min_delta = abs(min_delta)
-        self.mode = mode if mode != "auto" else ("max" if "acc" in monitor else "min")
+        self.patience = int_at_least(patience, "patience", 0)
+        self.min_delta = abs(float(min_delta))
+        self.mode = monitor_mode(monitor, mode)
         self.restore_best_weights = restore_best_weights
         self.best = math.inf if self.mode == "min" else -math.inf
         self.best_epoch = 0
@@ -133,15 +163,19 @@ class ModelCheckpoint:
     rank 0. ``fit(..., resume_from=path)`` continues from them.
 
     Args:
-        path: the file; ``{epoch}`` in it is replaced by the epoch number.
+        path: the file. Fields in braces are filled in from the epoch's figures, with
+            Python's format syntax as in Keras: ``"runs/ep{epoch:02d}-{val_loss:.3f}.pt"``
+            writes ``runs/ep03-0.412.pt`` (``epoch`` is an int; the others are floats).
         monitor: with ``save_best_only``, the figure that decides.
         save_best_only: write only when ``monitor`` improves.
-        mode: ``"min"``, ``"max"`` or ``"auto"``.
+        mode: ``"min"``, ``"max"`` or ``"auto"`` (see :func:`monitor_mode`).
         every_n_epochs: write every n-th epoch.
 
     Example:
         >>> ModelCheckpoint("runs/last.pt").path
         PosixPath('runs/last.pt')
+        >>> ModelCheckpoint("runs/ep{epoch:02d}.pt").filename({"epoch": 3.0, "loss": 0.5})
+        PosixPath('runs/ep03.pt')
     """
 
     runs_last = True
@@ -155,13 +189,24 @@ class ModelCheckpoint:
         mode: Literal["min", "max", "auto"] = "auto",
         every_n_epochs: int = 1,
     ) -> None:
-        if every_n_epochs < 1:
-            raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
+        self.every_n_epochs = int_at_least(every_n_epochs, "every_n_epochs")
         self.path = Path(path)
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(str(path)) if f is not None]
+        except ValueError as exc:
+            raise ValueError(f"ModelCheckpoint path {str(path)!r}: {exc}") from None
+        if any(not f or not f.isidentifier() for f in fields):
+            raise ValueError(
+                f"ModelCheckpoint path {str(path)!r}: each {{field}} must name a figure, "
+                "such as {epoch} or {val_loss:.3f}"
+            )
+        if self.path.is_dir():
+            raise ValueError(
+                f"ModelCheckpoint path {str(path)!r} is a directory; give a file name in it"
+            )
         self.monitor = monitor
         self.save_best_only = save_best_only
-        self.mode = mode if mode != "auto" else ("max" if "acc" in monitor else "min")
-        self.every_n_epochs = every_n_epochs
+        self.mode = monitor_mode(monitor, mode)
         self.best = math.inf if self.mode == "min" else -math.inf
         self.last_saved: Path | None = None
 
@@ -177,6 +222,21 @@ class ModelCheckpoint:
         self.best = float(state["best"])
         self.last_saved = Path(state["last_saved"]) if state["last_saved"] else None
 
+    def filename(self, logs: dict[str, float]) -> Path:
+        """The file for an epoch whose history row is ``logs``."""
+        values: dict[str, Any] = dict(logs)
+        if "epoch" in values:
+            values["epoch"] = int(values["epoch"])
+        try:
+            return Path(str(self.path).format_map(values))
+        except KeyError as exc:
+            raise ValueError(
+                f"ModelCheckpoint path {str(self.path)!r} names {exc}, which the epoch did not "
+                f"log; it logged {', '.join(sorted(values))}"
+            ) from None
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"ModelCheckpoint path {str(self.path)!r}: {exc}") from None
+
     def on_epoch_end(self, state: FitState) -> None:
         if state.epoch % self.every_n_epochs:
             return
@@ -190,7 +250,7 @@ class ModelCheckpoint:
             if not _better(self.mode, value, self.best, 0.0):
                 return
             self.best = value
-        target = Path(str(self.path).replace("{epoch}", str(state.epoch)))
+        target = self.filename(state.logs)
         # Record the file before writing it, so that the checkpoint holds its own name.
         self.last_saved = target
         state.save_checkpoint(target)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import random
+import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 
 from .weights import CheckpointError, load_weights_into
-from .weights._api import _first_line, _sniff, _strip_prefixes
+from .weights._api import _first_line, _sniff, _uncompiled
 
 if TYPE_CHECKING:
     from .training import History
@@ -33,12 +34,18 @@ CHECKPOINT_FORMAT: Final = "tp3nets.checkpoint/1"
 
 
 def _bare(model: nn.Module) -> nn.Module:
-    """The module under DDP (``.module``) and torch.compile (``._orig_mod``) wrappers."""
+    """The module under DDP/DataParallel (``.module``) and torch.compile (``._orig_mod``)
+    wrappers; a model of the user's own with a child named ``module`` is not one."""
     while True:
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
-        if not isinstance(inner, nn.Module):
-            return model
-        model = inner
+        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+            continue
+        # torch.compile's wrapper class exists only once dynamo has been imported.
+        dynamo = sys.modules.get("torch._dynamo.eval_frame")
+        if dynamo is not None and isinstance(model, dynamo.OptimizedModule):
+            model = model._orig_mod
+            continue
+        return model
 
 
 def _rng_states() -> dict[str, Any]:
@@ -108,7 +115,7 @@ def make_checkpoint(
     return {
         "format": CHECKPOINT_FORMAT,
         "model_class": type(bare).__name__,
-        "model": {_strip_prefixes(k): v for k, v in bare.state_dict().items()},
+        "model": {_uncompiled(k): v for k, v in bare.state_dict().items()},
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "scaler": scaler.state_dict() if scaler is not None else None,
@@ -116,7 +123,7 @@ def make_checkpoint(
         "stop_training": bool(stop_training),
         "history": history.to_dict() if history is not None else None,
         "callbacks": [
-            {"class": type(cb).__name__, "state": cb.state_dict()}
+            {"class": type(cb).__name__, "state": _plain(cb.state_dict())}
             if callable(getattr(cb, "state_dict", None)) and not isinstance(cb, nn.Module)
             else None
             for cb in callbacks
@@ -126,19 +133,71 @@ def make_checkpoint(
     }
 
 
+def _plain(value: Any) -> Any:
+    """``value`` with NumPy scalars and arrays (common in callback states) turned into
+    Python numbers and tensors, which ``torch.load(weights_only=True)`` reads back."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        items = [_plain(v) for v in value]
+        return items if isinstance(value, list) else tuple(items)
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        if isinstance(value, numpy.generic):
+            return value.item()
+        if isinstance(value, numpy.ndarray):
+            return torch.from_numpy(value.copy())
+    return value
+
+
+def _unreadable(checkpoint: dict[str, Any], error: Exception) -> CheckpointError:
+    """Which parts of ``checkpoint`` a safe load refuses, as an error to raise."""
+    parts: list[str] = []
+    entries = [(f"{k!r}", v) for k, v in checkpoint.items() if k != "callbacks"]
+    entries += [
+        (f"the state of callback {entry['class']}", entry["state"])
+        for entry in checkpoint.get("callbacks") or [] if entry is not None
+    ]
+    for name, value in entries:
+        buffer = io.BytesIO()
+        try:
+            torch.save(value, buffer)
+            buffer.seek(0)
+            torch.load(buffer, weights_only=True)
+        except Exception as exc:
+            parts.append(f"{name} ({_first_line(exc)})")
+    where = "; ".join(parts) or _first_line(error)
+    return CheckpointError(
+        f"this checkpoint could not be read back by resume_from, which loads tensors, "
+        f"numbers, strings, lists and dicts only: {where}. Keep state_dict() of callbacks "
+        f"(and of the optimizer and scheduler) to those types"
+    )
+
+
 def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write ``checkpoint`` to ``path`` atomically: a temporary file, fsync, then rename.
 
-    A process killed while saving leaves the previous file at ``path`` whole.
+    A process killed while saving leaves the previous file at ``path`` whole. The bytes
+    are read back the way :func:`load_checkpoint` reads them before anything is written,
+    so a checkpoint that could not be resumed from is never saved.
+
+    Raises:
+        CheckpointError: the checkpoint holds objects that a safe load refuses (such as a
+            callback state with objects of its own class); the message names the part.
     """
     target = Path(path)
+    # Serialise in memory first: torch's zip writer turns a write error (a full disk)
+    # into an opaque RuntimeError, while a plain write lets the OSError through.
+    buffer = io.BytesIO()
+    try:
+        torch.save(checkpoint, buffer)
+        buffer.seek(0)
+        torch.load(buffer, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise _unreadable(checkpoint, exc) from None
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
-        # Serialise in memory first: torch's zip writer turns a write error (a full disk)
-        # into an opaque RuntimeError, while a plain write lets the OSError through.
-        buffer = io.BytesIO()
-        torch.save(checkpoint, buffer)
         with os.fdopen(fd, "wb") as fh:
             fh.write(buffer.getbuffer())
             fh.flush()

@@ -13,6 +13,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.utils.data import TensorDataset
 
+from ._checks import int_at_least
+
 __all__ = [
     "DATA_ENV",
     "BatchRandomAffine",
@@ -297,8 +299,7 @@ class TensorLoader:
     ) -> None:
         tensors, rows = _source_rows(dataset, "TensorLoader")
         n = tensors[0].shape[0]
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        batch_size = int_at_least(batch_size, "batch_size")
         self.dataset: TensorDataset
         if device is not None:
             tensors = tuple(t.to(device) for t in tensors)
@@ -355,10 +356,7 @@ class TensorLoader:
             >>> [x.tolist() for x, _ in loader.shard(1, 2, pad=False)]
             [[4, 5, 6, 7]]
         """
-        if isinstance(num_replicas, bool) or not isinstance(num_replicas, int) or (
-            num_replicas < 1
-        ):
-            raise ValueError(f"num_replicas must be a positive int, got {num_replicas!r}")
+        num_replicas = int_at_least(num_replicas, "num_replicas")
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank must be in [0, {num_replicas}), got {rank}")
         new = TensorLoader(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import math
+import numbers
 import os
 import random
 import sys
@@ -20,8 +22,10 @@ import torch.optim.optimizer as _optim_module
 from torch import Tensor, nn
 
 from . import _distributed as dist_utils
+from ._checks import int_at_least
 from ._malloc import reuse_freed_memory
 from .callbacks import Callback
+from .callbacks import monitor_mode as monitor_mode_of
 from .checkpoint import (
     _bare,
     load_checkpoint,
@@ -52,6 +56,8 @@ _PRECISIONS: Final = ("32", "bf16", "16")
 # On an accelerator, reading the loss back forces a synchronisation; a NaN loss is looked
 # for every this many batches (and at the end of the epoch) instead of after each one.
 _NONFINITE_CHECK_EVERY: Final = 32
+#: The columns that fit adds to every history row beside the figures.
+_ROW_KEYS: Final = ("epoch", "lr", "time")
 
 
 def _cheap_readback(device: torch.device) -> bool:
@@ -94,28 +100,56 @@ class Metric(Protocol):
 MetricLike = Metric | Callable[[Tensor, Tensor], Tensor | float]
 
 
-def accuracy(preds: Tensor, target: Tensor) -> Tensor:
-    """Top-1 accuracy of logits ``(N, C, ...)`` against class indices ``(N, ...)``.
+def accuracy(
+    preds: Tensor, target: Tensor, *, loss_fn: Callable[..., Tensor] | None = None
+) -> Tensor:
+    """Top-1 accuracy of ``preds`` against ``target``, read the way ``loss_fn`` reads them.
 
-    Predictions with the target's shape are rounded first (binary probabilities).
+    * Logits ``(N, C, ...)`` with class indices ``(N, ...)``: the argmax is the answer.
+      With :class:`~torch.nn.CrossEntropyLoss` or :class:`~torch.nn.NLLLoss`, targets equal
+      to their ``ignore_index`` are not counted.
+    * Logits with class probabilities or one-hot targets of their own shape, under one of
+      those two losses: the argmax of each is compared.
+    * :class:`~torch.nn.BCEWithLogitsLoss`: a logit above 0 answers 1;
+      :class:`~torch.nn.BCELoss`: a probability above 0.5 does; targets above 0.5 are 1.
+    * Otherwise, predictions of the target's shape are rounded (binary probabilities).
+
+    :func:`fit` and :func:`evaluate` pass their own ``loss_fn``, so ``metrics={"acc":
+    accuracy}`` (the default) follows the loss being trained.
 
     Example:
         >>> import torch
         >>> accuracy(torch.tensor([[2.0, 1.0], [0.0, 3.0]]), torch.tensor([0, 0]))
         tensor(0.5000)
+        >>> accuracy(torch.tensor([-2.0, 3.0]), torch.tensor([0.0, 1.0]),
+        ...          loss_fn=torch.nn.BCEWithLogitsLoss())
+        tensor(1.)
     """
-    hits, total = _correct(preds, target)
-    return hits.float() / max(total, 1)
+    hits, total = _correct(preds, target, loss_fn)
+    return hits.float() / (total.clamp(min=1) if isinstance(total, Tensor) else max(total, 1))
 
 
-def _correct(preds: Tensor, target: Tensor) -> tuple[Tensor, int]:
-    """``(right answers as an int64 scalar, answers)``: exact to sum across batches."""
+def _correct(
+    preds: Tensor, target: Tensor, loss_fn: Callable[..., Tensor] | None = None
+) -> tuple[Tensor, Tensor | int]:
+    """``(right answers, answers counted)``, as an int64 scalar and an int (or int64 scalar
+    where targets can be ignored): exact to sum across batches."""
     if not isinstance(preds, Tensor) or not isinstance(target, Tensor):
         raise TypeError(
             f"accuracy needs tensors, got predictions {type(preds).__name__} and targets "
             f"{type(target).__name__}; pass metrics={{...}} suited to this model's output"
         )
-    predicted = _predicted(preds, target)
+    classes = isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss))
+    if isinstance(loss_fn, (nn.BCEWithLogitsLoss, nn.BCELoss)) and preds.shape == target.shape:
+        cut = 0.0 if isinstance(loss_fn, nn.BCEWithLogitsLoss) else 0.5
+        hits = (preds > cut) == (target > 0.5)
+        return hits.sum(), hits.numel()
+    if classes and target.is_floating_point() and preds.shape == target.shape and (
+        preds.dim() >= 2
+    ):
+        hits = preds.argmax(dim=1) == target.argmax(dim=1)
+        return hits.sum(), hits.numel()
+    predicted = preds.argmax(dim=1) if preds.dim() == target.dim() + 1 else preds.round()
     if predicted.shape != target.shape:
         raise ValueError(
             f"accuracy needs logits (N, C, ...) with targets (N, ...), or predictions with "
@@ -123,12 +157,10 @@ def _correct(preds: Tensor, target: Tensor) -> tuple[Tensor, int]:
             f"{tuple(target.shape)}"
         )
     hits = predicted == target
+    if classes and not target.is_floating_point():
+        counted = target != getattr(loss_fn, "ignore_index", -100)
+        return (hits & counted).sum(), counted.sum()
     return hits.sum(), hits.numel()
-
-
-def _predicted(preds: Tensor, target: Tensor) -> Tensor:
-    """The predicted labels: argmax over the class dimension, or rounded probabilities."""
-    return preds.argmax(dim=1) if preds.dim() == target.dim() + 1 else preds.round()
 
 
 def seed_everything(seed: int, *, deterministic: bool = False) -> None:
@@ -274,6 +306,9 @@ class FitState:
     ``model`` is the bare module (never the DDP or ``torch.compile`` wrapper). ``logs``
     holds ``{"batch", "loss"}`` in ``on_batch_end`` and the epoch's history row in
     ``on_epoch_end``. Set ``stop_training = True`` to end the run after the current epoch.
+    ``in_epoch`` is true from ``on_epoch_start`` until the epoch's row is in the history;
+    a full checkpoint can only be taken outside that span (from ``on_epoch_end``,
+    ``on_fit_start`` or ``on_fit_end``), where resuming from it is exact.
     """
 
     model: nn.Module
@@ -287,10 +322,23 @@ class FitState:
     is_main: bool = True
     scaler: Any = None
     callbacks: Sequence[Any] = ()
+    in_epoch: bool = False
 
     def checkpoint(self) -> dict[str, Any]:
         """A full checkpoint of the run so far: model, optimizer, scheduler, gradient
-        scaler, epoch, history, callback states and RNG states."""
+        scaler, epoch, history, callback states and RNG states.
+
+        Raises:
+            RuntimeError: called during an epoch (``on_epoch_start``, ``on_batch_end``),
+                whose unfinished training a resumed run could not continue.
+        """
+        if self.in_epoch:
+            raise RuntimeError(
+                f"a full checkpoint can only be taken between epochs (on_epoch_end, "
+                f"on_fit_start, on_fit_end): epoch {self.epoch} is under way and a resumed "
+                f"run could not continue it; for a snapshot of the weights alone use "
+                f"torch.save(state.model.state_dict(), path)"
+            )
         return make_checkpoint(
             self.model, self.optimizer, self.scheduler, self.scaler, self.epoch, self.history,
             callbacks=self.callbacks, stop_training=self.stop_training,
@@ -521,7 +569,7 @@ def _device_batches(
 def _compute_loss(loss_fn: Callable[..., Tensor], out: Any, y: Any) -> Tensor:
     try:
         loss = loss_fn(out, y)
-    except (RuntimeError, ValueError, IndexError) as exc:
+    except (RuntimeError, ValueError, IndexError, TypeError) as exc:
         labels = _label_error(y, _classes(out), loss_fn)
         if labels is not None:
             raise ValueError(labels) from None
@@ -542,8 +590,14 @@ def _compute_loss(loss_fn: Callable[..., Tensor], out: Any, y: Any) -> Tensor:
 
 
 def _target_hint(loss_fn: Callable[..., Tensor], out: Any, y: Any) -> str:
-    """Our own advice for the commonest mistake (torch's wording varies between versions):
-    class-index targets of a classification loss given as floats."""
+    """Our own advice for the commonest mistakes (torch's wording varies between versions):
+    class-index targets of a classification loss given as floats, and models that return
+    several outputs."""
+    if isinstance(out, (tuple, list, Mapping)):
+        return (
+            f"; the model returns a {type(out).__name__}: pass a loss_fn that takes it, or "
+            "wrap the model to return the logits alone"
+        )
     if (isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)) and isinstance(out, Tensor)
             and isinstance(y, Tensor) and y.is_floating_point() and out.dim() == y.dim() + 1):
         return "; class indices must be integers (int64): pass target.long()"
@@ -586,8 +640,10 @@ class _Meter:
     GROUP_BATCHES = 64
     GROUP_ELEMENTS = 1 << 20
 
-    def __init__(self, metrics: Mapping[str, MetricLike], device: torch.device) -> None:
+    def __init__(self, metrics: Mapping[str, MetricLike], device: torch.device,
+                 loss_fn: Callable[..., Tensor] | None = None) -> None:
         self.on_cpu = _cheap_readback(device)
+        self.loss_fn = loss_fn  # how accuracy reads the predictions
         self.stateful = {
             k: m if callable(getattr(m, "reset", None)) else copy.deepcopy(m)
             for k, m in metrics.items() if isinstance(m, Metric)
@@ -598,7 +654,7 @@ class _Meter:
         self.losses: list[Tensor | float] = []
         self.sizes: list[int] = []
         self.values: dict[str, list[Tensor | float]] = {k: [] for k in self.plain}
-        self.answers: dict[str, list[int]] = {k: [] for k in self.counts}
+        self.answers: dict[str, list[Tensor | int]] = {k: [] for k in self.counts}
         self.group: list[tuple[Tensor, Tensor]] = []
         self.group_elements = 0
         self.group_shapes: tuple[torch.Size, torch.Size] | None = None
@@ -629,8 +685,15 @@ class _Meter:
             preds = preds.float()  # bf16/fp16 logits under autocast
         for name, fn in self.others.items():
             value = fn(preds, y)
-            if isinstance(value, Tensor):
-                value = value.item() if self.on_cpu and value.numel() == 1 else value.detach()
+            if isinstance(value, Tensor) and value.numel() == 1:
+                value = value.item() if self.on_cpu else value.detach()
+            elif isinstance(value, bool) or not isinstance(value, numbers.Real):
+                got = (f"a tensor of shape {tuple(value.shape)}" if isinstance(value, Tensor)
+                       else type(value).__name__)
+                raise TypeError(
+                    f"metric {name!r} must return the batch's figure as a number or a "
+                    f"one-element tensor, got {got}"
+                )
             self.values[name].append(value)
         for m in self.stateful.values():
             m.update(preds, y)
@@ -667,8 +730,10 @@ class _Meter:
         self._count(preds, y)
 
     def _count(self, preds: Any, y: Any) -> None:
-        hits, answers = _correct(preds, y)
+        hits, answers = _correct(preds, y, self.loss_fn)
         value: Tensor | int = int(hits) if self.on_cpu else hits.detach()
+        if isinstance(answers, Tensor) and self.on_cpu:
+            answers = int(answers)
         for name in self.counts:
             self.values[name].append(value)
             self.answers[name].append(answers)
@@ -685,7 +750,7 @@ class _Meter:
                 v * n for v, n in zip(floats, self.sizes, strict=True)
             ]
         count = sum(self.sizes)
-        answers = {k: sum(v) for k, v in self.answers.items()}
+        answers = {k: math.fsum(_floats(v)) for k, v in self.answers.items()}
         if dist_utils.is_distributed():
             gathered = dist_utils.all_gather_object((count, answers, terms))
             count = sum(c for c, _, _ in gathered)
@@ -713,16 +778,30 @@ def _default_metrics(metrics: Mapping[str, MetricLike] | None) -> dict[str, Metr
                 f"metric {name!r} must be callable(preds, target) or have update and compute,"
                 f" got {type(m).__name__}"
             )
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"metric names must be non-empty strings, got {name!r}")
         if name == "loss":
             raise ValueError("'loss' is always reported; give the metric another name")
+        if name in _ROW_KEYS or name.startswith("val_"):
+            raise ValueError(
+                f"metric name {name!r} is taken: every history row has "
+                f"{', '.join(repr(k) for k in _ROW_KEYS)} and 'val_' + each figure; give the "
+                f"metric another name"
+            )
     return dict(metrics)
 
 
 @contextlib.contextmanager
 def _mode(model: nn.Module, training: bool) -> Iterator[None]:
-    """Set train/eval mode, then restore every submodule's own previous mode."""
+    """Set train/eval mode, then restore every submodule's own previous mode.
+
+    Training keeps the modes of a model already in train mode as they are, so that a part
+    the user put in eval mode (a frozen backbone's BatchNorm) stays so; a model in eval
+    mode is switched to train mode whole.
+    """
     before = [(m, m.training) for m in model.modules()]
-    model.train(training)
+    if not (training and model.training):
+        model.train(training)
     try:
         yield
     finally:
@@ -880,20 +959,24 @@ def train_one_epoch(
         >>> sorted(train_one_epoch(model, TensorLoader(data, 8), optimizer=opt))
         ['acc', 'loss']
     """
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(
+            f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__} (fit "
+            f"also takes a callable params -> Optimizer; here it would be rebuilt each epoch)"
+        )
+    _check_optimizer(optimizer, model)
+    if scheduler is not None and not hasattr(scheduler, "step"):
+        raise TypeError(f"scheduler must have a step() method, got {type(scheduler).__name__}")
+    _check_scheduler(scheduler, optimizer)
+    _check_grad_clip_norm(grad_clip_norm)
     dev = _resolve_device(device, model)
     prec = _check_precision(precision, dev)
     if prec == "16" and scaler is None:
         scaler = torch.amp.GradScaler("cuda")
     loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
-    meter = _Meter(_default_metrics(metrics), dev)
+    meter = _Meter(_default_metrics(metrics), dev, loss_fn)
     total = _len_or_none(loader)
-    if isinstance(accumulate_grad_batches, bool) or not isinstance(
-        accumulate_grad_batches, int
-    ) or accumulate_grad_batches < 1:
-        raise ValueError(
-            f"accumulate_grad_batches must be a positive int, got {accumulate_grad_batches!r}"
-        )
-    accumulate = accumulate_grad_batches
+    accumulate = int_at_least(accumulate_grad_batches, "accumulate_grad_batches")
     on_cpu = _cheap_readback(dev)
     checked = 0  # accelerator only: the batches whose losses are known to be finite
     window = accumulate
@@ -999,7 +1082,7 @@ def evaluate(
     prec = _check_precision(precision, dev)
     model.to(dev)
     loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
-    meter = _Meter(_default_metrics(metrics), dev)
+    meter = _Meter(_default_metrics(metrics), dev, loss_fn)
     if dist_utils.is_distributed():
         loader = dist_utils.shard_loader(loader, train=False)
     guard = _LabelGuard(loss_fn, dev)
@@ -1024,13 +1107,30 @@ def predict(
     device: torch.device | str | None = None,
     batch_size: int = 512,
     precision: Precision = "32",
-    unpack: Callable[[Any], Any] | None = None,
+    unpack: Callable[[Any], tuple[Any, Any]] | None = None,
 ) -> Tensor:
     """Model outputs (logits) for a tensor of inputs or for every batch of a loader, on CPU.
 
-    A loader may yield bare inputs or ``(inputs, target, …)`` batches (the target is
-    ignored). Runs in eval and inference mode; every submodule's mode is restored
+    A loader may yield bare inputs, ``(inputs, target, …)`` batches or dicts (the target
+    is ignored). Runs in eval and inference mode; every submodule's mode is restored
     afterwards. Under ``torchrun`` each process predicts what it is given.
+
+    Args:
+        model: any module returning a tensor whose first dimension is the batch.
+        data: inputs ``(N, ...)``, cut into batches of ``batch_size``, or a loader.
+        device: default the model's device.
+        batch_size: for a tensor ``data``.
+        precision: ``"32"``, ``"bf16"`` or ``"16"``, as for :func:`fit`.
+        unpack: splits a batch into ``(inputs, target)``, as for :func:`fit` (the same
+            function serves both; the target may be ``None``).
+
+    Returns:
+        The outputs of every batch, concatenated along the first dimension, as float32.
+
+    Raises:
+        ValueError: no batch; an output whose first dimension is not the batch's (unbatched
+            samples, such as a list of single images or ``DataLoader(batch_size=None)``).
+        TypeError: the model returns something other than a tensor.
 
     Example:
         >>> import torch
@@ -1040,8 +1140,7 @@ def predict(
     """
     dev = _resolve_device(device, model)
     prec = _check_precision(precision, dev)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    batch_size = int_at_least(batch_size, "batch_size")
     model.to(dev)
     if isinstance(data, Tensor):
         if data.dim() == 0 or data.shape[0] == 0:
@@ -1054,7 +1153,13 @@ def predict(
     with _mode(model, False), torch.inference_mode():
         for batch in batches:
             if unpack is not None:
-                x = unpack(batch)
+                parts = unpack(batch)
+                if not isinstance(parts, (list, tuple)) or len(parts) != 2:
+                    raise TypeError(
+                        f"unpack must return (inputs, target) as for fit (the target may be "
+                        f"None), got {type(parts).__name__}"
+                    )
+                x = parts[0]
             elif isinstance(batch, (list, tuple)):
                 x = batch[0]
             elif isinstance(batch, Mapping):
@@ -1063,6 +1168,18 @@ def predict(
                 x = batch
             with _autocast(dev, prec):
                 out = model(_to_device(x, dev))
+            if not isinstance(out, Tensor):
+                raise TypeError(
+                    f"predict needs a model that returns a tensor, got {type(out).__name__}; "
+                    f"wrap the model to return the outputs to collect"
+                )
+            n = _batch_size(x)
+            if out.dim() == 0 or out.shape[0] != n:
+                raise ValueError(
+                    f"the model's output {tuple(out.shape)} does not start with the batch's "
+                    f"size {n}: predict needs batches (N, ...); a list of single samples or a "
+                    f"DataLoader with batch_size=None gives unbatched inputs"
+                )
             outs.append(out.float().cpu())
     if not outs:
         raise ValueError("predict got no batch")
@@ -1097,6 +1214,16 @@ def _check_optimizer(optimizer: Any, model: nn.Module) -> torch.optim.Optimizer:
             "optimizer must be a torch.optim.Optimizer or a callable params -> Optimizer, "
             f"got {type(optimizer).__name__}"
         )
+    try:
+        closure = inspect.signature(optimizer.step).parameters.get("closure")
+    except (TypeError, ValueError):  # no signature to read: assume step() needs nothing
+        closure = None
+    if closure is not None and closure.default is inspect.Parameter.empty:
+        raise ValueError(
+            f"{type(optimizer).__name__}.step needs a closure that recomputes the loss, "
+            f"which fit does not pass; use an optimizer whose step() takes none (SGD, Adam, "
+            f"AdamW …) or write the loop for it yourself"
+        )
     own = {id(p) for p in model.parameters()}
     foreign = [p for g in optimizer.param_groups for p in g["params"] if id(p) not in own]
     if foreign:
@@ -1105,6 +1232,15 @@ def _check_optimizer(optimizer: Any, model: nn.Module) -> torch.optim.Optimizer:
             "it was built for another model (build it on model.parameters())"
         )
     return optimizer
+
+
+def _check_grad_clip_norm(grad_clip_norm: Any) -> None:
+    if grad_clip_norm is None:
+        return
+    if isinstance(grad_clip_norm, bool) or not isinstance(grad_clip_norm, (int, float)) or not (
+        0 < grad_clip_norm < math.inf
+    ):
+        raise ValueError(f"grad_clip_norm must be a positive number, got {grad_clip_norm!r}")
 
 
 def _check_scheduler(scheduler: Any, optimizer: torch.optim.Optimizer) -> Any:
@@ -1133,6 +1269,22 @@ def _move_optimizer_state(optimizer: torch.optim.Optimizer, device: torch.device
             # capturable/fused).
             if isinstance(v, Tensor) and v.dim() > 0 and v.device != device:
                 state[k] = v.to(device)
+
+
+_HOOKS: Final = ("on_fit_start", "on_epoch_start", "on_batch_end", "on_epoch_end",
+                  "on_fit_end")
+
+
+def _check_callbacks(callbacks: Any) -> list[Callback]:
+    """``callbacks`` as a list, or a clear error for one callback given alone."""
+    if any(hasattr(callbacks, hook) for hook in _HOOKS) or isinstance(
+        callbacks, (str, bytes)
+    ) or not isinstance(callbacks, Iterable):
+        raise TypeError(
+            f"callbacks must be a list of callbacks, got {type(callbacks).__name__}; write "
+            f"callbacks=[...] even for one"
+        )
+    return list(callbacks)
 
 
 def _call(callbacks: Sequence[Callback], hook: str, state: FitState) -> None:
@@ -1180,6 +1332,7 @@ def fit(
     compile: bool | Mapping[str, Any] = False,
     resume_from: str | os.PathLike[str] | None = None,
     monitor: str | None = None,
+    monitor_mode: Literal["auto", "min", "max"] = "auto",
     unpack: Callable[[Any], tuple[Any, Any]] = default_unpack,
 ) -> History:
     """Train ``model`` for ``epochs`` epochs; validate after each one if ``val_loader`` is set.
@@ -1235,6 +1388,8 @@ def fit(
             uninterrupted run would have.
         monitor: the figure for the history's best epoch and ReduceLROnPlateau; default
             ``"val_loss"`` with a validation loader, else ``"loss"``.
+        monitor_mode: whether a ``"min"`` or ``"max"`` figure is best; ``"auto"`` decides
+            from its name as the callbacks do (:func:`~tp3nets.callbacks.monitor_mode`).
         unpack: splits a batch into ``(inputs, target)``.
 
     Returns:
@@ -1259,23 +1414,24 @@ def fit(
         >>> len(history), sorted(history.keys())
         (2, ['acc', 'epoch', 'loss', 'lr', 'time'])
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+    epochs = int_at_least(epochs, "epochs")
+    callbacks = _check_callbacks(callbacks)
     _check_loader(train_loader, "train_loader")
     if val_loader is not None:
         _check_loader(val_loader, "val_loader")
+    for name, loader in (("train_loader", train_loader), ("val_loader", val_loader)):
+        if epochs > 1 and isinstance(loader, Iterator):
+            raise ValueError(
+                f"{name} is a one-shot iterator ({type(loader).__name__}), which would be "
+                f"empty from epoch 2 on; pass something that can be iterated again (a list, "
+                f"a DataLoader or a TensorLoader)"
+            )
     if scheduler_interval not in ("epoch", "step"):
         raise ValueError(
             f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}"
         )
-    if grad_clip_norm is not None and not grad_clip_norm > 0:
-        raise ValueError(f"grad_clip_norm must be positive, got {grad_clip_norm}")
-    if isinstance(accumulate_grad_batches, bool) or not isinstance(
-        accumulate_grad_batches, int
-    ) or accumulate_grad_batches < 1:
-        raise ValueError(
-            f"accumulate_grad_batches must be a positive int, got {accumulate_grad_batches!r}"
-        )
+    _check_grad_clip_norm(grad_clip_norm)
+    int_at_least(accumulate_grad_batches, "accumulate_grad_batches")
     dev = _resolve_device(device, model)
     dist_utils.init_from_env(dev)
     prec = _check_precision(precision, dev)
@@ -1293,7 +1449,7 @@ def fit(
     loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
     metric_map = _default_metrics(metrics)
     watch = monitor or ("val_loss" if val_loader is not None else "loss")
-    watch_mode: Literal["min", "max"] = "min" if "loss" in watch else "max"
+    watch_mode = monitor_mode_of(watch, monitor_mode)
     history = History(monitor=watch, mode=watch_mode)
     scaler = torch.amp.GradScaler("cuda") if prec == "16" else None
     start_epoch = 0
@@ -1343,7 +1499,7 @@ def fit(
     for epoch in range(start_epoch + 1, epochs + 1):
         if state.stop_training:
             break
-        state.epoch = epoch
+        state.epoch, state.in_epoch = epoch, True
         for loader in (train_loader, val_loader):
             if loader is not None and hasattr(loader, "set_epoch"):
                 loader.set_epoch(epoch - 1)
@@ -1352,14 +1508,17 @@ def fit(
                 sampler.set_epoch(epoch - 1)
         _call(callbacks, "on_epoch_start", state)
         started = time.perf_counter()
-        logs = train_one_epoch(
-            runner, train_loader, optimizer=opt, loss_fn=loss_fn, metrics=metric_map,
-            device=dev, precision=prec, scaler=scaler,  # type: ignore[arg-type]
-            grad_clip_norm=grad_clip_norm, accumulate_grad_batches=accumulate_grad_batches,
-            scheduler=step_sched, channels_last=channels_last, unpack=unpack,
-            on_batch_end=on_batch if has_batch_cb else None, progress=show_bar,
-            desc=f"epoch {epoch}/{epochs}",
-        )
+        try:
+            logs = train_one_epoch(
+                runner, train_loader, optimizer=opt, loss_fn=loss_fn, metrics=metric_map,
+                device=dev, precision=prec, scaler=scaler,  # type: ignore[arg-type]
+                grad_clip_norm=grad_clip_norm, accumulate_grad_batches=accumulate_grad_batches,
+                scheduler=step_sched, channels_last=channels_last, unpack=unpack,
+                on_batch_end=on_batch if has_batch_cb else None, progress=show_bar,
+                desc=f"epoch {epoch}/{epochs}",
+            )
+        except FloatingPointError as exc:
+            raise FloatingPointError(f"epoch {epoch}: {exc}") from None
         if val_loader is not None:
             if distributed:
                 dist_utils.broadcast_buffers(model)  # BatchNorm statistics of rank 0
@@ -1381,7 +1540,7 @@ def fit(
                 sched.step()
         row = {"epoch": float(epoch), **logs}
         history.append(row)
-        state.logs = dict(row)
+        state.logs, state.in_epoch = dict(row), False
         if summary:
             line = _summary_line(row, epochs)
             if show_bar:

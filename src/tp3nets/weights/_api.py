@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -35,7 +35,8 @@ __all__ = [
 
 #: File suffixes that builders and ``--weights`` treat as checkpoint paths.
 CHECKPOINT_SUFFIXES: Final = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
-_PREFIXES: Final = ("module.", "_orig_mod.")
+_DDP_PREFIX: Final = "module."
+_V = TypeVar("_V")
 _SHA256_RE: Final = re.compile(r"[0-9a-f]{64}")
 # Keys under which training scripts commonly nest the model's state dict.
 _NESTED_KEYS: Final = ("model", "state_dict", "model_state_dict")
@@ -276,15 +277,19 @@ class WeightsEnum(Enum):
         return getattr, (type(self), self._name_)
 
 
-def _strip_prefixes(key: str) -> str:
-    changed = True
-    while changed:
-        changed = False
-        for prefix in _PREFIXES:
-            if key.startswith(prefix):
-                key = key[len(prefix) :]
-                changed = True
-    return key.replace("._orig_mod.", ".")
+def _uncompiled(key: str) -> str:
+    """``key`` without the ``_orig_mod`` parts that ``torch.compile`` wrappers add."""
+    return ".".join(part for part in key.split(".") if part != "_orig_mod")
+
+
+def _unwrapped_keys(state: Mapping[str, _V]) -> dict[str, _V]:
+    """``state`` keyed as the bare module expects: without ``_orig_mod.`` wherever it
+    appears, and without the ``module.`` prefix of DDP/DataParallel where every key has it
+    (a model's own child named ``module`` is left alone)."""
+    out = {_uncompiled(k): v for k, v in state.items()}
+    while out and all(k.startswith(_DDP_PREFIX) for k in out):
+        out = {k[len(_DDP_PREFIX) :]: v for k, v in out.items()}
+    return out
 
 
 def load_state_dict(
@@ -376,7 +381,7 @@ def load_state_dict(
         raise CheckpointError(
             f"{str(p)!r} holds entries that are not tensors: {', '.join(map(str, bad[:5]))}"
         )
-    return {_strip_prefixes(k): v for k, v in raw.items()}
+    return _unwrapped_keys(raw)
 
 
 def _listed(items: list[str], limit: int = 8) -> str:
