@@ -304,3 +304,39 @@ def test_callback_states_are_saved_so_that_they_load(tmp_path: Path) -> None:
         save_checkpoint(make_checkpoint(model, opt, None, None, 1, History(),
                                         callbacks=[_ObjectState()]), tmp_path / "obj.pt")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["np.pt"]
+
+
+@pytest.mark.parametrize(("optimizer", "scheduler", "message"), [
+    (lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9), None,
+     "was saved with the Adam optimizer, not the SGD given; resume with the same optimizer"),
+    (lambda p: torch.optim.Adam(p, lr=1e-2),
+     lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=5),
+     "was saved with the StepLR scheduler, not the CosineAnnealingLR given"),
+])
+def test_resuming_with_another_optimizer_or_scheduler_is_refused(
+    tmp_path: Path, optimizer: Any, scheduler: Any, message: str
+) -> None:
+    """Another optimizer's state would load and then fail at the first step (KeyError);
+    another scheduler's would give another schedule."""
+    _run(tmp_path, "tensor")
+    with pytest.raises(CheckpointError, match=message):
+        fit(TinyNet(), TensorLoader(make_data(8, 0), 4), epochs=5, optimizer=optimizer,
+            scheduler=scheduler, resume_from=tmp_path / "epoch2.pt", progress=False)
+
+
+def test_resuming_with_a_scheduler_the_run_did_not_have_is_refused(tmp_path: Path) -> None:
+    model = TinyNet()
+    fit(model, TensorLoader(make_data(8, 0), 4), epochs=1, progress=False,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        callbacks=[ModelCheckpoint(tmp_path / "plain.pt")])
+    with pytest.raises(CheckpointError, match="was saved without a learning-rate scheduler"):
+        fit(TinyNet(), TensorLoader(make_data(8, 0), 4), epochs=2, progress=False,
+            optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
+            scheduler=lambda o: torch.optim.lr_scheduler.OneCycleLR(o, 0.1, total_steps=4),
+            resume_from=tmp_path / "plain.pt")
+    # Dropping a schedule is a choice: the run goes on at the learning rate it had.
+    _run(tmp_path, "tensor")
+    history = fit(TinyNet(), TensorLoader(make_data(8, 0), 4), epochs=3, progress=False,
+                  optimizer=lambda p: torch.optim.Adam(p, lr=1e-2),
+                  resume_from=tmp_path / "epoch2.pt")
+    assert history["lr"][-1] == pytest.approx(1e-2 * 0.7**2)  # where StepLR had got to

@@ -291,6 +291,46 @@ def test_train_resume_with_another_schedule_is_refused(
 
 
 @pytest.mark.mnist
+@pytest.mark.parametrize(("extra", "needle"), [
+    (["--optimizer", "sgd"], "was saved with the AdamW optimizer, not the SGD given"),
+    (["--scheduler", "cosine"], "was saved without a learning-rate scheduler, but "
+                                "CosineAnnealingLR is given"),
+])
+def test_train_resume_with_another_optimizer_or_scheduler_is_refused(
+    capsys: pytest.CaptureFixture[str], mnist_root: Path, tmp_path: Path, extra: list[str],
+    needle: str,
+) -> None:
+    """Used to fail at the first step with KeyError('momentum') / a silent other schedule."""
+    first = tmp_path / "first.pt"
+    assert run(capsys, *_train_args(mnist_root, "--epochs", "1", "--scheduler", "constant",
+                                    "--output", first))[0] == 0
+    code, _, err = run(capsys, *_train_args(mnist_root, "--epochs", "2", "--scheduler",
+                                            "constant", *extra, "--resume", first))
+    assert code == 2
+    _one_error_line(err, needle)
+
+
+@pytest.mark.mnist
+@pytest.mark.parametrize(("epochs", "batches"), [("1", "5"), ("5", "1"), ("1", "1"), ("2", "2")])
+def test_train_one_cycle_on_a_handful_of_steps(
+    capsys: pytest.CaptureFixture[str], mnist_root: Path, epochs: str, batches: str
+) -> None:
+    """Five steps made torch's OneCycleLR divide by zero (warm-up of 0.2 * 5 - 1 steps)."""
+    code, _, err = run(capsys, "train", MLR, "--data", mnist_root, "--epochs", epochs,
+                       "--limit-train-batches", batches, "--val-size", "100", "--quiet")
+    assert code == 0, err
+
+
+def test_warmup_fraction_never_leaves_a_phase_empty() -> None:
+    for steps in range(1, 400):
+        pct = cli._warmup_fraction(steps)
+        assert 0 < pct <= 1
+        assert pct * steps - 1 != 0, steps  # the warm-up phase's length
+        assert steps - pct * steps != 0, steps  # the annealing phase's length
+    assert abs(cli._warmup_fraction(4300) - 0.2) < 1e-3
+
+
+@pytest.mark.mnist
 def test_train_fine_tunes_from_pretrained_weights(
     capsys: pytest.CaptureFixture[str], mnist_root: Path, tmp_path: Path
 ) -> None:
@@ -309,6 +349,12 @@ def test_train_fine_tunes_from_pretrained_weights(
         (["--weights-out", "w.pt"], ["--weights-out writes a .safetensors file"]),
         (["--resume", "missing.pt"], ["checkpoint to resume not found", "missing.pt"]),
         (["--device", "tpu"], ["unknown device 'tpu'"]),
+        (["--device", "meta"], ["unknown device 'meta'"]),
+        (["--output", "/proc/x.pt"], ["--output '/proc/x.pt' cannot be written",
+                                      "no file can be created in '/proc'"]),
+        (["--weights-out", "/proc/w.safetensors"], ["cannot be written"]),
+        (["--output", "same.safetensors", "--weights-out", "same.safetensors"],
+         ["--output and --weights-out are the same file"]),
         (["--weights", "MNIST_V9"], ["unknown weights 'MNIST_V9'", "did you mean MNIST_V1"]),
     ],
 )

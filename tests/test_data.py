@@ -40,6 +40,24 @@ def test_missing_mnist_names_the_folder_and_the_way_out(tmp_path: Path) -> None:
     assert "download=True" in msg
 
 
+@pytest.mark.mnist
+@pytest.mark.parametrize("damage", ["text", "truncated"])
+def test_corrupt_mnist_files_are_named_as_such(
+    mnist_root: Path, tmp_path: Path, damage: str
+) -> None:
+    """Files that are there but do not parse: not "not found", nor a bare AssertionError."""
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
+                 "train-images-idx3-ubyte", "train-labels-idx1-ubyte"):  # torchvision wants 4
+        with (mnist_root / "MNIST" / "raw" / name).open("rb") as fh:
+            head = fh.read(5000)
+        (raw / name).write_bytes(b"hello\n" if damage == "text" else head)
+    with pytest.raises(ValueError, match=r"the MNIST files t10k-images-idx3-ubyte / "
+                       r"t10k-labels-idx1-ubyte in .* are corrupt or truncated"):
+        load_mnist(tmp_path, train=False)
+
+
 def test_data_root_comes_from_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -117,7 +117,9 @@ def make_checkpoint(
         "model_class": type(bare).__name__,
         "model": {_uncompiled(k): v for k, v in bare.state_dict().items()},
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "optimizer_class": type(optimizer).__name__ if optimizer is not None else None,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scheduler_class": type(scheduler).__name__ if scheduler is not None else None,
         "scaler": scaler.state_dict() if scaler is not None else None,
         "epoch": int(epoch),
         "stop_training": bool(stop_training),
@@ -276,6 +278,7 @@ def restore_checkpoint(
             f"{source} was saved from a {ckpt.get('model_class')}, not a {type(bare).__name__}"
         )
     load_weights_into(bare, ckpt["model"], source=source)
+    _check_same_kind(ckpt, optimizer, scheduler, source)
     if ckpt.get("optimizer") is not None:
         try:
             optimizer.load_state_dict(ckpt["optimizer"])
@@ -297,6 +300,36 @@ def restore_checkpoint(
     _set_rng_states(ckpt.get("rng") or {})
     history = History.from_dict(ckpt["history"] or {})
     return int(ckpt["epoch"]), history
+
+
+def _check_same_kind(
+    ckpt: dict[str, Any], optimizer: torch.optim.Optimizer, scheduler: Any, source: str
+) -> None:
+    """Refuse an optimizer or scheduler other than the checkpoint's: its state would load
+    and then fail at the first step (another optimizer's settings lack this one's keys),
+    or silently give another schedule."""
+    saved = ckpt.get("optimizer_class")
+    groups = (ckpt.get("optimizer") or {}).get("param_groups") or []
+    lacking = sorted({k for g in groups for k in optimizer.defaults if k not in g})
+    if (saved is not None and saved != type(optimizer).__name__) or lacking:
+        was = f"the {saved} optimizer" if saved else (
+            f"an optimizer without {', '.join(lacking)}"
+        )
+        raise CheckpointError(
+            f"{source} was saved with {was}, not the {type(optimizer).__name__} given; "
+            f"resume with the same optimizer"
+        )
+    saved = ckpt.get("scheduler_class")
+    if scheduler is not None and "scheduler" in ckpt and ckpt["scheduler"] is None:
+        raise CheckpointError(
+            f"{source} was saved without a learning-rate scheduler, but "
+            f"{type(scheduler).__name__} is given; resume without one"
+        )
+    if scheduler is not None and saved is not None and saved != type(scheduler).__name__:
+        raise CheckpointError(
+            f"{source} was saved with the {saved} scheduler, not the "
+            f"{type(scheduler).__name__} given; resume with the same scheduler"
+        )
 
 
 def restore_callbacks(ckpt: dict[str, Any], callbacks: Sequence[Any]) -> None:

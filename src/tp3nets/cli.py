@@ -19,6 +19,7 @@ import difflib
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -76,6 +77,8 @@ def _device(value: str) -> torch.device:
     try:
         device = torch.device(value)
     except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
         raise UsageError(
             f"unknown device {value!r}; use auto, cpu, cuda, cuda:N or mps"
         ) from None
@@ -215,7 +218,8 @@ def _positive(kind: type[int] | type[float], what: str) -> Callable[[str], Any]:
 
 
 def _check_output_file(option: str, path: Path) -> None:
-    """Refuse, before any work, a file that cannot be written: a folder, or under a file."""
+    """Refuse, before any work, a file that cannot be written: a folder, a path under a
+    file, or a place where no file can be created (tried with a temporary file)."""
     if path.is_dir():
         raise UsageError(f"{option} {str(path)!r} is a directory; give a file name")
     for parent in path.parents:
@@ -225,6 +229,14 @@ def _check_output_file(option: str, path: Path) -> None:
                     f"{option} {str(path)!r} cannot be written: {str(parent)!r} is a file, "
                     "not a folder"
                 )
+            try:
+                with tempfile.TemporaryFile(dir=parent):
+                    pass
+            except OSError as exc:
+                raise UsageError(
+                    f"{option} {str(path)!r} cannot be written: no file can be created in "
+                    f"{str(parent)!r} ({exc.strerror or exc})"
+                ) from None
             return
 
 
@@ -401,6 +413,22 @@ def _make_optimizer(name: str, model: nn.Module, lr: float | None,
                             nesterov=True, weight_decay=weight_decay)
 
 
+def _warmup_fraction(steps: int, share: float = 0.2) -> float:
+    """OneCycleLR's ``pct_start`` for a warm-up of about ``share`` of ``steps``.
+
+    torch divides by the length of each phase, and the warm-up phase has length
+    ``pct_start * steps - 1``: zero (a ZeroDivisionError) when that product is 1, as for
+    5 steps at 0.2. The warm-up is rounded to whole steps and given half a step more, so
+    that neither phase is ever empty; for long runs this is the plain ``share``.
+
+    Example:
+        >>> _warmup_fraction(5), round(_warmup_fraction(4300), 4), _warmup_fraction(1)
+        (0.3, 0.2001, 0.5)
+    """
+    warmup = min(max(1, round(share * steps)), steps - 1)
+    return (warmup + 0.5) / steps
+
+
 def _check_resumable(path: Path, checkpoint: dict[str, Any], scheduler: Any) -> None:
     """Refuse to resume a run whose learning-rate schedule had another length."""
     saved = checkpoint.get("scheduler") or {}
@@ -445,6 +473,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     for option, path in (("--output", args.output), ("--weights-out", args.weights_out)):
         if path is not None:
             _check_output_file(option, Path(path).expanduser())
+    if args.output is not None and args.weights_out is not None and (
+        Path(args.output).expanduser().resolve() == Path(args.weights_out).expanduser().resolve()
+    ):
+        raise UsageError(
+            f"--output and --weights-out are the same file {str(args.output)!r}: the weights "
+            "would overwrite the checkpoint; give two names"
+        )
     device = _device(args.device)
     seed_everything(args.seed)
     model, _, source = _load_model(args.model, args.weights)
@@ -469,7 +504,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.scheduler == "onecycle":
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=optimizer.param_groups[0]["lr"], epochs=args.epochs,
-            steps_per_epoch=len(train_loader), pct_start=0.2,
+            steps_per_epoch=len(train_loader),
+            pct_start=_warmup_fraction(args.epochs * len(train_loader)),
         )
         interval = "step"
     elif args.scheduler == "cosine":
@@ -669,14 +705,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
     )
 
     out = Path(args.output).expanduser()
+    _check_output_file("output", out)
     fmt = args.format or _EXPORT_SUFFIXES.get(out.suffix.lower())
     if fmt is None:
         raise UsageError(
             f"cannot tell the format from {str(out)!r}; pass --format onnx or --format "
             "torchscript (or name the file .onnx or .pt)"
         )
-    if out.is_dir():
-        raise UsageError(f"{str(out)!r} is a directory; give a file name")
     if fmt == "onnx":
         missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
         if missing:

@@ -77,19 +77,33 @@ def load_mnist(
         folder = folder.parent.parent
     elif folder.name == "MNIST" and (folder / "raw").is_dir():
         folder = folder.parent
+    raw = folder / "MNIST" / "raw"
     try:
         ds = MNIST(str(folder), train=train, download=download)
     except RuntimeError as exc:
+        if "not found" not in str(exc).lower():  # the files are there but do not parse
+            raise _corrupt(raw, train, exc) from None
         if download:
             raise
         raise FileNotFoundError(
-            f"MNIST not found in {str(folder / 'MNIST' / 'raw')!r} ({exc}); pass the folder "
+            f"MNIST not found in {str(raw)!r} ({exc}); pass the folder "
             f"that holds MNIST/raw/ (root=... in Python, --data DIR on the command line), "
             f"set {DATA_ENV}, or use download=True when online"
         ) from None
+    except (AssertionError, ValueError, IndexError, OSError) as exc:
+        raise _corrupt(raw, train, exc) from None
     images = ds.data.unsqueeze(1).contiguous()  # (N, 1, 28, 28) uint8
     labels = ds.targets.to(torch.int64)
     return TensorDataset(images, labels)
+
+
+def _corrupt(raw: Path, train: bool, exc: BaseException) -> ValueError:
+    part = "train" if train else "t10k"
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ValueError(
+        f"the MNIST files {part}-images-idx3-ubyte / {part}-labels-idx1-ubyte in {str(raw)!r} "
+        f"are corrupt or truncated ({detail}); delete them and copy or download them again"
+    )
 
 
 def train_val_split(
