@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import subprocess
 import sys
@@ -259,6 +260,40 @@ def test_train_writes_checkpoint_and_weights(
 
 
 @pytest.mark.mnist
+def test_train_files_follow_the_umask(
+    capsys: pytest.CaptureFixture[str], mnist_root: Path, tmp_path: Path
+) -> None:
+    """Checkpoints and weights are written readable as any new file (not 0600)."""
+    ckpt, weights = tmp_path / "c.pt", tmp_path / "w.safetensors"
+    old = os.umask(0o022)
+    try:
+        assert run(capsys, *_train_args(mnist_root, "--epochs", "1", "--output", ckpt,
+                                        "--weights-out", weights))[0] == 0
+    finally:
+        os.umask(old)
+    assert ckpt.stat().st_mode & 0o777 == 0o644
+    assert weights.stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.mnist
+def test_resuming_a_finished_run_says_so(
+    capsys: pytest.CaptureFixture[str], mnist_root: Path, tmp_path: Path
+) -> None:
+    first = tmp_path / "first.pt"
+    common = ("--scheduler", "constant")
+    assert run(capsys, *_train_args(mnist_root, "--epochs", "1", *common, "--output", first))[
+        0] == 0
+    code, out, err = run(capsys, *_train_args(mnist_root, "--epochs", "1", *common, "--resume",
+                                              first))
+    assert code == 0, err
+    assert f"nothing to train: {first} already holds 1 epoch of --epochs 1" in out
+    code, out, err = run(capsys, *_train_args(mnist_root, "--epochs", "2", *common, "--resume",
+                                              first))
+    assert code == 0, err
+    assert "done: 2 epochs (1 now, after 1 resumed)" in out
+
+
+@pytest.mark.mnist
 def test_train_resume_equals_an_uninterrupted_run(
     capsys: pytest.CaptureFixture[str], mnist_root: Path, tmp_path: Path
 ) -> None:
@@ -353,8 +388,10 @@ def test_train_fine_tunes_from_pretrained_weights(
         (["--output", "/proc/x.pt"], ["--output '/proc/x.pt' cannot be written",
                                       "no file can be created in '/proc'"]),
         (["--weights-out", "/proc/w.safetensors"], ["cannot be written"]),
-        (["--output", "same.safetensors", "--weights-out", "same.safetensors"],
-         ["--output and --weights-out are the same file"]),
+        (["--output", "last.safetensors"], ["--output writes a full training checkpoint"]),
+        (["--weights", "DEFAULT", "--resume", "x.pt"],
+         ["--weights and --resume both give the starting weights"]),
+        (["--label-smoothing", "1.5"], ["expected a number in [0, 1), got '1.5'"]),
         (["--weights", "MNIST_V9"], ["unknown weights 'MNIST_V9'", "did you mean MNIST_V1"]),
     ],
 )

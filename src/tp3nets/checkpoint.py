@@ -176,6 +176,12 @@ def _unreadable(checkpoint: dict[str, Any], error: Exception) -> CheckpointError
     )
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write ``checkpoint`` to ``path`` atomically: a temporary file, fsync, then rename.
 
@@ -204,6 +210,8 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike[str]) ->
             fh.write(buffer.getbuffer())
             fh.flush()
             os.fsync(fh.fileno())
+        # mkstemp makes the file private (0600); give it the mode open() would have.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

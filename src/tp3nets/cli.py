@@ -260,6 +260,13 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _fraction(text: str) -> float:
+    value = _non_negative_float(text)
+    if not value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
 # --------------------------------------------------------------------------------------
 # list and info
 
@@ -451,7 +458,7 @@ def _count(n: int, noun: str) -> str:
 def _cmd_train(args: argparse.Namespace) -> int:
 
     from .callbacks import ModelCheckpoint
-    from .checkpoint import load_checkpoint
+    from .checkpoint import _umask, load_checkpoint
     from .data import (
         BatchRandomAffine,
         TensorLoader,
@@ -466,20 +473,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise UsageError(
             f"--weights-out writes a .safetensors file, got {str(args.weights_out)!r}"
         )
+    if args.resume is not None and args.weights is not None:
+        raise UsageError(
+            "--weights and --resume both give the starting weights; --resume continues the "
+            "checkpoint's own (drop --weights)"
+        )
+    if args.output is not None and Path(args.output).suffix.lower() == ".safetensors":
+        raise UsageError(
+            f"--output writes a full training checkpoint (a .pt file), got "
+            f"{str(args.output)!r}; bare weights go to --weights-out FILE.safetensors"
+        )
     if args.resume is not None and not Path(args.resume).expanduser().is_file():
-        raise FileNotFoundError(f"checkpoint to resume not found: {str(args.resume)!r}")
+        what = "is a directory" if Path(args.resume).expanduser().is_dir() else "not found"
+        raise FileNotFoundError(f"checkpoint to resume {what}: {str(args.resume)!r}")
     # Read now, so that a file that is no checkpoint is reported before MNIST is loaded.
     resumed = load_checkpoint(Path(args.resume).expanduser()) if args.resume is not None else None
     for option, path in (("--output", args.output), ("--weights-out", args.weights_out)):
         if path is not None:
             _check_output_file(option, Path(path).expanduser())
-    if args.output is not None and args.weights_out is not None and (
-        Path(args.output).expanduser().resolve() == Path(args.weights_out).expanduser().resolve()
-    ):
-        raise UsageError(
-            f"--output and --weights-out are the same file {str(args.output)!r}: the weights "
-            "would overwrite the checkpoint; give two names"
-        )
     device = _device(args.device)
     seed_everything(args.seed)
     model, _, source = _load_model(args.model, args.weights)
@@ -514,6 +525,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         _check_resumable(args.resume, resumed, scheduler)
     callbacks = [ModelCheckpoint(args.output)] if args.output is not None else []
     if not args.quiet:
+        if resumed is not None:
+            source = f"resuming {args.resume} after epoch {resumed['epoch']}"
         print(f"training {args.model} ({source}) on {len(train):,} MNIST images"
               + (f", validating on {len(val):,}" if val is not None else "")
               + f", {_count(args.epochs, 'epoch')}, batch {args.batch_size}, {args.optimizer}, "
@@ -531,8 +544,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     last = history.epochs[-1] if history.epochs else {}
     shown = ", ".join(f"{k} {v:.4f}" for k, v in last.items()
                       if k in ("loss", "acc", "val_loss", "val_acc"))
-    print(f"done: {_count(len(history), 'epoch')} in {seconds:.1f}s" + (f"; last epoch: {shown}"
-                                                              if shown else ""))
+    before = int(resumed["epoch"]) if resumed is not None else 0
+    trained = len(history) - before
+    if resumed is not None and trained <= 0:
+        print(f"nothing to train: {args.resume} already holds "
+              f"{_count(before, 'epoch')} of --epochs {args.epochs}")
+    else:
+        now = f" ({trained} now, after {before} resumed)" if before else ""
+        print(f"done: {_count(len(history), 'epoch')}{now} in {seconds:.1f}s"
+              + (f"; last epoch: {shown}" if shown else ""))
     if args.output is not None:
         print(f"checkpoint: {args.output}")
     if args.weights_out is not None:
@@ -545,6 +565,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(target), metadata={"model": args.model, "format": "pt",
                                                  "tp3nets": __version__})
+        os.chmod(target, 0o666 & ~_umask())  # safetensors writes it private (0600)
         print(f"weights: {target} (load with --weights {target})")
     return 0
 
@@ -759,7 +780,7 @@ def _add_device(p: argparse.ArgumentParser) -> None:
                    "(default: auto)")
 
 
-def _add_data(p: argparse.ArgumentParser) -> None:
+def _add_data(p: argparse.ArgumentParser, zero_val: str) -> None:
     p.add_argument("--data", metavar="DIR",
                    help="folder holding MNIST/raw/ (default: $TP3NETS_DATA, else "
                    "~/.cache/tp3nets/data)")
@@ -767,7 +788,7 @@ def _add_data(p: argparse.ArgumentParser) -> None:
                    help="download MNIST into --data when it is missing (needs a network)")
     p.add_argument("--val-size", type=_non_negative_int, default=5000, metavar="N",
                    help="images of the training set held out for validation (default: 5000; "
-                   "0 trains on all 60,000)")
+                   f"{zero_val})")
     p.add_argument("--split-seed", type=int, default=42, metavar="SEED",
                    help="seed of the train/validation split (default: 42, the weights' split)")
 
@@ -813,7 +834,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a model on the seeded train/validation split of "
                        "the MNIST training set, validating after each epoch.")
     _add_model(p)
-    _add_data(p)
+    _add_data(p, "0 trains on all 60,000")
     p.add_argument("--epochs", type=_positive(int, "an integer"), default=10, metavar="N",
                    help="total epochs (a resumed run continues up to it; default: 10)")
     p.add_argument("--batch-size", type=_positive(int, "an integer"), default=128, metavar="N",
@@ -827,8 +848,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", choices=("onecycle", "cosine", "constant"),
                    default="onecycle", help="learning-rate schedule (default: onecycle, "
                    "stepped per batch, as the bundled weights were trained)")
-    p.add_argument("--label-smoothing", type=_non_negative_float, default=0.0, metavar="EPS",
-                   help="default: 0")
+    p.add_argument("--label-smoothing", type=_fraction, default=0.0, metavar="EPS",
+                   help="in [0, 1) (default: 0)")
     p.add_argument("--precision", choices=("32", "bf16", "16"), default="32",
                    help="32, bf16 (autocast, CPU or CUDA) or 16 (float16, CUDA only); "
                    "default: 32")
@@ -856,7 +877,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "matrix.")
     _add_model(p)
     _add_weights(p, "DEFAULT", "weights to evaluate")
-    _add_data(p)
+    _add_data(p, "used by --split val")
     p.add_argument("--split", choices=("test", "val"), default="test", help="default: test")
     p.add_argument("--batch-size", type=_positive(int, "an integer"), default=1000, metavar="N",
                    help="default: 1000")
