@@ -3,10 +3,12 @@ Two processes with torchrun, on the CPU
 =======================================
 
 This script is the worker that ``torchrun`` starts once per process. It is the script of
-a single-process run plus two lines: start the process group (``gloo`` on the CPU,
-``nccl`` on GPUs), and end it. :func:`tp3nets.fit` then wraps the model in
-DistributedDataParallel, gives each process its share of every epoch, reduces the
-figures across processes, and lets only rank 0 print and write files.
+a single-process run plus the line that ends the process group: :func:`tp3nets.fit`
+starts the group ``torchrun`` describes (``gloo`` on the CPU, ``nccl`` for a GPU per
+process), wraps the model in DistributedDataParallel, gives each process its share of
+every epoch, reduces the figures across processes, and lets only rank 0 print and write
+files. The loader's batch is the global batch, so the learning rate is that of one
+process.
 
 Run it with two processes on one machine (``TP3NETS_FAST=1``: seconds)::
 
@@ -34,11 +36,6 @@ REPO = Path(sys.argv[0]).resolve().parents[1]
 DATA = Path(os.environ.get("TP3NETS_DATA", REPO.parent / "shared" / "datasets"))
 FAST = os.environ.get("TP3NETS_FAST", "0") not in ("", "0")
 
-if "RANK" in os.environ:  # started by torchrun: join the other processes
-    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-rank = dist.get_rank() if dist.is_initialized() else 0
-world = dist.get_world_size() if dist.is_initialized() else 1
-
 # Every process builds the same data and the same initial model (same seeds): fit gives
 # each one its own share of every epoch, and DDP keeps the weights equal.
 tp3nets.seed_everything(0)
@@ -54,11 +51,14 @@ history = tp3nets.fit(
     train_loader,
     val_loader=val_loader,
     epochs=2,
-    optimizer=torch.optim.Adam(model.parameters(), lr=1e-3 * world),
+    optimizer=torch.optim.Adam(model.parameters(), lr=1e-3),
 )
 # evaluate splits the test set between the processes and adds up their counts.
 figures = tp3nets.evaluate(model, TensorLoader(tuple(t[:n_eval] for t in test.tensors), 1000))
 
+# fit started the group under torchrun (one process without it).
+rank = dist.get_rank() if dist.is_initialized() else 0
+world = dist.get_world_size() if dist.is_initialized() else 1
 if rank == 0:
     print(f"{world} process(es): test accuracy {figures['acc']:.2%}, "
           f"history {history['val_acc']}")

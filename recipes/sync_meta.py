@@ -6,6 +6,7 @@ enums expose come from the training run itself, never typed by hand.
 
 from __future__ import annotations
 
+import argparse
 import json
 import pprint
 from pathlib import Path
@@ -16,7 +17,8 @@ MODELS = ("convnet2", "convnet3", "convnet4", "multinomial_logistic_regression")
 KEEP = ("file", "sha256", "file_size", "num_params", "recipe", "metrics")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
     records = {}
     for name in MODELS:
         path = HERE / "results" / f"{name}.json"

@@ -112,14 +112,38 @@ def test_resuming_a_stopped_run_stays_stopped(tmp_path: Path) -> None:
     assert torch.equal(again.weight, model.weight)
 
 
-def test_early_stopping_names_a_missing_figure() -> None:
-    """Monitoring a figure fit does not log raises with the figures that exist."""
+class _Epochs:
+    def __init__(self) -> None:
+        self.seen = 0
+
+    def on_epoch_start(self, state: FitState) -> None:
+        self.seen += 1
+
+
+@pytest.mark.parametrize(("callback", "who"), [
+    (EarlyStopping(), "EarlyStopping"),
+    (ModelCheckpoint("never.pt", save_best_only=True), "ModelCheckpoint"),
+])
+def test_a_missing_monitored_figure_is_named_before_training(callback: Any, who: str) -> None:
+    """Monitoring a figure fit does not log raises, with the figures that exist, before the
+    first epoch (it used to be after it, losing that epoch's history)."""
     model = nn.Linear(8, 3)
-    with pytest.raises(ValueError, match=r"monitors 'val_loss' but the epoch logged only acc, "
-                                         r"epoch, loss, lr, time \(pass val_loader="):
+    epochs = _Epochs()
+    with pytest.raises(ValueError, match=rf"{who} monitors 'val_loss', which this run does not "
+                                         r"log; it logs epoch, loss, acc, lr, time \(val_\* "
+                                         r"figures need val_loader=\)"):
         fit(model, TensorLoader(make_data(), 4), epochs=2,
             optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-            callbacks=[EarlyStopping()], progress=False)
+            callbacks=[epochs, callback], progress=False)
+    assert epochs.seen == 0
+
+
+def test_fit_refuses_a_monitor_it_will_not_log() -> None:
+    model = nn.Linear(8, 3)
+    with pytest.raises(ValueError, match=r"monitor 'val_acc' is not a figure of this run, which "
+                                         r"logs epoch, loss, acc, lr, time \(val_\* figures"):
+        fit(model, TensorLoader(make_data(), 4), epochs=1, monitor="val_acc",
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.1), progress=False)
 
 
 def test_callback_arguments_are_checked() -> None:

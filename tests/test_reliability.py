@@ -352,6 +352,11 @@ TRAINING_CASES: list[Any] = [
     ("empty-dataloader", _fit(DataLoader(TensorDataset(_X[:0], _Y[:0]), batch_size=4)),
      ValueError, re.escape("train_loader is empty (0 batches)")),
     ("empty-generator", _fit(iter([])), ValueError, "the training loader yielded no batch"),
+    ("seed-too-large", lambda: tp3nets.seed_everything(2**64), ValueError,
+     re.escape("seed must lie in [-2**63, 2**64), got 18446744073709551616")),
+    ("split-val-size-bool", lambda: tp3nets.data.train_val_split(
+        torch.utils.data.TensorDataset(_X, _Y), True), TypeError,
+     "val_size must be a count or a fraction, got True"),
     ("generator-for-two-epochs", _fit((b for b in [(_X, _Y)]), epochs=2), ValueError,
      re.escape("train_loader is a one-shot iterator (generator), which would be empty from "
                "epoch 2 on")),
@@ -1060,7 +1065,7 @@ def _cli_cases(d: Path) -> list[tuple[str, list[str], list[str]]]:
         ("export-output-dir", ["export", "convnet2", str(d / "empty-dir"), "--format", "onnx"],
          ["is a directory"]),
         ("export-output-under-file", ["export", "convnet2", str(d / "a-file" / "m.pt")],
-         ["cannot write", "is a file, not a folder"]),
+         ["cannot be written", "is a file, not a folder"]),
         ("export-weights-unknown", ["export", "convnet2", str(d / "m.pt"), "--weights", "V3"],
          ["unknown weights 'V3'"]),
     ]

@@ -485,8 +485,7 @@ def test_reduce_lr_on_plateau_follows_monitor() -> None:
                   scheduler=Plateau(opt), val_loader=TensorLoader(data, 4), monitor="val_acc",
                   progress=False)
     assert Plateau.seen == history["val_acc"]
-    with pytest.raises(ValueError, match="ReduceLROnPlateau follows 'val_loss', which fit did "
-                                         "not log"):
+    with pytest.raises(ValueError, match="monitor 'val_loss' is not a figure of this run"):
         fit(model, TensorLoader(data, 4), epochs=1, optimizer=opt, monitor="val_loss",
             scheduler=torch.optim.lr_scheduler.ReduceLROnPlateau(opt), progress=False)
 

@@ -66,6 +66,18 @@ def monitor_mode(monitor: str, mode: str = "auto") -> Literal["min", "max"]:
     return "max" if higher else "min"
 
 
+def _check_monitor(who: str, monitor: str, state: FitState) -> None:
+    """Refuse, before the first epoch, a figure that the run will not log."""
+    if state.figures and monitor not in state.figures:
+        no_val = monitor.startswith("val_") and not any(
+            f.startswith("val_") for f in state.figures
+        )
+        raise ValueError(
+            f"{who} monitors {monitor!r}, which this run does not log; it logs "
+            f"{', '.join(state.figures)}" + (" (val_* figures need val_loader=)" if no_val else "")
+        )
+
+
 def _better(mode: str, value: float, best: float, min_delta: float) -> bool:
     if math.isnan(value):
         return False
@@ -111,6 +123,7 @@ class EarlyStopping:
         self.stopped_epoch: int | None = None
 
     def on_fit_start(self, state: FitState) -> None:
+        _check_monitor("EarlyStopping", self.monitor, state)
         self.best = math.inf if self.mode == "min" else -math.inf
         self.wait, self.best_epoch, self._best_state, self.stopped_epoch = 0, 0, None, None
 
@@ -211,6 +224,8 @@ class ModelCheckpoint:
         self.last_saved: Path | None = None
 
     def on_fit_start(self, state: FitState) -> None:
+        if self.save_best_only:
+            _check_monitor("ModelCheckpoint", self.monitor, state)
         self.best = math.inf if self.mode == "min" else -math.inf
 
     def state_dict(self) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -137,8 +138,11 @@ def train_val_split(
         True
     """
     n = len(dataset)
-    n_val = round(val_size * n) if isinstance(val_size, float) else val_size
-    if isinstance(val_size, float) and not 0.0 < val_size < 1.0:
+    if isinstance(val_size, bool) or not isinstance(val_size, numbers.Real):
+        raise TypeError(f"val_size must be a count or a fraction, got {val_size!r}")
+    fraction = not isinstance(val_size, numbers.Integral)
+    n_val = round(val_size * n) if fraction else int(val_size)
+    if fraction and not 0.0 < val_size < 1.0:
         raise ValueError(f"val_size as a fraction must be in (0, 1), got {val_size}")
     if not 0 < n_val < n:
         raise ValueError(f"val_size must leave both parts non-empty, got {val_size} of {n}")

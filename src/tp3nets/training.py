@@ -179,6 +179,8 @@ def seed_everything(seed: int, *, deterministic: bool = False) -> None:
     """
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {seed!r}")
+    if not -(2**63) <= seed < 2**64:
+        raise ValueError(f"seed must lie in [-2**63, 2**64), got {seed}")
     random.seed(seed)
     with contextlib.suppress(ImportError):
         import numpy as np
@@ -323,6 +325,8 @@ class FitState:
     scaler: Any = None
     callbacks: Sequence[Any] = ()
     in_epoch: bool = False
+    #: The keys of every history row of this run (empty: not known).
+    figures: tuple[str, ...] = ()
 
     def checkpoint(self) -> dict[str, Any]:
         """A full checkpoint of the run so far: model, optimizer, scheduler, gradient
@@ -1449,6 +1453,15 @@ def fit(
     loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
     metric_map = _default_metrics(metrics)
     watch = monitor or ("val_loss" if val_loader is not None else "loss")
+    logged = ["loss", *metric_map]
+    figures = ("epoch", *logged, *(f"val_{k}" for k in logged if val_loader is not None),
+               *_ROW_KEYS[1:])
+    if watch not in figures:
+        raise ValueError(
+            f"monitor {watch!r} is not a figure of this run, which logs "
+            f"{', '.join(figures)}" + ("" if val_loader is not None else
+                                      " (val_* figures need val_loader=)")
+        )
     watch_mode = monitor_mode_of(watch, monitor_mode)
     history = History(monitor=watch, mode=watch_mode)
     scaler = torch.amp.GradScaler("cuda") if prec == "16" else None
@@ -1480,7 +1493,8 @@ def fit(
     summary = is_main and progress is not False
 
     state = FitState(model=_bare(model), optimizer=opt, scheduler=sched, history=history,
-                     epoch=start_epoch, is_main=is_main, scaler=scaler, callbacks=callbacks)
+                     epoch=start_epoch, is_main=is_main, scaler=scaler, callbacks=callbacks,
+                     figures=figures)
     _call(callbacks, "on_fit_start", state)
     if ckpt is not None:
         from .checkpoint import restore_callbacks
@@ -1530,12 +1544,7 @@ def fit(
         logs["time"] = time.perf_counter() - started
         if sched is not None and scheduler_interval == "epoch":
             if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                if watch not in logs:
-                    raise ValueError(
-                        f"ReduceLROnPlateau follows {watch!r}, which fit did not log; logged "
-                        f"{', '.join(sorted(logs))} (pass monitor=... or val_loader=...)"
-                    )
-                sched.step(logs[watch])
+                sched.step(logs[watch])  # a logged figure: checked before the first epoch
             else:
                 sched.step()
         row = {"epoch": float(epoch), **logs}
