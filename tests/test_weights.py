@@ -7,6 +7,7 @@ import hashlib
 import os
 import pickle
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -556,3 +557,18 @@ def test_a_child_named_module_keeps_its_prefix(tmp_path: Path) -> None:
     ``module`` beside other children keeps its keys."""
     state = {"module.weight": torch.ones(2, 2), "head.weight": torch.zeros(2, 2)}
     assert sorted(load_state_dict(_save(state, tmp_path / "own.pt"))) == sorted(state)
+
+
+def test_a_torchscript_program_is_named_as_such(tmp_path: Path) -> None:
+    """A file from torch.jit.save (tp3nets export) given as weights or as a checkpoint: one
+    clear error, not torch's warning and its weights_only advice."""
+    from tp3nets.checkpoint import load_checkpoint
+
+    path = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.script(tp3nets.convnet2()), str(path))
+    for load in (load_state_dict, load_checkpoint):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(CheckpointError, match=r"is a TorchScript program .* not weights: "
+                               r"run it with torch.jit.load"):
+                load(path)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .weights import CheckpointError, load_weights_into
-from .weights._api import _first_line, _sniff, _uncompiled
+from .weights._api import _TORCHSCRIPT, _first_line, _sniff, _uncompiled
 
 if TYPE_CHECKING:
     from .training import History
@@ -237,6 +237,8 @@ def load_checkpoint(
     if not p.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {str(p)!r}")
     kind = _sniff(p)
+    if kind == "torchscript":
+        raise CheckpointError(_TORCHSCRIPT.format(path=str(p)))
     if kind == "safetensors":
         raise CheckpointError(
             f"{str(p)!r} is not a tp3nets training checkpoint but a safetensors weights file "

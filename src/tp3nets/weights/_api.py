@@ -7,6 +7,7 @@ import hashlib
 import os
 import re
 import sys
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -75,11 +76,28 @@ def _first_line(exc: BaseException) -> str:
     return lines[0]
 
 
+_TORCHSCRIPT: Final = (
+    "{path!r} is a TorchScript program (torch.jit.save, tp3nets export), not weights: run it "
+    "with torch.jit.load, or give the weights it was exported from (.safetensors, or a .pt "
+    "state dict)"
+)
+
+
 def _sniff(path: Path) -> str:
-    """``"torch"`` (zip or pickle from torch.save), ``"safetensors"``, or ``"unknown"``."""
+    """``"torch"`` (zip or pickle from torch.save), ``"torchscript"`` (a program saved by
+    torch.jit.save), ``"safetensors"``, or ``"unknown"``."""
     with path.open("rb") as fh:
         head = fh.read(9)
-    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError):
+            return "torch"  # torch.load reports the damage
+        if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+            return "torchscript"
+        return "torch"
+    if head[:1] == b"\x80":
         return "torch"
     if len(head) == 9 and head[8:9] == b"{":
         header = int.from_bytes(head[:8], "little")
@@ -343,6 +361,8 @@ def load_state_dict(
                 f"expected {sha256}"
             )
     kind = _sniff(p)
+    if kind == "torchscript":
+        raise CheckpointError(_TORCHSCRIPT.format(path=str(p)))
     if kind == "unknown":
         what = "a safetensors file" if p.suffix == ".safetensors" else (
             "a PyTorch (torch.save) or safetensors file"
