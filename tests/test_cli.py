@@ -567,6 +567,23 @@ def test_predict_sample_digits(capsys: pytest.CaptureFixture[str]) -> None:
         assert 0.0 <= prob <= 1.0
 
 
+def test_predict_flags_blank_images(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """An image with no ink still gets the model's answer, marked as meaningless."""
+    from PIL import Image
+
+    paths = []
+    for name, colour in (("white.png", 255), ("black.png", 0)):
+        Image.new("L", (40, 40), colour).save(tmp_path / name)
+        paths.append(tmp_path / name)
+    code, out, err = run(capsys, "predict", "convnet4", *paths, DIGITS[0])
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert all("[blank: no ink found" in line for line in lines[:2])
+    assert "blank" not in lines[2]
+    code, out, err = run(capsys, "predict", "convnet4", *paths, DIGITS[0], "--json")
+    assert [r["blank"] for r in json.loads(out)["results"]] == [True, True, False]
+
+
 def test_predict_matches_the_library(capsys: pytest.CaptureFixture[str]) -> None:
     """--top 10 --json gives the softmax of the model on weights.transforms()(image)."""
     code, out, _ = run(capsys, "predict", "convnet2", DIGITS[3], DIGITS[7], "--top", "10",

@@ -689,6 +689,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     categories = [str(c) for c in reference.meta["categories"]] if reference is not None and \
         len(reference.meta["categories"]) == num_classes else [str(i) for i in range(num_classes)]
     batch = torch.stack([preprocess(_open_image(path)) for path in args.images])
+    # A uniform input after preprocessing: no ink was found, whatever the model answers.
+    blank = (batch.flatten(1).amax(1) == batch.flatten(1).amin(1)).tolist()
     probs = predict(model, batch, device=device).softmax(dim=1)
     top_p, top_i = probs.topk(args.top, dim=1)
     results = [
@@ -698,15 +700,18 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 {"class": categories[i], "index": i, "probability": p}
                 for p, i in zip(ps, idx, strict=True)
             ],
+            "blank": empty,
         }
-        for path, ps, idx in zip(args.images, top_p.tolist(), top_i.tolist(), strict=True)
+        for path, ps, idx, empty in zip(args.images, top_p.tolist(), top_i.tolist(), blank,
+                                        strict=True)
     ]
     if args.json:
         print(_json({"model": args.model, "weights": source, "results": results}))
         return 0
     for res in results:
         shown = ", ".join(f"{p['class']} ({p['probability']:.4f})" for p in res["predictions"])
-        print(f"{res['image']}: {shown}")
+        note = "  [blank: no ink found, the answer means nothing]" if res["blank"] else ""
+        print(f"{res['image']}: {shown}{note}")
     return 0
 
 
@@ -890,7 +895,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="classify digit images (PNG, JPEG, ...)",
                        description="Classify images of handwritten or printed digits of any "
                        "size, preprocessed as the weights expect (grayscale, dark ink on "
-                       "light paper inverted, cropped, centred, resized to 28x28).")
+                       "light paper inverted, cropped, centred, resized to 28x28). An "
+                       "image in which no ink is found is marked blank (\"blank\": true "
+                       "in JSON): the model's answer for it means nothing.")
     _add_model(p)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     _add_weights(p, "DEFAULT", "weights to use")
