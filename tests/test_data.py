@@ -340,6 +340,37 @@ def test_consecutive_batches_are_views_of_one_gathered_block() -> None:
     assert torch.equal(x, images[:64].float() / 255)
 
 
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_changing_a_batch_in_place_leaves_the_data_alone(
+    shuffle: bool, dtype: torch.dtype
+) -> None:
+    """Without shuffling, batches were views of the source tensors: an in-place transform
+    (Normalize(inplace=True)) or an in-place op on the labels changed the dataset itself,
+    more at every epoch. Batches now never share memory with the source."""
+    images = torch.randint(0, 256, (100, 1, 4, 4)).to(dtype)
+    labels = torch.arange(100)
+    kept = images.clone(), labels.clone()
+
+    def in_place(x: torch.Tensor) -> torch.Tensor:
+        return x.sub_(0.5).div_(0.25)
+
+    loader = TensorLoader((images, labels), 16, shuffle=shuffle, transform=in_place)
+    for _ in range(3):
+        for x, y in loader:
+            y.add_(100)
+            x.mul_(3)
+    assert torch.equal(images, kept[0])
+    assert torch.equal(labels, kept[1])
+
+
+def test_a_loader_seed_is_checked_when_built() -> None:
+    with pytest.raises(TypeError, match=r"seed must be an int, got 0\.5"):
+        TensorLoader((torch.zeros(4, 1),), 2, shuffle=True, seed=0.5)  # type: ignore[arg-type]
+    big = TensorLoader((torch.arange(10),), 4, shuffle=True, seed=2**63)
+    assert sorted(torch.cat([b for b, in big]).tolist()) == list(range(10))
+
+
 def test_the_split_and_its_loaders_copy_nothing() -> None:
     """train_val_split keeps references to the source; TensorLoader cuts its batches from
     the source and leaves the subset ungathered; .tensors gathers once and keeps it."""
@@ -427,5 +458,10 @@ def test_batch_random_affine_is_seeded_and_identity_at_zero() -> None:
     assert not torch.allclose(a, x)
     still = BatchRandomAffine(degrees=0, translate=0, scale=(1, 1))
     torch.testing.assert_close(still(x), x, atol=1e-5, rtol=0)
-    with pytest.raises(ValueError, match="BatchRandomAffine expects degrees >= 0"):
-        BatchRandomAffine(degrees=-1)
+    for bad in ({"degrees": -1}, {"degrees": float("nan")}, {"degrees": (-10, 10)},
+                {"translate": (0.1, 0.1)}, {"translate": 1.0}, {"scale": None},
+                {"scale": (1, float("inf"))}, {"scale": (0.9, 1.0, 1.1)}, {"scale": (1.1, 0.9)}):
+        with pytest.raises(ValueError, match=r"BatchRandomAffine expects finite numbers: "
+                           r"degrees >= 0 .* got degrees="):
+            BatchRandomAffine(**bad)  # type: ignore[arg-type]
+    assert aug(x[:0]).shape == (0, 1, 28, 28)

@@ -535,6 +535,39 @@ def test_reference_checkpoint_loads_and_agrees(name: str, tmp_path: Path) -> Non
     torch.testing.assert_close(built(x), reference(x), rtol=1e-5, atol=1e-6)
 
 
+class _BaseConvNet(nn.Module):
+    """The lab's base "ConvNet", which the report describes as ConvNet2 without the Dropout
+    its code marks "#NEW DROPOUT": the classifier's Linear layers are its items 0 and 2."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer1 = nn.Sequential(nn.Conv2d(1, 8, kernel_size=5, stride=[1, 1], padding=2),
+                                    nn.ReLU(), nn.MaxPool2d(kernel_size=2, stride=2))
+        self.classifier = nn.Sequential(nn.Linear(14 * 14 * 8, 500), nn.ReLU(),
+                                        nn.Linear(500, 10))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.classifier(self.layer1(x).reshape(x.size(0), -1))
+        return out
+
+
+def test_the_base_convnet_checkpoint_loads_into_convnet2(tmp_path: Path) -> None:
+    """ConvNet2(dropout=0.0) is the base ConvNet; its checkpoints (classifier.0/.2) load by
+    weights= and by load_state_dict, and give its logits."""
+    torch.manual_seed(0)
+    base = _BaseConvNet().eval()
+    torch.save(base.state_dict(), tmp_path / "convnet.pt")
+    x = torch.randn(4, 1, 28, 28)
+    built = tp3nets.convnet2(weights=str(tmp_path / "convnet.pt"), dropout=0.0).eval()
+    torch.testing.assert_close(built(x), base(x), rtol=1e-5, atol=1e-6)
+    model = tp3nets.ConvNet2(dropout=0.0)
+    result = model.load_state_dict(base.state_dict(), strict=True)
+    assert not result.missing_keys
+    assert not result.unexpected_keys
+    torch.testing.assert_close(model.eval()(x), base(x), rtol=1e-5, atol=1e-6)
+    assert sorted(model.state_dict()) == sorted(tp3nets.ConvNet2().state_dict())
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_tp3nets_checkpoint_loads_into_reference(name: str, tmp_path: Path) -> None:
     """A tp3nets checkpoint loads into the reference class with strict=True, same logits."""
@@ -970,3 +1003,16 @@ def test_mlr_output_size_and_num_classes(kwargs: dict[str, Any], classes: int) -
     model = MultinomialLogisticRegression(784, **kwargs)
     assert model.num_classes == model.output_size == classes
     assert model(torch.randn(2, 784)).shape == (2, classes)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_numpy_integers_are_ints(name: str) -> None:
+    """np.int64 counts (from a dataset's label array) work as nn.Linear's do."""
+    import numpy as np
+
+    model = tp3nets.get_model(name, num_classes=np.int64(3))
+    assert model.num_classes == 3
+    assert type(model.num_classes) is int
+    model.reset_classifier(np.int32(4))
+    assert model.get_classifier().out_features == 4
+    assert tp3nets.batch_relu(np.int64(1), np.int64(8))[0].out_channels == 8

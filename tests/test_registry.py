@@ -199,3 +199,23 @@ def test_register_model_refuses_a_taken_name() -> None:
     with pytest.raises(ValueError, match="a model named 'convnet4' is already registered"):
         register_model()(convnet4)
     assert tp3nets.get_model_builder("convnet4") is tp3nets.convnet4
+
+
+def test_register_model_keeps_names_in_lower_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mixed-case name used to be stored as given and looked up in lower case: nobody
+    could reach it; "ConvNet2" beside "convnet2" is the same name."""
+    from tp3nets.models import _registry
+
+    monkeypatch.setattr(_registry, "_BUILDERS", dict(_registry._BUILDERS))
+
+    def my_net() -> nn.Module:
+        return nn.Linear(1, 1)
+
+    register_model("MyNet")(my_net)
+    assert tp3nets.get_model_builder("MyNet") is my_net
+    assert tp3nets.get_model_builder(" mynet ") is my_net
+    assert "mynet" in tp3nets.list_models()
+    with pytest.raises(ValueError, match="a model named 'convnet2' is already registered"):
+        register_model("ConvNet2")(my_net)
+    with pytest.raises(TypeError, match="a model name must be a non-empty string, got 4"):
+        tp3nets.get_model_builder(4)  # type: ignore[arg-type]

@@ -190,6 +190,24 @@ def test_batches_are_processed_image_by_image() -> None:
         torch.testing.assert_close(out[i], MNISTPreprocess()(images[i]))
 
 
+def test_an_empty_batch_gives_an_empty_batch() -> None:
+    assert MNISTPreprocess()(torch.zeros(0, 1, 50, 40)).shape == (0, 1, 28, 28)
+
+
+def test_scattered_specks_give_a_finite_digit() -> None:
+    """Row and column spans chosen apart could miss each other's ink (a diagonal of dots):
+    the crop held no ink and the centre of mass was NaN."""
+    x = torch.zeros(1, 60, 60)
+    for k in range(25):
+        x[0, 2 * k, 58 - 2 * k] = 1.0
+    out = MNISTPreprocess()(x)
+    assert torch.isfinite(out).all()
+    assert out.max() > 0
+    g = torch.Generator().manual_seed(0)
+    noise = (torch.rand(20, 3, 100, 300, generator=g) > 0.995).float()
+    assert torch.isfinite(MNISTPreprocess()(noise)).all()
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_tensors_on_any_device(device: str) -> None:
     """Tensors on each device are processed there, with the CPU's result."""

@@ -565,10 +565,27 @@ def test_a_torchscript_program_is_named_as_such(tmp_path: Path) -> None:
     from tp3nets.checkpoint import load_checkpoint
 
     path = tmp_path / "scripted.pt"
-    torch.jit.save(torch.jit.script(tp3nets.convnet2()), str(path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in favour of export
+        torch.jit.save(torch.jit.script(tp3nets.convnet2()), str(path))
     for load in (load_state_dict, load_checkpoint):
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             with pytest.raises(CheckpointError, match=r"is a TorchScript program .* not weights: "
                                r"run it with torch.jit.load"):
                 load(path)
+
+
+def test_the_head_hint_only_when_the_class_count_differs() -> None:
+    """'Only the classifier head differs … num_classes=' is said when the classes differ,
+    not when the head's input width does (another input_size)."""
+    from tp3nets.weights import load_weights_into
+
+    state = tp3nets.multinomial_logistic_regression().state_dict()
+    with pytest.raises(CheckpointError, match=r"only the classifier head differs: the file has "
+                       r"10 classes; build the model with num_classes=10"):
+        load_weights_into(tp3nets.multinomial_logistic_regression(num_classes=3), state)
+    with pytest.raises(CheckpointError) as info:
+        load_weights_into(tp3nets.multinomial_logistic_regression(input_size=100), state)
+    assert "classifier.weight (10, 784) vs (10, 100)" in str(info.value)
+    assert "num_classes" not in str(info.value)

@@ -108,7 +108,7 @@ def _corrupt(raw: Path, train: bool, exc: BaseException) -> ValueError:
 
 
 def train_val_split(
-    dataset: TensorDataset, val_size: int | float = 5000, *, seed: int = 42
+    dataset: TensorDataset | tuple[Tensor, ...], val_size: int | float = 5000, *, seed: int = 42
 ) -> tuple[TensorDataset, TensorDataset]:
     """Split a dataset into train and validation parts with a seeded generator.
 
@@ -117,7 +117,7 @@ def train_val_split(
     (its Question 4), so the same seed gives the same split, run after run.
 
     Args:
-        dataset: the tensors to split.
+        dataset: the tensors to split (a dataset, or a tuple of tensors).
         val_size: validation samples, as a count or a fraction in (0, 1).
         seed: seed of the generator.
 
@@ -137,6 +137,8 @@ def train_val_split(
         >>> val.tensors[0].tolist() == [int(ds[i][0]) for i in ref.indices]
         True
     """
+    if isinstance(dataset, tuple):  # (images, labels), as TensorLoader takes them
+        dataset = TensorDataset(*dataset)
     n = len(dataset)
     if isinstance(val_size, bool) or not isinstance(val_size, numbers.Real):
         raise TypeError(f"val_size must be a count or a fraction, got {val_size!r}")
@@ -262,6 +264,12 @@ def mnist_splits(
     return train, val, load_mnist(root, train=False, download=download)
 
 
+def _int_seed(seed: object) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    return int(seed)
+
+
 class TensorLoader:
     """Batches of in-memory tensors, cut by indexing: no per-sample Python work.
 
@@ -334,7 +342,7 @@ class TensorLoader:
         self._n = rows.numel() if rows is not None else n
         self.batch_size = batch_size
         self.shuffle = shuffle
-        self.seed = seed
+        self.seed = _int_seed(seed)
         self.drop_last = drop_last
         self.transform = transform
         self.scale_uint8 = scale_uint8
@@ -393,7 +401,7 @@ class TensorLoader:
         """The epoch's order as rows of the source tensors (``None``: all, in order)."""
         if not self.shuffle:
             return self._rows
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) % 2**64)
         order = torch.randperm(self._n, generator=g).to(self._source[0].device)
         return order if self._rows is None else self._rows[order]
 
@@ -472,15 +480,21 @@ class TensorLoader:
             index = torch.tensor(first, device=self._source[0].device)
             sel = index if order is None else order[index]
             sizes = [len(first)]
-        # index_select: the same gather as t[sel], a third of the time for images
-        gathered = tuple(
+        # index_select: the same gather as t[sel], a third of the time for images. A slice
+        # (no shuffling, all rows) is a view of the source: copied, so that nothing done to
+        # a batch in place (a transform, an optimizer step on the inputs) reaches the data.
+        view = isinstance(sel, slice)
+        gathered = [
             t[sel] if isinstance(sel, slice) else t.index_select(0, sel) for t in self._source
-        )
-        images = gathered[0]
-        if self.scale_uint8 and images.dtype == torch.uint8:
-            images = images.float().div_(255)
+        ]
+        if self.scale_uint8 and gathered[0].dtype == torch.uint8:
+            gathered[0] = gathered[0].float().div_(255)  # a new tensor already
+        elif view:
+            gathered[0] = gathered[0].clone()
+        if view:
+            gathered[1:] = [t.clone() for t in gathered[1:]]
         # One split per tensor gives every batch's view of the block.
-        columns = [torch.split(t, sizes) for t in (images, *gathered[1:])]
+        columns = [torch.split(t, sizes) for t in gathered]
         transform = self.transform
         for x, *rest in zip(*columns, strict=True):
             yield (x if transform is None else transform(x), *rest)
@@ -513,10 +527,20 @@ class BatchRandomAffine(nn.Module):
         scale: tuple[float, float] = (0.9, 1.1),
     ) -> None:
         super().__init__()
-        if degrees < 0 or not 0 <= translate < 1 or not 0 < scale[0] <= scale[1]:
+
+        def real(v: object) -> bool:
+            return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+        pair = isinstance(scale, (tuple, list)) and len(scale) == 2 and all(map(real, scale))
+        if not (
+            real(degrees) and degrees >= 0 and real(translate) and 0 <= translate < 1
+            and pair and 0 < scale[0] <= scale[1]
+        ):
             raise ValueError(
-                "BatchRandomAffine expects degrees >= 0, 0 <= translate < 1 and "
-                f"0 < scale[0] <= scale[1], got {degrees}, {translate}, {scale}"
+                "BatchRandomAffine expects finite numbers: degrees >= 0 (the largest rotation "
+                "either way), 0 <= translate < 1 (the largest shift, one fraction for both "
+                f"axes) and scale = (low, high) with 0 < low <= high; got degrees={degrees!r}, "
+                f"translate={translate!r}, scale={scale!r}"
             )
         self.degrees = float(degrees)
         self.translate = float(translate)
@@ -524,6 +548,8 @@ class BatchRandomAffine(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         n = x.shape[0]
+        if n == 0:
+            return x
         dev, f32 = x.device, torch.float32
         angle = (torch.rand(n, device=dev, dtype=f32) * 2 - 1) * math.radians(self.degrees)
         zoom = torch.empty(n, device=dev, dtype=f32).uniform_(*self.scale)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 from torch import nn
 
 __all__ = ["batch_relu"]
@@ -42,12 +44,13 @@ def batch_relu(in_channels: int, out_channels: int, kernel_size: int = 3) -> nn.
         ("out_channels", out_channels),
         ("kernel_size", kernel_size),
     ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise ValueError(f"batch_relu expects {name} to be a positive int, got {value!r}")
     if kernel_size % 2 == 0:
         raise ValueError(
             f"batch_relu expects an odd kernel_size to keep the spatial size, got {kernel_size}"
         )
+    in_channels, out_channels, kernel_size = int(in_channels), int(out_channels), int(kernel_size)
     return nn.Sequential(
         nn.Conv2d(
             in_channels,

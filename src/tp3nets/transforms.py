@@ -130,6 +130,12 @@ def _fit_mnist_box(x: Tensor, size: int) -> Tensor:
     top_row, bottom_row = _span(inked.sum(dim=1))
     left_col, right_col = _span(inked.sum(dim=0))
     crop = x[:, top_row : bottom_row + 1, left_col : right_col + 1]
+    if not bool((crop[0] > 0.15).any()):
+        # Scattered specks: the row and column spans, chosen apart, can miss each other's
+        # ink. Fall back to the bounding box of all the ink.
+        rows = torch.nonzero(ink.any(dim=1)).flatten()
+        cols = torch.nonzero(ink.any(dim=0)).flatten()
+        crop = x[:, int(rows[0]) : int(rows[-1]) + 1, int(cols[0]) : int(cols[-1]) + 1]
     box = max(1, round(size * 20 / 28))
     h, w = crop.shape[-2:]
     scale = box / max(h, w)
@@ -141,8 +147,11 @@ def _fit_mnist_box(x: Tensor, size: int) -> Tensor:
     total = small.sum()
     ys = torch.arange(nh, dtype=x.dtype, device=x.device)
     xs = torch.arange(nw, dtype=x.dtype, device=x.device)
-    cy = float((small[0].sum(dim=1) * ys).sum() / total)
-    cx = float((small[0].sum(dim=0) * xs).sum() / total)
+    if bool(total > 0):
+        cy = float((small[0].sum(dim=1) * ys).sum() / total)
+        cx = float((small[0].sum(dim=0) * xs).sum() / total)
+    else:  # the ink vanished in the resize: centre the box itself
+        cy, cx = (nh - 1) / 2, (nw - 1) / 2
     top = min(max(round(size / 2 - cy), 0), size - nh)
     left = min(max(round(size / 2 - cx), 0), size - nw)
     out[:, top : top + nh, left : left + nw] = small
@@ -224,6 +233,8 @@ class MNISTPreprocess(nn.Module):
     def forward(self, img: Any) -> Tensor:
         x = _to_gray_float(img)
         if x.dim() == 4:
+            if x.shape[0] == 0:
+                return x.new_zeros(0, 1, self.size, self.size)
             return torch.stack([self._one(s) for s in x])
         return self._one(x)
 

@@ -34,12 +34,16 @@ def register_model(
 ) -> Callable[[F], F]:
     """Register a builder under ``name`` (its function name by default).
 
+    Names are kept in lower case (lookups ignore case), so ``"MyNet"`` is reached as
+    ``get_model("mynet")`` or ``get_model("MyNet")``.
+
     Raises:
-        ValueError: if the name is taken.
+        ValueError: if the name is taken (in any case).
+        TypeError: the name is not a non-empty string.
     """
 
     def wrap(fn: F) -> F:
-        key = name or fn.__name__
+        key = _key(name or fn.__name__)
         if key in _BUILDERS:
             raise ValueError(f"a model named {key!r} is already registered")
         _BUILDERS[key] = fn
@@ -48,6 +52,13 @@ def register_model(
         return fn
 
     return wrap
+
+
+def _key(name: object) -> str:
+    """Model names are looked up, and registered, stripped and in lower case."""
+    if not isinstance(name, str) or not name.strip():
+        raise TypeError(f"a model name must be a non-empty string, got {name!r}")
+    return name.strip().lower()
 
 
 def _unknown(name: str) -> ValueError:
@@ -78,7 +89,7 @@ def get_model_builder(name: str) -> Callable[..., nn.Module]:
         'convnet4'
     """
     try:
-        return _BUILDERS[name.lower()]
+        return _BUILDERS[_key(name)]
     except KeyError:
         raise _unknown(name) from None
 
@@ -105,7 +116,7 @@ def get_model_weights(name: str | Callable[..., nn.Module]) -> type[WeightsEnum]
         if key is None:
             raise ValueError(f"{name!r} is not a registered builder")
     else:
-        key = name.lower()
+        key = _key(name)
     if key not in _WEIGHTS:
         if key in _BUILDERS:
             raise ValueError(f"model {key!r} has no pretrained weights")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -81,13 +82,16 @@ def _check_flat(x: Tensor, model: str, features: int) -> None:
 
 
 def _positive_int(name: str, value: Any, owner: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    """``value`` as an int (NumPy integers too), or a ValueError that names it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{owner} expects {name} to be a positive int, got {value!r}")
-    return value
+    return int(value)
 
 
 def _probability(name: str, value: Any, owner: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+        0.0 <= float(value) < 1.0
+    ):
         raise ValueError(f"{owner} expects {name} to be a probability in [0, 1), got {value!r}")
     return float(value)
 

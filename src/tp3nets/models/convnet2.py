@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -23,7 +24,9 @@ class ConvNet2(ClassifierModel):
 
     Same layers, order and state_dict keys as the reference (``layer1.0``,
     ``classifier.1``, ``classifier.3``). ``ConvNet2(dropout=0.0)`` is the lab's base
-    "ConvNet" (the same network without its dropout); its checkpoints have ConvNet2's keys.
+    "ConvNet" (the same network without its dropout). The base net's classifier has no
+    Dropout in front, so its checkpoints name the Linear layers ``classifier.0`` and
+    ``classifier.2``; they load too (``load_state_dict`` and ``weights=`` rename them).
 
     Args:
         num_classes: number of outputs.
@@ -79,6 +82,34 @@ class ConvNet2(ClassifierModel):
             nn.ReLU(),
             nn.Linear(hidden, self.num_classes),
         )
+
+        self._register_load_state_dict_pre_hook(  # type: ignore[no-untyped-call]
+            self._base_convnet_hook
+        )
+
+    @staticmethod
+    def _upgrade_keys(state: Mapping[str, Tensor], prefix: str = "") -> dict[str, Tensor]:
+        """``state`` with the base ConvNet's ``classifier.0``/``classifier.2`` keys renamed
+        to ConvNet2's ``classifier.1``/``classifier.3`` (other states come back as they
+        are)."""
+        head = f"{prefix}classifier."
+        if f"{head}0.weight" not in state or f"{head}1.weight" in state:
+            return dict(state)
+        renames = {f"{head}0.": f"{head}1.", f"{head}2.": f"{head}3."}
+
+        def renamed(key: str) -> str:
+            for src, dst in renames.items():
+                if key.startswith(src):
+                    return dst + key[len(src) :]
+            return key
+
+        return {renamed(k): v for k, v in state.items()}
+
+    def _base_convnet_hook(self, state: dict[str, Tensor], prefix: str, *_: Any) -> None:
+        upgraded = self._upgrade_keys(state, prefix)
+        if upgraded.keys() != state.keys():
+            state.clear()
+            state.update(upgraded)
 
     def forward(self, x: Tensor) -> Tensor:
         _check_images(

@@ -92,8 +92,8 @@ def _sniff(path: Path) -> str:
         try:
             with zipfile.ZipFile(path) as archive:
                 names = archive.namelist()
-        except (zipfile.BadZipFile, OSError):
-            return "torch"  # torch.load reports the damage
+        except Exception:  # a damaged archive (BadZipFile, UnicodeDecodeError …)
+            return "torch"  # torch.load reports the damage in its own words
         if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
             return "torchscript"
         return "torch"
@@ -423,6 +423,9 @@ def load_weights_into(
         ...
         tp3nets.weights._api.CheckpointError: net.pt does not fit ConvNet2: ...
     """
+    upgrade = getattr(model, "_upgrade_keys", None)  # older layouts of the same model
+    if callable(upgrade):
+        state_dict = upgrade(state_dict)
     own = model.state_dict()
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
@@ -438,9 +441,11 @@ def load_weights_into(
             parts.append("shape mismatches (file vs model): " + _listed(shapes))
         head = getattr(model, "_head_path", "")
         hint = ""
+        weight = f"{head}.weight"
         if head and wrong and not missing and not unexpected and all(
-            k in (f"{head}.weight", f"{head}.bias") for k in wrong
-        ):
+            k in (weight, f"{head}.bias") for k in wrong
+        ) and weight in own and state_dict[weight].shape[1:] == own[weight].shape[1:]:
+            # Only the number of classes differs (not the head's input width).
             hint = (
                 f" (only the classifier head differs: the file has "
                 f"{state_dict[head + '.weight'].shape[0]} classes; build the model with "
