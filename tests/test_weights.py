@@ -566,7 +566,7 @@ def test_a_torchscript_program_is_named_as_such(tmp_path: Path) -> None:
 
     path = tmp_path / "scripted.pt"
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in favour of export
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated
         torch.jit.save(torch.jit.script(tp3nets.convnet2()), str(path))
     for load in (load_state_dict, load_checkpoint):
         with warnings.catch_warnings():
