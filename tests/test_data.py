@@ -130,6 +130,23 @@ def test_train_val_split_matches_random_split(n: int, frac: float, seed: int) ->
     assert torch.equal(val.tensors[1], val.tensors[0] * 2)
 
 
+@pytest.mark.filterwarnings("ignore:Length of split at index")  # random_split's empty part
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(2, 300), frac=st.floats(0.01, 0.99), seed=st.integers(0, 2**31))
+def test_a_fraction_splits_as_random_split_does(n: int, frac: float, seed: int) -> None:
+    """val_size as a fraction gives random_split(ds, [1 - f, f])'s parts (it rounds the
+    last part down; round() gave 4 of 10 for 0.35 where random_split gives 3)."""
+    ds = TensorDataset(torch.arange(n))
+    ref_train, ref_val = random_split(
+        range(n), [1 - frac, frac], generator=torch.Generator().manual_seed(seed)
+    )
+    if not 0 < len(ref_val) < n:
+        return  # an empty part: refused below
+    train, val = train_val_split(ds, frac, seed=seed)
+    assert train.tensors[0].tolist() == list(ref_train)
+    assert val.tensors[0].tolist() == list(ref_val)
+
+
 def test_train_val_split_refuses_empty_parts() -> None:
     """A validation size that leaves a part empty, or a fraction outside (0, 1), is refused."""
     ds = TensorDataset(torch.arange(10))
@@ -362,6 +379,23 @@ def test_changing_a_batch_in_place_leaves_the_data_alone(
             x.mul_(3)
     assert torch.equal(images, kept[0])
     assert torch.equal(labels, kept[1])
+
+
+def test_batch_random_affine_rotates_non_square_images_without_shear() -> None:
+    """A spot 6 pixels from the centre stays 6 pixels from it, whatever the angle, on a
+    20x40 image (the rotation used to be done in [-1, 1] coordinates: a shear)."""
+    h, w = 20, 40
+    ys, xs = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+    cy, cx = h / 2, w / 2
+    spot = torch.exp(-((ys - cy) ** 2 + (xs - (cx + 6)) ** 2) / 2.0)
+    images = spot.expand(32, 1, h, w).clone()
+    torch.manual_seed(0)
+    out = BatchRandomAffine(degrees=90, translate=0, scale=(1, 1))(images)
+    mass = out.sum(dim=(1, 2, 3))
+    oy = (out[:, 0] * ys).sum(dim=(1, 2)) / mass
+    ox = (out[:, 0] * xs).sum(dim=(1, 2)) / mass
+    distance = ((oy - cy) ** 2 + (ox - cx) ** 2).sqrt()
+    torch.testing.assert_close(distance, torch.full((32,), 6.0), atol=0.15, rtol=0)
 
 
 def test_a_loader_seed_is_checked_when_built() -> None:

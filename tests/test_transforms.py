@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
@@ -190,6 +191,27 @@ def test_batches_are_processed_image_by_image() -> None:
         torch.testing.assert_close(out[i], MNISTPreprocess()(images[i]))
 
 
+def test_numpy_arrays_as_totensor_takes_them(mnist_root: Path) -> None:
+    """(H, W) and (H, W, C) arrays, uint8 or floats in [0, 1], as ToTensor reads them."""
+    from tp3nets.data import load_mnist
+
+    digit = load_mnist(mnist_root, train=False).tensors[0][0]  # (1, 28, 28) uint8
+    expected = MNISTPreprocess()(digit)
+    array = digit[0].numpy()
+    torch.testing.assert_close(MNISTPreprocess()(array), expected)
+    torch.testing.assert_close(MNISTPreprocess()(np.stack([array] * 3, axis=-1)), expected)
+    torch.testing.assert_close(MNISTPreprocess()(array.astype(np.float32) / 255), expected)
+
+
+def test_float_images_outside_0_1_are_refused() -> None:
+    """0-255 floats (or normalised images) used to be clamped into an all-ink image."""
+    with pytest.raises(ValueError, match=r"expects floating-point images in \[0, 1\] .* got "
+                       r"values from 0 to 255; divide 0-255 values by 255"):
+        MNISTPreprocess()(torch.linspace(0, 255, 28 * 28).reshape(1, 28, 28))
+    with pytest.raises(ValueError, match=r"from -0\.4242"):
+        MNISTPreprocess()(torch.full((1, 28, 28), -0.4242))
+
+
 def test_an_empty_batch_gives_an_empty_batch() -> None:
     assert MNISTPreprocess()(torch.zeros(0, 1, 50, 40)).shape == (0, 1, 28, 28)
 
@@ -268,7 +290,7 @@ def test_bad_options_and_inputs_raise_clear_errors() -> None:
     with pytest.raises(ValueError, match="fit must be True, False or 'auto'"):
         MNISTPreprocess(fit="never")  # type: ignore[arg-type]
     pre = MNISTPreprocess()
-    with pytest.raises(TypeError, match="a PIL image or a tensor, got str"):
+    with pytest.raises(TypeError, match="a PIL image, a NumPy array or a tensor, got str"):
         pre("digit.png")
     with pytest.raises(ValueError, match=r"shape \(H, W\), \(C, H, W\).*got \(2, 28, 28\)"):
         pre(torch.zeros(2, 28, 28))

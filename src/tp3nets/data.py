@@ -87,7 +87,9 @@ def load_mnist(
         if download:
             raise
         raise FileNotFoundError(
-            f"MNIST not found in {str(raw)!r} ({exc}); pass the folder "
+            f"MNIST not found in {str(raw)!r} ({exc}; torchvision wants all four files, "
+            f"train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and "
+            f"t10k-labels-idx1-ubyte, even for one split); pass the folder "
             f"that holds MNIST/raw/ (root=... in Python, --data DIR on the command line), "
             f"set {DATA_ENV}, or use download=True when online"
         ) from None
@@ -143,7 +145,8 @@ def train_val_split(
     if isinstance(val_size, bool) or not isinstance(val_size, numbers.Real):
         raise TypeError(f"val_size must be a count or a fraction, got {val_size!r}")
     fraction = not isinstance(val_size, numbers.Integral)
-    n_val = round(val_size * n) if fraction else int(val_size)
+    # A fraction rounds down, as random_split(ds, [1 - f, f]) does for its last part.
+    n_val = math.floor(n * val_size) if fraction else int(val_size)
     if fraction and not 0.0 < val_size < 1.0:
         raise ValueError(f"val_size as a fraction must be in (0, 1), got {val_size}")
     if not 0 < n_val < n:
@@ -555,8 +558,13 @@ class BatchRandomAffine(nn.Module):
         zoom = torch.empty(n, device=dev, dtype=f32).uniform_(*self.scale)
         shift = (torch.rand(n, 2, device=dev, dtype=f32) * 2 - 1) * (2 * self.translate)
         cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+        # A rotation of the pixels, written in affine_grid's coordinates, which run from -1
+        # to 1 along each side: on a non-square image the off-diagonal terms carry the
+        # aspect ratio (without it the rotation shears). For a square image it is 1.
+        ratio = x.shape[-2] / x.shape[-1]  # H / W
         theta = torch.stack(
-            [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)],
+            [torch.stack([cos, -sin * ratio, shift[:, 0]], 1),
+             torch.stack([sin / ratio, cos, shift[:, 1]], 1)],
             1,
         )  # (N, 2, 3): output → input coordinates
         grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)

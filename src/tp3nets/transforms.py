@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Literal
 
 import torch
@@ -38,7 +39,14 @@ def _pil_to_gray_float(img: Any) -> Tensor:
 
 
 def _to_gray_float(img: Any) -> Tensor:
-    """PIL image or tensor → float tensor (…, 1, H, W) in [0, 1]."""
+    """PIL image, NumPy array or tensor → float tensor (…, 1, H, W) in [0, 1]."""
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and isinstance(img, numpy.ndarray):
+        # ToTensor's convention: (H, W) or (H, W, C), uint8 in [0, 255] or floats in [0, 1].
+        array = torch.from_numpy(numpy.ascontiguousarray(img))
+        if array.dim() == 3 and array.shape[-1] in (1, 3, 4):
+            array = array.permute(2, 0, 1)
+        img = array
     if not isinstance(img, Tensor):
         try:
             from PIL import Image
@@ -46,7 +54,8 @@ def _to_gray_float(img: Any) -> Tensor:
             raise TypeError("MNISTPreprocess needs Pillow to read PIL images") from exc
         if not isinstance(img, Image.Image):
             raise TypeError(
-                f"MNISTPreprocess expects a PIL image or a tensor, got {type(img).__name__}"
+                f"MNISTPreprocess expects a PIL image, a NumPy array or a tensor, got "
+                f"{type(img).__name__}"
             )
         if img.width < 1 or img.height < 1:
             raise ValueError(f"MNISTPreprocess got an empty image of size {img.size}")
@@ -71,6 +80,13 @@ def _to_gray_float(img: Any) -> Tensor:
         x = x.float().div(255)
     else:
         x = x.float()
+        low, high = (float(x.min()), float(x.max())) if x.numel() else (0.0, 1.0)
+        if low < -1e-3 or high > 1 + 1e-3:
+            raise ValueError(
+                f"MNISTPreprocess expects floating-point images in [0, 1] (as ToTensor gives), "
+                f"got values from {low:g} to {high:g}; divide 0-255 values by 255, and give "
+                f"images before any Normalize"
+            )
     if x.shape[-3] == 4:
         # Composite on white paper, as for PIL images with transparency.
         alpha = x[..., 3:4, :, :]
