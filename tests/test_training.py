@@ -395,6 +395,14 @@ def test_a_part_left_in_eval_mode_stays_so_in_training() -> None:
     fit(model, TensorLoader(data, 8), epochs=1, optimizer=sgd(model), progress=False)
     assert not torch.equal(model[1].running_mean, frozen)
     assert not model.training
+    # Under a wrapper (DDP's, here DataParallel's, in train mode when built) the user's
+    # model decides: in eval mode as a whole, it trains in train mode.
+    from tp3nets.training import _mode
+
+    wrapped = nn.DataParallel(model)
+    with _mode(wrapped, True):
+        assert all(m.training for m in model.modules())
+    assert not any(m.training for m in model.modules())
 
 
 def test_evaluation_runs_in_inference_mode() -> None:

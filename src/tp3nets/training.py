@@ -804,7 +804,8 @@ def _mode(model: nn.Module, training: bool) -> Iterator[None]:
     mode is switched to train mode whole.
     """
     before = [(m, m.training) for m in model.modules()]
-    if not (training and model.training):
+    # The user's model decides, not a DDP/DataParallel wrapper (in train mode when built).
+    if not (training and _bare(model).training):
         model.train(training)
     try:
         yield
