@@ -147,7 +147,7 @@ def test_checkpoint_with_other_shapes_is_refused(tmp_path: Path) -> None:
     model = TinyNet()
     with pytest.raises(CheckpointError, match=r"head.weight \(3, 16\) vs \(4, 16\)"):
         fit(model, TensorLoader(make_data(8, 0), 4), epochs=5,
-            optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+            optimizer=torch.optim.Adam(model.parameters(), lr=0.1),
             resume_from=tmp_path / "epoch2.pt")
 
 
@@ -340,3 +340,27 @@ def test_resuming_with_a_scheduler_the_run_did_not_have_is_refused(tmp_path: Pat
                   optimizer=lambda p: torch.optim.Adam(p, lr=1e-2),
                   resume_from=tmp_path / "epoch2.pt")
     assert history["lr"][-1] == pytest.approx(1e-2 * 0.7**2)  # where StepLR had got to
+
+
+def test_a_refused_resume_leaves_the_model_as_it_was(tmp_path: Path) -> None:
+    _run(tmp_path, "tensor")
+    model = TinyNet()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError, match="saved with the Adam optimizer"):
+        fit(model, TensorLoader(make_data(8, 0), 4), epochs=5, progress=False,
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+            resume_from=tmp_path / "epoch2.pt")
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+class _TextState:
+    def state_dict(self) -> dict[str, Any]:
+        return {"names": np.array(["a", "b"])}
+
+
+def test_a_numpy_text_array_in_a_callback_state_is_named() -> None:
+    model = TinyNet()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(CheckpointError, match="the state of callback _TextState"):
+        save_checkpoint(make_checkpoint(model, opt, None, None, 1, History(),
+                                        callbacks=[_TextState()]), "/tmp/never-written.pt")

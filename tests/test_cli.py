@@ -284,9 +284,10 @@ def test_resuming_a_finished_run_says_so(
     assert run(capsys, *_train_args(mnist_root, "--epochs", "1", *common, "--output", first))[
         0] == 0
     code, out, err = run(capsys, *_train_args(mnist_root, "--epochs", "1", *common, "--resume",
-                                              first))
+                                              first, "--output", tmp_path / "never.pt"))
     assert code == 0, err
     assert f"nothing to train: {first} already holds 1 epoch of --epochs 1" in out
+    assert "checkpoint:" not in out
     code, out, err = run(capsys, *_train_args(mnist_root, "--epochs", "2", *common, "--resume",
                                               first))
     assert code == 0, err
@@ -327,9 +328,10 @@ def test_train_resume_with_another_schedule_is_refused(
 
 @pytest.mark.mnist
 @pytest.mark.parametrize(("extra", "needle"), [
-    (["--optimizer", "sgd"], "was saved with the AdamW optimizer, not the SGD given"),
-    (["--scheduler", "cosine"], "was saved without a learning-rate scheduler, but "
-                                "CosineAnnealingLR is given"),
+    (["--scheduler", "constant", "--optimizer", "sgd"],
+     "was saved with the AdamW optimizer, not the SGD given"),
+    (["--scheduler", "cosine"], "was trained with --scheduler constant; resume with it"),
+    ([], "was trained with --scheduler constant; resume with it"),  # onecycle by default
 ])
 def test_train_resume_with_another_optimizer_or_scheduler_is_refused(
     capsys: pytest.CaptureFixture[str], mnist_root: Path, tmp_path: Path, extra: list[str],
@@ -339,8 +341,8 @@ def test_train_resume_with_another_optimizer_or_scheduler_is_refused(
     first = tmp_path / "first.pt"
     assert run(capsys, *_train_args(mnist_root, "--epochs", "1", "--scheduler", "constant",
                                     "--output", first))[0] == 0
-    code, _, err = run(capsys, *_train_args(mnist_root, "--epochs", "2", "--scheduler",
-                                            "constant", *extra, "--resume", first))
+    code, _, err = run(capsys, *_train_args(mnist_root, "--epochs", "2", *extra, "--resume",
+                                            first))
     assert code == 2
     _one_error_line(err, needle)
 

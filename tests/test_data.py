@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -56,6 +57,20 @@ def test_corrupt_mnist_files_are_named_as_such(
     with pytest.raises(ValueError, match=r"the MNIST files t10k-images-idx3-ubyte / "
                        r"t10k-labels-idx1-ubyte in .* are corrupt or truncated"):
         load_mnist(tmp_path, train=False)
+
+
+def test_a_failed_download_keeps_torchvision_s_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Offline with download=True: torchvision's 'Error downloading', not 'corrupt'."""
+    from torchvision.datasets import MNIST
+
+    def offline(self: Any) -> None:
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
+
+    monkeypatch.setattr(MNIST, "download", offline)
+    with pytest.raises(RuntimeError, match="Error downloading"):
+        load_mnist(tmp_path, download=True)
 
 
 def test_data_root_comes_from_the_environment(

@@ -568,6 +568,20 @@ def test_the_base_convnet_checkpoint_loads_into_convnet2(tmp_path: Path) -> None
     assert sorted(model.state_dict()) == sorted(tp3nets.ConvNet2().state_dict())
 
 
+def test_a_convnet2_subclass_with_its_own_classifier_reloads_its_state() -> None:
+    """The base-ConvNet renaming applies to ConvNet2's own layout only."""
+
+    class Plain(tp3nets.ConvNet2):
+        def __init__(self) -> None:
+            super().__init__()
+            self.classifier = nn.Sequential(nn.Linear(1568, 500), nn.ReLU(), nn.Linear(500, 10))
+
+    state = Plain().state_dict()
+    model = Plain()
+    model.load_state_dict(state)
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_tp3nets_checkpoint_loads_into_reference(name: str, tmp_path: Path) -> None:
     """A tp3nets checkpoint loads into the reference class with strict=True, same logits."""

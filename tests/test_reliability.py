@@ -468,6 +468,10 @@ TRAINING_CASES: list[Any] = [
         TinyNet(), TensorLoader(_data(), 4), unpack=lambda b: b[0]), TypeError,
      re.escape("unpack must return (inputs, target) as for fit (the target may be None), "
                "got Tensor")),
+    *[(f"split-val-size-{v}", lambda v=v: tp3nets.data.train_val_split(
+        torch.utils.data.TensorDataset(_X, _Y), v), ValueError,
+       f"val_size as a fraction must be in \\(0, 1\\), got {v}")
+      for v in (float("inf"), float("nan"))],
     ("grad-clip-nan", _fit(grad_clip_norm=float("nan")), ValueError,
      "grad_clip_norm must be a positive number, got nan"),
     ("epochs-numpy", _fit(epochs=np.int64(0)), ValueError,

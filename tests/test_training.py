@@ -6,6 +6,7 @@ import math
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
@@ -1005,3 +1006,17 @@ def test_fit_with_a_scheduler_records_the_optimizer_step(
         progress=False)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.025)
     assert not [w for w in recwarn if "lr_scheduler.step()" in str(w.message)]
+
+
+@pytest.mark.parametrize("norm", [np.float32(1.0), torch.tensor(1.0), 1])
+def test_grad_clip_norm_takes_any_real_number(norm: Any) -> None:
+    model = TinyNet()
+    fit(model, TensorLoader(make_data(8), 4), epochs=1, optimizer=sgd(model),
+        grad_clip_norm=norm, progress=False)
+
+
+def test_seed_everything_takes_numpy_integers() -> None:
+    seed_everything(np.int64(3))
+    a = torch.rand(2)
+    seed_everything(3)
+    assert torch.equal(a, torch.rand(2))

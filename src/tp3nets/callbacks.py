@@ -21,7 +21,8 @@ __all__ = ["Callback", "EarlyStopping", "ModelCheckpoint", "monitor_mode"]
 #: Words of a figure's name that mean "higher is better" (``val_acc``, ``val_f1`` …).
 _HIGHER_IS_BETTER: Final = frozenset({
     "acc", "accuracy", "auc", "auroc", "ap", "map", "f1", "fbeta", "precision", "recall",
-    "iou", "jaccard", "dice", "r2", "score", "specificity", "sensitivity",
+    "iou", "miou", "jaccard", "dice", "r2", "score", "specificity", "sensitivity", "psnr",
+    "ssim", "kappa", "mcc", "top1", "top5", "ndcg", "bleu", "rouge",
 })
 
 
@@ -64,18 +65,6 @@ def monitor_mode(monitor: str, mode: str = "auto") -> Literal["min", "max"]:
     words = re.split(r"[^0-9a-z]+", monitor.lower())
     higher = any(w in _HIGHER_IS_BETTER or w.startswith("acc") for w in words)
     return "max" if higher else "min"
-
-
-def _check_monitor(who: str, monitor: str, state: FitState) -> None:
-    """Refuse, before the first epoch, a figure that the run will not log."""
-    if state.figures and monitor not in state.figures:
-        no_val = monitor.startswith("val_") and not any(
-            f.startswith("val_") for f in state.figures
-        )
-        raise ValueError(
-            f"{who} monitors {monitor!r}, which this run does not log; it logs "
-            f"{', '.join(state.figures)}" + (" (val_* figures need val_loader=)" if no_val else "")
-        )
 
 
 def _better(mode: str, value: float, best: float, min_delta: float) -> bool:
@@ -123,7 +112,6 @@ class EarlyStopping:
         self.stopped_epoch: int | None = None
 
     def on_fit_start(self, state: FitState) -> None:
-        _check_monitor("EarlyStopping", self.monitor, state)
         self.best = math.inf if self.mode == "min" else -math.inf
         self.wait, self.best_epoch, self._best_state, self.stopped_epoch = 0, 0, None, None
 
@@ -224,8 +212,6 @@ class ModelCheckpoint:
         self.last_saved: Path | None = None
 
     def on_fit_start(self, state: FitState) -> None:
-        if self.save_best_only:
-            _check_monitor("ModelCheckpoint", self.monitor, state)
         self.best = math.inf if self.mode == "min" else -math.inf
 
     def state_dict(self) -> dict[str, Any]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import io
 import os
 import random
+import secrets
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -147,74 +147,54 @@ def _plain(value: Any) -> Any:
     if numpy is not None:
         if isinstance(value, numpy.generic):
             return value.item()
-        if isinstance(value, numpy.ndarray):
+        if isinstance(value, numpy.ndarray) and value.dtype.kind in "biufc":
             return torch.from_numpy(value.copy())
     return value
 
 
-def _unreadable(checkpoint: dict[str, Any], error: Exception) -> CheckpointError:
-    """Which parts of ``checkpoint`` a safe load refuses, as an error to raise."""
-    parts: list[str] = []
-    entries = [(f"{k!r}", v) for k, v in checkpoint.items() if k != "callbacks"]
-    entries += [
-        (f"the state of callback {entry['class']}", entry["state"])
-        for entry in checkpoint.get("callbacks") or [] if entry is not None
-    ]
-    for name, value in entries:
+def _check_callback_states(checkpoint: dict[str, Any]) -> None:
+    """Refuse callback states that ``resume_from``'s safe load would refuse, naming them.
+
+    Only the callbacks' states are the user's own code; the rest of a checkpoint is
+    torch's and tp3nets' state.
+    """
+    bad: list[str] = []
+    for entry in checkpoint.get("callbacks") or []:
+        if entry is None:
+            continue
         buffer = io.BytesIO()
         try:
-            torch.save(value, buffer)
+            torch.save(entry["state"], buffer)
             buffer.seek(0)
             torch.load(buffer, weights_only=True)
         except Exception as exc:
-            parts.append(f"{name} ({_first_line(exc)})")
-    where = "; ".join(parts) or _first_line(error)
-    return CheckpointError(
-        f"this checkpoint could not be read back by resume_from, which loads tensors, "
-        f"numbers, strings, lists and dicts only: {where}. Keep state_dict() of callbacks "
-        f"(and of the optimizer and scheduler) to those types"
-    )
+            bad.append(f"the state of callback {entry['class']} ({_first_line(exc)})")
+    if bad:
+        raise CheckpointError(
+            "this checkpoint could not be read back by resume_from, which loads tensors, "
+            f"numbers, strings, lists and dicts only: {'; '.join(bad)}. Keep the "
+            "callback's state_dict() to those types"
+        )
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def write_atomically(data: bytes | memoryview, path: str | os.PathLike[str]) -> Path:
+    """Write ``data`` to ``path`` through a temporary file, fsync and rename.
 
-
-def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Write ``checkpoint`` to ``path`` atomically: a temporary file, fsync, then rename.
-
-    A process killed while saving leaves the previous file at ``path`` whole. The bytes
-    are read back the way :func:`load_checkpoint` reads them before anything is written,
-    so a checkpoint that could not be resumed from is never saved.
-
-    Raises:
-        CheckpointError: the checkpoint holds objects that a safe load refuses (such as a
-            callback state with objects of its own class); the message names the part.
+    A process killed while writing leaves the previous file whole. The file gets the
+    mode ``open()`` would give it (the umask applies).
     """
     target = Path(path)
-    # Serialise in memory first: torch's zip writer turns a write error (a full disk)
-    # into an opaque RuntimeError, while a plain write lets the OSError through.
-    buffer = io.BytesIO()
-    try:
-        torch.save(checkpoint, buffer)
-        buffer.seek(0)
-        torch.load(buffer, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise _unreadable(checkpoint, exc) from None
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(buffer.getbuffer())
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        # mkstemp makes the file private (0600); give it the mode open() would have.
-        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     dir_fd = os.open(target.parent, os.O_RDONLY)
     try:
@@ -222,6 +202,25 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike[str]) ->
     finally:
         os.close(dir_fd)
     return target
+
+
+def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write ``checkpoint`` to ``path`` atomically: a temporary file, fsync, then rename.
+
+    A process killed while saving leaves the previous file at ``path`` whole. Callback
+    states are read back the way :func:`load_checkpoint` reads them before anything is
+    written, so that one a resumed run could not read is named now, not then.
+
+    Raises:
+        CheckpointError: a callback's state holds objects that a safe load refuses (such
+            as an object of its own class); the message names the callback.
+    """
+    _check_callback_states(checkpoint)
+    # Serialise in memory first: torch's zip writer turns a write error (a full disk)
+    # into an opaque RuntimeError, while a plain write lets the OSError through.
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    return write_atomically(buffer.getbuffer(), path)
 
 
 def load_checkpoint(
@@ -287,8 +286,8 @@ def restore_checkpoint(
         raise CheckpointError(
             f"{source} was saved from a {ckpt.get('model_class')}, not a {type(bare).__name__}"
         )
-    load_weights_into(bare, ckpt["model"], source=source)
     _check_same_kind(ckpt, optimizer, scheduler, source)
+    load_weights_into(bare, ckpt["model"], source=source)
     if ckpt.get("optimizer") is not None:
         try:
             optimizer.load_state_dict(ckpt["optimizer"])
@@ -318,16 +317,11 @@ def _check_same_kind(
     """Refuse an optimizer or scheduler other than the checkpoint's: its state would load
     and then fail at the first step (another optimizer's settings lack this one's keys),
     or silently give another schedule."""
-    saved = ckpt.get("optimizer_class")
-    groups = (ckpt.get("optimizer") or {}).get("param_groups") or []
-    lacking = sorted({k for g in groups for k in optimizer.defaults if k not in g})
-    if (saved is not None and saved != type(optimizer).__name__) or lacking:
-        was = f"the {saved} optimizer" if saved else (
-            f"an optimizer without {', '.join(lacking)}"
-        )
+    saved = ckpt.get("optimizer_class")  # absent from checkpoints of tp3nets <= 0.1.0
+    if saved is not None and saved != type(optimizer).__name__:
         raise CheckpointError(
-            f"{source} was saved with {was}, not the {type(optimizer).__name__} given; "
-            f"resume with the same optimizer"
+            f"{source} was saved with the {saved} optimizer, not the "
+            f"{type(optimizer).__name__} given; resume with the same optimizer"
         )
     saved = ckpt.get("scheduler_class")
     if scheduler is not None and "scheduler" in ckpt and ckpt["scheduler"] is None:

@@ -437,7 +437,18 @@ def _warmup_fraction(steps: int, share: float = 0.2) -> float:
 
 
 def _check_resumable(path: Path, checkpoint: dict[str, Any], scheduler: Any) -> None:
-    """Refuse to resume a run whose learning-rate schedule had another length."""
+    """Refuse to resume a run whose learning-rate schedule was another, or had another
+    length, in the command line's own words."""
+    names = {"OneCycleLR": "onecycle", "CosineAnnealingLR": "cosine"}
+    if "scheduler" in checkpoint and checkpoint["scheduler"] is None:
+        raise UsageError(
+            f"{str(path)!r} was trained with --scheduler constant; resume with it"
+        )
+    was = checkpoint.get("scheduler_class")
+    if was is not None and was != type(scheduler).__name__:
+        raise UsageError(
+            f"{str(path)!r} was trained with --scheduler {names.get(was, was)}; resume with it"
+        )
     saved = checkpoint.get("scheduler") or {}
     ours = scheduler.state_dict()
     for key in ("total_steps", "T_max"):
@@ -458,7 +469,7 @@ def _count(n: int, noun: str) -> str:
 def _cmd_train(args: argparse.Namespace) -> int:
 
     from .callbacks import ModelCheckpoint
-    from .checkpoint import _umask, load_checkpoint
+    from .checkpoint import load_checkpoint, write_atomically
     from .data import (
         BatchRandomAffine,
         TensorLoader,
@@ -553,19 +564,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
         now = f" ({trained} now, after {before} resumed)" if before else ""
         print(f"done: {_count(len(history), 'epoch')}{now} in {seconds:.1f}s"
               + (f"; last epoch: {shown}" if shown else ""))
-    if args.output is not None:
+    if args.output is not None and trained > 0:
         print(f"checkpoint: {args.output}")
     if args.weights_out is not None:
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         from ._version import __version__
 
-        target = Path(args.weights_out).expanduser()
-        target.parent.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(target), metadata={"model": args.model, "format": "pt",
-                                                 "tp3nets": __version__})
-        os.chmod(target, 0o666 & ~_umask())  # safetensors writes it private (0600)
+        data = save(state, metadata={"model": args.model, "format": "pt",
+                                     "tp3nets": __version__})
+        target = write_atomically(data, Path(args.weights_out).expanduser())
         print(f"weights: {target} (load with --weights {target})")
     return 0
 

@@ -82,10 +82,10 @@ def load_mnist(
     try:
         ds = MNIST(str(folder), train=train, download=download)
     except RuntimeError as exc:
+        if download:  # torchvision's own message: a failed download, or bad files
+            raise
         if "not found" not in str(exc).lower():  # the files are there but do not parse
             raise _corrupt(raw, train, exc) from None
-        if download:
-            raise
         raise FileNotFoundError(
             f"MNIST not found in {str(raw)!r} ({exc}; torchvision wants all four files, "
             f"train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and "
@@ -93,7 +93,7 @@ def load_mnist(
             f"that holds MNIST/raw/ (root=... in Python, --data DIR on the command line), "
             f"set {DATA_ENV}, or use download=True when online"
         ) from None
-    except (AssertionError, ValueError, IndexError, OSError) as exc:
+    except (AssertionError, ValueError, IndexError) as exc:  # (OSError: as it is)
         raise _corrupt(raw, train, exc) from None
     images = ds.data.unsqueeze(1).contiguous()  # (N, 1, 28, 28) uint8
     labels = ds.targets.to(torch.int64)
@@ -145,10 +145,10 @@ def train_val_split(
     if isinstance(val_size, bool) or not isinstance(val_size, numbers.Real):
         raise TypeError(f"val_size must be a count or a fraction, got {val_size!r}")
     fraction = not isinstance(val_size, numbers.Integral)
-    # A fraction rounds down, as random_split(ds, [1 - f, f]) does for its last part.
-    n_val = math.floor(n * val_size) if fraction else int(val_size)
     if fraction and not 0.0 < val_size < 1.0:
         raise ValueError(f"val_size as a fraction must be in (0, 1), got {val_size}")
+    # A fraction rounds down, as random_split(ds, [1 - f, f]) does for its last part.
+    n_val = math.floor(n * val_size) if fraction else int(val_size)
     if not 0 < n_val < n:
         raise ValueError(f"val_size must leave both parts non-empty, got {val_size} of {n}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))

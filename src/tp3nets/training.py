@@ -177,8 +177,9 @@ def seed_everything(seed: int, *, deterministic: bool = False) -> None:
         >>> torch.equal(a, b)
         True
     """
-    if isinstance(seed, bool) or not isinstance(seed, int):
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"seed must be an int, got {seed!r}")
+    seed = int(seed)
     if not -(2**63) <= seed < 2**64:
         raise ValueError(f"seed must lie in [-2**63, 2**64), got {seed}")
     random.seed(seed)
@@ -325,8 +326,6 @@ class FitState:
     scaler: Any = None
     callbacks: Sequence[Any] = ()
     in_epoch: bool = False
-    #: The keys of every history row of this run (empty: not known).
-    figures: tuple[str, ...] = ()
 
     def checkpoint(self) -> dict[str, Any]:
         """A full checkpoint of the run so far: model, optimizer, scheduler, gradient
@@ -1242,8 +1241,11 @@ def _check_optimizer(optimizer: Any, model: nn.Module) -> torch.optim.Optimizer:
 def _check_grad_clip_norm(grad_clip_norm: Any) -> None:
     if grad_clip_norm is None:
         return
-    if isinstance(grad_clip_norm, bool) or not isinstance(grad_clip_norm, (int, float)) or not (
-        0 < grad_clip_norm < math.inf
+    number = isinstance(grad_clip_norm, numbers.Real) or (
+        isinstance(grad_clip_norm, Tensor) and grad_clip_norm.numel() == 1
+    )
+    if isinstance(grad_clip_norm, bool) or not number or not (
+        0 < float(grad_clip_norm) < math.inf
     ):
         raise ValueError(f"grad_clip_norm must be a positive number, got {grad_clip_norm!r}")
 
@@ -1494,8 +1496,7 @@ def fit(
     summary = is_main and progress is not False
 
     state = FitState(model=_bare(model), optimizer=opt, scheduler=sched, history=history,
-                     epoch=start_epoch, is_main=is_main, scaler=scaler, callbacks=callbacks,
-                     figures=figures)
+                     epoch=start_epoch, is_main=is_main, scaler=scaler, callbacks=callbacks)
     _call(callbacks, "on_fit_start", state)
     if ckpt is not None:
         from .checkpoint import restore_callbacks
@@ -1533,7 +1534,8 @@ def fit(
                 desc=f"epoch {epoch}/{epochs}",
             )
         except FloatingPointError as exc:
-            raise FloatingPointError(f"epoch {epoch}: {exc}") from None
+            exc.args = (f"epoch {epoch}: {exc}", *exc.args[1:])  # where, keeping the traceback
+            raise
         if val_loader is not None:
             if distributed:
                 dist_utils.broadcast_buffers(model)  # BatchNorm statistics of rank 0

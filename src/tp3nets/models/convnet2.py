@@ -87,13 +87,13 @@ class ConvNet2(ClassifierModel):
             self._base_convnet_hook
         )
 
-    @staticmethod
-    def _upgrade_keys(state: Mapping[str, Tensor], prefix: str = "") -> dict[str, Tensor]:
+    def _upgrade_keys(self, state: Mapping[str, Tensor], prefix: str = "") -> dict[str, Tensor]:
         """``state`` with the base ConvNet's ``classifier.0``/``classifier.2`` keys renamed
-        to ConvNet2's ``classifier.1``/``classifier.3`` (other states come back as they
-        are)."""
+        to ConvNet2's ``classifier.1``/``classifier.3`` (other states, and any state for a
+        subclass whose classifier is laid out otherwise, come back as they are)."""
         head = f"{prefix}classifier."
-        if f"{head}0.weight" not in state or f"{head}1.weight" in state:
+        ours = isinstance(self.classifier[0], nn.Dropout) and len(self.classifier) == 4
+        if not ours or f"{head}0.weight" not in state or f"{head}1.weight" in state:
             return dict(state)
         renames = {f"{head}0.": f"{head}1.", f"{head}2.": f"{head}3."}
 
