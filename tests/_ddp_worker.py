@@ -55,7 +55,28 @@ def main(out: Path) -> None:
                               DataLoader(TensorDataset(*val), batch_size=4))
     shuffled, _ = train(DataLoader(TensorDataset(*data), batch_size=BATCH, shuffle=True),
                         None)
+    class StopOnRankOne:
+        def on_epoch_end(self, state: Any) -> None:
+            if rank == 1 and state.epoch == 1:
+                state.stop_training = True
+
+    plain = MultinomialLogisticRegression(8, 3)
+    stopped = fit(plain, TensorLoader(data, BATCH), epochs=3, device="cpu", progress=False,
+                  optimizer=torch.optim.SGD(plain.parameters(), lr=0.1),
+                  callbacks=[StopOnRankOne(), ModelCheckpoint(out / "stopped.pt")])
+    torch.manual_seed(0)
+    bn = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.BatchNorm1d(8),
+                             torch.nn.Linear(8, 3))
+    fit(bn, TensorLoader(data, BATCH, shuffle=True, seed=1), epochs=1, device="cpu",
+        optimizer=torch.optim.SGD(bn.parameters(), lr=0.1), progress=False)
+    # A plain list holding this rank's own batches: passed through as its share.
+    half = N_TRAIN // world
+    own = [(data[0][i : i + 4], data[1][i : i + 4])
+           for i in range(rank * half, (rank + 1) * half, 4)]
     result = {
+        "stopped_epochs": len(stopped),
+        "bn_buffers": {k: v for k, v in bn.state_dict().items() if "running" in k},
+        "eval_own_batches": evaluate(model, own, device="cpu"),
         "rank": rank,
         "world": world,
         "state": model.state_dict(),

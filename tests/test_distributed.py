@@ -110,6 +110,32 @@ def test_distributed_evaluate_equals_single_process_exactly(
 
 
 @pytest.mark.slow
+def test_a_stop_asked_on_one_rank_is_in_the_checkpoint(ddp_run: dict[str, Any]) -> None:
+    """Rank 1 alone stops after epoch 1: both ranks stop, and rank 0's checkpoint of that
+    epoch records the stop (it used to be written before the ranks agreed)."""
+    assert [r["stopped_epochs"] for r in ddp_run["ranks"]] == [1, 1]
+    assert load_checkpoint(ddp_run["out"] / "stopped.pt")["stop_training"] is True
+
+
+def test_batchnorm_statistics_agree_across_ranks_after_fit(ddp_run: dict[str, Any]) -> None:
+    a, b = (r["bn_buffers"] for r in ddp_run["ranks"])
+    assert a.keys() == b.keys()
+    assert a
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_list_of_each_rank_s_own_batches_is_its_share(
+    ddp_run: dict[str, Any], single: dict[str, Any]
+) -> None:
+    """Any iterable other than TensorLoader/DataLoader is taken as the rank's own share:
+    the two halves evaluate as the whole does in one process."""
+    w = _worker_module()
+    whole = evaluate(single["model"], TensorLoader(w.make_data(w.N_TRAIN, 0), 4), device="cpu")
+    for r in ddp_run["ranks"]:
+        for k in whole:
+            assert r["eval_own_batches"][k] == pytest.approx(whole[k], rel=1e-6), k
+
+
 def test_only_rank_zero_prints_and_checkpoints(ddp_run: dict[str, Any]) -> None:
     """One summary line per epoch across both processes; the checkpoint has plain keys."""
     lines = [ln for ln in ddp_run["stdout"].splitlines() if ln.startswith("epoch ")]

@@ -158,6 +158,19 @@ def test_mismatch_raises_export_error(fmt: str, tmp_path: Path) -> None:
     export = export_onnx if fmt == "onnx" else export_torchscript
     with pytest.raises(ExportError, match=r"differs from eager PyTorch: max abs diff .* > atol"):
         export(_Noisy(), tmp_path / f"noisy.{fmt}")
+    assert list(tmp_path.iterdir()) == []  # the file that failed its check is not left
+
+
+def test_a_fixed_batch_file_checked_at_another_batch_is_an_export_error(
+    tmp_path: Path,
+) -> None:
+    """The runtime's own error (InvalidArgument, a reshape error) becomes ExportError."""
+    model = tp3nets.multinomial_logistic_regression(weights="DEFAULT")
+    path = export_onnx(model, tmp_path / "fixed.onnx", dynamic_batch=False,
+                       example_inputs=_batch(2))
+    with pytest.raises(ExportError, match=r"cannot run inputs of shape \(3, 1, 28, 28\): .* "
+                       r"exported with dynamic_batch=False"):
+        verify_onnx(path, model, _batch(3), dynamic_batch=False)
 
 
 def test_verify_catches_a_file_of_other_weights(onnx_files: dict[str, Path],

@@ -171,7 +171,8 @@ def shard_loader(loader: Any, *, train: bool) -> Any:
 
     Training: each global batch split across ranks, padded where a split would leave a
     rank empty, so every rank takes the same number of steps. Evaluation: whole batches
-    dealt round-robin, no padding, so no sample is seen twice.
+    dealt round-robin, no padding, so no sample is seen twice. Any iterable other than a
+    TensorLoader or DataLoader is taken as this rank's own share and passed through.
     """
     from .data import TensorLoader
 
@@ -230,7 +231,4 @@ def shard_loader(loader: Any, *, train: bool) -> Any:
             drop_last=loader.drop_last,
             **_loader_options(loader),
         )
-    raise TypeError(
-        f"under torchrun, fit/evaluate shard TensorLoader and DataLoader; got "
-        f"{type(loader).__name__}: shard your iterable yourself and pass it per rank"
-    )
+    return loader  # any other iterable: this process's own share, as the caller made it

@@ -82,7 +82,16 @@ def _compare(
     with torch.inference_mode():
         for x in inputs:
             expected: Tensor = model(x)
-            got = run(x)
+            try:
+                got = run(x)
+            except Exception as exc:  # the runtime's own error (a fixed batch size …)
+                text = str(exc).strip()
+                first = text.splitlines()[0] if text else type(exc).__name__
+                raise ExportError(
+                    f"{what} cannot run inputs of shape {tuple(x.shape)}: {first} (a file "
+                    f"exported with dynamic_batch=False takes its own batch size only: "
+                    f"check it with dynamic_batch=False and that batch)"
+                ) from None
             if tuple(got.shape) != tuple(expected.shape):
                 raise ExportError(
                     f"{what} returns shape {tuple(got.shape)} for inputs {tuple(x.shape)}, "
@@ -96,6 +105,16 @@ def _compare(
                 )
             worst = max(worst, diff)
     return worst
+
+
+def _checked(target: Path, check: Callable[[], float]) -> None:
+    """Run ``check`` on the file just written; remove the file if it fails, so that no
+    file that does not compute what the model does is left behind."""
+    try:
+        check()
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
 
 
 def _check_atol(atol: float) -> float:
@@ -317,11 +336,12 @@ def export_onnx(
             target.unlink(missing_ok=True)
             raise ValueError(
                 f"the ONNX exporter cannot write {type(model).__name__} in opset "
-                f"{opset_version}: it produced opset {written} and could not convert it; "
-                f"ask for opset {written} or newer, or leave the opset to the exporter"
+                f"{opset_version}: it produced opset {written} and could not convert it down; "
+                f"ask for a newer opset, or leave the opset to the exporter"
             )
     if verify:
-        verify_onnx(target, bare, example, atol=atol, dynamic_batch=dynamic_batch)
+        _checked(target, lambda: verify_onnx(target, bare, example, atol=atol,
+                                             dynamic_batch=dynamic_batch))
     return target
 
 
@@ -429,5 +449,6 @@ def export_torchscript(
             f"TorchScript export ({method}) of {type(model).__name__} failed: {first}{hint}"
         ) from exc
     if verify:
-        verify_torchscript(target, bare, example, atol=atol, dynamic_batch=True)
+        _checked(target, lambda: verify_torchscript(target, bare, example, atol=atol,
+                                                    dynamic_batch=True))
     return target

@@ -1294,15 +1294,20 @@ def _check_callbacks(callbacks: Any) -> list[Callback]:
     return list(callbacks)
 
 
-def _call(callbacks: Sequence[Callback], hook: str, state: FitState) -> None:
+def _call(callbacks: Sequence[Callback], hook: str, state: FitState,
+          before_last: Callable[[], None] | None = None) -> None:
     # Callbacks that write checkpoints (runs_last = True) come after the others, so that a
-    # checkpoint holds the others' state at the end of the epoch.
-    ordered = [cb for cb in callbacks if not getattr(cb, "runs_last", False)]
-    ordered += [cb for cb in callbacks if getattr(cb, "runs_last", False)]
-    for cb in ordered:
-        fn = getattr(cb, hook, None)
-        if fn is not None:
-            fn(state)
+    # checkpoint holds the others' state at the end of the epoch; ``before_last`` runs
+    # between the two groups.
+    first = [cb for cb in callbacks if not getattr(cb, "runs_last", False)]
+    last = [cb for cb in callbacks if getattr(cb, "runs_last", False)]
+    for group in (first, last):
+        if group is last and before_last is not None:
+            before_last()
+        for cb in group:
+            fn = getattr(cb, hook, None)
+            if fn is not None:
+                fn(state)
 
 
 def _compile(module: nn.Module, options: bool | Mapping[str, Any]) -> nn.Module:
@@ -1536,9 +1541,11 @@ def fit(
         except FloatingPointError as exc:
             exc.args = (f"epoch {epoch}: {exc}", *exc.args[1:])  # where, keeping the traceback
             raise
+        if distributed:
+            # BatchNorm statistics drift apart (each rank sees its part of every batch):
+            # rank 0's, on every rank, for validation, checkpoints and whatever follows.
+            dist_utils.broadcast_buffers(model)
         if val_loader is not None:
-            if distributed:
-                dist_utils.broadcast_buffers(model)  # BatchNorm statistics of rank 0
             val = evaluate(eval_runner, val_loader, loss_fn=loss_fn, metrics=metric_map,
                            device=dev, precision=prec,  # type: ignore[arg-type]
                            channels_last=channels_last, unpack=unpack)
@@ -1561,8 +1568,10 @@ def fit(
                 tqdm.write(line)
             else:
                 print(line, flush=True)
-        _call(callbacks, "on_epoch_end", state)
-        if distributed:
-            state.stop_training = dist_utils.any_true(state.stop_training, dev)
+        def agree() -> None:  # a stop asked on any rank, before checkpoints record it
+            if distributed:
+                state.stop_training = dist_utils.any_true(state.stop_training, dev)
+
+        _call(callbacks, "on_epoch_end", state, before_last=agree)
     _call(callbacks, "on_fit_end", state)
     return history
