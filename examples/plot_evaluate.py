@@ -81,7 +81,8 @@ plt.show()
 
 wrong = (predicted != labels).nonzero().flatten()
 wrong = wrong[confidence[wrong].argsort(descending=True)][:24]
-print(f"{int((predicted != labels).sum())} mistakes; showing {len(wrong)}")
+errors = int((predicted != labels).sum())
+print(f"{errors} mistake{'' if errors == 1 else 's'}; showing {len(wrong)}")
 
 if len(wrong):
     cols = min(8, len(wrong))

@@ -10,7 +10,8 @@ curves.
 The report trained each model for two epochs and reached 83 % (logistic regression),
 98.3 % (ConvNet2), 98.9 % (ConvNet3) and 99.12 % (ConvNet4) on the test set. Run this
 script as it is to train on the full 55,000-image split; the gallery ran it with
-``TP3NETS_FAST=1`` (a few hundred images, a few seconds per model), so its figures show
+``TP3NETS_FAST=1`` (1,000-2,000 training images and 250 test images, a few seconds
+per model), so its figures show
 the mechanics, not those accuracies.
 
 Models: TP3 lab report (Kim ANTUNEZ, Isabelle BERNARD). Data: MNIST (Yann LeCun, Corinna

@@ -1020,3 +1020,10 @@ def test_seed_everything_takes_numpy_integers() -> None:
     a = torch.rand(2)
     seed_everything(3)
     assert torch.equal(a, torch.rand(2))
+
+
+def test_iterating_a_history_gives_its_rows() -> None:
+    h = History(monitor="loss")
+    h.append({"epoch": 1, "loss": 0.5})
+    h.append({"epoch": 2, "loss": 0.3})
+    assert [row["loss"] for row in h] == [0.5, 0.3]

@@ -223,6 +223,10 @@ class History:
     def __len__(self) -> int:
         return len(self.epochs)
 
+    def __iter__(self) -> Iterator[dict[str, float]]:
+        """The epochs' rows, first to last (``history[key]`` gives one figure's series)."""
+        return iter(self.epochs)
+
     def __getitem__(self, key: str) -> list[float]:
         """The series of one figure over the epochs (``nan`` where it is missing)."""
         if not any(key in row for row in self.epochs):
