@@ -715,6 +715,21 @@ def test_export_format_from_suffix(capsys: pytest.CaptureFixture[str], tmp_path:
     _one_error_line(err, "is a directory")
 
 
+def test_export_options_of_the_other_format_are_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """--opset with a .pt file and --method with an .onnx file were ignored silently."""
+    code, _, err = run(capsys, "export", "convnet2", tmp_path / "c2.pt", "--opset", "18")
+    assert code == 2
+    _one_error_line(err, "--opset is for ONNX files")
+    code, _, err = run(capsys, "export", "convnet2", tmp_path / "c2.onnx", "--method", "trace")
+    assert code == 2
+    _one_error_line(err, "--method is for TorchScript files")
+    assert list(tmp_path.iterdir()) == []
+    code, _, err = run(capsys, "export", "convnet2", tmp_path / "c2.pt", "--method", "trace")
+    assert code == 0, err
+
+
 _PLAIN_OPTIMIZERS: dict[str, Any] = {
     "adam": lambda params: torch.optim.Adam(params, lr=1e-3, weight_decay=5e-4),
     "adamw": lambda params: torch.optim.AdamW(params, lr=1e-3, weight_decay=5e-4),

@@ -747,6 +747,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
             f"cannot tell the format from {str(out)!r}; pass --format onnx or --format "
             "torchscript (or name the file .onnx or .pt)"
         )
+    if fmt == "onnx" and args.method is not None:
+        raise UsageError("--method is for TorchScript files; ONNX files are made by "
+                         "torch.export (drop --method, or write a .pt file)")
+    if fmt == "torchscript" and args.opset is not None:
+        raise UsageError("--opset is for ONNX files (drop --opset, or write a .onnx file)")
     if fmt == "onnx":
         missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
         if missing:
@@ -759,7 +764,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         diff = verify_onnx(path, model)
         checked = f"onnx.checker and {onnx_runtime()}"
     else:
-        path = export_torchscript(model, out, method=args.method, verify=False)
+        path = export_torchscript(model, out, method=args.method or "script", verify=False)
         diff = verify_torchscript(path, model)
         checked = "torch.jit.load"
     print(f"wrote {path} ({fmt}, {path.stat().st_size / 1e6:.2f} MB) from {args.model} "
@@ -926,7 +931,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_weights(p, "DEFAULT", "weights to export")
     p.add_argument("--opset", type=_positive(int, "an integer"), default=None, metavar="N",
                    help="ONNX opset (default: the exporter's)")
-    p.add_argument("--method", choices=("script", "trace"), default="script",
+    p.add_argument("--method", choices=("script", "trace"), default=None,
                    help="TorchScript method (default: script)")
     p.set_defaults(func=_cmd_export)
     return parser
