@@ -448,8 +448,10 @@ TRAINING_CASES: list[Any] = [
     ("callbacks-not-a-list", _fit(callbacks=EarlyStopping("loss")), TypeError,
      re.escape("callbacks must be a list of callbacks, got EarlyStopping; write "
                "callbacks=[...] even for one")),
-    ("optimizer-needs-closure", _fit(optimizer=lambda p: torch.optim.LBFGS(p)), ValueError,
-     "LBFGS.step needs a closure that recomputes the loss, which fit does not pass"),
+    ("closure-optimizer-accumulating", _fit(optimizer=lambda p: torch.optim.LBFGS(p),
+                                            accumulate_grad_batches=2), ValueError,
+     "LBFGS evaluates the loss itself, through a closure, once or more a step: it takes "
+     "accumulate_grad_batches=1"),
     *[(f"metric-returns-{kind}", _fit(metrics={"f1": lambda p, t, v=value: v}), TypeError,
        re.escape(f"metric 'f1' must return the batch's figure as a number or a one-element "
                  f"tensor, got {kind}"))

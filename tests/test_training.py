@@ -1027,3 +1027,45 @@ def test_iterating_a_history_gives_its_rows() -> None:
     h.append({"epoch": 1, "loss": 0.5})
     h.append({"epoch": 2, "loss": 0.3})
     assert [row["loss"] for row in h] == [0.5, 0.3]
+
+
+def test_lbfgs_steps_through_a_closure_as_a_hand_loop_does() -> None:
+    """An optimizer whose step() needs a closure (LBFGS) gets one that recomputes the
+    batch's loss; the weights are bitwise those of the hand-written closure loop, and the
+    batch's figures are those of the first evaluation."""
+    data = make_data(40)
+
+    def run_fit() -> tuple[nn.Module, History]:
+        torch.manual_seed(0)
+        model = TinyNet(dropout=0.0)
+        history = fit(model, TensorLoader(data, 40), epochs=2, progress=False,
+                      optimizer=torch.optim.LBFGS(model.parameters(), lr=0.1, max_iter=4))
+        return model, history
+
+    def run_by_hand() -> tuple[nn.Module, list[float]]:
+        torch.manual_seed(0)
+        model = TinyNet(dropout=0.0)
+        opt = torch.optim.LBFGS(model.parameters(), lr=0.1, max_iter=4)
+        first_losses: list[float] = []
+        for _ in range(2):
+            model.train()
+            for x, y in TensorLoader(data, 40):
+                seen: list[float] = []
+
+                def closure(x: Tensor = x, y: Tensor = y, seen: list[float] = seen) -> Tensor:
+                    opt.zero_grad()
+                    loss = nn.functional.cross_entropy(model(x), y)
+                    loss.backward()
+                    seen.append(loss.item())
+                    return loss
+
+                opt.step(closure)
+                first_losses.append(seen[0])
+        return model, first_losses
+
+    model, history = run_fit()
+    reference, losses = run_by_hand()
+    for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert history["loss"] == pytest.approx(losses)  # one full batch an epoch, LBFGS's use
+    assert history["loss"][1] < history["loss"][0]

@@ -901,6 +901,15 @@ def _step(optimizer: torch.optim.Optimizer) -> None:
     optimizer._optimizer_step_code()
 
 
+def _needs_closure(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer.step`` must be given a closure that recomputes the loss (LBFGS)."""
+    try:
+        closure = inspect.signature(optimizer.step).parameters.get("closure")
+    except (TypeError, ValueError):  # no signature to read: assume step() needs nothing
+        return False
+    return closure is not None and closure.default is inspect.Parameter.empty
+
+
 def _optimizer_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -986,6 +995,13 @@ def train_one_epoch(
     total = _len_or_none(loader)
     accumulate = int_at_least(accumulate_grad_batches, "accumulate_grad_batches")
     on_cpu = _cheap_readback(dev)
+    closure_step = _needs_closure(optimizer)
+    if closure_step and (accumulate > 1 or scaler is not None):
+        raise ValueError(
+            f"{type(optimizer).__name__} evaluates the loss itself, through a closure, once "
+            f"or more a step: it takes accumulate_grad_batches=1 and precision '32' or "
+            f"'bf16' (no gradient scaler)"
+        )
     checked = 0  # accelerator only: the batches whose losses are known to be finite
     window = accumulate
     pending = 0  # batches whose gradients wait for an optimizer step
@@ -995,29 +1011,60 @@ def train_one_epoch(
     no_sync = getattr(model, "no_sync", None) if accumulate > 1 else None
     no_context = contextlib.nullcontext()
     autocast = _autocast(dev, prec)
+
+    def forward(x: Any, y: Any, i: int) -> tuple[Tensor, Any, float | None]:
+        """The batch's output and loss; on the CPU, the loss's value, checked finite."""
+        with autocast:
+            out = model(x)
+            guard.after_forward(y, out)
+            loss = _compute_loss(loss_fn, out, y)
+        value: float | None = None
+        if on_cpu:
+            value = loss.item()
+            if not math.isfinite(value):
+                raise _nonfinite(value, f"at batch {i + 1}")
+        return loss, out, value
+
+    def step_with_closure(x: Any, y: Any, i: int) -> tuple[Tensor, Any, float | None]:
+        """One step of an optimizer that evaluates the loss itself (LBFGS): the batch's
+        figures are those of the closure's first evaluation, at the weights before it."""
+        first: list[tuple[Tensor, Any, float | None]] = []
+
+        def closure() -> Tensor:
+            _zero_grad(optimizer)
+            result = forward(x, y, i)
+            result[0].backward()  # type: ignore[no-untyped-call]
+            if grad_clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
+            if not first:
+                first.append(result)
+            return result[0]
+
+        optimizer.step(closure)  # type: ignore[arg-type]  # torch types it as returning float
+        _zero_grad(optimizer)
+        if scheduler is not None:
+            scheduler.step()
+        return first[0]
+
     _zero_grad(optimizer)
     with _mode(model, True):
         batches = _progress_bar(loader, total, desc, progress)
         for i, x, y, n in _device_batches(batches, unpack, guard, dev, channels_last):
-            if pending == 0:
-                window = accumulate if total is None else min(accumulate, total - i)
-            pending += 1
-            step_now = pending >= window
-            sync = no_sync() if no_sync is not None and not step_now else no_context
-            with sync:
-                with autocast:
-                    out = model(x)
-                    guard.after_forward(y, out)
-                    loss = _compute_loss(loss_fn, out, y)
-                value: float | None = None
-                if on_cpu:
-                    value = loss.item()
-                    if not math.isfinite(value):
-                        raise _nonfinite(value, f"at batch {i + 1}")
-                scaled = loss / window if window > 1 else loss
-                if scaler is not None:
-                    scaled = scaler.scale(scaled)
-                scaled.backward()  # type: ignore[no-untyped-call]
+            if closure_step:
+                loss, out, value = step_with_closure(x, y, i)
+                step_now = False  # the optimizer has stepped
+            else:
+                if pending == 0:
+                    window = accumulate if total is None else min(accumulate, total - i)
+                pending += 1
+                step_now = pending >= window
+                sync = no_sync() if no_sync is not None and not step_now else no_context
+                with sync:
+                    loss, out, value = forward(x, y, i)
+                    scaled = loss / window if window > 1 else loss
+                    if scaler is not None:
+                        scaled = scaler.scale(scaled)
+                    scaled.backward()  # type: ignore[no-untyped-call]
             meter.update(loss, out, y, n, value)
             if not on_cpu and (i + 1) % _NONFINITE_CHECK_EVERY == 0:
                 # The losses the meter keeps anyway, read once every so many batches:
@@ -1222,16 +1269,6 @@ def _check_optimizer(optimizer: Any, model: nn.Module) -> torch.optim.Optimizer:
             "optimizer must be a torch.optim.Optimizer or a callable params -> Optimizer, "
             f"got {type(optimizer).__name__}"
         )
-    try:
-        closure = inspect.signature(optimizer.step).parameters.get("closure")
-    except (TypeError, ValueError):  # no signature to read: assume step() needs nothing
-        closure = None
-    if closure is not None and closure.default is inspect.Parameter.empty:
-        raise ValueError(
-            f"{type(optimizer).__name__}.step needs a closure that recomputes the loss, "
-            f"which fit does not pass; use an optimizer whose step() takes none (SGD, Adam, "
-            f"AdamW …) or write the loop for it yourself"
-        )
     own = {id(p) for p in model.parameters()}
     foreign = [p for g in optimizer.param_groups for p in g["params"] if id(p) not in own]
     if foreign:
@@ -1373,6 +1410,8 @@ def fit(
             by :func:`default_unpack`.
         epochs: the total number of epochs (a resumed run continues up to it).
         optimizer: an optimizer over ``model.parameters()``, or a callable building one.
+            One whose ``step()`` needs a closure (:class:`~torch.optim.LBFGS`) is given one
+            that recomputes the batch's loss (with ``accumulate_grad_batches=1``, no fp16).
         loss_fn: default :class:`~torch.nn.CrossEntropyLoss`.
         val_loader: validation batches, evaluated after each epoch.
         metrics: name → metric object (``update``/``compute``, see :class:`Metric`) or
