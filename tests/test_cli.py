@@ -260,6 +260,18 @@ def test_train_writes_checkpoint_and_weights(
 
 
 @pytest.mark.mnist
+def test_train_output_fields_are_filled_in(
+    capsys: pytest.CaptureFixture[str], mnist_root: Path, tmp_path: Path
+) -> None:
+    """--output takes ModelCheckpoint's fields; the line printed names the real file."""
+    code, out, err = run(capsys, *_train_args(mnist_root, "--epochs", "2", "--output",
+                                              tmp_path / "ep{epoch:02d}.pt"))
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ep01.pt", "ep02.pt"]
+    assert f"checkpoint: {tmp_path / 'ep02.pt'}" in out
+
+
+@pytest.mark.mnist
 def test_train_files_follow_the_umask(
     capsys: pytest.CaptureFixture[str], mnist_root: Path, tmp_path: Path
 ) -> None:

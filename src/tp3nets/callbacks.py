@@ -33,7 +33,9 @@ class Callback(Protocol):
     ``on_fit_end`` each take the :class:`~tp3nets.training.FitState`; set its
     ``stop_training`` to end the run after the current epoch. A callback with
     ``state_dict()`` and ``load_state_dict(state)`` has its state saved in full checkpoints
-    and given back when ``fit(..., resume_from=...)`` continues the run. Callbacks with a
+    and given back when ``fit(..., resume_from=...)`` continues the run; that state must
+    hold only tensors, numbers, strings, lists and dicts (NumPy numbers and numeric arrays
+    are converted), which a safe load reads back. Callbacks with a
     true ``runs_last`` attribute (:class:`ModelCheckpoint`) have their hooks called after
     the others', so that a checkpoint holds the others' state at the end of the epoch.
 

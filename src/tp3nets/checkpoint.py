@@ -276,8 +276,9 @@ def restore_checkpoint(
     """Load a checkpoint's states into the run's objects; return ``(epoch, history)``.
 
     Raises:
-        CheckpointError: the checkpoint was saved from another model class, its weights or
-            optimizer state do not fit.
+        CheckpointError: the checkpoint was saved from another model class, with another
+            optimizer or scheduler class, or without the scheduler given; its weights or
+            optimizer state do not fit. Nothing is loaded when the classes differ.
     """
     from .training import History
 

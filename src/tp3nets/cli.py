@@ -534,7 +534,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
     if resumed is not None and scheduler is not None:
         _check_resumable(args.resume, resumed, scheduler)
-    callbacks = [ModelCheckpoint(args.output)] if args.output is not None else []
+    saver = ModelCheckpoint(args.output) if args.output is not None else None
+    callbacks = [saver] if saver is not None else []
     if not args.quiet:
         if resumed is not None:
             source = f"resuming {args.resume} after epoch {resumed['epoch']}"
@@ -564,8 +565,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         now = f" ({trained} now, after {before} resumed)" if before else ""
         print(f"done: {_count(len(history), 'epoch')}{now} in {seconds:.1f}s"
               + (f"; last epoch: {shown}" if shown else ""))
-    if args.output is not None and trained > 0:
-        print(f"checkpoint: {args.output}")
+    if saver is not None and saver.last_saved is not None and trained > 0:
+        print(f"checkpoint: {saver.last_saved}")  # the file, its {fields} filled in
     if args.weights_out is not None:
         from safetensors.torch import save
 
@@ -878,11 +879,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_weights(p, None, "initial weights, to fine-tune")
     p.add_argument("--output", type=Path, metavar="CHECKPOINT",
                    help="write a full training checkpoint here after every epoch "
-                   "(continue with --resume)")
+                   "(continue with --resume); fields such as {epoch} or {val_loss:.3f} in "
+                   "the name are filled in, one file per epoch")
     p.add_argument("--weights-out", type=Path, metavar="FILE.safetensors",
                    help="write the final bare weights here (load with --weights FILE)")
     p.add_argument("--resume", type=Path, metavar="CHECKPOINT",
-                   help="continue the run saved in this checkpoint (give the same options)")
+                   help="continue the run saved in this checkpoint (give the same options, "
+                   "without --weights)")
     p.add_argument("--limit-train-batches", type=_positive(int, "an integer"),
                    metavar="N", help="train on the first N batches' worth of images only "
                    "(smoke tests)")

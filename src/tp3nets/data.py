@@ -69,6 +69,7 @@ def load_mnist(
     Raises:
         FileNotFoundError: the files are not there and ``download`` is false; the message
             names the folder looked in and how to point elsewhere.
+        ValueError: the files are there but corrupt or truncated.
     """
     from torchvision.datasets import MNIST
 
@@ -120,7 +121,8 @@ def train_val_split(
 
     Args:
         dataset: the tensors to split (a dataset, or a tuple of tensors).
-        val_size: validation samples, as a count or a fraction in (0, 1).
+        val_size: validation samples, as a count or a fraction in (0, 1) (rounded down,
+            as :func:`~torch.utils.data.random_split` rounds its last part).
         seed: seed of the generator.
 
     Returns:
@@ -299,7 +301,13 @@ class TensorLoader:
 
     Consecutive batches are gathered and scaled together, about :attr:`BLOCK_BYTES` at a
     time, and handed out as views of that block: the batches are the same, for a few
-    tensor operations per block instead of per batch.
+    tensor operations per block instead of per batch. A block is always a copy (also
+    without shuffling), so nothing done to a batch in place reaches the dataset.
+
+    Raises:
+        ValueError: tensors of different lengths, a ``batch_size`` that is not a positive
+            int.
+        TypeError: a ``seed`` that is not an int.
 
     Example:
         >>> import torch
@@ -513,8 +521,12 @@ class BatchRandomAffine(nn.Module):
 
     Args:
         degrees: maximal rotation, either way.
-        translate: maximal shift as a fraction of the image side.
-        scale: range of the zoom factor.
+        translate: maximal shift as a fraction of the image side (one number for both
+            axes).
+        scale: range of the zoom factor, ``(low, high)``.
+
+    Raises:
+        ValueError: a value that is not a finite number in its range.
 
     Example:
         >>> import torch

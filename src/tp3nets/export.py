@@ -230,7 +230,9 @@ def verify_onnx(
         The largest absolute difference seen.
 
     Raises:
-        ExportError: the file is not valid ONNX, or its outputs differ by more than ``atol``.
+        ExportError: the file is not valid ONNX, cannot run the inputs (a file exported
+            with ``dynamic_batch=False`` takes its own batch size only), or its outputs
+            differ by more than ``atol``.
     """
     import onnx
 
@@ -279,7 +281,8 @@ def export_onnx(
         The path written.
 
     Raises:
-        ExportError: the exporter failed, or the file's outputs differ from the model's.
+        ExportError: the exporter failed, or the file's outputs differ from the model's
+            (the file is then removed).
         ImportError: onnx or onnxscript is not installed.
         ValueError: an ``opset_version`` that onnx does not know, or one the exporter cannot
             convert the model to (no file is left behind).
@@ -414,7 +417,8 @@ def export_torchscript(
         The path written.
 
     Raises:
-        ExportError: compiling failed, or the file's outputs differ from the model's.
+        ExportError: compiling failed, or the file's outputs differ from the model's (the
+            file is then removed).
 
     Example:
         >>> import tempfile

@@ -202,7 +202,8 @@ class History:
 
     Each row holds ``epoch``, the training figures (``loss``, ``acc``), the validation ones
     (``val_loss``, ``val_acc``) when there is a validation loader, ``lr`` and ``time``
-    (seconds). ``monitor`` and ``mode`` decide :attr:`best_epoch`.
+    (seconds). ``monitor`` and ``mode`` decide :attr:`best_epoch`. ``history[key]`` is one
+    figure's series; iterating a history gives its rows.
 
     Example:
         >>> h = History(monitor="val_loss")
@@ -963,7 +964,17 @@ def train_one_epoch(
     Returns:
         The epoch's batch-size-weighted ``loss`` and metrics (default ``acc``).
 
+    An optimizer whose ``step()`` needs a closure (:class:`~torch.optim.LBFGS`) is given one
+    that recomputes the batch's loss and gradients; the batch's figures are those of its
+    first evaluation.
+
     Raises:
+        TypeError: ``optimizer`` is not an Optimizer instance; ``scheduler`` has no
+            ``step()``.
+        ValueError: an optimizer built for another model, a scheduler of another optimizer,
+            a ``grad_clip_norm`` that is not a positive number, a closure optimizer with
+            ``accumulate_grad_batches > 1`` or fp16, an empty loader, labels outside the
+            model's classes, a target the loss cannot take.
         FloatingPointError: the loss became NaN or infinite.
 
     Example:
@@ -1166,9 +1177,10 @@ def predict(
 ) -> Tensor:
     """Model outputs (logits) for a tensor of inputs or for every batch of a loader, on CPU.
 
-    A loader may yield bare inputs, ``(inputs, target, …)`` batches or dicts (the target
-    is ignored). Runs in eval and inference mode; every submodule's mode is restored
-    afterwards. Under ``torchrun`` each process predicts what it is given.
+    A loader may yield bare inputs, ``(inputs, target, …)`` batches or dicts read by
+    :func:`default_unpack` (the target is ignored; a dict without one needs ``unpack=``).
+    Runs in eval and inference mode; every submodule's mode is restored afterwards. Under
+    ``torchrun`` each process predicts what it is given.
 
     Args:
         model: any module returning a tensor whose first dimension is the batch.
@@ -1400,7 +1412,8 @@ def fit(
     :class:`~torch.utils.data.DataLoader` gets a
     :class:`~torch.utils.data.distributed.DistributedSampler` and ``batch_size / W``), so
     a distributed run takes the same steps as a single process with the same settings
-    (exactly so when the batch size and the dataset size are multiples of W). Figures are
+    (exactly so when the batch size and the dataset size are multiples of W and the
+    model has no BatchNorm, whose statistics each process takes from its part). Figures are
     reduced over processes as sums and counts; only rank 0 prints and writes files.
 
     Args:
@@ -1451,10 +1464,15 @@ def fit(
         The :class:`History`.
 
     Raises:
-        ValueError: zero or negative epochs, an empty loader, fp16 on a CPU, an optimizer
-            or scheduler built for another model, labels outside the model's classes, a
-            target the loss cannot take.
-        CheckpointError: ``resume_from`` holds another model's checkpoint.
+        ValueError: zero or negative epochs, an empty loader, a one-shot iterator for
+            several epochs, fp16 on a CPU, an optimizer or scheduler built for another
+            model, a ``monitor`` the run does not log, a metric named like a history
+            column (``epoch``, ``lr``, ``time``, ``val_*``), labels outside the model's
+            classes, a target the loss cannot take.
+        TypeError: ``callbacks`` not a list (one callback given alone), a metric that is
+            not callable or returns no number.
+        CheckpointError: ``resume_from`` holds another model's checkpoint, or was saved
+            with another optimizer or scheduler class, or without the scheduler given.
         FloatingPointError: the loss became NaN or infinite.
 
     Example:

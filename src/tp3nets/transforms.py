@@ -194,12 +194,14 @@ class MNISTPreprocess(nn.Module):
             ``True`` always, ``False`` only resizes.
 
     Raises:
-        ValueError: a size, ``invert`` or ``fit`` option out of range, or an image tensor of
-            another shape.
-        TypeError: an input that is neither a PIL image nor a uint8/float tensor.
+        ValueError: a size, ``invert`` or ``fit`` option out of range, an image tensor of
+            another shape, or floating-point images outside [0, 1].
+        TypeError: an input that is neither a PIL image, a NumPy array nor a uint8/float
+            tensor.
 
     Shape:
-        PIL image, (H, W), (C, H, W) → (1, size, size); (N, C, H, W) → (N, 1, size, size)
+        PIL image, tensor (H, W) or (C, H, W), NumPy (H, W) or (H, W, C) → (1, size, size);
+        (N, C, H, W) → (N, 1, size, size)
 
     Example:
         >>> import torch

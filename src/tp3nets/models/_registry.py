@@ -83,6 +83,7 @@ def get_model_builder(name: str) -> Callable[..., nn.Module]:
 
     Raises:
         ValueError: unknown name; close matches are suggested.
+        TypeError: the name is not a non-empty string.
 
     Example:
         >>> get_model_builder("convnet4").__name__

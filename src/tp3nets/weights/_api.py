@@ -322,9 +322,12 @@ def load_state_dict(
     read with ``torch.load(weights_only=True)``, which refuses any object
     beyond tensors and plain containers, so a file cannot run code. A full training
     checkpoint written by :func:`tp3nets.fit` is accepted too (its ``"model"`` entry is
-    used, as is a ``"state_dict"`` entry), and the ``module.`` (DDP) and ``_orig_mod.``
-    (``torch.compile``) prefixes are removed. Files saved from the reference lab's classes
-    (``torch.save(model.state_dict(), path)``) have the tp3nets keys and load unchanged.
+    used, as is a ``"state_dict"`` entry). The ``_orig_mod.`` parts of ``torch.compile``
+    are removed, and DDP's ``module.`` prefix where every key carries it (a model's own
+    child named ``module`` beside others keeps its keys). Files saved from the reference
+    lab's classes (``torch.save(model.state_dict(), path)``) have the tp3nets keys; the
+    lab's base ConvNet's ``classifier.0``/``.2`` are renamed when loaded into
+    :class:`~tp3nets.ConvNet2` (``weights=`` or ``load_state_dict``), not here.
 
     Args:
         path: the file.
