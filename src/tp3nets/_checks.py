@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import numbers
 import operator
 from typing import Any
+
+
+def int_seed(seed: object) -> int:
+    """``seed`` as an int (NumPy integers too), or a ``TypeError`` that names it."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    return int(seed)
 
 
 def int_at_least(value: Any, name: str, minimum: int = 1) -> int:

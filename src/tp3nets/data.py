@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.utils.data import TensorDataset
 
-from ._checks import int_at_least
+from ._checks import int_at_least, int_seed
 
 __all__ = [
     "DATA_ENV",
@@ -269,12 +269,6 @@ def mnist_splits(
     return train, val, load_mnist(root, train=False, download=download)
 
 
-def _int_seed(seed: object) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"seed must be an int, got {seed!r}")
-    return int(seed)
-
-
 class TensorLoader:
     """Batches of in-memory tensors, cut by indexing: no per-sample Python work.
 
@@ -353,7 +347,7 @@ class TensorLoader:
         self._n = rows.numel() if rows is not None else n
         self.batch_size = batch_size
         self.shuffle = shuffle
-        self.seed = _int_seed(seed)
+        self.seed = int_seed(seed)
         self.drop_last = drop_last
         self.transform = transform
         self.scale_uint8 = scale_uint8

@@ -22,7 +22,7 @@ import torch.optim.optimizer as _optim_module
 from torch import Tensor, nn
 
 from . import _distributed as dist_utils
-from ._checks import int_at_least
+from ._checks import int_at_least, int_seed
 from ._malloc import reuse_freed_memory
 from .callbacks import Callback
 from .callbacks import monitor_mode as monitor_mode_of
@@ -177,9 +177,7 @@ def seed_everything(seed: int, *, deterministic: bool = False) -> None:
         >>> torch.equal(a, b)
         True
     """
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"seed must be an int, got {seed!r}")
-    seed = int(seed)
+    seed = int_seed(seed)
     if not -(2**63) <= seed < 2**64:
         raise ValueError(f"seed must lie in [-2**63, 2**64), got {seed}")
     random.seed(seed)
