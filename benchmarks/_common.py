@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 import tp3nets
-from tp3nets.training import _fused_optimizer, reuse_freed_memory
+from tp3nets.optim import fused_optimizer
+from tp3nets.training import reuse_freed_memory
 
 MODELS: dict[str, Callable[[], nn.Module]] = {
     "mlr": tp3nets.MultinomialLogisticRegression,
@@ -152,5 +153,5 @@ def lab_optimizer(name: str, model: nn.Module, lr: float | None,
     else:  # the report, for the ConvNets
         cls, lr = torch.optim.Adam, lr or 1e-3
     if fused:
-        return _fused_optimizer(cls, model.parameters(), lr=lr)
+        return fused_optimizer(cls, model.parameters(), lr=lr)
     return cls(model.parameters(), lr=lr)  # type: ignore[call-arg]

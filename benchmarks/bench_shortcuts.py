@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DEFAULT_DATA, MODELS, machine, median, print_machine, report, timed
 
 import tp3nets
-import tp3nets.training as engine
+import tp3nets._shortcuts as shortcuts
 from tp3nets.data import TensorLoader, TensorSubset, load_mnist, train_val_split
 
 SHORTCUTS = ("step", "zero_grad", "blocks")
@@ -43,9 +43,9 @@ SHORTCUTS = ("step", "zero_grad", "blocks")
 def without(shortcut: str) -> contextlib.AbstractContextManager[Any]:
     """Turn one shortcut off: torch's own call, or one batch gathered at a time."""
     if shortcut == "step":
-        return mock.patch.object(engine, "_step", lambda opt: opt.step())
+        return mock.patch.object(shortcuts, "step", lambda opt: opt.step())
     if shortcut == "zero_grad":
-        return mock.patch.object(engine, "_zero_grad",
+        return mock.patch.object(shortcuts, "zero_grad",
                                  lambda opt: opt.zero_grad(set_to_none=True))
     return mock.patch.object(TensorLoader, "BLOCK_BYTES", 1)
 

@@ -20,6 +20,7 @@ import tp3nets
 from _support import one_error_line as _one_error_line
 from tp3nets import cli
 from tp3nets.checkpoint import load_checkpoint
+from tp3nets.cli._train import _warmup_fraction
 from tp3nets.data import TensorLoader, load_mnist
 
 pytestmark = pytest.mark.filterwarnings(
@@ -142,9 +143,57 @@ def test_unexpected_errors_keep_their_traceback(
     def boom(args: Any) -> int:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(cli, "_cmd_list", boom)
+    monkeypatch.setattr(cli._info, "_cmd_list", boom)
     with pytest.raises(RuntimeError, match="a bug"):
         cli.main(["list"])
+
+
+def test_value_errors_from_outside_tp3nets_keep_their_traceback(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ValueError or TypeError that tp3nets did not raise itself (one from inside torch
+    or Python) is a bug: it propagates with its traceback instead of exit status 2."""
+
+    def torch_fails(args: Any) -> int:
+        torch.zeros(2, 3).view(5)  # RuntimeError inside torch
+        return 0
+
+    def python_fails(args: Any) -> int:
+        return int("not a number")  # ValueError raised by Python, not by tp3nets
+
+    def arithmetic_bug(args: Any) -> int:
+        return len(None)  # type: ignore[arg-type]  # TypeError of the code itself
+
+    for fails, error in ((torch_fails, RuntimeError), (python_fails, ValueError),
+                         (arithmetic_bug, TypeError)):
+        monkeypatch.setattr(cli._info, "_cmd_list", fails)
+        with pytest.raises(error):
+            cli.main(["list"])
+
+
+def test_errors_tp3nets_raises_itself_are_one_line_and_status_2(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ValueError raised by tp3nets' own checks, and an OSError such as a full disk, are
+    the user's: one line on stderr, exit status 2."""
+    import errno
+
+    def bad_metric(args: Any) -> int:
+        tp3nets.fit(tp3nets.MultinomialLogisticRegression(), [(torch.zeros(1, 1, 28, 28),
+                    torch.zeros(1, dtype=torch.long))], epochs=0, optimizer=None)
+        return 0
+
+    def disk_full(args: Any) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device", "run.pt")
+
+    monkeypatch.setattr(cli._info, "_cmd_list", bad_metric)
+    code, _, err = run(capsys, "list")
+    assert code == 2
+    _one_error_line(err, "epochs must be")
+    monkeypatch.setattr(cli._info, "_cmd_list", disk_full)
+    code, _, err = run(capsys, "list")
+    assert code == 2
+    _one_error_line(err, "No space left on device")
 
 
 def test_keyboard_interrupt_exits_130(
@@ -155,7 +204,7 @@ def test_keyboard_interrupt_exits_130(
     def interrupted(args: Any) -> int:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_cmd_list", interrupted)
+    monkeypatch.setattr(cli._info, "_cmd_list", interrupted)
     code, _, err = run(capsys, "list")
     assert code == 130
     assert err.strip() == "tp3nets: interrupted"
@@ -372,11 +421,11 @@ def test_train_one_cycle_on_a_handful_of_steps(
 
 def test_warmup_fraction_never_leaves_a_phase_empty() -> None:
     for steps in range(1, 400):
-        pct = cli._warmup_fraction(steps)
+        pct = _warmup_fraction(steps)
         assert 0 < pct <= 1
         assert pct * steps - 1 != 0, steps  # the warm-up phase's length
         assert steps - pct * steps != 0, steps  # the annealing phase's length
-    assert abs(cli._warmup_fraction(4300) - 0.2) < 1e-3
+    assert abs(_warmup_fraction(4300) - 0.2) < 1e-3
 
 
 @pytest.mark.mnist
@@ -754,7 +803,7 @@ _PLAIN_OPTIMIZERS: dict[str, Any] = {
 def test_train_uses_the_fused_optimizer_where_torch_has_one(name: str) -> None:
     """tp3nets train builds its optimizer with fused=True (one pass per tensor), and two
     fused steps give the same weights as the plain optimizer's to float tolerance."""
-    from tp3nets.cli import _make_optimizer
+    from tp3nets.cli._train import _make_optimizer
 
     torch.manual_seed(0)
     model = tp3nets.ConvNet3()

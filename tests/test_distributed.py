@@ -175,9 +175,9 @@ def torchrun_env(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 def _resolve(device: str | None) -> torch.device:
-    from tp3nets.training import _resolve_device
+    from tp3nets.devices import resolve_device
 
-    return _resolve_device(device, MultinomialLogisticRegression(8, 3))
+    return resolve_device(device, MultinomialLogisticRegression(8, 3))
 
 
 def test_torchrun_default_device_is_the_process_s_own_gpu(torchrun_env: Any) -> None:

@@ -190,11 +190,11 @@ class _Lookup(nn.Module):
 
 
 def _meter_accuracy(batches: list[tuple[Tensor, Tensor]], device: str) -> float:
-    """The epoch accuracy a _Meter made for ``device`` reports for these batches (the
+    """The epoch accuracy a Meter made for ``device`` reports for these batches (the
     tensors stay on the CPU: "cuda" only selects the accelerator's grouped counting)."""
-    from tp3nets.training import _Meter
+    from tp3nets.metrics import Meter
 
-    meter = _Meter({"acc": accuracy}, torch.device(device))
+    meter = Meter({"acc": accuracy}, torch.device(device))
     for logits, target in batches:
         meter.update(torch.tensor(0.5), logits, target, logits.shape[0])
     figures, _ = meter.compute()
@@ -253,10 +253,10 @@ def test_accuracy_reads_predictions_as_the_loss_does(
     """Logits of BCEWithLogitsLoss are cut at 0, probabilities of BCELoss at 0.5; one-hot
     and soft targets of CrossEntropyLoss compare argmaxes; ignore_index is not counted.
     The same on the CPU and on the accelerator path, through fit/evaluate's meter."""
-    from tp3nets.training import _Meter
+    from tp3nets.metrics import Meter
 
     assert accuracy(preds, target, loss_fn=loss_fn).item() == pytest.approx(expected)
-    meter = _Meter({"acc": accuracy}, torch.device(device), loss_fn)
+    meter = Meter({"acc": accuracy}, torch.device(device), loss_fn)
     for i in range(0, 50, 16):
         meter.update(torch.tensor(0.5), preds[i : i + 16], target[i : i + 16],
                      len(target[i : i + 16]))
@@ -298,9 +298,9 @@ def test_grouped_accuracy_flushes_when_batch_shapes_change() -> None:
 def test_cpu_meter_keeps_figures_as_python_numbers() -> None:
     """On the CPU the per-batch loss and metric figures are kept as Python numbers (the
     loss as the float the NaN check read), and the epoch figures come out right."""
-    from tp3nets.training import _Meter
+    from tp3nets.metrics import Meter
 
-    meter = _Meter({"acc": accuracy, "mean": lambda p, t: p.mean()}, torch.device("cpu"))
+    meter = Meter({"acc": accuracy, "mean": lambda p, t: p.mean()}, torch.device("cpu"))
     for _ in range(3):
         meter.update(torch.tensor(0.25), torch.randn(4, 10), torch.randint(0, 10, (4,)), 4)
     figures = meter.compute()[0]
@@ -398,7 +398,7 @@ def test_a_part_left_in_eval_mode_stays_so_in_training() -> None:
     assert not model.training
     # Under a wrapper (DDP's, here DataParallel's, in train mode when built) the user's
     # model decides: in eval mode as a whole, it trains in train mode.
-    from tp3nets.training import _mode
+    from tp3nets._batches import set_mode as _mode
 
     wrapped = nn.DataParallel(model)
     with _mode(wrapped, True):
@@ -764,7 +764,7 @@ def test_nan_loss_raises_floating_point_error() -> None:
 
 def _as_on_an_accelerator(monkeypatch: pytest.MonkeyPatch) -> None:
     """Run the accelerator's bookkeeping on the CPU: tensors kept, read back in bulk."""
-    monkeypatch.setattr("tp3nets.training._cheap_readback", lambda device: False)
+    monkeypatch.setattr("tp3nets.devices.cheap_readback", lambda device: False)
 
 
 def test_accelerator_bookkeeping_gives_the_cpu_figures(
@@ -846,7 +846,7 @@ def test_history_plot_draws_each_figure() -> None:
 
 def test_labels_checked_on_the_host_for_accelerators() -> None:
     """For a CUDA device, labels of later batches are checked on the host before transfer."""
-    from tp3nets.training import _LabelGuard
+    from tp3nets._batches import LabelGuard as _LabelGuard
 
     guard = _LabelGuard(nn.CrossEntropyLoss(), torch.device("cuda"))
     guard.before_transfer(torch.tensor([7]))  # classes unknown before the first forward
@@ -922,7 +922,7 @@ def test_fit_steps_without_the_profiler_range_and_the_same_weights(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Plain optimizers are stepped past torch's profiler wrapper, bitwise as step() does."""
-    from tp3nets.training import _step
+    from tp3nets._shortcuts import step as _step
 
     data = make_data(48)
     for make in (
@@ -936,9 +936,9 @@ def test_fit_steps_without_the_profiler_range_and_the_same_weights(
             model = TinyNet(dropout=0.0)
             opt = make(model.parameters())
             if use_step_method:
-                monkeypatch.setattr("tp3nets.training._step", lambda o: o.step())
+                monkeypatch.setattr("tp3nets._shortcuts.step", lambda o: o.step())
             fit(model, TensorLoader(data, 8), epochs=2, optimizer=opt, progress=False)
-            monkeypatch.setattr("tp3nets.training._step", _step)
+            monkeypatch.setattr("tp3nets._shortcuts.step", _step)
             weights.append([p.detach().clone() for p in model.parameters()])
         assert all(torch.equal(a, b) for a, b in zip(*weights, strict=True))
 

@@ -7,14 +7,12 @@ import os
 import re
 import string
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 from torch import Tensor
 
 from ._checks import int_at_least
-
-if TYPE_CHECKING:
-    from .training import FitState
+from .state import FitState
 
 __all__ = ["Callback", "EarlyStopping", "ModelCheckpoint", "monitor_mode"]
 
@@ -30,7 +28,7 @@ class Callback(Protocol):
     """Any object; :func:`~tp3nets.fit` calls whichever of these methods it defines.
 
     ``on_fit_start``, ``on_epoch_start``, ``on_batch_end``, ``on_epoch_end`` and
-    ``on_fit_end`` each take the :class:`~tp3nets.training.FitState`; set its
+    ``on_fit_end`` each take the :class:`~tp3nets.state.FitState`; set its
     ``stop_training`` to end the run after the current epoch. A callback with
     ``state_dict()`` and ``load_state_dict(state)`` has its state saved in full checkpoints
     and given back when ``fit(..., resume_from=...)`` continues the run; that state must

@@ -9,16 +9,15 @@ import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import torch
 from torch import nn
 
+from .devices import bare_module
+from .history import History
 from .weights import CheckpointError, load_weights_into
 from .weights._api import _TORCHSCRIPT, _first_line, _sniff, _uncompiled
-
-if TYPE_CHECKING:
-    from .training import History
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -31,21 +30,6 @@ __all__ = [
 
 #: The ``format`` tag of every full training checkpoint tp3nets writes.
 CHECKPOINT_FORMAT: Final = "tp3nets.checkpoint/1"
-
-
-def _bare(model: nn.Module) -> nn.Module:
-    """The module under DDP/DataParallel (``.module``) and torch.compile (``._orig_mod``)
-    wrappers; a model of the user's own with a child named ``module`` is not one."""
-    while True:
-        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-            model = model.module
-            continue
-        # torch.compile's wrapper class exists only once dynamo has been imported.
-        dynamo = sys.modules.get("torch._dynamo.eval_frame")
-        if dynamo is not None and isinstance(model, dynamo.OptimizedModule):
-            model = model._orig_mod
-            continue
-        return model
 
 
 def _rng_states() -> dict[str, Any]:
@@ -111,7 +95,7 @@ def make_checkpoint(
     the state of each callback that has ``state_dict()``, whether a callback asked to stop,
     and the RNG states of Python, NumPy, torch and CUDA.
     """
-    bare = _bare(model)
+    bare = bare_module(model)
     return {
         "format": CHECKPOINT_FORMAT,
         "model_class": type(bare).__name__,
@@ -280,9 +264,7 @@ def restore_checkpoint(
             optimizer or scheduler class, or without the scheduler given; its weights or
             optimizer state do not fit. Nothing is loaded when the classes differ.
     """
-    from .training import History
-
-    bare = _bare(model)
+    bare = bare_module(model)
     if ckpt.get("model_class") != type(bare).__name__:
         raise CheckpointError(
             f"{source} was saved from a {ckpt.get('model_class')}, not a {type(bare).__name__}"

@@ -1,0 +1,245 @@
+"""What the subcommands share: usage errors, option parsers, model and file lookups."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final, NoReturn
+
+import torch
+from torch import nn
+
+PROG: Final = "tp3nets"
+_COMMANDS: Final = ("list", "info", "train", "evaluate", "predict", "export")
+# Set to 0 to leave glibc's malloc settings as they are; see _tune_malloc.
+REUSE_MEMORY_ENV: Final = "TP3NETS_REUSE_FREED_MEMORY"
+_EXPORT_SUFFIXES: Final = {".onnx": "onnx", ".pt": "torchscript", ".pth": "torchscript",
+                           ".ts": "torchscript", ".torchscript": "torchscript"}
+
+
+class UsageError(ValueError):
+    """A mistake in the command line that argparse cannot see (a bad value, a bad file)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: the message and where to find help, no usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        if "invalid choice" in message and self.prog == PROG:
+            message = _suggest_command(message)
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _suggest_command(message: str) -> str:
+    # "argument command: invalid choice: 'trian' (choose from ...)"
+    start = message.find("'")
+    end = message.find("'", start + 1)
+    given = message[start + 1 : end] if 0 <= start < end else ""
+    close = difflib.get_close_matches(given, list(_COMMANDS), n=2)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    return f"unknown command {given!r}{hint} (commands: {', '.join(_COMMANDS)})"
+
+
+# --------------------------------------------------------------------------------------
+# shared helpers
+
+
+def _device(value: str) -> torch.device:
+    """The device of ``--device``: resolved by the library, limited to those the command
+    line drives (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``)."""
+    from ..devices import resolve_device
+
+    unknown = UsageError(f"unknown device {value!r}; use auto, cpu, cuda, cuda:N or mps")
+    try:
+        device = resolve_device(value)
+    except ValueError as exc:
+        raise (unknown if str(exc).startswith("unknown device") else UsageError(exc)) from None
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise unknown
+    return device
+
+
+def _data_dir(value: str | None) -> Path:
+    from ..data import DATA_ENV, default_data_root
+
+    folder = Path(value).expanduser() if value else default_data_root()
+    if not folder.is_dir():
+        how = "--data" if value else f"--data or {DATA_ENV}"
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise FileNotFoundError(
+            f"data folder {str(folder)!r} {what}; give the folder that holds "
+            f"MNIST/raw/ with {how}"
+        )
+    return folder
+
+
+def _looks_like_path(value: str) -> bool:
+    from ..weights import CHECKPOINT_SUFFIXES
+
+    return "/" in value or os.sep in value or value.lower().endswith(CHECKPOINT_SUFFIXES)
+
+
+def _load_model(name: str, weights: str | None) -> tuple[nn.Module, Any, str]:
+    """Build model ``name`` with ``weights``: a member name, a file, or ``none``.
+
+    A value with a path separator or a checkpoint suffix is a file; otherwise a member name
+    of the model's weights enum, or else an existing file of that name.
+
+    Returns:
+        The model, the weights member (or ``None``) and a description of the weights.
+    """
+    from ..models import get_model_builder, get_model_weights
+    from ..weights import load_state_dict, load_weights_into
+
+    builder = get_model_builder(name)
+    if weights is None or weights.lower() == "none":
+        return builder(), None, "random initialisation"
+    member = None
+    if not _looks_like_path(weights):
+        enum_cls = get_model_weights(name)
+        try:
+            member = enum_cls.verify(weights)
+        except ValueError as exc:
+            if not Path(weights).expanduser().is_file():
+                raise UsageError(
+                    f"{exc} (or give the path of a .safetensors or .pt file)"
+                ) from None
+    if member is not None:
+        return builder(weights=member), member, repr(member)
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "not found"
+        raise FileNotFoundError(f"weights file {what}: {weights!r}")
+    model = builder()
+    load_weights_into(model, load_state_dict(path), source=str(path))
+    return model, None, str(path)
+
+
+def _default_member(name: str) -> Any:
+    from ..models import get_model_weights
+
+    try:
+        return get_model_weights(name).verify("DEFAULT")
+    except ValueError:
+        return None
+
+
+def _num_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _input_shape(model: nn.Module, member: Any) -> tuple[int, ...]:
+    if member is not None and "input_size" in member.meta:
+        return tuple(int(s) for s in member.meta["input_size"])
+    shape = getattr(model, "input_shape", None)
+    return tuple(int(s) for s in shape) if isinstance(shape, tuple) else (1, 28, 28)
+
+
+def _acc(meta: Any) -> float | None:
+    try:
+        return float(meta["metrics"]["MNIST"]["acc@1"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _members(enum_cls: Any) -> list[tuple[Any, list[str]]]:
+    """Each distinct member with its aliases (``DEFAULT``)."""
+    out: list[tuple[Any, list[str]]] = []
+    for alias, member in enum_cls.__members__.items():
+        for seen, aliases in out:
+            if seen is member:
+                aliases.append(alias)
+                break
+        else:
+            out.append((member, []))
+    return out
+
+
+def _json(obj: Any) -> str:
+    return json.dumps(obj, indent=2, default=lambda o: list(o) if isinstance(o, tuple) else str(o))
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if isinstance(exc, KeyError) and len(exc.args) == 1:
+        text = str(exc.args[0])
+    return text or type(exc).__name__
+
+
+def _positive(kind: type[int] | type[float], what: str) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+        return value
+
+    return parse
+
+
+def _check_output_file(option: str, path: Path) -> None:
+    """Refuse, before any work, a file that cannot be written: a folder, a path under a
+    file, or a place where no file can be created (tried with a temporary file)."""
+    if path.is_dir():
+        raise UsageError(f"{option} {str(path)!r} is a directory; give a file name")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(
+                    f"{option} {str(path)!r} cannot be written: {str(parent)!r} is a file, "
+                    "not a folder"
+                )
+            try:
+                with tempfile.TemporaryFile(dir=parent):
+                    pass
+            except OSError as exc:
+                raise UsageError(
+                    f"{option} {str(path)!r} cannot be written: no file can be created in "
+                    f"{str(parent)!r} ({exc.strerror or exc})"
+                ) from None
+            return
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _non_negative_float(text)
+    if not value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
+# --------------------------------------------------------------------------------------
+# list and info
+
+
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 epoch``, ``2 epochs``."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")

@@ -1,0 +1,214 @@
+"""``tp3nets evaluate``, ``predict`` and ``export``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ._common import (
+    _EXPORT_SUFFIXES,
+    UsageError,
+    _check_output_file,
+    _data_dir,
+    _default_member,
+    _device,
+    _json,
+    _load_model,
+    _one_line,
+)
+
+
+class _ConfusionMatrix:
+    """A :class:`~tp3nets.training.Metric`: overall accuracy, keeping the confusion matrix."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+
+    def reset(self) -> None:
+        self.matrix.zero_()
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        pred = preds.argmax(dim=1).cpu()
+        true = target.cpu().to(torch.int64)
+        index = true * self.num_classes + pred
+        counts = torch.bincount(index, minlength=self.num_classes**2)
+        self.matrix += counts.reshape(self.num_classes, self.num_classes)
+
+    def compute(self) -> Tensor:
+        total = int(self.matrix.sum())
+        return self.matrix.diag().sum().double() / max(total, 1)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+
+    from ..data import TensorLoader, TensorSubset, load_mnist, train_val_split
+    from ..training import evaluate
+
+    device = _device(args.device)
+    model, member, source = _load_model(args.model, args.weights)
+    folder = _data_dir(args.data)
+    if args.split == "test":
+        data = load_mnist(folder, train=False, download=args.download)
+    else:
+        data = train_val_split(load_mnist(folder, train=True, download=args.download),
+                               args.val_size, seed=args.split_seed)[1]
+    if args.limit is not None:
+        data = TensorSubset(data, range(min(args.limit, len(data))))
+    num_classes = int(getattr(model, "num_classes", 10))
+    categories = [str(c) for c in member.meta["categories"]] if member is not None else [
+        str(i) for i in range(num_classes)
+    ]
+    matrix = _ConfusionMatrix(num_classes)
+    result = evaluate(model, TensorLoader(data, args.batch_size), metrics={"acc": matrix},
+                      device=device, progress=not args.json and sys.stderr.isatty())
+    cm = matrix.matrix
+    per_class_n = cm.sum(dim=1)
+    per_class = [float(cm[i, i]) / int(per_class_n[i]) if int(per_class_n[i]) else None
+                 for i in range(num_classes)]
+    report = {
+        "model": args.model,
+        "weights": source,
+        "split": args.split,
+        "num_samples": len(data),
+        "loss": result["loss"],
+        "acc": result["acc"],
+        "categories": categories,
+        "per_class_acc": per_class,
+        "per_class_count": [int(n) for n in per_class_n],
+        "confusion_matrix": cm.tolist(),
+    }
+    if args.json:
+        print(_json(report))
+        return 0
+    print(f"{args.model} ({source}) on MNIST {args.split}, {len(data):,} images")
+    print(f"loss      {result['loss']:.4f}")
+    print(f"accuracy  {100 * result['acc']:.2f}%")
+    print("per-class accuracy:")
+    for name, acc, n in zip(categories, per_class, per_class_n.tolist(), strict=True):
+        shown = "-" if acc is None else f"{100 * acc:6.2f}%"
+        print(f"  {name:>3}  {shown:>7}  ({n} images)")
+    width = max(4, len(str(int(cm.max()))) + 1)
+    print("confusion matrix (rows: true class, columns: predicted):")
+    print("     " + "".join(f"{c:>{width}}" for c in categories))
+    for name, row in zip(categories, cm.tolist(), strict=True):
+        print(f"  {name:>3}" + "".join(f"{v:>{width}}" for v in row))
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# predict
+
+
+def _open_image(path: str) -> Any:
+    from PIL import Image, UnidentifiedImageError
+
+    file = Path(path).expanduser()
+    if not file.exists():
+        raise FileNotFoundError(f"image not found: {path!r}")
+    if file.is_dir():
+        raise UsageError(f"{path!r} is a directory, not an image file")
+    try:
+        with Image.open(file) as img:
+            img.load()
+            return img.copy()
+    except UnidentifiedImageError:
+        raise UsageError(f"{path!r} is not an image file that Pillow can read") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        # Truncated or corrupt files (PIL raises OSError, sometimes SyntaxError).
+        raise UsageError(f"cannot read image {path!r}: {_one_line(exc)}") from None
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from ..training import predict
+    from ..transforms import MNISTPreprocess
+
+    device = _device(args.device)
+    model, member, source = _load_model(args.model, args.weights)
+    num_classes = int(getattr(model, "num_classes", 10))
+    if not 1 <= args.top <= num_classes:
+        raise UsageError(f"--top must be between 1 and {num_classes}, got {args.top}")
+    reference = member if member is not None else _default_member(args.model)
+    preprocess = reference.transforms() if reference is not None else MNISTPreprocess()
+    categories = [str(c) for c in reference.meta["categories"]] if reference is not None and \
+        len(reference.meta["categories"]) == num_classes else [str(i) for i in range(num_classes)]
+    batch = torch.stack([preprocess(_open_image(path)) for path in args.images])
+    # A uniform input after preprocessing: no ink was found, whatever the model answers.
+    blank = (batch.flatten(1).amax(1) == batch.flatten(1).amin(1)).tolist()
+    probs = predict(model, batch, device=device).softmax(dim=1)
+    top_p, top_i = probs.topk(args.top, dim=1)
+    results = [
+        {
+            "image": path,
+            "predictions": [
+                {"class": categories[i], "index": i, "probability": p}
+                for p, i in zip(ps, idx, strict=True)
+            ],
+            "blank": empty,
+        }
+        for path, ps, idx, empty in zip(args.images, top_p.tolist(), top_i.tolist(), blank,
+                                        strict=True)
+    ]
+    if args.json:
+        print(_json({"model": args.model, "weights": source, "results": results}))
+        return 0
+    for res in results:
+        shown = ", ".join(f"{p['class']} ({p['probability']:.4f})" for p in res["predictions"])
+        note = "  [blank: no ink found, the answer means nothing]" if res["blank"] else ""
+        print(f"{res['image']}: {shown}{note}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# export
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    from ..export import (
+        export_onnx,
+        export_torchscript,
+        onnx_runtime,
+        verify_onnx,
+        verify_torchscript,
+    )
+
+    out = Path(args.output).expanduser()
+    _check_output_file("output", out)
+    fmt = args.format or _EXPORT_SUFFIXES.get(out.suffix.lower())
+    if fmt is None:
+        raise UsageError(
+            f"cannot tell the format from {str(out)!r}; pass --format onnx or --format "
+            "torchscript (or name the file .onnx or .pt)"
+        )
+    if fmt == "onnx" and args.method is not None:
+        raise UsageError("--method is for TorchScript files; ONNX files are made by "
+                         "torch.export (drop --method, or write a .pt file)")
+    if fmt == "torchscript" and args.opset is not None:
+        raise UsageError("--opset is for ONNX files (drop --opset, or write a .onnx file)")
+    if fmt == "onnx":
+        missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise UsageError(
+                f"ONNX export needs {' and '.join(missing)}: pip install 'tp3nets[onnx]'"
+            )
+    model, _, source = _load_model(args.model, args.weights)
+    if fmt == "onnx":
+        path = export_onnx(model, out, opset_version=args.opset, verify=False)
+        diff = verify_onnx(path, model)
+        checked = f"onnx.checker and {onnx_runtime()}"
+    else:
+        path = export_torchscript(model, out, method=args.method or "script", verify=False)
+        diff = verify_torchscript(path, model)
+        checked = "torch.jit.load"
+    print(f"wrote {path} ({fmt}, {path.stat().st_size / 1e6:.2f} MB) from {args.model} "
+          f"({source})")
+    print(f"verified with {checked}: max abs diff {diff:.2e} from eager PyTorch "
+          f"(batches of 2 and 3)")
+    return 0
