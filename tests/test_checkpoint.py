@@ -164,7 +164,7 @@ def test_optimizer_state_that_does_not_fit_is_refused(tmp_path: Path) -> None:
 def test_save_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A save that dies midway leaves the previous file whole and no temporary file."""
     target = tmp_path / "last.pt"
-    save_checkpoint({"format": CHECKPOINT_FORMAT, "epoch": 1}, target)
+    save_checkpoint({"format": CHECKPOINT_FORMAT, "model": {}, "epoch": 1}, target)
     before = target.read_bytes()
 
     def dying_save(obj: Any, fh: Any) -> None:
@@ -173,7 +173,7 @@ def test_save_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
 
     monkeypatch.setattr(ckpt_mod.torch, "save", dying_save)
     with pytest.raises(KeyboardInterrupt):
-        save_checkpoint({"format": CHECKPOINT_FORMAT, "epoch": 2}, target)
+        save_checkpoint({"format": CHECKPOINT_FORMAT, "model": {}, "epoch": 2}, target)
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
     monkeypatch.undo()
@@ -364,3 +364,71 @@ def test_a_numpy_text_array_in_a_callback_state_is_named() -> None:
     with pytest.raises(CheckpointError, match="the state of callback _TextState"):
         save_checkpoint(make_checkpoint(model, opt, None, None, 1, History(),
                                         callbacks=[_TextState()]), "/tmp/never-written.pt")
+
+
+def _valid_checkpoint(tmp_path: Path) -> dict[str, Any]:
+    model = TinyNet()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    fit(model, TensorLoader(make_data(16, seed=1), 8), epochs=1, optimizer=opt,
+        progress=False, callbacks=[ModelCheckpoint(tmp_path / "good.pt")])
+    return load_checkpoint(tmp_path / "good.pt")
+
+
+@pytest.mark.parametrize(("field", "value", "needle"), [
+    ("model", None, "field 'model' must be the model's state dict"),
+    ("epoch", "one", "field 'epoch' must be a whole number >= 0, got 'one'"),
+    ("epoch", -3, "field 'epoch' must be a whole number >= 0, got -3"),
+    ("epoch", 1.5, "field 'epoch' must be a whole number >= 0, got 1.5"),
+    ("epoch", True, "field 'epoch' must be a whole number >= 0, got True"),
+    ("history", [{"epoch": 1}], "field 'history' must be a dict with 'epochs'"),
+    ("history", {"epochs": [{"loss": "low"}]}, "field 'history' must be a dict"),
+    ("optimizer", {"lr": 0.1}, "field 'optimizer' must be an optimizer state dict"),
+    ("optimizer", [1, 2], "field 'optimizer' must be a dict or None, got list"),
+    ("stop_training", "no", "field 'stop_training' must be True or False"),
+    ("callbacks", ["x"], "field 'callbacks' must be a list of {'class', 'state'}"),
+    ("model_class", 3, "field 'model_class' must be a class name, got 3"),
+])
+def test_malformed_checkpoint_fields_are_refused_naming_file_and_field(
+    tmp_path: Path, field: str, value: Any, needle: str
+) -> None:
+    """A checkpoint with the right format tag but a missing or wrongly typed field is
+    refused by load_checkpoint with a CheckpointError naming the file and the field,
+    before anything is restored (a KeyError, a bare int() error, or training epochs -2..2
+    before)."""
+    ckpt = _valid_checkpoint(tmp_path)
+    if value is None:
+        del ckpt[field]
+    else:
+        ckpt[field] = value
+    path = tmp_path / "bad.pt"
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointError, match="bad.pt") as info:
+        load_checkpoint(path)
+    assert needle in str(info.value)
+    model = TinyNet()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError, match=f"field '{field}'"):
+        fit(model, TensorLoader(make_data(16, seed=1), 8), epochs=3, progress=False,
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.1), resume_from=path)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_resume_from_a_loaded_checkpoint_dict(tmp_path: Path) -> None:
+    """fit(resume_from=) takes the dict load_checkpoint read as well as its path, with the
+    same result; a malformed dict is refused by the same checks."""
+    first = _run(tmp_path / "a", "tensor")[0]
+    path = tmp_path / "a" / "epoch2.pt"
+    again = _run(tmp_path / "b", "tensor", resume_from=path)[0]
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    seed_everything(0)
+    model = TinyNet()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.7)
+    ckpt = load_checkpoint(path)
+    fit(model, TensorLoader(make_data(40, seed=1), 8, shuffle=True, seed=3), epochs=4,
+        optimizer=opt, scheduler=sched, val_loader=TensorLoader(make_data(16, seed=2), 8),
+        progress=False, callbacks=[EarlyStopping(patience=10)], resume_from=ckpt)
+    assert all(torch.equal(first[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(CheckpointError, match="resume_from: field 'epoch'"):
+        fit(model, TensorLoader(make_data(40, seed=1), 8), epochs=4, optimizer=opt,
+            scheduler=sched, progress=False, resume_from={**ckpt, "epoch": "2"})

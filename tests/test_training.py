@@ -1069,3 +1069,31 @@ def test_lbfgs_steps_through_a_closure_as_a_hand_loop_does() -> None:
         assert torch.equal(p, q)
     assert history["loss"] == pytest.approx(losses)  # one full batch an epoch, LBFGS's use
     assert history["loss"][1] < history["loss"][0]
+
+
+def test_history_has_keras_habits() -> None:
+    """Keras users' habits work on History: ``.history`` is a dict of lists,
+    ``history[-1]`` is the last row, and epochs are integers (in rows, JSON and after a
+    round trip through to_dict/from_dict)."""
+    import json
+
+    torch.manual_seed(0)
+    model = TinyNet()
+    data = make_data(32)
+    history = fit(model, TensorLoader(data, 8), epochs=3, optimizer=sgd(model),
+                  val_loader=TensorLoader(data, 16), progress=False)
+    assert history[-1] == history.epochs[-1]
+    assert history[0]["epoch"] == 1
+    assert all(type(row["epoch"]) is int for row in history)
+    assert history.history["loss"] == history["loss"]
+    assert set(history.history) == set(history.keys())
+    assert len(history.history["val_acc"]) == 3
+    assert json.loads(json.dumps(history.to_dict()))["epochs"][2]["epoch"] == 3
+    back = History.from_dict(json.loads(json.dumps(history.to_dict())))
+    assert type(back[-1]["epoch"]) is int
+    old = History.from_dict({"epochs": [{"epoch": 1.0, "loss": 0.5}]})  # saved as floats
+    assert type(old[0]["epoch"]) is int
+    with pytest.raises(IndexError, match="history index 3 out of range: it has 3 epoch"):
+        history[3]
+    with pytest.raises(TypeError, match=r"history\[...\] takes a figure name"):
+        history[1.5]  # type: ignore[call-overload]

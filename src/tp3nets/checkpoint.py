@@ -21,6 +21,8 @@ from .weights._api import _TORCHSCRIPT, _first_line, _sniff, _uncompiled
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "check_checkpoint",
+    "check_resumable",
     "load_checkpoint",
     "make_checkpoint",
     "restore_callbacks",
@@ -221,16 +223,16 @@ def load_checkpoint(
         raise FileNotFoundError(f"checkpoint file not found: {str(p)!r}")
     kind = _sniff(p)
     if kind == "torchscript":
-        raise CheckpointError(_TORCHSCRIPT.format(path=str(p)))
+        raise CheckpointError(_TORCHSCRIPT.format(path=str(p)), kind="torchscript")
     if kind == "safetensors":
         raise CheckpointError(
             f"{str(p)!r} is not a tp3nets training checkpoint but a safetensors weights file "
-            "(for bare weights use tp3nets.load_state_dict)"
+            "(for bare weights use tp3nets.load_state_dict)", kind="safetensors"
         )
     if kind != "torch":
         raise CheckpointError(
             f"{str(p)!r} is not a PyTorch file (torch.save), so not a tp3nets training "
-            "checkpoint: its header is not one of theirs"
+            "checkpoint: its header is not one of theirs", kind="other"
         )
     try:
         # A file object, so that torch does not pick its reader from the suffix.
@@ -243,9 +245,85 @@ def load_checkpoint(
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
             f"{str(p)!r} is not a tp3nets training checkpoint (for bare weights use "
-            "tp3nets.load_state_dict)"
+            "tp3nets.load_state_dict)", kind="weights"
         )
+    check_checkpoint(ckpt, source=repr(str(p)))
     return ckpt
+
+
+def check_checkpoint(ckpt: dict[str, Any], *, source: str = "the checkpoint") -> None:
+    """Refuse a checkpoint whose contents do not have the structure tp3nets writes.
+
+    Every field a resumed run reads is checked here, in one place, before anything is
+    restored: the error names the file (``source``) and the field.
+
+    Raises:
+        CheckpointError: a missing or wrongly typed field (no ``model`` entry, an
+            ``epoch`` that is not a whole number >= 0, a history that is not a dict of
+            rows, ...).
+
+    Example:
+        >>> try:
+        ...     check_checkpoint({"format": CHECKPOINT_FORMAT, "model": {}, "epoch": -3},
+        ...                      source="run.pt")
+        ... except CheckpointError as exc:
+        ...     print(exc)
+        run.pt: field 'epoch' must be a whole number >= 0, got -3
+    """
+
+    def bad(field: str, expected: str) -> CheckpointError:
+        got = ckpt.get(field, "nothing")
+        shown = repr(got) if isinstance(got, (int, float, str, bool)) else type(got).__name__
+        return CheckpointError(f"{source}: field {field!r} must be {expected}, got {shown}")
+
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{source}: a checkpoint is a dict, got {type(ckpt).__name__}")
+    model = ckpt.get("model")
+    if not isinstance(model, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items()
+    ):
+        raise bad("model", "the model's state dict (names -> tensors)")
+    epoch = ckpt.get("epoch")
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise bad("epoch", "a whole number >= 0")
+    for field in ("model_class", "optimizer_class", "scheduler_class"):
+        if ckpt.get(field) is not None and not isinstance(ckpt[field], str):
+            raise bad(field, "a class name")
+    for field in ("optimizer", "scheduler", "scaler", "rng", "settings"):
+        if ckpt.get(field) is not None and not isinstance(ckpt[field], dict):
+            raise bad(field, "a dict or None")
+    optimizer = ckpt.get("optimizer")
+    if optimizer is not None and not (
+        isinstance(optimizer.get("state"), dict) and isinstance(optimizer.get("param_groups"), list)
+    ):
+        raise bad("optimizer", "an optimizer state dict (state, param_groups)")
+    if not isinstance(ckpt.get("stop_training", False), bool):
+        raise bad("stop_training", "True or False")
+    _check_history(ckpt, bad)
+    callbacks = ckpt.get("callbacks")
+    if callbacks is not None and not (
+        isinstance(callbacks, list) and all(
+            entry is None or (isinstance(entry, dict) and isinstance(entry.get("class"), str)
+                              and "state" in entry)
+            for entry in callbacks
+        )
+    ):
+        raise bad("callbacks", "a list of {'class', 'state'} entries")
+
+
+def _check_history(ckpt: dict[str, Any], bad: Any) -> None:
+    history = ckpt.get("history")
+    if history is None:
+        return
+    rows = history.get("epochs", []) if isinstance(history, dict) else None
+    if not isinstance(rows, list) or not all(
+        isinstance(row, dict) and all(
+            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
+            for k, v in row.items()
+        )
+        for row in rows
+    ):
+        raise bad("history", "a dict with 'epochs': a list of rows {figure: number}")
 
 
 def restore_checkpoint(
@@ -264,12 +342,8 @@ def restore_checkpoint(
             optimizer or scheduler class, or without the scheduler given; its weights or
             optimizer state do not fit. Nothing is loaded when the classes differ.
     """
+    check_resumable(ckpt, model, optimizer, scheduler, source=source)
     bare = bare_module(model)
-    if ckpt.get("model_class") != type(bare).__name__:
-        raise CheckpointError(
-            f"{source} was saved from a {ckpt.get('model_class')}, not a {type(bare).__name__}"
-        )
-    _check_same_kind(ckpt, optimizer, scheduler, source)
     load_weights_into(bare, ckpt["model"], source=source)
     if ckpt.get("optimizer") is not None:
         try:
@@ -294,12 +368,33 @@ def restore_checkpoint(
     return int(ckpt["epoch"]), history
 
 
-def _check_same_kind(
-    ckpt: dict[str, Any], optimizer: torch.optim.Optimizer, scheduler: Any, source: str
+def check_resumable(
+    ckpt: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    scheduler: Any,
+    *,
+    source: str = "the checkpoint",
 ) -> None:
-    """Refuse an optimizer or scheduler other than the checkpoint's: its state would load
-    and then fail at the first step (another optimizer's settings lack this one's keys),
-    or silently give another schedule."""
+    """Refuse to resume ``ckpt`` into a run it does not belong to, before loading anything.
+
+    The checkpoint's structure (:func:`check_checkpoint`), its model class, and its
+    optimizer and scheduler classes must be the run's: another optimizer's state would
+    load and then fail at the first step (its settings lack this one's keys), another
+    scheduler's would silently give another schedule. ``optimizer=None`` checks the model
+    alone (for a check before the optimizer is built).
+
+    Raises:
+        CheckpointError: naming ``source`` and what differs.
+    """
+    check_checkpoint(ckpt, source=source)
+    bare = bare_module(model)
+    if ckpt.get("model_class") != type(bare).__name__:
+        raise CheckpointError(
+            f"{source} was saved from a {ckpt.get('model_class')}, not a {type(bare).__name__}"
+        )
+    if optimizer is None:
+        return
     saved = ckpt.get("optimizer_class")  # absent from checkpoints of tp3nets <= 0.1.0
     if saved is not None and saved != type(optimizer).__name__:
         raise CheckpointError(

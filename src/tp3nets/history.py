@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 __all__ = ["History"]
 
@@ -20,7 +20,9 @@ class History:
     Each row holds ``epoch``, the training figures (``loss``, ``acc``), the validation ones
     (``val_loss``, ``val_acc``) when there is a validation loader, ``lr`` and ``time``
     (seconds). ``monitor`` and ``mode`` decide :attr:`best_epoch`. ``history[key]`` is one
-    figure's series; iterating a history gives its rows.
+    figure's series and ``history[i]`` one epoch's row (``history[-1]`` the last);
+    iterating a history gives its rows; :attr:`history` is Keras' dict of lists. Epochs
+    are integers.
 
     Example:
         >>> h = History(monitor="val_loss")
@@ -28,6 +30,10 @@ class History:
         >>> h.append({"epoch": 2, "loss": 0.3, "val_loss": 0.45})
         >>> h.best_epoch, h["loss"], h.best["val_loss"]
         (1, [0.5, 0.3], 0.4)
+        >>> h[-1]
+        {'epoch': 2, 'loss': 0.3, 'val_loss': 0.45}
+        >>> h.history["val_loss"]
+        [0.4, 0.45]
     """
 
     epochs: list[dict[str, float]] = field(default_factory=list)
@@ -35,8 +41,8 @@ class History:
     mode: Literal["min", "max"] = "min"
 
     def append(self, row: Mapping[str, float]) -> None:
-        """Add one epoch's figures."""
-        self.epochs.append(dict(row))
+        """Add one epoch's figures (a whole-number ``epoch`` is kept as an ``int``)."""
+        self.epochs.append(_with_int_epoch(row))
 
     def __len__(self) -> int:
         return len(self.epochs)
@@ -45,11 +51,34 @@ class History:
         """The epochs' rows, first to last (``history[key]`` gives one figure's series)."""
         return iter(self.epochs)
 
-    def __getitem__(self, key: str) -> list[float]:
-        """The series of one figure over the epochs (``nan`` where it is missing)."""
+    @overload
+    def __getitem__(self, key: str) -> list[float]: ...
+
+    @overload
+    def __getitem__(self, key: int) -> dict[str, float]: ...
+
+    def __getitem__(self, key: str | int) -> list[float] | dict[str, float]:
+        """``history["loss"]``: one figure's series over the epochs (``nan`` where it is
+        missing); ``history[-1]``: one epoch's row, indexed as a list of rows."""
+        if isinstance(key, int) and not isinstance(key, bool):
+            if not -len(self.epochs) <= key < len(self.epochs):
+                raise IndexError(
+                    f"history index {key} out of range: it has {len(self.epochs)} epoch(s)"
+                )
+            return self.epochs[key]
+        if not isinstance(key, str):
+            raise TypeError(
+                f"history[...] takes a figure name (history['loss']) or a row index "
+                f"(history[-1]), got {type(key).__name__}"
+            )
         if not any(key in row for row in self.epochs):
             raise KeyError(f"no figure {key!r} in history; have {', '.join(self.keys())}")
         return [row.get(key, math.nan) for row in self.epochs]
+
+    @property
+    def history(self) -> dict[str, list[float]]:
+        """Keras' ``History.history``: ``{figure: [value of each epoch]}``."""
+        return {key: self[key] for key in self.keys()}
 
     def keys(self) -> list[str]:
         """Every figure name that appears, in first-seen order."""
@@ -86,7 +115,7 @@ class History:
     def from_dict(cls, data: Mapping[str, Any]) -> History:
         """Rebuild a history saved with :meth:`to_dict`."""
         return cls(
-            epochs=[dict(r) for r in data.get("epochs", [])],
+            epochs=[_with_int_epoch(r) for r in data.get("epochs", [])],
             monitor=str(data.get("monitor", "val_loss")),
             mode="max" if data.get("mode") == "max" else "min",
         )
@@ -123,3 +152,10 @@ class History:
         ax.legend()
         return ax
 
+
+def _with_int_epoch(row: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    epoch = out.get("epoch")
+    if isinstance(epoch, float) and epoch.is_integer():
+        out["epoch"] = int(epoch)
+    return out

@@ -93,7 +93,7 @@ def fit(
     progress: bool | None = None,
     channels_last: bool = False,
     compile: bool | Mapping[str, Any] = False,
-    resume_from: str | os.PathLike[str] | None = None,
+    resume_from: str | os.PathLike[str] | Mapping[str, Any] | None = None,
     monitor: str | None = None,
     monitor_mode: Literal["auto", "min", "max"] = "auto",
     unpack: Callable[[Any], tuple[Any, Any]] = default_unpack,
@@ -148,7 +148,9 @@ def fit(
         compile: run the model through :func:`torch.compile` (``True``, or a dict of its
             keyword arguments); checkpoints keep the plain module's keys.
         resume_from: a checkpoint written by :class:`~tp3nets.callbacks.ModelCheckpoint`
-            or :meth:`FitState.save_checkpoint`; training continues after its epoch, with
+            or :meth:`FitState.save_checkpoint` (its path, or the dict that
+            :func:`~tp3nets.checkpoint.load_checkpoint` read); training continues after its
+            epoch, with
             its weights, optimizer, scheduler, scaler, history, callback and RNG states
             (a run that a callback had stopped stays stopped), and ends with the weights an
             uninterrupted run would have.
@@ -275,17 +277,20 @@ class _FitRun:
             is_main=self.is_main, scaler=self.precision.scaler, callbacks=self.callbacks,
         )
 
-    def start(self, resume_from: str | os.PathLike[str] | None) -> None:
+    def start(self, resume_from: str | os.PathLike[str] | Mapping[str, Any] | None) -> None:
         """Resume from a checkpoint if asked, wrap the model for torchrun or
         torch.compile, and call ``on_fit_start``."""
         ckpt: dict[str, Any] | None = None
         if resume_from is not None:
-            # Read onto the CPU: load_state_dict copies into the model where it is, and
-            # the optimizer casts its state to each parameter's device.
-            ckpt = load_checkpoint(resume_from, device="cpu")
+            if isinstance(resume_from, Mapping):
+                ckpt, source = dict(resume_from), "the checkpoint given as resume_from"
+            else:
+                # Read onto the CPU: load_state_dict copies into the model where it is,
+                # and the optimizer casts its state to each parameter's device.
+                ckpt, source = load_checkpoint(resume_from, device="cpu"), str(resume_from)
             self.state.epoch, history = restore_checkpoint(
                 ckpt, self.model, self.optimizer, self.scheduler, self.precision.scaler,
-                source=str(resume_from),
+                source=source,
             )
             history.monitor, history.mode = self.monitor, self.monitor_mode
             self.state.history = history
@@ -336,7 +341,7 @@ class _FitRun:
                 self.scheduler.step(logs[self.monitor])  # a logged figure: checked up front
             else:
                 self.scheduler.step()
-        row = {"epoch": float(epoch), **logs}
+        row = {"epoch": epoch, **logs}
         state.history.append(row)
         state.logs, state.in_epoch = dict(row), False
         self._print_summary(row)

@@ -24,7 +24,7 @@ from ._common import (
 
 
 class _ConfusionMatrix:
-    """A :class:`~tp3nets.training.Metric`: overall accuracy, keeping the confusion matrix."""
+    """A :class:`~tp3nets.metrics.Metric`: overall accuracy, keeping the confusion matrix."""
 
     def __init__(self, num_classes: int) -> None:
         self.num_classes = num_classes

@@ -44,7 +44,15 @@ _NESTED_KEYS: Final = ("model", "state_dict", "model_state_dict")
 
 
 class CheckpointError(ValueError):
-    """A weight or checkpoint file is corrupt, tampered with, or does not fit the model."""
+    """A weight or checkpoint file is corrupt, tampered with, or does not fit the model.
+
+    ``kind``, where known, says what a file that is not what was asked for is instead:
+    ``"safetensors"`` or ``"weights"`` (bare weights), ``"torchscript"``, ``"other"``.
+    """
+
+    def __init__(self, *args: object, kind: str | None = None) -> None:
+        super().__init__(*args)
+        self.kind = kind
 
 
 def _weights_dir() -> Traversable:
