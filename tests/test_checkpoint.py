@@ -402,7 +402,7 @@ def test_malformed_checkpoint_fields_are_refused_naming_file_and_field(
         ckpt[field] = value
     path = tmp_path / "bad.pt"
     torch.save(ckpt, path)
-    with pytest.raises(CheckpointError, match="bad.pt") as info:
+    with pytest.raises(CheckpointError, match=r"bad\.pt") as info:
         load_checkpoint(path)
     assert needle in str(info.value)
     model = TinyNet()

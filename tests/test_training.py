@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -1097,3 +1098,122 @@ def test_history_has_keras_habits() -> None:
         history[3]
     with pytest.raises(TypeError, match=r"history\[...\] takes a figure name"):
         history[1.5]  # type: ignore[call-overload]
+
+
+# --------------------------------------------------------------------------------------
+# faults of the second reliability pass
+
+
+@pytest.mark.parametrize("device_path", ["cpu", "accelerator"])
+def test_a_batch_whose_labels_are_all_ignored_is_left_out(
+    device_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch whose every label is ignore_index (its mean loss is 0/0) is left out of
+    training and of the figures, with a warning naming the cause: fit does not say
+    "lower the learning rate", evaluate does not report NaN, the weights stay finite and
+    equal those of a run without that batch."""
+    if device_path == "accelerator":
+        _as_on_an_accelerator(monkeypatch)
+    x, y = make_data(24)
+    y_ignored = y.clone()
+    y_ignored[8:16] = -100
+    torch.manual_seed(0)
+    model = TinyNet(dropout=0.0)
+    with pytest.warns(UserWarning, match=r"1 batch had no target to count .* left out of "
+                                         r"the training and the figures"):
+        history = fit(model, [(x[:8], y[:8]), (x[8:16], y_ignored[8:16]), (x[16:], y[16:])],
+                      epochs=2, optimizer=sgd(model), progress=False)
+    assert all(math.isfinite(v) for v in history["loss"])
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    torch.manual_seed(0)
+    plain = TinyNet(dropout=0.0)
+    expected = fit(plain, [(x[:8], y[:8]), (x[16:], y[16:])], epochs=2, optimizer=sgd(plain),
+                   progress=False)
+    assert history["loss"] == expected["loss"]
+    assert history["acc"] == expected["acc"]
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), plain.parameters(),
+                                                 strict=True))
+    with pytest.warns(UserWarning, match="evaluate: 1 batch had no target .* of the figures"):
+        figures = evaluate(model, [(x[:8], y[:8]), (x[8:16], y_ignored[8:16])])
+    assert figures == evaluate(model, [(x[:8], y[:8])])
+
+
+def test_a_last_batch_of_one_sample_under_batchnorm_is_left_out_with_a_warning() -> None:
+    """ConvNet4 on 7x7 inputs (its BatchNorm sees one value per channel): 17 samples at
+    batch 16 leave a 1-sample last batch, which BatchNorm cannot train on. It is left out
+    with a warning, rather than crashing after the epoch's work."""
+    g = torch.Generator().manual_seed(0)
+    data = (torch.rand(17, 1, 7, 7, generator=g), torch.randint(0, 10, (17,), generator=g))
+    from tp3nets import ConvNet4
+
+    model = ConvNet4()
+    with pytest.warns(UserWarning, match="1 batch held a single sample, which BatchNorm "
+                                         "cannot normalise in training"):
+        history = fit(model, TensorLoader(data, 16), epochs=1, progress=False,
+                      optimizer=torch.optim.SGD(model.parameters(), lr=0.01))
+    assert len(history) == 1
+    assert math.isfinite(history["loss"][0])
+
+
+def test_a_nonfinite_monitored_figure_is_said_and_neither_stops_nor_skips_silently(
+    tmp_path: Path,
+) -> None:
+    """One NaN validation image makes val_loss NaN every epoch: fit, EarlyStopping and
+    ModelCheckpoint(save_best_only) each say so; EarlyStopping does not count those
+    epochs towards its patience (the run is not stopped by a figure that means nothing)."""
+    from tp3nets.callbacks import EarlyStopping, ModelCheckpoint
+
+    x, y = make_data(32)
+    val_x = x[:8].clone()
+    val_x[0, 0] = math.nan
+    model = TinyNet()
+    stopper = EarlyStopping(patience=2)
+    saver = ModelCheckpoint(tmp_path / "best.pt", save_best_only=True)
+    with pytest.warns(UserWarning, match="val_loss is nan") as caught:
+        history = fit(model, TensorLoader((x, y), 8), epochs=4, optimizer=sgd(model),
+                      val_loader=TensorLoader((val_x, y[:8]), 8), progress=False,
+                      callbacks=[stopper, saver])
+    messages = [str(w.message) for w in caught]
+    assert any(m.startswith("fit: the monitored val_loss is nan at epoch 1") for m in messages)
+    assert sum("EarlyStopping: val_loss is nan" in m for m in messages) == 4
+    assert sum("ModelCheckpoint: val_loss is nan" in m and "not saved as a best" in m
+               for m in messages) == 4
+    assert len(history) == 4
+    assert stopper.stopped_epoch is None
+
+
+def test_predict_and_evaluate_are_safe_from_several_threads_on_one_model() -> None:
+    """predict/evaluate from 4 threads on one shared model with dropout: every output is
+    the eval-mode one (no call sees another's train mode), and the model's own mode is
+    kept."""
+    import threading
+
+    torch.manual_seed(0)
+    model = TinyNet(dropout=0.5)
+    model.train()
+    x, y = make_data(64)
+    expected_out = predict(model, x, batch_size=8)
+    expected_eval = evaluate(model, TensorLoader((x, y), 16))
+    outs: list[Tensor] = []
+    evals: list[dict[str, float]] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(20):
+                outs.append(predict(model, x, batch_size=8))
+                evals.append(evaluate(model, TensorLoader((x, y), 16)))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(outs) == 80
+    assert all(torch.equal(o, expected_out) for o in outs)
+    assert all(e == expected_eval for e in evals)
+    assert model.training
+    assert all(m.training for m in model.modules())

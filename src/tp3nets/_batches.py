@@ -4,12 +4,15 @@ clear errors, train/eval modes and the progress bar."""
 from __future__ import annotations
 
 import contextlib
+import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from . import devices
 from .devices import bare_module, to_device
 
 __all__ = ["default_unpack"]
@@ -85,6 +88,46 @@ def label_error(y: Any, classes: int | None, loss_fn: Callable[..., Tensor]) -> 
     return None
 
 
+class SkipBatchError(Exception):
+    """Raised for a batch that cannot be trained on and is left out: one whose every label
+    is the loss's ``ignore_index`` (its mean loss is 0/0), or a single sample that
+    BatchNorm cannot normalise in training mode. ``reason`` names the kind."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def nothing_counted(y: Any, loss_fn: Callable[..., Tensor]) -> bool:
+    """Whether every class label of ``y`` is ``loss_fn``'s ``ignore_index``: a batch with
+    nothing to count, whose mean loss is NaN."""
+    if not isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)):
+        return False
+    if not isinstance(y, Tensor) or y.is_floating_point() or y.numel() == 0:
+        return False
+    return bool((y == getattr(loss_fn, "ignore_index", -100)).all())
+
+
+def skipped_warning(counts: Mapping[str, int], where: str, *, training: bool) -> None:
+    """One warning for the batches a pass left out, by reason."""
+    import warnings
+
+    words = {
+        "ignored": "had no target to count (every label was the loss's ignore_index)",
+        "single": "held a single sample, which BatchNorm cannot normalise in training (use "
+                  "a batch size that leaves more than one sample in the last batch, or "
+                  "drop_last=True)",
+    }
+    for reason, n in counts.items():
+        if n:
+            warnings.warn(
+                f"{where}: {n} batch{'es' if n > 1 else ''} {words[reason]} and "
+                f"{'were' if n > 1 else 'was'} left out of "
+                + ("the training and the figures" if training else "the figures"),
+                UserWarning, stacklevel=3,
+            )
+
+
 class LabelGuard:
     """Checks class labels where a bad one would be fatal rather than explained.
 
@@ -97,15 +140,22 @@ class LabelGuard:
     def __init__(self, loss_fn: Callable[..., Tensor], device: torch.device) -> None:
         self.loss_fn = loss_fn
         self.active = isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss))
-        self.on_host = device.type != "cpu"
+        self.on_host = not devices.cheap_readback(device)
         self.classes: int | None = None
         self.checked_first = False
+        #: Batches left out by reason (see :class:`SkipBatchError`).
+        self.skipped = {"ignored": 0, "single": 0}
 
-    def before_transfer(self, y: Any) -> None:
-        if self.active and self.on_host and self.classes is not None and isinstance(
-            y, Tensor
-        ) and y.device.type == "cpu":
-            self._raise(label_error(y, self.classes, self.loss_fn))
+    def before_transfer(self, y: Any) -> bool:
+        """Check labels still on the host (accelerators); whether to leave the batch out
+        (nothing to count). On the CPU the check waits for a non-finite loss instead."""
+        if self.active and self.on_host and isinstance(y, Tensor) and y.device.type == "cpu":
+            if self.classes is not None:
+                self._raise(label_error(y, self.classes, self.loss_fn))
+            if nothing_counted(y, self.loss_fn):
+                self.skipped["ignored"] += 1
+                return True
+        return False
 
     def after_forward(self, y: Any, out: Any) -> None:
         if self.active and not self.checked_first:
@@ -137,7 +187,8 @@ def device_batches(
         n = batch_size(x)
         if n == 0:
             continue
-        guard.before_transfer(y)
+        if guard.before_transfer(y):
+            continue
         yield i, to_device(x, device, channels_last), to_device(y, device), n
 
 
@@ -184,6 +235,23 @@ def nonfinite(value: float | str, where: str) -> FloatingPointError:
         f"the training loss became {value} {where}; lower the learning rate, clip the "
         "gradients (grad_clip_norm=...), try precision='32', or check the data for NaN/inf"
     )
+
+
+_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: nn.Module) -> threading.RLock:
+    """The lock that :func:`~tp3nets.evaluate` and :func:`~tp3nets.predict` hold on a
+    model while they switch its modes: calls on one model from several threads take
+    turns, so that none sees another's modes (dropout on in eval); other models run in
+    parallel. Re-entrant: fit's own validation takes it again in the same thread."""
+    bare = bare_module(model)
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(bare)
+        if lock is None:
+            lock = _LOCKS[bare] = threading.RLock()
+        return lock
 
 
 @contextlib.contextmanager

@@ -6,6 +6,8 @@ import math
 import os
 import re
 import string
+import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Final, Literal, Protocol
 
@@ -71,6 +73,15 @@ def _better(mode: str, value: float, best: float, min_delta: float) -> bool:
     if math.isnan(value):
         return False
     return value < best - min_delta if mode == "min" else value > best + min_delta
+
+
+def _nonfinite_warning(who: str, monitor: str, value: float, epoch: int, what: str) -> None:
+    warnings.warn(
+        f"{who}: {monitor} is {value} at epoch {epoch}, so {what}; a non-finite figure "
+        f"usually means NaN or inf in the data (check the validation set) or a diverging "
+        f"run",
+        UserWarning, stacklevel=3,
+    )
 
 
 class EarlyStopping:
@@ -140,6 +151,12 @@ class EarlyStopping:
                 f"{', '.join(sorted(state.logs))} (pass val_loader= for val_* figures)"
             )
         value = float(state.logs[self.monitor])
+        if not math.isfinite(value):
+            # No evidence either way: neither an improvement nor an epoch of patience
+            # used up, and said out loud.
+            _nonfinite_warning("EarlyStopping", self.monitor, value, state.epoch,
+                               "the epoch does not count towards the patience")
+            return
         if _better(self.mode, value, self.best, self.min_delta):
             self.best, self.best_epoch, self.wait = value, state.epoch, 0
             if self.restore_best_weights:
@@ -214,6 +231,25 @@ class ModelCheckpoint:
     def on_fit_start(self, state: FitState) -> None:
         self.best = math.inf if self.mode == "min" else -math.inf
 
+    def check_path(self, figures: Iterable[str]) -> None:
+        """Refuse a path whose ``{fields}`` a run logging ``figures`` cannot fill in (an
+        unknown name, a bad format spec), before any training. (:func:`~tp3nets.fit`
+        itself checks after the first epoch, since a callback may add figures to the
+        epoch's row; a caller that knows the figures, such as ``tp3nets train``, checks
+        up front.)
+
+        Raises:
+            ValueError: naming the field or the format error.
+
+        Example:
+            >>> try:
+            ...     ModelCheckpoint("ck{val_acc}.pt").check_path(["epoch", "loss", "acc"])
+            ... except ValueError as exc:
+            ...     print(str(exc).split(";")[0])
+            ModelCheckpoint path 'ck{val_acc}.pt' names 'val_acc', which the epoch did not log
+        """
+        self.filename({name: 1 if name == "epoch" else 0.5 for name in figures})
+
     def state_dict(self) -> dict[str, Any]:
         """The best figure so far and the last file written, for full checkpoints."""
         return {"best": self.best, "last_saved": str(self.last_saved or "")}
@@ -248,6 +284,10 @@ class ModelCheckpoint:
                     f"{', '.join(sorted(state.logs))} (pass val_loader= for val_* figures)"
                 )
             value = float(state.logs[self.monitor])
+            if not math.isfinite(value):
+                _nonfinite_warning("ModelCheckpoint", self.monitor, value, state.epoch,
+                                   "this epoch is not saved as a best one")
+                return
             if not _better(self.mode, value, self.best, 0.0):
                 return
             self.best = value

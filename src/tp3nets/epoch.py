@@ -1,4 +1,4 @@
-"""One training epoch: :func:`train_one_epoch`, for :func:`~tp3nets.fit` and for users
+"""One training epoch: :func:`~tp3nets.train_one_epoch`, for :func:`~tp3nets.fit` and for users
 who keep their own loop."""
 
 from __future__ import annotations
@@ -14,13 +14,16 @@ from torch import Tensor, nn
 from . import _shortcuts, devices
 from ._batches import (
     LabelGuard,
+    SkipBatchError,
     compute_loss,
     default_unpack,
     device_batches,
     len_or_none,
     nonfinite,
+    nothing_counted,
     progress_bar,
     set_mode,
+    skipped_warning,
 )
 from ._checks import int_at_least
 from .metrics import Meter, MetricLike, default_metrics
@@ -80,36 +83,56 @@ class _Stepper:
         self.autocast = precision.forward_context()
 
     def forward(self, x: Any, y: Any, i: int) -> _Batch:
-        """The batch's output and loss; on the CPU, the loss's value, checked finite."""
+        """The batch's output and loss; on the CPU, the loss's value, checked finite.
+
+        Raises:
+            SkipBatchError: a batch that cannot be trained on (see :class:`SkipBatchError`).
+        """
         with self.autocast:
-            out = self.model(x)
+            try:
+                out = self.model(x)
+            except ValueError as exc:
+                if "more than 1 value per channel" in str(exc) and _one_sample(x):
+                    self.guard.skipped["single"] += 1
+                    raise SkipBatchError("single") from None
+                raise
             self.guard.after_forward(y, out)
             loss = compute_loss(self.loss_fn, out, y)
         value: float | None = None
         if self.on_cpu:
             value = loss.item()
             if not math.isfinite(value):
+                if nothing_counted(y, self.loss_fn):
+                    self.guard.skipped["ignored"] += 1
+                    raise SkipBatchError("ignored")
                 raise nonfinite(value, f"at batch {i + 1}")
         return _Batch(loss, out, value)
 
-    def batch(self, x: Any, y: Any, i: int) -> tuple[_Batch, bool]:
+    def batch(self, x: Any, y: Any, i: int) -> tuple[_Batch | None, bool]:
         """Forward and backward one batch; whether its window is complete, so that the
-        caller steps the optimizer (after its own checks of the batch)."""
-        if self.closure_step:
-            return self._closure_batch(x, y, i), False  # the optimizer has stepped
-        if self.pending == 0:
-            self.window = (
-                self.accumulate if self.total is None else min(self.accumulate, self.total - i)
-            )
-        self.pending += 1
-        step_now = self.pending >= self.window
-        sync = (self.no_sync() if self.no_sync is not None and not step_now
-                else contextlib.nullcontext())
-        with sync:
-            result = self.forward(x, y, i)
-            loss = result.loss
-            self.precision.backward(loss / self.window if self.window > 1 else loss)
-        return result, step_now
+        caller steps the optimizer (after its own checks of the batch). ``None`` for a
+        batch left out (see :class:`SkipBatchError`)."""
+        try:
+            if self.closure_step:
+                return self._closure_batch(x, y, i), False  # the optimizer has stepped
+            if self.pending == 0:
+                self.window = (
+                    self.accumulate if self.total is None
+                    else min(self.accumulate, self.total - i)
+                )
+            step_now = self.pending + 1 >= self.window
+            sync = (self.no_sync() if self.no_sync is not None and not step_now
+                    else contextlib.nullcontext())
+            with sync:
+                result = self.forward(x, y, i)
+                loss = result.loss
+                self.precision.backward(loss / self.window if self.window > 1 else loss)
+            self.pending += 1
+            return result, step_now
+        except SkipBatchError:
+            # Nothing was backpropagated; a window that this batch would have closed is
+            # stepped now with what it holds.
+            return None, self.pending > 0 and self.pending + 1 >= self.window
 
     def step(self) -> None:
         """One optimizer step, the gradients reset, the per-step scheduler stepped."""
@@ -234,6 +257,10 @@ def train_one_epoch(
         batches = progress_bar(loader, total, desc, progress)
         for i, x, y, n in device_batches(batches, unpack, guard, dev, channels_last):
             result, step_now = stepper.batch(x, y, i)
+            if result is None:
+                if step_now:
+                    stepper.step()
+                continue
             meter.update(result.loss, result.out, y, n, result.value)
             if not on_cpu and (i + 1) % NONFINITE_CHECK_EVERY == 0:
                 # The losses the meter keeps anyway, read once every so many batches:
@@ -247,9 +274,14 @@ def train_one_epoch(
                 value = result.value
                 on_batch_end(i, value if value is not None else float(result.loss.detach()))
         stepper.finish()
+    skipped_warning(guard.skipped, desc, training=True)
     if not on_cpu and meter.nonfinite_since(checked):
         raise nonfinite("nan or inf", "during the epoch")
     figures, count = meter.compute()
     if i < 0 or count == 0:
         raise ValueError("the training loader yielded no batch")
     return figures
+
+
+def _one_sample(x: Any) -> bool:
+    return isinstance(x, Tensor) and x.dim() > 0 and x.shape[0] == 1

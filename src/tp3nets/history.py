@@ -15,7 +15,7 @@ __all__ = ["History"]
 
 @dataclass
 class History:
-    """Per-epoch figures of a :func:`fit` run, Keras-style keys (``loss``, ``val_acc`` …).
+    """Per-epoch figures of a :func:`~tp3nets.fit` run, Keras-style keys (``loss``, ``val_acc`` …).
 
     Each row holds ``epoch``, the training figures (``loss``, ``acc``), the validation ones
     (``val_loss``, ``val_acc``) when there is a validation loader, ``lr`` and ``time``

@@ -1,8 +1,9 @@
-"""Inference passes: :func:`evaluate` (loss and metrics over a loader) and
-:func:`predict` (the model's outputs)."""
+"""Inference passes: :func:`~tp3nets.evaluate` (loss and metrics over a loader) and
+:func:`~tp3nets.predict` (the model's outputs)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -18,8 +19,11 @@ from ._batches import (
     default_unpack,
     device_batches,
     len_or_none,
+    model_lock,
+    nothing_counted,
     progress_bar,
     set_mode,
+    skipped_warning,
 )
 from ._batches import (
     batch_size as size_of,
@@ -76,14 +80,20 @@ def evaluate(
     if dist_utils.is_distributed():
         loader = dist_utils.shard_loader(loader, train=False)
     guard = LabelGuard(loss_fn, dev)
-    with set_mode(model, False), torch.inference_mode():
+    on_cpu = devices.cheap_readback(dev)
+    with model_lock(model), set_mode(model, False), torch.inference_mode():
         batches = progress_bar(loader, len_or_none(loader), "eval", progress)
         for _, x, y, n in device_batches(batches, unpack, guard, dev, channels_last):
             with prec.forward_context():
                 out = model(x)
                 guard.after_forward(y, out)
                 loss = compute_loss(loss_fn, out, y)
-            meter.update(loss.float(), out, y, n)
+            value = loss.item() if on_cpu else None
+            if value is not None and not math.isfinite(value) and nothing_counted(y, loss_fn):
+                guard.skipped["ignored"] += 1  # 0/0: nothing in this batch to count
+                continue
+            meter.update(loss.float(), out, y, n, value)
+    skipped_warning(guard.skipped, "evaluate", training=False)
     figures, count = meter.compute()
     if count == 0:
         raise ValueError("the loader yielded no batch to evaluate")
@@ -111,8 +121,8 @@ def predict(
         data: inputs ``(N, ...)``, cut into batches of ``batch_size``, or a loader.
         device: default the model's device.
         batch_size: for a tensor ``data``.
-        precision: ``"32"``, ``"bf16"`` or ``"16"``, as for :func:`fit`.
-        unpack: splits a batch into ``(inputs, target)``, as for :func:`fit` (the same
+        precision: ``"32"``, ``"bf16"`` or ``"16"``, as for :func:`~tp3nets.fit`.
+        unpack: splits a batch into ``(inputs, target)``, as for :func:`~tp3nets.fit` (the same
             function serves both; the target may be ``None``).
 
     Returns:
@@ -141,7 +151,7 @@ def predict(
         check_loader(data, "data")
         batches = data
     outs: list[Tensor] = []
-    with set_mode(model, False), torch.inference_mode():
+    with model_lock(model), set_mode(model, False), torch.inference_mode():
         for batch in batches:
             x = _inputs(batch, unpack)
             with prec.forward_context():
@@ -165,7 +175,7 @@ def predict(
 
 
 def _inputs(batch: Any, unpack: Callable[[Any], tuple[Any, Any]] | None) -> Any:
-    """The inputs of a batch given to :func:`predict`: bare, ``(inputs, ...)``, or a dict."""
+    """The inputs of a batch given to :func:`predict`: bare, ``(inputs, ...)``, a dict."""
     if unpack is not None:
         parts = unpack(batch)
         if not isinstance(parts, (list, tuple)) or len(parts) != 2:

@@ -26,7 +26,8 @@ ROW_KEYS: Final = ("epoch", "lr", "time")
 class Metric(Protocol):
     """A stateful metric in torchmetrics' shape: ``update(preds, target)`` and ``compute()``.
 
-    :func:`fit` and :func:`evaluate` call ``reset()`` before each pass when the object has
+    :func:`~tp3nets.fit` and :func:`~tp3nets.evaluate` call ``reset()`` before each pass
+    when the object has
     one (and otherwise work on a fresh copy of it each pass), ``update`` for each batch and
     ``compute`` after the pass. Under ``torchrun`` the object reduces its own state across
     processes (torchmetrics does); plain callables are reduced by tp3nets.
@@ -61,7 +62,8 @@ def accuracy(
       :class:`~torch.nn.BCELoss`: a probability above 0.5 does; targets above 0.5 are 1.
     * Otherwise, predictions of the target's shape are rounded (binary probabilities).
 
-    :func:`fit` and :func:`evaluate` pass their own ``loss_fn``, so ``metrics={"acc":
+    :func:`~tp3nets.fit` and :func:`~tp3nets.evaluate` pass their own ``loss_fn``, so
+    ``metrics={"acc":
     accuracy}`` (the default) follows the loss being trained.
 
     Example:

@@ -16,7 +16,7 @@ __all__ = ["seed_everything"]
 def seed_everything(seed: int, *, deterministic: bool = False) -> None:
     """Seed Python, NumPy (if present) and torch on every device.
 
-    With the same seed, two :func:`fit` runs on the CPU give bitwise identical weights and
+    With the same seed, two :func:`~tp3nets.fit` runs on the CPU give bitwise identical weights and
     history. ``deterministic=True`` also makes torch pick deterministic kernels (and raise
     where none exists), which CUDA needs for bitwise repeatability.
 

@@ -23,7 +23,7 @@ __all__ = ["FitState"]
 
 @dataclass
 class FitState:
-    """What callbacks see and may change during :func:`fit`.
+    """What callbacks see and may change during :func:`~tp3nets.fit`.
 
     ``model`` is the bare module (never the DDP or ``torch.compile`` wrapper). ``logs``
     holds ``{"batch", "loss"}`` in ``on_batch_end`` and the epoch's history row in
@@ -45,6 +45,9 @@ class FitState:
     scaler: Any = None
     callbacks: Sequence[Any] = ()
     in_epoch: bool = False
+    #: The figures every history row of the run holds (``epoch``, ``loss``, ``val_acc``
+    #: …), known before the first epoch, so that callbacks can check what they monitor.
+    figures: tuple[str, ...] = ()
 
     def checkpoint(self) -> dict[str, Any]:
         """A full checkpoint of the run so far: model, optimizer, scheduler, gradient

@@ -17,9 +17,11 @@ that every name is importable from here. The parts, each in its own module:
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final, Literal
 
@@ -261,7 +263,8 @@ class _FitRun:
         self.scheduler_interval = scheduler_interval
         self.loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
         self.metrics = default_metrics(metrics)
-        self.monitor = _check_monitor(monitor, self.metrics, val_loader is not None)
+        self.figures = _figures(self.metrics, val_loader is not None)
+        self.monitor = _check_monitor(monitor, self.figures, val_loader is not None)
         self.monitor_mode = monitor_mode_of(self.monitor, monitor_mode)
         self.train_loader, self.val_loader = train_loader, val_loader
         self.grad_clip_norm, self.accumulate = grad_clip_norm, accumulate_grad_batches
@@ -275,7 +278,9 @@ class _FitRun:
             model=bare_module(model), optimizer=self.optimizer, scheduler=self.scheduler,
             history=History(monitor=self.monitor, mode=self.monitor_mode),
             is_main=self.is_main, scaler=self.precision.scaler, callbacks=self.callbacks,
+            figures=self.figures,
         )
+        self.warned_nonfinite = False
 
     def start(self, resume_from: str | os.PathLike[str] | Mapping[str, Any] | None) -> None:
         """Resume from a checkpoint if asked, wrap the model for torchrun or
@@ -342,10 +347,24 @@ class _FitRun:
             else:
                 self.scheduler.step()
         row = {"epoch": epoch, **logs}
+        self._warn_nonfinite(row)
         state.history.append(row)
         state.logs, state.in_epoch = dict(row), False
         self._print_summary(row)
         _call(self.callbacks, "on_epoch_end", state, before_last=self._agree_on_stop)
+
+    def _warn_nonfinite(self, row: Mapping[str, float]) -> None:
+        """Say it once, loudly, when the monitored figure is NaN or infinite: the best
+        epoch, the callbacks and ReduceLROnPlateau cannot use it."""
+        value = row.get(self.monitor)
+        if self.warned_nonfinite or value is None or math.isfinite(value):
+            return
+        self.warned_nonfinite = True
+        warnings.warn(
+            f"fit: the monitored {self.monitor} is {value} at epoch {int(row['epoch'])}; "
+            f"it cannot pick a best epoch (NaN or inf in the validation data, or a "
+            f"diverging run?)", UserWarning, stacklevel=4,
+        )
 
     def _train(self, epoch: int) -> dict[str, float]:
         has_batch_cb = any(hasattr(cb, "on_batch_end") for cb in self.callbacks)
@@ -412,11 +431,15 @@ def _check_loaders(train_loader: Any, val_loader: Any, epochs: int) -> None:
             )
 
 
-def _check_monitor(monitor: str | None, metrics: Mapping[str, Any], validates: bool) -> str:
+def _figures(metrics: Mapping[str, Any], validates: bool) -> tuple[str, ...]:
+    """The names every history row of the run holds."""
+    logged = ["loss", *metrics]
+    return ("epoch", *logged, *(f"val_{k}" for k in logged if validates), *ROW_KEYS[1:])
+
+
+def _check_monitor(monitor: str | None, figures: tuple[str, ...], validates: bool) -> str:
     """The monitored figure: ``monitor``, refused unless the run logs it."""
     watch = monitor or ("val_loss" if validates else "loss")
-    logged = ["loss", *metrics]
-    figures = ("epoch", *logged, *(f"val_{k}" for k in logged if validates), *ROW_KEYS[1:])
     if watch not in figures:
         raise ValueError(
             f"monitor {watch!r} is not a figure of this run, which logs "
