@@ -238,3 +238,73 @@ def test_outside_torchrun_nothing_is_started(monkeypatch: pytest.MonkeyPatch) ->
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setattr(_distributed.dist, "init_process_group", lambda *a: pytest.fail("started"))
     assert _distributed.init_from_env(torch.device("cpu")) is False
+
+
+FAULTS = Path(__file__).with_name("_ddp_faults_worker.py")
+
+
+def _torchrun(
+    mode: str, out: Path, timeout: float = 120, **env: str
+) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **env}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        full_env.pop(key, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           "2", str(FAULTS), mode, str(out)]
+    return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_ranks_with_uneven_batches_are_refused_before_the_first_step(tmp_path: Path) -> None:
+    """Rank 0 with 10 batches and rank 1 with 6 would hang in the gradient all-reduce:
+    fit refuses before the first step, naming each rank's count."""
+    proc = _torchrun("uneven", tmp_path, timeout=90)
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert "different numbers of batches (rank 0 10, rank 1 6)" in output, output
+
+
+def test_a_stalled_rank_ends_the_run_within_the_timeout(tmp_path: Path) -> None:
+    """A rank that stalls holds the others only for TP3NETS_DIST_TIMEOUT seconds (not
+    gloo's 30 minutes); the error names the waiting rank and the cause."""
+    import time
+
+    started = time.monotonic()
+    proc = _torchrun("stall", tmp_path, timeout=90, TP3NETS_DIST_TIMEOUT="5")
+    elapsed = time.monotonic() - started
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert "rank 0: waited more than 5 s for the other ranks during epoch 2" in output, output
+    assert elapsed < 60, elapsed
+
+
+def test_a_resumed_torchrun_run_is_bitwise_the_uninterrupted_one(tmp_path: Path) -> None:
+    """Batch 15 on 2 ranks (shards of 8 and 7) with dropout: 2 epochs, a checkpoint, and
+    a resume to 3 give bitwise the weights of 3 epochs straight on every rank (each rank's
+    own RNG state is saved and restored, not rank 0's for all)."""
+    for mode in ("full", "part", "rest"):
+        proc = _torchrun(mode, tmp_path)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    for r in range(2):
+        full = torch.load(tmp_path / f"full-rank{r}.pt", weights_only=True)
+        rest = torch.load(tmp_path / f"rest-rank{r}.pt", weights_only=True)
+        assert all(torch.equal(full[k], rest[k]) for k in full), r
+    ckpt = load_checkpoint(tmp_path / "part.pt")
+    assert len(ckpt["rng_ranks"]) == 2
+    assert not torch.equal(ckpt["rng_ranks"][0]["torch"], ckpt["rng_ranks"][1]["torch"])
+
+
+def test_the_collective_timeout_is_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """TP3NETS_DIST_TIMEOUT sets the process group's timeout (default 600 s); a value that
+    is not a positive number of seconds is refused."""
+    from tp3nets import _distributed as dist_utils
+
+    monkeypatch.delenv("TP3NETS_DIST_TIMEOUT", raising=False)
+    assert dist_utils.timeout_seconds() == 600
+    monkeypatch.setenv("TP3NETS_DIST_TIMEOUT", "2.5")
+    assert dist_utils.timeout_seconds() == 2.5
+    for bad in ("0", "-1", "soon", "inf"):
+        monkeypatch.setenv("TP3NETS_DIST_TIMEOUT", bad)
+        with pytest.raises(ValueError, match="TP3NETS_DIST_TIMEOUT must be a positive number"):
+            dist_utils.timeout_seconds()

@@ -8,9 +8,10 @@ batch; evaluation gives each process whole batches of its own and sums the resul
 
 from __future__ import annotations
 
+import datetime
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Final
 
 import torch
 import torch.distributed as dist
@@ -25,6 +26,29 @@ from torch.utils.data import (
 )
 
 __all__: list[str] = []
+
+#: Seconds a process waits for the others in one collective before giving up (default
+#: 600; torch's own default is 30 minutes), for the process group that fit starts.
+TIMEOUT_ENV: Final = "TP3NETS_DIST_TIMEOUT"
+DEFAULT_TIMEOUT_S: Final = 600.0
+
+
+def timeout_seconds() -> float:
+    """The collective timeout: ``TP3NETS_DIST_TIMEOUT`` seconds, default 600.
+
+    Raises:
+        ValueError: a value that is not a positive number of seconds.
+    """
+    text = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise ValueError(f"{TIMEOUT_ENV} must be a positive number of seconds, got {text!r}")
+    return value
 
 
 def is_distributed() -> bool:
@@ -86,12 +110,47 @@ def init_from_env(device: torch.device) -> bool:
         return is_distributed()
     if not launched():
         return False
+    timeout = datetime.timedelta(seconds=timeout_seconds())
     if device.type == "cuda":
         torch.cuda.set_device(device)
-        dist.init_process_group("nccl")
+        dist.init_process_group("nccl", timeout=timeout)
     else:
-        dist.init_process_group("gloo")
+        dist.init_process_group("gloo", timeout=timeout)
     return is_distributed()
+
+
+def check_same_batches(loader: Any, name: str) -> None:
+    """Refuse, before the first step, ranks whose loaders hold different numbers of
+    batches: DDP all-reduces the gradients at every step, so a rank with more batches
+    would wait forever for the others. Loaders without ``len()`` cannot be checked."""
+    try:
+        n: int | None = len(loader)
+    except TypeError:
+        n = None
+    counts = all_gather_object(n)
+    if None in counts or len(set(counts)) == 1:
+        return
+    shown = ", ".join(f"rank {r} {c}" for r, c in enumerate(counts))
+    raise ValueError(
+        f"rank {rank()}: the ranks' {name}s have different numbers of batches ({shown}); "
+        f"every rank must take as many steps, or the gradient all-reduce waits forever. "
+        f"Give every rank the same dataset: fit shards it across the ranks itself"
+    )
+
+
+def explain_timeout(exc: BaseException, where: str) -> BaseException | None:
+    """A clearer error for a collective that timed out, naming this rank, or ``None``
+    when ``exc`` is no timeout."""
+    text = str(exc)
+    if not isinstance(exc, RuntimeError) or ("timed out" not in text.lower() and (
+        "timeout" not in text.lower()
+    )):
+        return None
+    return RuntimeError(
+        f"rank {rank()}: waited more than {timeout_seconds():g} s for the other ranks "
+        f"during {where}: a rank has stalled or died (set {TIMEOUT_ENV} to wait longer). "
+        f"torch said: {text.strip().splitlines()[0] if text.strip() else type(exc).__name__}"
+    )
 
 
 def all_reduce_sum(t: Tensor) -> None:

@@ -14,6 +14,7 @@ from typing import Any, Final
 import torch
 from torch import nn
 
+from . import _distributed as dist_utils
 from .devices import bare_module
 from .history import History
 from .weights import CheckpointError, load_weights_into
@@ -27,6 +28,7 @@ __all__ = [
     "make_checkpoint",
     "restore_callbacks",
     "restore_checkpoint",
+    "rng_states",
     "save_checkpoint",
 ]
 
@@ -34,7 +36,8 @@ __all__ = [
 CHECKPOINT_FORMAT: Final = "tp3nets.checkpoint/1"
 
 
-def _rng_states() -> dict[str, Any]:
+def rng_states() -> dict[str, Any]:
+    """This process's RNG states: Python, NumPy, torch and CUDA."""
     version, internal, _ = random.getstate()
     rng: dict[str, Any] = {
         "torch": torch.get_rng_state(),
@@ -55,6 +58,20 @@ def _rng_states() -> dict[str, Any]:
     if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
         rng["cuda"] = torch.cuda.get_rng_state_all()
     return rng
+
+
+def _own_rng_states(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """This rank's RNG states: its own entry of a torchrun checkpoint's ``rng_ranks``
+    when the world size is the same, else the saving process's ``rng``."""
+    ranks = ckpt.get("rng_ranks")
+    if isinstance(ranks, list) and dist_utils.is_distributed() and (
+        len(ranks) == dist_utils.world_size()
+    ):
+        own = ranks[dist_utils.rank()]
+        if isinstance(own, dict):
+            return own
+    rng = ckpt.get("rng")
+    return rng if isinstance(rng, dict) else {}
 
 
 def _set_rng_states(rng: dict[str, Any]) -> None:
@@ -89,8 +106,12 @@ def make_checkpoint(
     *,
     callbacks: Sequence[Any] = (),
     stop_training: bool = False,
+    rank_rng_states: Sequence[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Everything needed to continue a run exactly.
+
+    ``rank_rng_states``: under torchrun, every rank's :func:`rng_states`, in rank order;
+    each rank of a resumed run gets its own back.
 
     The weights (keyed as the bare module expects: no ``module.`` or ``_orig_mod.``
     prefix), the optimizer, scheduler and gradient-scaler states, the epoch, the history,
@@ -116,7 +137,8 @@ def make_checkpoint(
             else None
             for cb in callbacks
         ],
-        "rng": _rng_states(),
+        "rng": rng_states(),
+        "rng_ranks": list(rank_rng_states) if rank_rng_states is not None else None,
         "torch_version": str(torch.__version__),
     }
 
@@ -363,7 +385,7 @@ def restore_checkpoint(
             ) from None
     if scaler is not None and ckpt.get("scaler") is not None:
         scaler.load_state_dict(ckpt["scaler"])
-    _set_rng_states(ckpt.get("rng") or {})
+    _set_rng_states(_own_rng_states(ckpt))
     history = History.from_dict(ckpt["history"] or {})
     return int(ckpt["epoch"]), history
 

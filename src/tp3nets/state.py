@@ -48,6 +48,9 @@ class FitState:
     #: The figures every history row of the run holds (``epoch``, ``loss``, ``val_acc``
     #: …), known before the first epoch, so that callbacks can check what they monitor.
     figures: tuple[str, ...] = ()
+    #: Under torchrun, every rank's RNG states in rank order (gathered before the
+    #: checkpointing callbacks run), so that a resumed run restores each rank's own.
+    rank_rng_states: list[dict[str, Any]] | None = None
 
     def checkpoint(self) -> dict[str, Any]:
         """A full checkpoint of the run so far: model, optimizer, scheduler, gradient
@@ -67,6 +70,7 @@ class FitState:
         return make_checkpoint(
             self.model, self.optimizer, self.scheduler, self.scaler, self.epoch, self.history,
             callbacks=self.callbacks, stop_training=self.stop_training,
+            rank_rng_states=self.rank_rng_states,
         )
 
     def save_checkpoint(self, path: str | os.PathLike[str]) -> Path:

@@ -35,7 +35,7 @@ from ._malloc import reuse_freed_memory
 from ._shortcuts import fast_step_enabled, set_fast_step
 from .callbacks import Callback
 from .callbacks import monitor_mode as monitor_mode_of
-from .checkpoint import load_checkpoint, restore_callbacks, restore_checkpoint
+from .checkpoint import load_checkpoint, restore_callbacks, restore_checkpoint, rng_states
 from .devices import bare_module, resolve_device
 from .epoch import train_one_epoch
 from .history import History
@@ -301,6 +301,8 @@ class _FitRun:
             self.state.history = history
         move_optimizer_state(self.optimizer, self.device)
         self._wrap()
+        if self.distributed:
+            dist_utils.check_same_batches(self.train_loader, "train_loader")
         _call(self.callbacks, "on_fit_start", self.state)
         if ckpt is not None:
             restore_callbacks(ckpt, self.callbacks)
@@ -326,6 +328,18 @@ class _FitRun:
 
     def run_epoch(self, epoch: int) -> None:
         """Train one epoch, validate, log its row and call the epoch's callbacks."""
+        if not self.distributed:
+            self._run_epoch(epoch)
+            return
+        try:
+            self._run_epoch(epoch)
+        except RuntimeError as exc:
+            clearer = dist_utils.explain_timeout(exc, f"epoch {epoch}")
+            if clearer is None:
+                raise
+            raise clearer from exc
+
+    def _run_epoch(self, epoch: int) -> None:
         state = self.state
         state.epoch, state.in_epoch = epoch, True
         for loader in (self.train_loader, self.val_loader):
@@ -351,7 +365,7 @@ class _FitRun:
         state.history.append(row)
         state.logs, state.in_epoch = dict(row), False
         self._print_summary(row)
-        _call(self.callbacks, "on_epoch_end", state, before_last=self._agree_on_stop)
+        _call(self.callbacks, "on_epoch_end", state, before_last=self._agree)
 
     def _warn_nonfinite(self, row: Mapping[str, float]) -> None:
         """Say it once, loudly, when the monitored figure is NaN or infinite: the best
@@ -397,10 +411,12 @@ class _FitRun:
         self.state.logs = {"batch": float(i), "loss": loss}
         _call(self.callbacks, "on_batch_end", self.state)
 
-    def _agree_on_stop(self) -> None:
-        """A stop asked on any rank, agreed before the checkpointing callbacks record it."""
+    def _agree(self) -> None:
+        """Under torchrun, before the checkpointing callbacks run: a stop asked on any
+        rank, and every rank's RNG state, which a checkpoint keeps for each rank."""
         if self.distributed:
             self.state.stop_training = dist_utils.any_true(self.state.stop_training, self.device)
+            self.state.rank_rng_states = dist_utils.all_gather_object(rng_states())
 
     def _print_summary(self, row: Mapping[str, float]) -> None:
         if not self.summary:
