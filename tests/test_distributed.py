@@ -168,7 +168,8 @@ def torchrun_env(monkeypatch: pytest.MonkeyPatch) -> Any:
         monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
         monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
         monkeypatch.setattr(torch.cuda, "set_device", lambda dev: started.append(f"set {dev}"))
-        monkeypatch.setattr(_distributed.dist, "init_process_group", started.append)
+        monkeypatch.setattr(_distributed.dist, "init_process_group",
+                            lambda backend, **options: started.append(backend))
         return started
 
     return setup
