@@ -157,6 +157,7 @@ tp3nets_api_modules = [
     "tp3nets.inference",
     "tp3nets.seeding",
     "tp3nets.callbacks",
+    "tp3nets.loggers",
     "tp3nets.checkpoint",
     "tp3nets.weights",
     "tp3nets.transforms",

@@ -10,7 +10,7 @@ Example:
 from __future__ import annotations
 
 from ._version import __version__
-from .callbacks import EarlyStopping, ModelCheckpoint
+from .callbacks import CSVLogger, EarlyStopping, ModelCheckpoint, TensorBoardLogger
 from .layers import batch_relu
 from .models import (
     ConvNet2,
@@ -36,6 +36,7 @@ from .transforms import MNISTPreprocess
 from .weights import CheckpointError, Weights, WeightsEnum, load_state_dict
 
 __all__ = [
+    "CSVLogger",
     "CheckpointError",
     "ConvNet2",
     "ConvNet2_Weights",
@@ -49,6 +50,7 @@ __all__ = [
     "ModelCheckpoint",
     "MultinomialLogisticRegression",
     "MultinomialLogisticRegression_Weights",
+    "TensorBoardLogger",
     "Weights",
     "WeightsEnum",
     "__version__",

@@ -14,9 +14,17 @@ from typing import Any, Final, Literal, Protocol
 from torch import Tensor
 
 from ._checks import int_at_least
+from .loggers import CSVLogger, TensorBoardLogger
 from .state import FitState
 
-__all__ = ["Callback", "EarlyStopping", "ModelCheckpoint", "monitor_mode"]
+__all__ = [
+    "CSVLogger",
+    "Callback",
+    "EarlyStopping",
+    "ModelCheckpoint",
+    "TensorBoardLogger",
+    "monitor_mode",
+]
 
 #: Words of a figure's name that mean "higher is better" (``val_acc``, ``val_f1`` …).
 _HIGHER_IS_BETTER: Final = frozenset({
