@@ -25,9 +25,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def _data_root(config: pytest.Config) -> Path:
     opt = config.getoption("--data")
     if opt:
-        return Path(opt)
+        return Path(opt).resolve()
     env = os.environ.get("TP3NETS_DATA")
-    return Path(env) if env else _DEFAULT_DATA
+    return Path(env).resolve() if env else _DEFAULT_DATA
 
 
 @pytest.fixture(scope="session")

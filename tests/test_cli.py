@@ -33,6 +33,12 @@ MODELS = tp3nets.list_models()
 MLR = "multinomial_logistic_regression"
 
 
+@pytest.fixture(autouse=True)
+def _in_a_fresh_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test runs in its own folder: train's default run folders go there."""
+    monkeypatch.chdir(tmp_path)
+
+
 def run(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str, str]:
     """main(argv) → (exit status, stdout, stderr)."""
     code = cli.main([str(a) for a in argv])
@@ -376,15 +382,168 @@ def test_train_resume_equals_an_uninterrupted_run(
 
 
 @pytest.mark.mnist
-def test_train_resume_with_another_schedule_is_refused(
+def test_train_longer_resumes_a_finished_run_with_a_new_schedule(
     capsys: pytest.CaptureFixture[str], mnist_root: Path, tmp_path: Path
 ) -> None:
-    """Resuming a one-cycle run with another --epochs is a usage error, not a crash."""
+    """A finished one-cycle run resumed with a larger --epochs trains the added epochs
+    with a new one-cycle schedule over them (was refused: "schedule of 3 steps, these
+    options give 9"), as --help says."""
     first = tmp_path / "first.pt"
     assert run(capsys, *_train_args(mnist_root, "--epochs", "1", "--output", first))[0] == 0
-    code, _, err = run(capsys, *_train_args(mnist_root, "--epochs", "3", "--resume", first))
+    code, out, err = run(capsys, *_train_args(mnist_root, "--epochs", "3", "--resume", first,
+                                              "--output", tmp_path / "longer.pt"))
+    assert code == 0, err
+    assert "done: 3 epochs (2 now, after 1 resumed)" in out
+    saved = load_checkpoint(tmp_path / "longer.pt")
+    lrs = [row["lr"] for row in saved["history"]["epochs"]]
+    assert len(lrs) == 3
+    assert saved["scheduler"]["total_steps"] == 6  # 2 added epochs x 3 batches
+    assert saved["metadata"]["settings"]["epochs"] == 3
+    help_text = cli.build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    assert "a finished run resumed with a larger --epochs trains the added" in " ".join(
+        help_text.split())
+
+
+@pytest.mark.mnist
+def test_train_resume_of_an_unfinished_run_with_another_epochs_is_refused(
+    capsys: pytest.CaptureFixture[str], mnist_root: Path, tmp_path: Path
+) -> None:
+    """A run stopped after epoch 1 of --epochs 3 must be finished with --epochs 3; the
+    error says how to train longer afterwards."""
+    assert run(capsys, *_train_args(mnist_root, "--epochs", "3", "--output",
+                                    tmp_path / "ep{epoch}.pt"))[0] == 0
+    code, _, err = run(capsys, *_train_args(mnist_root, "--epochs", "5", "--resume",
+                                            tmp_path / "ep1.pt"))
     assert code == 2
-    _one_error_line(err, "schedule of 3 steps", "these options give 9", "same --epochs")
+    _one_error_line(err, "is a run of --epochs 3 stopped after epoch 1: resume it with "
+                    "--epochs 3 to finish its schedule", "larger --epochs")
+
+
+@pytest.mark.mnist
+@pytest.mark.parametrize(("option", "needle"), [
+    (["--lr", "0.5"], "was trained with --lr the default, not 0.5"),
+    (["--weight-decay", "0.1"], "was trained with --weight-decay 0.0001, not 0.1"),
+    (["--seed", "7"], "was trained with --seed 0, not 7"),
+    (["--split-seed", "1"], "was trained with --split-seed 42, not 1"),
+    (["--augment"], "was trained with --augment off, not on"),
+    (["--label-smoothing", "0.1"], "was trained with --label-smoothing 0.0, not 0.1"),
+    (["--batch-size", "32"], "was trained with --batch-size 64, not 32"),
+    (["--val-size", "100"], "was trained with --val-size 200, not 100"),
+])
+def test_train_resume_with_other_settings_is_refused(
+    capsys: pytest.CaptureFixture[str], mnist_root: Path, tmp_path: Path, option: list[str],
+    needle: str,
+) -> None:
+    """--resume with a setting that would make the resumed run differ from the saved one
+    (an --lr that was ignored, another split mid-run ...) is refused, before any data is
+    read, instead of accepted silently."""
+    first = tmp_path / "first.pt"
+    assert run(capsys, *_train_args(mnist_root, "--epochs", "1", "--output", first))[0] == 0
+    args = _train_args(mnist_root, "--epochs", "2", "--resume", first)
+    args = [*args[:args.index("--val-size")], *args[args.index("--val-size") + 2:]]
+    args += ["--val-size", "200", *option] if option[0] != "--val-size" else option
+    if option[0] == "--batch-size":
+        args = [*args[:args.index("--batch-size")], *args[args.index("--batch-size") + 2:]]
+    code, out, err = run(capsys, *args)
+    assert code == 2, (out, err)
+    _one_error_line(err, needle, "drop")
+
+
+@pytest.mark.mnist
+def test_train_checks_before_any_work(
+    capsys: pytest.CaptureFixture[str], mnist_root: Path, tmp_path: Path
+) -> None:
+    """--precision 16 on a CPU, a checkpoint of another model, and --output names that the
+    run cannot fill in are refused before the data is read (the data folder here does not
+    exist, so an error about it would mean the check came too late)."""
+    absent = tmp_path / "no-data"
+    other = tmp_path / "convnet2.pt"
+    assert run(capsys, "train", "convnet2", "--data", mnist_root, "--epochs", "1",
+               "--limit-train-batches", "1", "--val-size", "100", "--quiet",
+               "--output", other)[0] == 0
+    cases = [
+        (["--precision", "16"], "precision='16' (float16 with a gradient scaler) needs a CUDA"),
+        (["--resume", other], "was saved from a ConvNet2, not a MultinomialLogisticRegression"),
+        (["--output", tmp_path / "ck{epoch:q}.pt"], "Unknown format code 'q'"),
+        (["--output", tmp_path / "ck{nope}.pt"], "names 'nope', which the epoch did not log"),
+        (["--output", tmp_path / "ck{val_acc}.pt", "--val-size", "0"],
+         "names 'val_acc', which the epoch did not log"),
+    ]
+    for extra, needle in cases:
+        code, out, err = run(capsys, "train", MLR, "--data", absent, "--device", "cpu", *extra)
+        assert code == 2, (extra, err)
+        assert out == "", extra
+        _one_error_line(err, needle)
+
+
+@pytest.mark.mnist
+def test_train_saves_a_run_folder_by_default(
+    capsys: pytest.CaptureFixture[str], mnist_root: Path, tmp_path: Path
+) -> None:
+    """Without --output, train keeps the run in a new runs/train/MODEL-N folder (last and
+    best checkpoints, weights, history as CSV and JSON, the plot, TensorBoard events),
+    says where, and a resume of its last.pt continues in the same folder."""
+    code, out, err = run(capsys, *_train_args(mnist_root, "--epochs", "1"))
+    assert code == 0, err
+    folder = Path("runs") / "train" / f"{MLR}-1"
+    assert f"run folder: {folder}" in out
+    names = {p.name for p in folder.iterdir()}
+    assert {"last.pt", "best.pt", "weights.safetensors", "history.csv", "history.json",
+            "history.png"} <= names
+    assert load_checkpoint(folder / "last.pt")["epoch"] == 1
+    weights = tp3nets.load_state_dict(folder / "weights.safetensors")
+    assert all(torch.equal(v, load_checkpoint(folder / "last.pt")["model"][k])
+               for k, v in weights.items())
+    assert json.loads((folder / "history.json").read_text())["epochs"][0]["epoch"] == 1
+    assert (folder / "history.csv").read_text().splitlines()[0].startswith("epoch,loss,acc")
+    assert run(capsys, *_train_args(mnist_root, "--epochs", "1"))[0] == 0
+    assert (Path("runs") / "train" / f"{MLR}-2" / "last.pt").is_file()
+    code, out, err = run(capsys, *_train_args(mnist_root, "--epochs", "2", "--scheduler",
+                                              "onecycle", "--resume", folder / "last.pt"))
+    assert code == 0, err
+    assert load_checkpoint(folder / "last.pt")["epoch"] == 2
+    assert len((folder / "history.csv").read_text().splitlines()) == 3
+    assert not (Path("runs") / "train" / f"{MLR}-3").exists()
+
+
+@pytest.mark.mnist
+def test_train_weights_out_on_a_full_disk_keeps_the_trained_weights(
+    capsys: pytest.CaptureFixture[str], mnist_root: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A disk too small for the run is refused before training; one that fills up when the
+    final weights are written ends with one line (exit 2) that says where the trained
+    weights are: the last checkpoint, which loads with --weights."""
+    import errno
+    import shutil
+    from collections import namedtuple
+
+    from tp3nets import checkpoint as ckpt_mod
+
+    usage = namedtuple("usage", "total used free")
+    real_usage = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(1 << 30, 1 << 30, 1000))
+    code, out, err = run(capsys, *_train_args(mnist_root, "--epochs", "1", "--weights-out",
+                                              tmp_path / "w.safetensors"))
+    assert code == 2
+    assert out == ""
+    _one_error_line(err, "MB are needed for the checkpoints and weights", "MB are free")
+    monkeypatch.setattr(shutil, "disk_usage", real_usage)
+    real_write = ckpt_mod.write_atomically
+
+    def full_for_weights(data: Any, path: Any) -> Path:
+        if str(path).endswith(".safetensors"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(data, path)
+
+    monkeypatch.setattr(ckpt_mod, "write_atomically", full_for_weights)
+    code, out, err = run(capsys, *_train_args(mnist_root, "--epochs", "1", "--weights-out",
+                                              tmp_path / "w.safetensors"))
+    assert code == 2
+    last = Path("runs") / "train" / f"{MLR}-1" / "last.pt"
+    _one_error_line(err, "No space left on device", f"the trained weights are in the "
+                    f"checkpoint {last} (load them with --weights {last})")
+    assert load_checkpoint(last)["epoch"] == 1
 
 
 @pytest.mark.mnist

@@ -107,11 +107,13 @@ def make_checkpoint(
     callbacks: Sequence[Any] = (),
     stop_training: bool = False,
     rank_rng_states: Sequence[dict[str, Any]] | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything needed to continue a run exactly.
 
     ``rank_rng_states``: under torchrun, every rank's :func:`rng_states`, in rank order;
-    each rank of a resumed run gets its own back.
+    each rank of a resumed run gets its own back. ``metadata``: the run's own plain data
+    (:attr:`~tp3nets.state.FitState.metadata`).
 
     The weights (keyed as the bare module expects: no ``module.`` or ``_orig_mod.``
     prefix), the optimizer, scheduler and gradient-scaler states, the epoch, the history,
@@ -139,6 +141,7 @@ def make_checkpoint(
         ],
         "rng": rng_states(),
         "rng_ranks": list(rank_rng_states) if rank_rng_states is not None else None,
+        "metadata": _plain(dict(metadata or {})),
         "torch_version": str(torch.__version__),
     }
 
@@ -311,7 +314,7 @@ def check_checkpoint(ckpt: dict[str, Any], *, source: str = "the checkpoint") ->
     for field in ("model_class", "optimizer_class", "scheduler_class"):
         if ckpt.get(field) is not None and not isinstance(ckpt[field], str):
             raise bad(field, "a class name")
-    for field in ("optimizer", "scheduler", "scaler", "rng", "settings"):
+    for field in ("optimizer", "scheduler", "scaler", "rng", "metadata"):
         if ckpt.get(field) is not None and not isinstance(ckpt[field], dict):
             raise bad(field, "a dict or None")
     optimizer = ckpt.get("optimizer")

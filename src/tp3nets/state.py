@@ -51,6 +51,10 @@ class FitState:
     #: Under torchrun, every rank's RNG states in rank order (gathered before the
     #: checkpointing callbacks run), so that a resumed run restores each rank's own.
     rank_rng_states: list[dict[str, Any]] | None = None
+    #: Anything of the run's that its full checkpoints should carry (plain data, as
+    #: callback states): ``tp3nets train`` records its settings here, and checks them
+    #: when a run resumes. Set it in ``on_fit_start``.
+    metadata: dict[str, Any] = field(default_factory=dict)
 
     def checkpoint(self) -> dict[str, Any]:
         """A full checkpoint of the run so far: model, optimizer, scheduler, gradient
@@ -70,7 +74,7 @@ class FitState:
         return make_checkpoint(
             self.model, self.optimizer, self.scheduler, self.scaler, self.epoch, self.history,
             callbacks=self.callbacks, stop_training=self.stop_training,
-            rank_rng_states=self.rank_rng_states,
+            rank_rng_states=self.rank_rng_states, metadata=self.metadata,
         )
 
     def save_checkpoint(self, path: str | os.PathLike[str]) -> Path:

@@ -234,12 +234,6 @@ def _fraction(text: str) -> float:
     return value
 
 
-# --------------------------------------------------------------------------------------
-# list and info
-
-
-
-
 def _count(n: int, noun: str) -> str:
     """``1 epoch``, ``2 epochs``."""
     return f"{n} {noun}" + ("" if n == 1 else "s")

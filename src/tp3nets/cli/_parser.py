@@ -93,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(p)
     _add_data(p, "0 trains on all 60,000")
     p.add_argument("--epochs", type=_positive(int, "an integer"), default=10, metavar="N",
-                   help="total epochs (a resumed run continues up to it; default: 10)")
+                   help="total epochs (default: 10). --resume continues a run up to its own "
+                   "--epochs; a finished run resumed with a larger --epochs trains the "
+                   "added epochs with a new schedule")
     p.add_argument("--batch-size", type=_positive(int, "an integer"), default=128, metavar="N",
                    help="default: 128")
     p.add_argument("--optimizer", choices=("adamw", "adam", "sgd"), default="adamw",
@@ -114,15 +116,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", action="store_true",
                    help="random rotation (10°), shift (10%%) and zoom (±10%%) of each batch")
     _add_weights(p, None, "initial weights, to fine-tune")
+    p.add_argument("--run-dir", type=Path, metavar="DIR",
+                   help="the run's folder (default: a new runs/train/MODEL-N): the last "
+                   "and best full checkpoints (last.pt, best.pt), weights.safetensors, "
+                   "history.csv/.json, history.png (with matplotlib) and TensorBoard "
+                   "events (with tensorboard)")
     p.add_argument("--output", type=Path, metavar="CHECKPOINT",
-                   help="write a full training checkpoint here after every epoch "
-                   "(continue with --resume); fields such as {epoch} or {val_loss:.3f} in "
-                   "the name are filled in, one file per epoch")
+                   help="instead of a run folder, write a full training checkpoint here "
+                   "after every epoch (continue with --resume); fields such as {epoch} or "
+                   "{val_loss:.3f} in the name are filled in, one file per epoch")
     p.add_argument("--weights-out", type=Path, metavar="FILE.safetensors",
                    help="write the final bare weights here (load with --weights FILE)")
     p.add_argument("--resume", type=Path, metavar="CHECKPOINT",
-                   help="continue the run saved in this checkpoint (give the same options, "
-                   "without --weights)")
+                   help="continue the run saved in this checkpoint (the same options, "
+                   "without --weights; a run folder's last.pt continues in that folder)")
     p.add_argument("--limit-train-batches", type=_positive(int, "an integer"),
                    metavar="N", help="train on the first N batches' worth of images only "
                    "(smoke tests)")

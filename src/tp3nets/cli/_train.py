@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import json
+import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import torch
 from torch import nn
@@ -18,6 +22,14 @@ from ._common import (
     _device,
     _load_model,
 )
+
+#: The options that decide what a run computes: a resumed run must have the same, or it
+#: would not continue the run that was saved (--epochs is handled on its own).
+SETTINGS: Final = ("model", "optimizer", "lr", "weight_decay", "scheduler",
+                   "label_smoothing", "precision", "seed", "split_seed", "val_size",
+                   "augment", "batch_size", "limit_train_batches")
+#: The folder under which a run without --output gets a folder of its own.
+RUNS: Final = Path("runs") / "train"
 
 
 def _make_optimizer(name: str, model: nn.Module, lr: float | None,
@@ -52,19 +64,67 @@ def _warmup_fraction(steps: int, share: float = 0.2) -> float:
     return (warmup + 0.5) / steps
 
 
-def _check_resumable(path: Path, checkpoint: dict[str, Any], scheduler: Any) -> None:
-    """Refuse to resume a run whose learning-rate schedule was another, or had another
-    length, in the command line's own words."""
-    names = {"OneCycleLR": "onecycle", "CosineAnnealingLR": "cosine"}
-    if "scheduler" in checkpoint and checkpoint["scheduler"] is None:
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The run's settings as the checkpoint records them (see :data:`SETTINGS`)."""
+    return {name: getattr(args, name) for name in SETTINGS} | {"epochs": args.epochs}
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _shown(name: str, value: Any) -> str:
+    if name == "augment":
+        return "on" if value else "off"
+    return "the default" if value is None else str(value)
+
+
+def _check_same_settings(path: Path, saved: dict[str, Any], args: argparse.Namespace) -> None:
+    """Refuse options that would make the resumed run differ from the one saved (a
+    learning rate that would be ignored, another train/validation split ...)."""
+    if saved.get("model") not in (None, args.model):
+        raise UsageError(f"{str(path)!r} is a run of {saved['model']}, not {args.model}")
+    for name in SETTINGS:
+        if name in ("model", "optimizer") or name not in saved:
+            continue  # the optimizer's class is checked by the library, in its words
+        if saved[name] != getattr(args, name):
+            if name == "scheduler":
+                raise UsageError(
+                    f"{str(path)!r} was trained with --scheduler {saved[name]}; resume with it"
+                )
+            raise UsageError(
+                f"{str(path)!r} was trained with {_option(name)} {_shown(name, saved[name])}, "
+                f"not {_shown(name, getattr(args, name))}: a resumed run continues the saved "
+                f"run with its own settings; drop {_option(name)} (or give the run's), or "
+                f"start a new run"
+            )
+
+
+def _plan(path: Path, checkpoint: dict[str, Any], args: argparse.Namespace) -> int:
+    """How the resumed run goes on: the epoch its schedule starts from.
+
+    A run stopped before its --epochs continues its own schedule, and must be given the
+    same --epochs. A finished run given a larger --epochs trains the added epochs with a
+    new schedule of the same kind over them (a warm restart); the return value is then
+    the checkpoint's epoch, else 0.
+    """
+    saved = (checkpoint.get("metadata") or {}).get("settings") or {}
+    planned, done = saved.get("epochs"), int(checkpoint["epoch"])
+    if planned is None or args.epochs == planned or args.epochs <= done:
+        return 0
+    if done < planned:
         raise UsageError(
-            f"{str(path)!r} was trained with --scheduler constant; resume with it"
+            f"{str(path)!r} is a run of --epochs {planned} stopped after epoch {done}: "
+            f"resume it with --epochs {planned} to finish its schedule; a finished run "
+            f"resumed with a larger --epochs then trains the added epochs with a new "
+            f"schedule"
         )
-    was = checkpoint.get("scheduler_class")
-    if was is not None and was != type(scheduler).__name__:
-        raise UsageError(
-            f"{str(path)!r} was trained with --scheduler {names.get(was, was)}; resume with it"
-        )
+    return done if args.scheduler != "constant" else 0
+
+
+def _check_schedule_length(path: Path, checkpoint: dict[str, Any], scheduler: Any) -> None:
+    """For a checkpoint without recorded settings (written by fit, not by this command):
+    refuse a schedule of another length, which would otherwise load silently."""
     saved = checkpoint.get("scheduler") or {}
     ours = scheduler.state_dict()
     for key in ("total_steps", "T_max"):
@@ -77,22 +137,190 @@ def _check_resumable(path: Path, checkpoint: dict[str, Any], scheduler: Any) -> 
             )
 
 
+def _make_scheduler(args: argparse.Namespace, optimizer: torch.optim.Optimizer,
+                    steps_per_epoch: int, epochs: int) -> tuple[Any, str]:
+    """The --scheduler over ``epochs`` epochs, and the interval fit steps it at."""
+    if args.scheduler == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=optimizer.param_groups[0]["lr"], epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
+            pct_start=_warmup_fraction(epochs * steps_per_epoch),
+        ), "step"
+    if args.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs), "epoch"
+    return None, "epoch"
+
+
+def _resume_checkpoint(path: Path) -> dict[str, Any]:
+    """The checkpoint of --resume, with advice in the command line's words for a file that
+    is no training checkpoint."""
+    from ..checkpoint import load_checkpoint
+    from ..weights import CheckpointError
+
+    try:
+        return load_checkpoint(path)
+    except CheckpointError as exc:
+        if getattr(exc, "kind", None) in ("safetensors", "weights"):
+            raise UsageError(
+                f"{str(path)!r} holds bare weights, not a training checkpoint: start from "
+                f"them with --weights {path} (--resume continues a run from the checkpoint "
+                f"that --output or the run folder's last.pt holds)"
+            ) from None
+        raise
+
+
+def _run_folder(args: argparse.Namespace) -> Path | None:
+    """Where the run keeps its files: --run-dir, the folder of the run resumed, or a new
+    ``runs/train/MODEL-N``; ``None`` when --output chooses the checkpoint itself."""
+    if args.output is not None:
+        return None
+    if args.run_dir is not None:
+        return Path(args.run_dir).expanduser()
+    if args.resume is not None and Path(args.resume).name == "last.pt":
+        return Path(args.resume).expanduser().parent
+    n = 1
+    while (RUNS / f"{args.model}-{n}").exists():
+        n += 1
+    return RUNS / f"{args.model}-{n}"
+
+
+def _check_space(folder: Path, model: nn.Module, what: str) -> None:
+    """Refuse to start a run whose files cannot fit on the disk: a full checkpoint holds
+    the weights and up to twice as much optimizer state."""
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError:
+        return
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    needed = 5 * weights + (1 << 20)  # last and best checkpoints (x3 each) are not all new
+    if free < needed:
+        raise UsageError(
+            f"{what} {str(folder)!r}: about {needed / 1e6:.1f} MB are needed for the "
+            f"checkpoints and weights, and {free / 1e6:.1f} MB are free there"
+        )
+
+
+class _Recorder:
+    """Puts the run's settings in every checkpoint it writes (FitState.metadata)."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.settings = settings
+
+    def on_fit_start(self, state: Any) -> None:
+        state.metadata["settings"] = dict(self.settings)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-
     from ..callbacks import ModelCheckpoint
-    from ..checkpoint import load_checkpoint, write_atomically
-    from ..data import (
-        BatchRandomAffine,
-        TensorLoader,
-        TensorSubset,
-        load_mnist,
-        train_val_split,
-    )
+    from ..checkpoint import check_resumable, write_atomically
+    from ..data import BatchRandomAffine, TensorLoader, TensorSubset, load_mnist, train_val_split
+    from ..precision import get_precision
     from ..training import fit, seed_everything
 
-    # Check everything the user gave before the (long) run starts.
+    # Everything that can be checked is checked before any work (data, training).
+    _check_options(args)
+    device = _device(args.device)
+    get_precision(args.precision, device)  # fp16 on a CPU: refused now, not after the data
+    resume = Path(args.resume).expanduser() if args.resume is not None else None
+    resumed = _resume_checkpoint(resume) if resume is not None else None
+    seed_everything(args.seed)  # before the model is built: its initial weights
+    model, _, source = _load_model(args.model, args.weights)
+    settings = _settings(args)
+    restart = 0
+    if resumed is not None and resume is not None:
+        check_resumable(resumed, model, None, None, source=repr(str(resume)))
+        saved = (resumed.get("metadata") or {}).get("settings") or {}
+        _check_same_settings(resume, saved, args)
+        restart = _plan(resume, resumed, args)
+        if saved:
+            settings["epochs"] = max(args.epochs, int(saved.get("epochs", 0)))
+    folder = _run_folder(args)
+    figures = ["epoch", "loss", "acc", "lr", "time"]
+    if args.val_size > 0:
+        figures += ["val_loss", "val_acc"]
+    targets = [("--output", Path(args.output))] if args.output is not None else []
+    if args.weights_out is not None:
+        targets.append(("--weights-out", Path(args.weights_out)))
+    for option, path in targets:
+        _check_output_file(option, path.expanduser())
+        _check_space(path.expanduser().parent, model, option)
+    if folder is not None:
+        _check_output_file("the run folder", folder / "last.pt")
+        _check_space(folder, model, "the run folder")
+    saver = ModelCheckpoint(args.output if folder is None else folder / "last.pt")
+    saver.check_path(figures)
+
+    full = load_mnist(_data_dir(args.data), train=True, download=args.download)
+    if args.val_size > 0:
+        train, val = train_val_split(full, args.val_size, seed=args.split_seed)
+    else:
+        train, val = full, None
+    if args.limit_train_batches is not None:
+        keep = args.limit_train_batches * args.batch_size
+        train = TensorSubset(train, range(min(keep, len(train))))
+    augment = BatchRandomAffine(degrees=10, translate=0.1, scale=(0.9, 1.1)) \
+        if args.augment else None
+    train_loader = TensorLoader(train, args.batch_size, shuffle=True, seed=args.seed,
+                                transform=augment)
+    val_loader = TensorLoader(val, 1000) if val is not None else None
+    optimizer = _make_optimizer(args.optimizer, model, args.lr, args.weight_decay)
+    scheduler, interval = _make_scheduler(args, optimizer, len(train_loader),
+                                          args.epochs - restart)
+    resume_from: Any = resume
+    if resumed is not None and resume is not None:
+        if restart:
+            # A new schedule over the added epochs: the saved one ended with the run.
+            resumed = {k: v for k, v in resumed.items()
+                       if k not in ("scheduler", "scheduler_class")}
+            resume_from = resumed
+        check_resumable(resumed, model, optimizer, scheduler, source=repr(str(resume)))
+        if scheduler is not None and not restart and not (
+            (resumed.get("metadata") or {}).get("settings")
+        ):
+            _check_schedule_length(resume, resumed, scheduler)
+    callbacks: list[Any] = [_Recorder(settings), saver]
+    if folder is not None:
+        if val is not None:
+            callbacks.append(ModelCheckpoint(folder / "best.pt", monitor="val_acc",
+                                             save_best_only=True))
+        callbacks += _loggers(folder)
+    if not args.quiet:
+        _print_header(args, model, source, resumed, restart, len(train), val, device, folder)
+    started = time.perf_counter()
+    history = fit(
+        model, train_loader, epochs=args.epochs, optimizer=optimizer,
+        loss_fn=nn.CrossEntropyLoss(label_smoothing=args.label_smoothing),
+        val_loader=val_loader, device=device, scheduler=scheduler,
+        scheduler_interval=interval,  # type: ignore[arg-type]
+        precision=args.precision, callbacks=callbacks,
+        progress=False if args.quiet else None, resume_from=resume_from,
+    )
+    seconds = time.perf_counter() - started
+    before = int(resumed["epoch"]) if resumed is not None else 0
+    trained = len(history) - before
+    _print_done(args, history, before, trained, seconds)
+    if saver.last_saved is not None and trained > 0:
+        print(f"checkpoint: {saver.last_saved}")  # the file, its {fields} filled in
+    weights_files = [folder / "weights.safetensors"] if folder is not None else []
+    if args.weights_out is not None:
+        weights_files.append(Path(args.weights_out).expanduser())
+    for target in weights_files:
+        _write_weights(target, model, args.model, saver.last_saved)
+    if folder is not None:
+        write_atomically(json.dumps(history.to_dict(), indent=1).encode(),
+                         folder / "history.json")
+        _plot(history, folder / "history.png")
+        print(f"run folder: {folder} (last.pt, {'best.pt, ' if val is not None else ''}"
+              f"weights.safetensors, history.csv, history.json"
+              f"{', history.png' if (folder / 'history.png').exists() else ''})")
+    return 0
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """The checks of the options alone, before anything is read."""
     if args.weights_out is not None and Path(args.weights_out).suffix != ".safetensors":
         raise UsageError(
             f"--weights-out writes a .safetensors file, got {str(args.weights_out)!r}"
@@ -107,87 +335,92 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"--output writes a full training checkpoint (a .pt file), got "
             f"{str(args.output)!r}; bare weights go to --weights-out FILE.safetensors"
         )
-    if args.resume is not None and not Path(args.resume).expanduser().is_file():
-        what = "is a directory" if Path(args.resume).expanduser().is_dir() else "not found"
-        raise FileNotFoundError(f"checkpoint to resume {what}: {str(args.resume)!r}")
-    # Read now, so that a file that is no checkpoint is reported before MNIST is loaded.
-    resumed = load_checkpoint(Path(args.resume).expanduser()) if args.resume is not None else None
-    for option, path in (("--output", args.output), ("--weights-out", args.weights_out)):
-        if path is not None:
-            _check_output_file(option, Path(path).expanduser())
-    device = _device(args.device)
-    seed_everything(args.seed)
-    model, _, source = _load_model(args.model, args.weights)
-    folder = _data_dir(args.data)
-
-    full = load_mnist(folder, train=True, download=args.download)
-    if args.val_size > 0:
-        train, val = train_val_split(full, args.val_size, seed=args.split_seed)
-    else:
-        train, val = full, None
-    if args.limit_train_batches is not None:
-        keep = args.limit_train_batches * args.batch_size
-        train = TensorSubset(train, range(min(keep, len(train))))
-    augment = BatchRandomAffine(degrees=10, translate=0.1, scale=(0.9, 1.1)) \
-        if args.augment else None
-    train_loader = TensorLoader(train, args.batch_size, shuffle=True, seed=args.seed,
-                                transform=augment)
-    val_loader = TensorLoader(val, 1000) if val is not None else None
-    optimizer = _make_optimizer(args.optimizer, model, args.lr, args.weight_decay)
-    scheduler: Any = None
-    interval = "epoch"
-    if args.scheduler == "onecycle":
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=optimizer.param_groups[0]["lr"], epochs=args.epochs,
-            steps_per_epoch=len(train_loader),
-            pct_start=_warmup_fraction(args.epochs * len(train_loader)),
+    if args.output is not None and args.run_dir is not None:
+        raise UsageError(
+            "--output and --run-dir both say where the checkpoints go: --run-dir keeps "
+            "the whole run (checkpoints, weights, history), --output one checkpoint file"
         )
-        interval = "step"
-    elif args.scheduler == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
-    if resumed is not None and scheduler is not None:
-        _check_resumable(args.resume, resumed, scheduler)
-    saver = ModelCheckpoint(args.output) if args.output is not None else None
-    callbacks = [saver] if saver is not None else []
-    if not args.quiet:
-        if resumed is not None:
-            source = f"resuming {args.resume} after epoch {resumed['epoch']}"
-        print(f"training {args.model} ({source}) on {len(train):,} MNIST images"
-              + (f", validating on {len(val):,}" if val is not None else "")
-              + f", {_count(args.epochs, 'epoch')}, batch {args.batch_size}, {args.optimizer}, "
-              f"precision {args.precision}, device {device}", flush=True)
-    started = time.perf_counter()
-    history = fit(
-        model, train_loader, epochs=args.epochs, optimizer=optimizer,
-        loss_fn=nn.CrossEntropyLoss(label_smoothing=args.label_smoothing),
-        val_loader=val_loader, device=device, scheduler=scheduler,
-        scheduler_interval=interval,  # type: ignore[arg-type]
-        precision=args.precision, callbacks=callbacks,
-        progress=False if args.quiet else None, resume_from=args.resume,
-    )
-    seconds = time.perf_counter() - started
+    if args.resume is not None:
+        path = Path(args.resume).expanduser()
+        if not path.is_file():
+            what = "is a directory" if path.is_dir() else "not found"
+            raise FileNotFoundError(f"checkpoint to resume {what}: {str(args.resume)!r}")
+
+
+def _loggers(folder: Path) -> list[Any]:
+    from ..callbacks import CSVLogger, TensorBoardLogger
+
+    loggers: list[Any] = [CSVLogger(folder / "history.csv")]
+    with contextlib.suppress(ImportError):  # tensorboard is an optional extra
+        loggers.append(TensorBoardLogger(folder / "tensorboard"))
+    return loggers
+
+
+def _write_weights(target: Path, model: nn.Module, name: str, checkpoint: Path | None) -> None:
+    """The final bare weights; on a write error (a full disk) the message says where the
+    trained weights are kept."""
+    from safetensors.torch import save
+
+    from .. import __version__
+    from ..checkpoint import write_atomically
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    data = save(state, metadata={"model": name, "format": "pt", "tp3nets": __version__})
+    try:
+        write_atomically(data, target)
+    except OSError as exc:
+        kept = (f"the trained weights are in the checkpoint {checkpoint} (load them with "
+                f"--weights {checkpoint})" if checkpoint is not None and checkpoint.is_file()
+                else "the trained weights could not be saved")
+        raise OSError(exc.errno, f"{exc.strerror or exc}; {kept}") from exc
+    print(f"weights: {target} (load with --weights {target})")
+
+
+def _plot(history: Any, target: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # the plot is an extra: pip install 'tp3nets[plot]'
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    names = history.keys()
+    history.plot([k for k in names if k.endswith("loss")], ax=axes[0])
+    history.plot([k for k in names if k.endswith("acc")], ax=axes[1])
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    from ..checkpoint import write_atomically
+
+    write_atomically(buffer.getvalue(), target)
+
+
+def _print_header(args: argparse.Namespace, model: nn.Module, source: str,
+                  resumed: dict[str, Any] | None, restart: int, n_train: int, val: Any,
+                  device: torch.device, folder: Path | None) -> None:
+    if resumed is not None:
+        source = f"resuming {args.resume} after epoch {resumed['epoch']}"
+        if restart:
+            source += (f"; epochs {restart + 1}-{args.epochs} with a new {args.scheduler} "
+                       f"schedule")
+    print(f"training {args.model} ({source}) on {n_train:,} MNIST images"
+          + (f", validating on {len(val):,}" if val is not None else "")
+          + f", {_count(args.epochs, 'epoch')}, batch {args.batch_size}, {args.optimizer}, "
+          f"precision {args.precision}, device {device}"
+          + (f"; run folder {folder}" if folder is not None else ""), flush=True)
+
+
+def _print_done(args: argparse.Namespace, history: Any, before: int, trained: int,
+                seconds: float) -> None:
     last = history.epochs[-1] if history.epochs else {}
     shown = ", ".join(f"{k} {v:.4f}" for k, v in last.items()
                       if k in ("loss", "acc", "val_loss", "val_acc"))
-    before = int(resumed["epoch"]) if resumed is not None else 0
-    trained = len(history) - before
-    if resumed is not None and trained <= 0:
+    if before and trained <= 0:
         print(f"nothing to train: {args.resume} already holds "
               f"{_count(before, 'epoch')} of --epochs {args.epochs}")
-    else:
-        now = f" ({trained} now, after {before} resumed)" if before else ""
-        print(f"done: {_count(len(history), 'epoch')}{now} in {seconds:.1f}s"
-              + (f"; last epoch: {shown}" if shown else ""))
-    if saver is not None and saver.last_saved is not None and trained > 0:
-        print(f"checkpoint: {saver.last_saved}")  # the file, its {fields} filled in
-    if args.weights_out is not None:
-        from safetensors.torch import save
-
-        from .._version import __version__
-
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        data = save(state, metadata={"model": args.model, "format": "pt",
-                                     "tp3nets": __version__})
-        target = write_atomically(data, Path(args.weights_out).expanduser())
-        print(f"weights: {target} (load with --weights {target})")
-    return 0
+        return
+    now = f" ({trained} now, after {before} resumed)" if before else ""
+    print(f"done: {_count(len(history), 'epoch')}{now} in {seconds:.1f}s"
+          + (f"; last epoch: {shown}" if shown else ""))
