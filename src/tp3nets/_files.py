@@ -26,7 +26,10 @@ from typing import Final
 
 __all__ = [
     "DigestError",
-    "FileContents", "NotRegularFileError", "check_regular_file", "hash_file",
+    "FileContents",
+    "NotRegularFileError",
+    "check_regular_file",
+    "hash_file",
     "read_regular_file",
 ]
 
@@ -117,7 +120,7 @@ def check_regular_file(path: str | os.PathLike[str], what: str = "file") -> Path
         ...     check_regular_file(f"{d}/pipe", "weights file")
         Traceback (most recent call last):
         ...
-        tp3nets._files.NotRegularFileError: weights file '.../pipe' is a FIFO (named pipe), not a regular file; give the path of a file
+        tp3nets._files.NotRegularFileError: weights file '.../pipe' is a FIFO (named pipe), ...
     """
     p = Path(path).expanduser()
     try:

@@ -393,13 +393,14 @@ def load_state_dict(
     read with ``torch.load(weights_only=True)``, which refuses any object
     beyond tensors and plain containers, so a file cannot run code. A full training
     checkpoint written by :func:`tp3nets.fit` is accepted too (its ``"model"`` entry is
-    used, as is a ``"state_dict"`` entry, such as a Lightning ``.ckpt``'s). The ``_orig_mod.`` parts of ``torch.compile``
-    are removed, and DDP's ``module.`` prefix where every key carries it (a model's own
-    child named ``module`` beside others keeps its keys). Nothing is memory-mapped: a file
-    truncated while being read gives an error, not a crash. Files saved from the reference
-    lab's classes (``torch.save(model.state_dict(), path)``) have the tp3nets keys; the
-    lab's base ConvNet's ``classifier.0``/``.2`` are renamed when loaded into
-    :class:`~tp3nets.ConvNet2` (``weights=`` or ``load_state_dict``), not here.
+    used, as is a ``"state_dict"`` entry, such as a Lightning ``.ckpt``'s). The
+    ``_orig_mod.`` parts of ``torch.compile`` are removed, and DDP's ``module.`` prefix
+    where every key carries it (a model's own child named ``module`` beside others keeps its
+    keys). Nothing is memory-mapped: a file truncated while being read gives an error, not a
+    crash. Files saved from the reference lab's classes (``torch.save(model.state_dict(),
+    path)``) have the tp3nets keys; the lab's base ConvNet's ``classifier.0``/``.2`` are
+    renamed when loaded into :class:`~tp3nets.ConvNet2` (``weights=`` or
+    ``load_state_dict``), not here.
 
     Args:
         path: the file.
@@ -517,9 +518,10 @@ def _fit_keys(model: nn.Module, state: dict[str, Tensor], source: str) -> dict[s
     own = set(model.state_dict())
     if not state or _own_keys(model, state) == own:
         return state
-    first = min(state)
-    last = max(state)
-    common = os.path.commonprefix([first, last])  # of all keys: min and max bound them
+    first, last = min(state), max(state)  # the common prefix of all keys is theirs
+    size = min(len(first), len(last))
+    size = next((i for i in range(size) if first[i] != last[i]), size)
+    common = first[:size]
     dots = [i + 1 for i, ch in enumerate(common) if ch == "."]
     for end in dots:  # the shortest prefix that fits wins
         prefix = common[:end]
