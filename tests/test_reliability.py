@@ -1481,3 +1481,106 @@ def test_file_truncated_while_read_is_an_error_not_a_crash(
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
     ok, refused = map(int, proc.stdout.split())
     assert ok + refused == 150
+
+
+# --------------------------------------------------------------------------------------
+# image files that lie (issue 18)
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` 1-bit pixels and holds a few bytes."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) +
+            chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+def _image_cases(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    from PIL import Image
+
+    cases: dict[str, tuple[Path, str]] = {}
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png_header_only(20000, 20000))
+    cases["bomb"] = (bomb, r"is refused as a decompression bomb|is 20000x20000 pixels")
+    warned = tmp_path / "big.png"
+    warned.write_bytes(_png_header_only(10000, 10000))  # Pillow only warns at this size
+    cases["bomb-warning-range"] = (warned, r"big\.png' is refused as a decompression bomb: "
+                                   r"Image size \(100000000 pixels\) exceeds limit")
+    good = tmp_path / "good.png"
+    Image.effect_noise((200, 200), 64).save(good)
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    cases["truncated"] = (truncated, r"cannot read image '.*truncated\.png': .*truncated")
+    garbage = tmp_path / "garbage.png"
+    garbage.write_bytes(b"not an image" * 10)
+    cases["garbage"] = (garbage, r"garbage\.png' is not an image file that Pillow can read")
+    for value in ("nan", "inf"):
+        pixels = np.full((20, 20), 0.5, dtype=np.float32)
+        pixels[3, 4] = float(value)
+        tiff = tmp_path / f"{value}.tiff"
+        Image.fromarray(pixels, mode="F").save(tiff)
+        cases[f"float-tiff-{value}"] = (tiff, rf"{value}\.tiff' holds 1 NaN or infinite "
+                                        r"pixel value \(of 400\)")
+    if hasattr(os, "mkfifo"):
+        fifo = tmp_path / "pipe.png"
+        os.mkfifo(fifo)
+        cases["fifo"] = (fifo, r"pipe\.png' is a FIFO \(named pipe\), not a regular file")
+        loop = tmp_path / "loop.png"
+        os.symlink(tmp_path / "loop2.png", loop)
+        os.symlink(loop, tmp_path / "loop2.png")
+        cases["symlink-loop"] = (loop, r"loop\.png' is a symbolic-link loop")
+        cases["device"] = (Path("/dev/zero"), r"'/dev/zero' is a character device")
+    cases["folder"] = (tmp_path, r"is a directory, not a file")
+    cases["missing"] = (tmp_path / "absent.png", r"image file not found: '.*absent\.png'")
+    return cases
+
+
+IMAGE_CASES = ["bomb", "bomb-warning-range", "truncated", "garbage", "float-tiff-nan",
+               "float-tiff-inf", "fifo", "symlink-loop", "device", "folder", "missing"]
+
+
+@pytest.mark.parametrize("case", IMAGE_CASES)
+def test_bad_image_file_is_one_clear_error(
+    record_property: Recorder, tmp_path: Path, case: str
+) -> None:
+    """open_image answers every bad image file with ImageFileError and a one-line message
+    naming the file and the fault: decompression bombs (refused from the header, before
+    decoding), truncated and garbage files, float TIFFs with NaN or inf pixels, FIFOs
+    (never waited on), link loops, devices, folders and missing files."""
+    from tp3nets._images import ImageFileError, open_image
+
+    record_property("bad_input", "images")
+    cases = _image_cases(tmp_path)
+    if case not in cases:
+        pytest.skip("POSIX special files")
+    path, pattern = cases[case]
+    with pytest.raises(ImageFileError, match=pattern) as info:
+        _within(20, lambda: open_image(path))
+    assert "\n" not in str(info.value)
+    if case == "missing":
+        assert isinstance(info.value, FileNotFoundError)
+
+
+def test_open_image_reads_good_files_whole(tmp_path: Path) -> None:
+    """A good file comes back loaded and detached from the file (which can then go)."""
+    from PIL import Image
+
+    from tp3nets._images import ImageFileError, open_image
+
+    path = tmp_path / "digit.png"
+    Image.open(DIGIT).save(path)
+    img = open_image(path)
+    path.unlink()
+    assert img.size == Image.open(DIGIT).size
+    assert np.array_equal(np.asarray(img), np.asarray(Image.open(DIGIT)))
+    Image.open(DIGIT).save(path)
+    width, height = img.size
+    with pytest.raises(ImageFileError, match=rf"is {width}x{height} pixels "
+                       rf"\({width * height:,}\), more than the 100 accepted"):
+        open_image(path, max_pixels=100)
