@@ -1584,3 +1584,40 @@ def test_open_image_reads_good_files_whole(tmp_path: Path) -> None:
     with pytest.raises(ImageFileError, match=rf"is {width}x{height} pixels "
                        rf"\({width * height:,}\), more than the 100 accepted"):
         open_image(path, max_pixels=100)
+
+
+def test_atomic_write_on_a_full_disk_keeps_the_previous_file(
+    record_property: Recorder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tp3nets._atomic.write_atomically (for checkpoint.py to use): ENOSPC in the middle of a
+    write keeps the previous file whole, leaves no temporary file, and says so with errno
+    ENOSPC kept; the next good write removes a killed writer's temporary file."""
+    import errno
+
+    from tp3nets._atomic import write_atomically
+
+    record_property("bad_input", "checkpoints")
+    path = tmp_path / "ck.pt"
+    write_atomically(b"good" * 1000, path)
+    calls: list[int] = []
+    real_write = os.write
+
+    def filling(fd: int, data: Any) -> int:
+        calls.append(len(data))
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data[: len(data) // 2])
+
+    monkeypatch.setattr(os, "write", filling)
+    with pytest.raises(OSError, match=rf"cannot write '{path}': no space left on device; the "
+                       r"previous file there is kept") as info:
+        write_atomically(b"new!" * 1000, path)
+    monkeypatch.undo()
+    assert info.value.errno == errno.ENOSPC
+    assert path.read_bytes() == b"good" * 1000
+    assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]
+    killed = tmp_path / ".ck.pt.999999999-00112233aabb.tmp.pt"
+    killed.write_bytes(b"half")
+    write_atomically(b"next", path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.pt"]
+    assert path.read_bytes() == b"next"
