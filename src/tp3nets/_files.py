@@ -29,7 +29,6 @@ __all__ = [
     "FileContents",
     "NotRegularFileError",
     "check_regular_file",
-    "hash_file",
     "read_regular_file",
 ]
 
@@ -222,20 +221,3 @@ def read_regular_file(
         os.close(fd)
     return FileContents(data, digest)
 
-
-def hash_file(path: str | os.PathLike[str], what: str = "file") -> str:
-    """The sha256 of a regular file, read in chunks (memory stays bounded).
-
-    Example:
-        >>> import hashlib, tempfile
-        >>> with tempfile.TemporaryDirectory() as d:
-        ...     _ = open(f"{d}/x.bin", "wb").write(b"abc")
-        ...     hash_file(f"{d}/x.bin") == hashlib.sha256(b"abc").hexdigest()
-        True
-    """
-    p = check_regular_file(path, what)
-    digest = hashlib.sha256()
-    with p.open("rb", buffering=0) as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
