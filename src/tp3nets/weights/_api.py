@@ -468,13 +468,13 @@ def load_state_dict(
         try:
             # From the bytes read (and hashed) above: nothing is memory-mapped, so a file
             # truncated meanwhile cannot crash the process.
-            raw = load(data)
+            loaded = load(data)
         except Exception as exc:
             raise CheckpointError(
                 f"{source} is not a readable safetensors file: {_first_line(exc)}"
             ) from None
-        if location.type != "cpu":
-            raw = {k: v.to(location) for k, v in raw.items()}
+        # In sorted order, as safetensors' own readers give them (``load`` does not).
+        raw = {k: loaded[k].to(location) for k in sorted(loaded)}
     else:
         if data.startswith(b"PK\x03\x04"):
             _check_inflated_size(data, source, model)
