@@ -1111,8 +1111,16 @@ def test_cli_unreadable_files(record_property: Recorder, capsys: pytest.CaptureF
             raise PermissionError(13, "Permission denied", str(file))
         return real_open(file, *args, **kwargs)
 
+    real_os_open = os.open
+
+    def guarded_os_open(file: Any, *args: Any, **kwargs: Any) -> int:
+        if str(file) in locked:
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_os_open(file, *args, **kwargs)
+
     monkeypatch.setattr(builtins, "open", guarded_open)
     monkeypatch.setattr(Path, "open", lambda self, *a, **k: guarded_open(self, *a, **k))
+    monkeypatch.setattr(os, "open", guarded_os_open)  # files read whole by tp3nets._files
     for argv, needles in (
         (["predict", "convnet2", str(DIGIT)], ["cannot read image", "Permission denied"]),
         (["predict", "convnet2", str(files / "notes.png"), "--weights",

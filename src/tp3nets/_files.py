@@ -100,7 +100,9 @@ def _missing(path: Path, what: str, exc: OSError) -> BaseException:
             f"{what} {str(path)!r}: a part of that path is a file, not a folder"
         )
     if exc.errno == errno.EACCES or isinstance(exc, PermissionError):
-        return PermissionError(f"{what} {str(path)!r} cannot be read: permission denied")
+        return PermissionError(
+            exc.errno, f"{what} {str(path)!r} cannot be read: {exc.strerror or 'Permission denied'}"
+        )
     return exc
 
 
