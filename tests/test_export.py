@@ -233,3 +233,121 @@ def test_bad_arguments_raise_clear_errors(tmp_path: Path) -> None:
         export_torchscript(tp3nets.convnet2(), tmp_path / "y.pt", atol=-1)
     with pytest.raises(ValueError, match="method must be 'script' or 'trace', got 'jit'"):
         export_torchscript(tp3nets.convnet2(), tmp_path / "y.pt", method="jit")  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------
+# atomic exports (issue 18)
+
+
+_FULL_DISK_SCRIPT = r"""
+import resource, signal, sys
+import tp3nets
+from tp3nets.export import ExportError, export_onnx, export_torchscript
+fmt, path = sys.argv[1], sys.argv[2]
+model = tp3nets.convnet2(weights="DEFAULT")  # 3 MB of weights: past the limit below
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (256 << 10, resource.RLIM_INFINITY))
+try:
+    (export_onnx if fmt == "onnx" else export_torchscript)(model, path)
+except ExportError as exc:
+    print("ExportError:", exc)
+"""
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_a_failing_write_keeps_the_previous_export(fmt: str, tmp_path: Path) -> None:
+    """An export whose writes fail in the kernel (a file-size limit: the writes fail as on a
+    full disk) is one ExportError in a live process, not an abort; the good export already
+    at that path is untouched and no partial or temporary file is left."""
+    import subprocess
+    import sys
+
+    if fmt == "onnx":
+        pytest.importorskip("onnxscript")
+    path = tmp_path / f"m.{'onnx' if fmt == 'onnx' else 'pt'}"
+    (export_onnx if fmt == "onnx" else export_torchscript)(
+        tp3nets.multinomial_logistic_regression(), path)
+    good = path.read_bytes()
+    proc = subprocess.run([sys.executable, "-c", _FULL_DISK_SCRIPT, fmt, str(path)],
+                          capture_output=True, text=True, timeout=600,
+                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    assert proc.stdout.startswith(f"ExportError: export failed: cannot write {str(path)!r}: "), \
+        proc.stdout
+    assert "the previous file there is kept" in proc.stdout
+    assert path.read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_no_space_left_is_an_export_error(
+    fmt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC from the write (simulated) gives ExportError naming the file; the previous
+    export survives whole."""
+    import errno
+    import os
+
+    if fmt == "onnx":
+        pytest.importorskip("onnxscript")
+    path = tmp_path / f"m.{fmt}"
+    export = export_onnx if fmt == "onnx" else export_torchscript
+    export(tp3nets.multinomial_logistic_regression(), path)
+    good = path.read_bytes()
+    if fmt == "onnx":
+        real = torch.onnx.export
+
+        def full(model: nn.Module, args: object, f: str, **kwargs: object) -> None:
+            Path(f).write_bytes(b"\x08\x07partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(torch.onnx, "export", full)
+        del real
+    else:
+        def full_write(fd: int, data: object) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(os, "write", full_write)
+    with pytest.raises(ExportError, match=rf"cannot write '{path}': no space left on device; "
+                       r"the previous file there is kept"):
+        export(tp3nets.convnet2(), path)
+    monkeypatch.undo()
+    assert path.read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_a_failed_check_keeps_the_previous_export(fmt: str, tmp_path: Path) -> None:
+    """A new export that fails its check is removed, and the good export it would have
+    replaced stays (the check runs on the temporary file, before the rename)."""
+    if fmt == "onnx":
+        pytest.importorskip("onnxscript")
+    path = tmp_path / f"m.{fmt}"
+    export = export_onnx if fmt == "onnx" else export_torchscript
+    export(tp3nets.multinomial_logistic_regression(), path)
+    good = path.read_bytes()
+    with pytest.raises(ExportError, match=rf"the \w+ file '{path}' differs from eager PyTorch"):
+        export(_Noisy(), path)
+    assert path.read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_stale_temporaries_of_the_same_target_are_cleaned(tmp_path: Path) -> None:
+    """The temporaries left by killed writes of the same target (a dead process id, or the
+    old id-less names once old) are removed at the next successful export; a live
+    writer's and other targets' are kept."""
+    import os
+    import time
+
+    path = tmp_path / "m.pt"
+    dead = tmp_path / ".m.pt.999999999-0123456789ab.tmp.pt"
+    legacy = tmp_path / ".m.pt.0123456789ab.tmp"
+    live = tmp_path / f".m.pt.{os.getppid()}-abcdefabcdef.tmp.pt"
+    other = tmp_path / ".n.pt.999999999-0123456789ab.tmp.pt"
+    for p in (dead, legacy, live, other):
+        p.write_bytes(b"x" * 1000)
+    old = time.time() - 3600
+    os.utime(legacy, (old, old))
+    export_torchscript(tp3nets.multinomial_logistic_regression(), path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, live.name,
+                                                                 other.name])

@@ -1111,8 +1111,16 @@ def test_cli_unreadable_files(record_property: Recorder, capsys: pytest.CaptureF
             raise PermissionError(13, "Permission denied", str(file))
         return real_open(file, *args, **kwargs)
 
+    real_os_open = os.open
+
+    def guarded_os_open(file: Any, *args: Any, **kwargs: Any) -> int:
+        if str(file) in locked:
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_os_open(file, *args, **kwargs)
+
     monkeypatch.setattr(builtins, "open", guarded_open)
     monkeypatch.setattr(Path, "open", lambda self, *a, **k: guarded_open(self, *a, **k))
+    monkeypatch.setattr(os, "open", guarded_os_open)  # files read whole by tp3nets._files
     for argv, needles in (
         (["predict", "convnet2", str(DIGIT)], ["cannot read image", "Permission denied"]),
         (["predict", "convnet2", str(files / "notes.png"), "--weights",
@@ -1184,3 +1192,440 @@ def test_cli_errors_reach_the_terminal_without_a_traceback(
         _one_error_line(err, *needles)
     assert not (files / "code-ran").exists()
 
+
+
+# --------------------------------------------------------------------------------------
+# weights: files that lie (issue 18)
+
+
+def _mlr_file(tmp_path: Path, name: str = "mlr.safetensors", seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    path = tmp_path / name
+    _write(dict(MultinomialLogisticRegression().state_dict()), path)
+    return path
+
+
+def test_sha256_and_parse_read_the_same_bytes(
+    record_property: Recorder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file swapped (atomically, by another process) right after its digest was computed
+    still gives the weights that were verified, never the other version's."""
+    import hashlib
+
+    record_property("bad_input", "weights")
+    path = _mlr_file(tmp_path, seed=0)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    expected = load_state_dict(path)
+    other = _mlr_file(tmp_path, "other.safetensors", seed=1)
+    real_sha256 = hashlib.sha256
+    swapped: list[bool] = []
+
+    class Swapping:
+        def __init__(self, *args: Any) -> None:
+            self._h = real_sha256(*args)
+
+        def update(self, data: Any) -> None:
+            self._h.update(data)
+
+        def hexdigest(self) -> str:
+            value = self._h.hexdigest()
+            if not swapped:  # the other version lands just after the first digest
+                swapped.append(True)
+                os.replace(other, path)
+            return value
+
+    monkeypatch.setattr(hashlib, "sha256", Swapping)
+    got = load_state_dict(path, sha256=digest)
+    assert swapped
+    assert torch.equal(got["classifier.weight"], expected["classifier.weight"])
+
+
+_MEMORY_SCRIPT = r"""
+import os, resource, sys
+import torch
+import tp3nets
+from tp3nets import CheckpointError, load_state_dict
+path, mode = sys.argv[1], sys.argv[2]
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    if mode == "sha256":
+        load_state_dict(path, sha256="0" * 64)
+    else:
+        load_state_dict(path)
+except CheckpointError as exc:
+    message = str(exc)
+else:
+    message = "loaded"
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print((after - before) // 1024, message)
+"""
+
+
+def _peak_mib(path: Path, mode: str) -> tuple[int, str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, str(path), mode], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    mib, _, message = proc.stdout.strip().partition(" ")
+    return int(mib), message
+
+
+def test_sha256_of_a_large_file_is_hashed_in_chunks(
+    record_property: Recorder, tmp_path: Path
+) -> None:
+    """``sha256=`` on a 384 MiB file (sparse: no disk used) that is not the one expected is
+    refused with a few MiB of memory, not the file's size."""
+    record_property("bad_input", "weights")
+    path = tmp_path / "big.safetensors"
+    with path.open("wb") as fh:
+        fh.truncate(384 << 20)
+    mib, message = _peak_mib(path, "sha256")
+    assert "is corrupt or was modified" in message
+    assert "0" * 64 in message
+    assert mib < 64, f"{mib} MiB resident to hash a 384 MiB file"
+
+
+def _zip_bomb(tmp_path: Path, inflated: int) -> Path:
+    """A torch.save zip whose tensor record is replaced by ``inflated`` deflated zeros."""
+    import zipfile
+
+    small = tmp_path / "small.pt"
+    torch.save({"classifier.weight": torch.zeros(4)}, small)
+    bomb = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(small) as src, zipfile.ZipFile(bomb, "w") as dst:
+        for info in src.infolist():
+            if "/data/" in info.filename:
+                entry = zipfile.ZipInfo(info.filename)
+                entry.compress_type = zipfile.ZIP_DEFLATED
+                zeros = bytes(1 << 20)
+                with dst.open(entry, "w", force_zip64=True) as out:
+                    for _ in range(inflated >> 20):
+                        out.write(zeros)
+            else:
+                dst.writestr(info, src.read(info))
+    return bomb
+
+
+def test_zip_bomb_is_refused_before_inflating(record_property: Recorder, tmp_path: Path) -> None:
+    """A torch zip of about 0.5 MiB that declares a 512 MiB tensor record is refused from its
+    directory, before anything is inflated: memory stays small, the message gives both
+    sizes."""
+    record_property("bad_input", "weights")
+    bomb = _zip_bomb(tmp_path, 512 << 20)
+    assert bomb.stat().st_size < 2 << 20
+    mib, message = _peak_mib(bomb, "plain")
+    assert "refused before inflating it" in message, message
+    assert re.search(r"declare 536,87\d,\d{3} bytes once inflated \(the file is [\d,]+ "
+                     r"bytes\), more than 16 times the file's size", message), message
+    assert mib < 64, f"{mib} MiB resident to refuse a zip bomb"
+
+
+def test_file_larger_than_the_model_needs_is_refused_unread(
+    record_property: Recorder, tmp_path: Path
+) -> None:
+    """With ``model=``, a file far larger than the model's weights is refused before it is
+    read (a sparse 1 GiB file for a 31 kB model)."""
+    record_property("bad_input", "weights")
+    path = tmp_path / "huge.pt"
+    with path.open("wb") as fh:
+        fh.truncate(1 << 30)
+    _expect(CheckpointError, r"huge\.pt' is 1,073,741,824 bytes, more than the [\d,]+ expected "
+            r"for MultinomialLogisticRegression \(31,400 bytes of weights\)",
+            lambda: load_state_dict(path, model=MultinomialLogisticRegression()))
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool, torch.uint8, torch.complex64],
+                         ids=str)
+def test_non_floating_weights_are_refused(
+    record_property: Recorder, tmp_path: Path, dtype: torch.dtype
+) -> None:
+    """Weights stored as integers, booleans or complex numbers are refused by every loading
+    path that knows the model, naming the tensor; nothing is cast silently."""
+    record_property("bad_input", "weights")
+    state = dict(MultinomialLogisticRegression().state_dict())
+    state["classifier.weight"] = state["classifier.weight"].to(dtype)
+    path = tmp_path / "cast.pt"
+    torch.save(state, path)
+    pattern = (r"holds tensors that are not floating-point where MultinomialLogisticRegression "
+               rf"has floating-point ones: classifier\.weight \({re.escape(str(dtype))}\)")
+    _expect(CheckpointError, pattern,
+            lambda: tp3nets.multinomial_logistic_regression(weights=path))
+    _expect(CheckpointError, pattern,
+            lambda: load_state_dict(path, model=MultinomialLogisticRegression()))
+    model = MultinomialLogisticRegression()
+    before = model.classifier.weight.detach().clone()
+    _expect(CheckpointError, pattern,
+            lambda: _api.load_weights_into(model, state, source="cast.pt"))
+    assert torch.equal(model.classifier.weight, before)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")], ids=str)
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_non_finite_weights_are_refused(
+    record_property: Recorder, tmp_path: Path, value: float, suffix: str
+) -> None:
+    """A weights file with NaN or infinite values is refused, naming the tensor and the
+    count, by load_state_dict and the builders (predict would print NaN probabilities)."""
+    record_property("bad_input", "weights")
+    state = dict(ConvNet2().state_dict())
+    state["classifier.1.bias"] = state["classifier.1.bias"].clone()
+    state["classifier.1.bias"][3] = value
+    path = tmp_path / f"nan{suffix}"
+    _write(state, path)
+    count = state["classifier.1.bias"].numel()
+    pattern = (r"holds non-finite values \(NaN or infinity\) in classifier\.1\.bias "
+               rf"\(1 of {count} values\)")
+    _expect(CheckpointError, pattern, lambda: load_state_dict(path))
+    _expect(CheckpointError, pattern, lambda: tp3nets.convnet2(weights=path))
+    _expect(CheckpointError, pattern,
+            lambda: _api.load_weights_into(ConvNet2(), state, source=str(path)))
+
+
+def _within(seconds: int, fn: Callable[[], Any]) -> Any:
+    """``fn()``, failing the test (rather than hanging it) if it takes longer."""
+    import signal
+
+    def alarm(*_: Any) -> None:
+        raise TimeoutError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(seconds)
+    try:
+        return fn()
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _special_file(tmp_path: Path, kind: str) -> Path:
+    if kind == "fifo":
+        path = tmp_path / "pipe.pt"
+        os.mkfifo(path)
+    elif kind == "symlink-loop":
+        path = tmp_path / "loop.pt"
+        os.symlink(tmp_path / "loop2.pt", path)
+        os.symlink(path, tmp_path / "loop2.pt")
+    elif kind == "device":
+        path = Path("/dev/null")
+    else:  # a dangling link
+        path = tmp_path / "dangling.pt"
+        os.symlink(tmp_path / "gone.pt", path)
+    return path
+
+
+SPECIAL_FILES = {
+    "fifo": (CheckpointError, r"pipe\.pt' is a FIFO \(named pipe\), not a regular file"),
+    "symlink-loop": (CheckpointError, r"loop\.pt' is a symbolic-link loop"),
+    "device": (CheckpointError, r"'/dev/null' is a character device, not a regular file"),
+    "dangling": (FileNotFoundError, r"dangling\.pt' is a broken symbolic link \(to '.*gone"),
+}
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX special files")
+@pytest.mark.parametrize("kind", list(SPECIAL_FILES))
+def test_special_files_are_refused_in_their_own_words(
+    record_property: Recorder, tmp_path: Path, kind: str
+) -> None:
+    """A FIFO, a symbolic-link loop, a device or a dangling link given as weights is named
+    for what it is (not "not found") by load_state_dict and the builders; a FIFO never
+    blocks."""
+    record_property("bad_input", "weights")
+    path = _special_file(tmp_path, kind)
+    exc, pattern = SPECIAL_FILES[kind]
+    _within(20, lambda: _expect(exc, pattern, lambda: load_state_dict(path)))
+    _within(20, lambda: _expect(exc, pattern, lambda: tp3nets.convnet2(weights=path)))
+
+
+_REWRITE_SCRIPT = r"""
+import sys
+path = sys.argv[1]
+data = open(path, "rb").read()
+print("ready", flush=True)
+while True:
+    with open(path, "r+b", buffering=0) as fh:  # the same file (inode), truncated, rewritten
+        fh.truncate(4096)
+        for start in range(0, len(data), 1 << 20):
+            fh.seek(start)
+            fh.write(data[start : start + (1 << 20)])
+"""
+
+_TRUNCATE_SCRIPT = r"""
+import subprocess, sys
+import torch
+from safetensors.torch import save_file
+from tp3nets import CheckpointError, load_state_dict
+path, rewriter = sys.argv[1], sys.argv[2]
+save_file({"w": torch.rand(1 << 22)}, path)  # 16 MiB
+writer = subprocess.Popen([sys.executable, "-c", rewriter, path], stdout=subprocess.PIPE)
+assert writer.stdout.readline() == b"ready\n"
+ok = refused = 0
+try:
+    for _ in range(150):
+        try:
+            got = load_state_dict(path)
+        except CheckpointError:
+            refused += 1
+        else:
+            assert got["w"].numel() == 1 << 22
+            ok += 1
+finally:
+    writer.kill()
+    writer.wait()
+print(ok, refused)
+"""
+
+
+def test_file_truncated_while_read_is_an_error_not_a_crash(
+    record_property: Recorder, tmp_path: Path
+) -> None:
+    """A weights file truncated and rewritten in place while it is loaded, again and again:
+    each load returns the whole tensor or a CheckpointError; the process never dies of
+    SIGBUS (nothing is memory-mapped)."""
+    record_property("bad_input", "weights")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", _TRUNCATE_SCRIPT,
+                           str(tmp_path / "w.safetensors"), _REWRITE_SCRIPT], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    ok, refused = map(int, proc.stdout.split())
+    assert ok + refused == 150
+
+
+# --------------------------------------------------------------------------------------
+# image files that lie (issue 18)
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` 1-bit pixels and holds a few bytes."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) +
+            chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+def _image_cases(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    from PIL import Image
+
+    cases: dict[str, tuple[Path, str]] = {}
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png_header_only(20000, 20000))
+    cases["bomb"] = (bomb, r"is refused as a decompression bomb|is 20000x20000 pixels")
+    warned = tmp_path / "big.png"
+    warned.write_bytes(_png_header_only(10000, 10000))  # Pillow only warns at this size
+    cases["bomb-warning-range"] = (warned, r"big\.png' is refused as a decompression bomb: "
+                                   r"Image size \(100000000 pixels\) exceeds limit")
+    good = tmp_path / "good.png"
+    Image.effect_noise((200, 200), 64).save(good)
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    cases["truncated"] = (truncated, r"cannot read image '.*truncated\.png': .*truncated")
+    garbage = tmp_path / "garbage.png"
+    garbage.write_bytes(b"not an image" * 10)
+    cases["garbage"] = (garbage, r"garbage\.png' is not an image file that Pillow can read")
+    for value in ("nan", "inf"):
+        pixels = np.full((20, 20), 0.5, dtype=np.float32)
+        pixels[3, 4] = float(value)
+        tiff = tmp_path / f"{value}.tiff"
+        Image.fromarray(pixels, mode="F").save(tiff)
+        cases[f"float-tiff-{value}"] = (tiff, rf"{value}\.tiff' holds 1 NaN or infinite "
+                                        r"pixel value \(of 400\)")
+    if hasattr(os, "mkfifo"):
+        fifo = tmp_path / "pipe.png"
+        os.mkfifo(fifo)
+        cases["fifo"] = (fifo, r"pipe\.png' is a FIFO \(named pipe\), not a regular file")
+        loop = tmp_path / "loop.png"
+        os.symlink(tmp_path / "loop2.png", loop)
+        os.symlink(loop, tmp_path / "loop2.png")
+        cases["symlink-loop"] = (loop, r"loop\.png' is a symbolic-link loop")
+        cases["device"] = (Path("/dev/zero"), r"'/dev/zero' is a character device")
+    cases["folder"] = (tmp_path, r"is a directory, not a file")
+    cases["missing"] = (tmp_path / "absent.png", r"image file not found: '.*absent\.png'")
+    return cases
+
+
+IMAGE_CASES = ["bomb", "bomb-warning-range", "truncated", "garbage", "float-tiff-nan",
+               "float-tiff-inf", "fifo", "symlink-loop", "device", "folder", "missing"]
+
+
+@pytest.mark.parametrize("case", IMAGE_CASES)
+def test_bad_image_file_is_one_clear_error(
+    record_property: Recorder, tmp_path: Path, case: str
+) -> None:
+    """open_image answers every bad image file with ImageFileError and a one-line message
+    naming the file and the fault: decompression bombs (refused from the header, before
+    decoding), truncated and garbage files, float TIFFs with NaN or inf pixels, FIFOs
+    (never waited on), link loops, devices, folders and missing files."""
+    from tp3nets._images import ImageFileError, open_image
+
+    record_property("bad_input", "images")
+    cases = _image_cases(tmp_path)
+    if case not in cases:
+        pytest.skip("POSIX special files")
+    path, pattern = cases[case]
+    with pytest.raises(ImageFileError, match=pattern) as info:
+        _within(20, lambda: open_image(path))
+    assert "\n" not in str(info.value)
+    if case == "missing":
+        assert isinstance(info.value, FileNotFoundError)
+
+
+def test_open_image_reads_good_files_whole(tmp_path: Path) -> None:
+    """A good file comes back loaded and detached from the file (which can then go)."""
+    from PIL import Image
+
+    from tp3nets._images import ImageFileError, open_image
+
+    path = tmp_path / "digit.png"
+    Image.open(DIGIT).save(path)
+    img = open_image(path)
+    path.unlink()
+    assert img.size == Image.open(DIGIT).size
+    assert np.array_equal(np.asarray(img), np.asarray(Image.open(DIGIT)))
+    Image.open(DIGIT).save(path)
+    width, height = img.size
+    with pytest.raises(ImageFileError, match=rf"is {width}x{height} pixels "
+                       rf"\({width * height:,}\), more than the 100 accepted"):
+        open_image(path, max_pixels=100)
+
+
+def test_atomic_write_on_a_full_disk_keeps_the_previous_file(
+    record_property: Recorder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tp3nets._atomic.write_atomically (for checkpoint.py to use): ENOSPC in the middle of a
+    write keeps the previous file whole, leaves no temporary file, and says so with errno
+    ENOSPC kept; the next good write removes a killed writer's temporary file."""
+    import errno
+
+    from tp3nets._atomic import write_atomically
+
+    record_property("bad_input", "checkpoints")
+    path = tmp_path / "ck.pt"
+    write_atomically(b"good" * 1000, path)
+    calls: list[int] = []
+    real_write = os.write
+
+    def filling(fd: int, data: Any) -> int:
+        calls.append(len(data))
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data[: len(data) // 2])
+
+    monkeypatch.setattr(os, "write", filling)
+    with pytest.raises(OSError, match=rf"cannot write '{path}': no space left on device; the "
+                       r"previous file there is kept") as info:
+        write_atomically(b"new!" * 1000, path)
+    monkeypatch.undo()
+    assert info.value.errno == errno.ENOSPC
+    assert path.read_bytes() == b"good" * 1000
+    assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]
+    killed = tmp_path / ".ck.pt.999999999-00112233aabb.tmp.pt"
+    killed.write_bytes(b"half")
+    write_atomically(b"next", path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.pt"]
+    assert path.read_bytes() == b"next"

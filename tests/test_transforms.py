@@ -298,3 +298,54 @@ def test_bad_options_and_inputs_raise_clear_errors() -> None:
         pre(torch.zeros(1, 1, 1, 28, 28))
     with pytest.raises(TypeError, match=r"uint8 or floating-point image tensors, got torch\.int64"):
         pre(torch.zeros(28, 28, dtype=torch.int64))
+
+
+# --------------------------------------------------------------------------------------
+# non-finite values (issue 18)
+
+
+def _with(value: float, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    x = torch.full((1, 40, 30), 0.25, dtype=dtype)
+    x[0, 7, 9] = value
+    return x
+
+
+NON_FINITE = [float("nan"), float("inf"), float("-inf")]
+
+
+@pytest.mark.parametrize("value", NON_FINITE, ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16], ids=str)
+def test_non_finite_tensors_are_refused(value: float, dtype: torch.dtype) -> None:
+    """One NaN or infinite pixel in a float tensor, alone or in a batch, is refused with the
+    count (the [0, 1] check cannot see NaN: every comparison with it is false)."""
+    kind = "NaN" if value != value else "infinite"
+    with pytest.raises(ValueError, match=rf"an image tensor with 1 {kind} value \(of 1,200\)"):
+        MNISTPreprocess()(_with(value, dtype))
+    batch = torch.stack([_with(0.5), _with(value)]).to(dtype)
+    with pytest.raises(ValueError, match=rf"with 1 {kind} value \(of 2,400\)"):
+        MNISTPreprocess()(batch)
+
+
+@pytest.mark.parametrize("value", NON_FINITE, ids=str)
+def test_non_finite_arrays_and_float_images_are_refused(value: float) -> None:
+    """The same for NumPy arrays and for float (mode ``F``) PIL images such as float TIFFs."""
+    from PIL import Image
+
+    array = _with(value)[0].numpy()
+    kind = "NaN" if value != value else "infinite"
+    with pytest.raises(ValueError, match=rf"an image array with 1 {kind} value"):
+        MNISTPreprocess()(array)
+    image = Image.fromarray(array, mode="F")
+    with pytest.raises(ValueError, match=rf"an image \(mode F\) with 1 {kind} value"):
+        MNISTPreprocess()(image)
+
+
+def test_finite_float_images_still_pass() -> None:
+    """Finite float tensors, arrays and mode-F images are unchanged by the new check."""
+    from PIL import Image
+
+    x = _with(0.75)
+    out = MNISTPreprocess()(x)
+    assert out.shape == (1, 28, 28)
+    assert bool(torch.isfinite(out).all())
+    assert MNISTPreprocess()(Image.fromarray(x[0].numpy(), mode="F")).shape == (1, 28, 28)

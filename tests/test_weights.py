@@ -6,6 +6,7 @@ import copy
 import hashlib
 import os
 import pickle
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -17,7 +18,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 import tp3nets
-from tp3nets import CheckpointError, MNISTPreprocess, Weights, WeightsEnum, load_state_dict
+from tp3nets import CheckpointError, MNISTPreprocess, Weights, WeightsEnum, cli, load_state_dict
 from tp3nets.weights import _api, load_weights_into
 
 HERE = Path(__file__).resolve().parent
@@ -589,3 +590,77 @@ def test_the_head_hint_only_when_the_class_count_differs() -> None:
         load_weights_into(tp3nets.multinomial_logistic_regression(input_size=100), state)
     assert "classifier.weight (10, 784) vs (10, 100)" in str(info.value)
     assert "num_classes" not in str(info.value)
+
+
+# --------------------------------------------------------------------------------------
+# checkpoints of other pipelines: one common prefix (issue 17)
+
+
+def _lightning_ckpt(path: Path, state: dict[str, torch.Tensor], prefix: str = "model.") -> None:
+    """A checkpoint shaped as Lightning writes it (trainer state beside ``state_dict``)."""
+    torch.save({
+        "epoch": 3,
+        "global_step": 120,
+        "pytorch-lightning_version": "2.4.0",
+        "state_dict": {prefix + k: v for k, v in state.items()},
+        "loops": {"fit_loop": {"epoch_progress": {"current": {"completed": 3}}}},
+        "callbacks": {"ModelCheckpoint{'monitor': 'val_loss'}": {"best_model_score":
+                                                                 torch.tensor(0.1)}},
+        "optimizer_states": [{"state": {}, "param_groups": [{"lr": 0.01, "params": [0]}]}],
+        "lr_schedulers": [],
+        "hyper_parameters": {"lr": 0.01, "num_classes": 10},
+    }, path)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_lightning_checkpoint_loads_through_every_path(tmp_path: Path, name: str) -> None:
+    """A Lightning ``.ckpt`` (``state_dict`` entry, keys prefixed with the LightningModule's
+    attribute ``model.``) loads through the builders' ``weights=path``, ``load_state_dict``
+    with ``model=`` and ``--weights``; each warns naming the prefix removed."""
+    builder = tp3nets.get_model_builder(name)
+    torch.manual_seed(3)
+    source = builder()
+    path = tmp_path / "epoch=3-step=120.ckpt"
+    _lightning_ckpt(path, dict(source.state_dict()))
+    with pytest.warns(UserWarning, match=r"removed the prefix 'model\.' that every key carries"):
+        model = builder(weights=path)
+    for key, value in source.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+    with pytest.warns(UserWarning, match=r"'model\.'"):
+        state = load_state_dict(path, model=builder())
+    assert sorted(state) == sorted(source.state_dict())
+    digit = HERE.parent / "examples" / "digits" / "digit_3.png"
+    with pytest.warns(UserWarning, match=r"'model\.'"):
+        code = cli.main(["predict", name, str(digit), "--weights", str(path)])
+    assert code == 0
+
+
+@pytest.mark.parametrize("prefix", ["net.", "model.backbone.", "encoder."])
+def test_any_single_common_prefix_that_fits_is_removed(tmp_path: Path, prefix: str) -> None:
+    """A plain state dict whose keys all carry one prefix (a wrapper module's attribute)
+    loads into the model, with a warning naming the prefix."""
+    torch.manual_seed(4)
+    source = tp3nets.ConvNet4()
+    path = tmp_path / "wrapped.pt"
+    torch.save({prefix + k: v for k, v in source.state_dict().items()}, path)
+    with pytest.warns(UserWarning, match=re.escape(repr(prefix))):
+        model = tp3nets.convnet4(weights=path)
+    assert torch.equal(model.lin1.weight, source.lin1.weight)
+
+
+def test_prefixes_that_do_not_make_the_keys_fit_stay_strict(tmp_path: Path) -> None:
+    """Keys with two prefixes, or a prefix whose removal still leaves keys that differ, are
+    refused as before (the message lists the keys); a file that already fits keeps its
+    keys even though they all start with one word (MLR's ``classifier.``)."""
+    source = tp3nets.ConvNet4().state_dict()
+    mixed = {("model." if i % 2 else "net.") + k: v for i, (k, v) in enumerate(source.items())}
+    with pytest.raises(CheckpointError, match="does not fit ConvNet4: missing keys"):
+        load_weights_into(tp3nets.ConvNet4(), mixed, source="mixed.pt")
+    extra = {"model." + k: v for k, v in source.items()}
+    extra["model.extra.weight"] = torch.zeros(1)
+    with pytest.raises(CheckpointError, match=r"unexpected keys: model\.features.*\(45 in all\)"):
+        load_weights_into(tp3nets.ConvNet4(), extra, source="extra.pt")
+    mlr = tp3nets.MultinomialLogisticRegression()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_weights_into(mlr, tp3nets.MultinomialLogisticRegression().state_dict())

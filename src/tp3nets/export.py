@@ -8,7 +8,9 @@ and compares its outputs with the eager model's; a difference above ``atol`` rai
 from __future__ import annotations
 
 import copy
+import errno
 import importlib.util
+import io
 import logging
 import os
 import warnings
@@ -18,6 +20,8 @@ from typing import Any, Final, Literal
 
 import torch
 from torch import Tensor, nn
+
+from ._atomic import atomic_path, write_new_file
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -107,14 +111,31 @@ def _compare(
     return worst
 
 
-def _checked(target: Path, check: Callable[[], float]) -> None:
-    """Run ``check`` on the file just written; remove the file if it fails, so that no
-    file that does not compute what the model does is left behind."""
-    try:
-        check()
-    except BaseException:
-        target.unlink(missing_ok=True)
-        raise
+def _os_error(exc: BaseException) -> OSError | None:
+    """The OSError (a full disk …) behind an exporter's exception, if there is one."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _write_failed(exc: OSError, target: Path) -> ExportError:
+    """One clear error for a failed write; the file at ``target`` (if any) is intact."""
+    text = exc.strerror or str(exc)
+    if not text.startswith("cannot write"):
+        why = "no space left on device" if exc.errno == errno.ENOSPC else text
+        kept = "the previous file there is kept" if target.exists() else "nothing was written"
+        text = f"cannot write {str(target)!r}: {why}; {kept}"
+    return ExportError(f"export failed: {text}")
+
+
+def _shown(exc: ExportError, tmp: Path, target: Path) -> ExportError:
+    """``exc`` naming the target rather than the temporary file that was checked."""
+    return ExportError(str(exc).replace(str(tmp), str(target)))
 
 
 def _check_atol(atol: float) -> float:
@@ -303,6 +324,26 @@ def export_onnx(
     opset_version = _check_opset(opset_version)
     bare, example = _prepare(model, example_inputs)
     target = _target(path)
+    try:
+        # Written beside the target, checked, then renamed over it: a failed export or
+        # check, a full disk or a kill never leaves a partial file nor harms an earlier
+        # export at the same path.
+        with atomic_path(target) as tmp:
+            _write_onnx(model, bare, example, tmp, target, dynamic_batch, opset_version)
+            if verify:
+                try:
+                    verify_onnx(tmp, bare, example, atol=atol, dynamic_batch=dynamic_batch)
+                except ExportError as exc:
+                    raise _shown(exc, tmp, target) from None
+    except OSError as exc:
+        raise _write_failed(exc, target) from None
+    return target
+
+
+def _write_onnx(
+    model: nn.Module, bare: nn.Module, example: Tensor, tmp: Path, target: Path,
+    dynamic_batch: bool, opset_version: int | None,
+) -> None:
     dynamic: Any = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
     # An opset below the exporter's own is converted on a best-effort basis: torch logs a
     # warning, onnxscript logs a failed conversion with a traceback and keeps the newer
@@ -318,7 +359,7 @@ def export_onnx(
             torch.onnx.export(
                 bare,
                 (example,),
-                str(target),
+                str(tmp),
                 dynamo=True,
                 external_data=False,
                 input_names=["input"],
@@ -328,24 +369,22 @@ def export_onnx(
                 verbose=False,
             )
     except Exception as exc:
+        os_error = _os_error(exc)
+        if os_error is not None:
+            raise os_error from None  # a full disk: reported by the caller, file intact
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ExportError(f"ONNX export of {type(model).__name__} failed: {first}") from exc
     finally:
         for log, level in zip(logs, levels, strict=True):
             log.setLevel(level)
     if opset_version is not None:
-        written = _written_opset(target)
+        written = _written_opset(tmp)
         if written != opset_version:
-            target.unlink(missing_ok=True)
             raise ValueError(
                 f"the ONNX exporter cannot write {type(model).__name__} in opset "
                 f"{opset_version}: it produced opset {written} and could not convert it down; "
                 f"ask for a newer opset, or leave the opset to the exporter"
             )
-    if verify:
-        _checked(target, lambda: verify_onnx(target, bare, example, atol=atol,
-                                             dynamic_batch=dynamic_batch))
-    return target
 
 
 # --------------------------------------------------------------------------------------
@@ -445,14 +484,24 @@ def export_torchscript(
                 jit_trace: Any = torch.jit.trace
                 with torch.no_grad():
                     compiled = jit_trace(bare, (example,))
-            torch.jit.save(compiled, str(target))
+            # Into memory, then written by Python: torch's own file writer aborts the
+            # process on a full disk (c10::Error in a destructor).
+            buffer = io.BytesIO()
+            torch.jit.save(compiled, buffer)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         hint = "; try method='trace'" if method == "script" else ""
         raise ExportError(
             f"TorchScript export ({method}) of {type(model).__name__} failed: {first}{hint}"
         ) from exc
-    if verify:
-        _checked(target, lambda: verify_torchscript(target, bare, example, atol=atol,
-                                                    dynamic_batch=True))
+    try:
+        with atomic_path(target) as tmp:
+            write_new_file(tmp, buffer.getbuffer())
+            if verify:
+                try:
+                    verify_torchscript(tmp, bare, example, atol=atol, dynamic_batch=True)
+                except ExportError as exc:
+                    raise _shown(exc, tmp, target) from None
+    except OSError as exc:
+        raise _write_failed(exc, target) from None
     return target

@@ -31,6 +31,7 @@ def _pil_to_gray_float(img: Any) -> Tensor:
             top = 1.0
         else:
             top = max(float(data.max()), 1.0)
+        _check_finite(data, f"image (mode {img.mode})")
         x = (data / top).clamp_(0.0, 1.0)
         return x.reshape(1, img.height, img.width)
     gray = img.convert("L")
@@ -38,10 +39,31 @@ def _pil_to_gray_float(img: Any) -> Tensor:
     return data8.reshape(1, gray.height, gray.width).float().div_(255)
 
 
+def _check_finite(x: Tensor, what: str) -> None:
+    """Refuse NaN and infinite values: the [0, 1] range check cannot see NaN (every
+    comparison with it is false), and one NaN pixel makes every probability NaN."""
+    if x.is_floating_point() or x.is_complex():
+        finite = torch.isfinite(x)
+        if not bool(finite.all()):
+            bad = int((~finite).sum())
+            kinds = []
+            if bool(torch.isnan(x).any()):
+                kinds.append("NaN")
+            if bool(torch.isinf(x).any()):
+                kinds.append("infinite")
+            raise ValueError(
+                f"MNISTPreprocess got an {what} with {bad:,} {' and '.join(kinds)} "
+                f"value{'s' if bad != 1 else ''} (of {x.numel():,}); images must hold "
+                f"finite values"
+            )
+
+
 def _to_gray_float(img: Any) -> Tensor:
     """PIL image, NumPy array or tensor → float tensor (…, 1, H, W) in [0, 1]."""
+    source: str | None = None
     numpy = sys.modules.get("numpy")
     if numpy is not None and isinstance(img, numpy.ndarray):
+        source = "image array"
         # ToTensor's convention: (H, W) or (H, W, C), uint8 in [0, 255] or floats in [0, 1].
         array = torch.from_numpy(numpy.ascontiguousarray(img))
         if array.dim() == 3 and array.shape[-1] in (1, 3, 4):
@@ -80,6 +102,7 @@ def _to_gray_float(img: Any) -> Tensor:
         x = x.float().div(255)
     else:
         x = x.float()
+        _check_finite(x, "image tensor" if source is None else source)
         low, high = (float(x.min()), float(x.max())) if x.numel() else (0.0, 1.0)
         if low < -1e-3 or high > 1 + 1e-3:
             raise ValueError(
@@ -195,7 +218,8 @@ class MNISTPreprocess(nn.Module):
 
     Raises:
         ValueError: a size, ``invert`` or ``fit`` option out of range, an image tensor of
-            another shape, or floating-point images outside [0, 1].
+            another shape, floating-point images outside [0, 1], or images holding NaN or
+            infinite values (tensors, arrays and float PIL images alike).
         TypeError: an input that is neither a PIL image, a NumPy array nor a uint8/float
             tensor.
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import io
 import os
 import re
 import sys
+import warnings
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,6 +20,8 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 import torch
 from torch import Tensor, nn
 from typing_extensions import Self
+
+from .._files import DigestError, NotRegularFileError, read_regular_file
 
 if TYPE_CHECKING:
     if sys.version_info >= (3, 11):
@@ -41,6 +45,14 @@ _V = TypeVar("_V")
 _SHA256_RE: Final = re.compile(r"[0-9a-f]{64}")
 # Keys under which training scripts commonly nest the model's state dict.
 _NESTED_KEYS: Final = ("model", "state_dict", "model_state_dict")
+# A torch zip is written uncompressed: entries that inflate to many times the file's size
+# (and to more than the floor) are a zip bomb, refused before anything is inflated.
+_MAX_INFLATION: Final = 16
+_INFLATION_FLOOR: Final = 64 << 20
+# A file for a model may hold its weights, an optimizer's state (Adam: twice the weights),
+# a history and RNG states: a few times the weights, never a thousand.
+_MODEL_FACTOR: Final = 8
+_MODEL_SLACK: Final = 64 << 20
 
 
 class CheckpointError(ValueError):
@@ -91,14 +103,13 @@ _TORCHSCRIPT: Final = (
 )
 
 
-def _sniff(path: Path) -> str:
+def _sniff_bytes(data: bytes) -> str:
     """``"torch"`` (zip or pickle from torch.save), ``"torchscript"`` (a program saved by
-    torch.jit.save), ``"safetensors"``, or ``"unknown"``."""
-    with path.open("rb") as fh:
-        head = fh.read(9)
+    torch.jit.save), ``"safetensors"``, or ``"unknown"``, from a file's bytes."""
+    head = data[:9]
     if head.startswith(b"PK\x03\x04"):
         try:
-            with zipfile.ZipFile(path) as archive:
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
                 names = archive.namelist()
         except Exception:  # a damaged archive (BadZipFile, UnicodeDecodeError …)
             return "torch"  # torch.load reports the damage in its own words
@@ -109,9 +120,68 @@ def _sniff(path: Path) -> str:
         return "torch"
     if len(head) == 9 and head[8:9] == b"{":
         header = int.from_bytes(head[:8], "little")
-        if 0 < header <= path.stat().st_size - 8:
+        if 0 < header <= len(data) - 8:
             return "safetensors"
     return "unknown"
+
+
+def _sniff(path: Path) -> str:
+    """:func:`_sniff_bytes` of a regular file (read whole, never a FIFO)."""
+    return _sniff_bytes(read_regular_file(path, "checkpoint file").data)
+
+
+def _model_bytes(model: nn.Module) -> int:
+    """The bytes of ``model``'s state dict."""
+    return sum(
+        t.numel() * t.element_size() for t in model.state_dict().values() if isinstance(t, Tensor)
+    )
+
+
+def _size_limit(model: nn.Module) -> int:
+    """The most bytes a weights or checkpoint file for ``model`` plausibly holds."""
+    return _MODEL_FACTOR * _model_bytes(model) + _MODEL_SLACK
+
+
+def _check_inflated_size(data: bytes, source: str, model: nn.Module | None) -> None:
+    """Refuse a zip whose entries declare more bytes than plausible, before inflating.
+
+    torch reads a record into a buffer of the size the zip's directory declares; a small
+    deflated file could otherwise claim gigabytes.
+    """
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            declared = sum(max(info.file_size, 0) for info in archive.infolist())
+    except Exception:  # not a readable zip: torch.load reports it in its own words
+        return
+    limit = max(_MAX_INFLATION * len(data), _INFLATION_FLOOR)
+    why = f"{_MAX_INFLATION} times the file's size (torch writes its zips uncompressed)"
+    if model is not None and _size_limit(model) < limit:
+        limit = _size_limit(model)
+        why = (
+            f"what {type(model).__name__} plausibly needs ({_model_bytes(model):,} bytes of "
+            f"weights)"
+        )
+    if declared > limit:
+        raise CheckpointError(
+            f"{source} is refused before inflating it: its entries declare {declared:,} bytes "
+            f"once inflated (the file is {len(data):,} bytes), more than {why}"
+        )
+
+
+def _check_finite(state: Mapping[str, Any], source: str) -> None:
+    """Refuse floating-point (or complex) tensors holding NaN or infinity, naming them."""
+    bad = []
+    for key, value in state.items():
+        if isinstance(value, Tensor) and (value.is_floating_point() or value.is_complex()):
+            finite = torch.isfinite(value)
+            if not bool(finite.all()):
+                count = int((~finite).sum())
+                bad.append(f"{key} ({count:,} of {value.numel():,} values)")
+    if bad:
+        raise CheckpointError(
+            f"{source} holds non-finite values (NaN or infinity) in {_listed(bad, 5)}; "
+            f"those weights would make every prediction NaN"
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -323,33 +393,45 @@ def load_state_dict(
     *,
     device: torch.device | str | None = None,
     sha256: str | None = None,
+    model: nn.Module | None = None,
 ) -> dict[str, Tensor]:
-    """Read a state dict from a ``.safetensors`` or ``.pt``/``.pth`` file, safely.
+    """Read a state dict from a ``.safetensors`` or ``.pt``/``.pth``/``.ckpt`` file, safely.
 
     The format is read from the file's first bytes, whatever its name. Pickle files are
     read with ``torch.load(weights_only=True)``, which refuses any object
     beyond tensors and plain containers, so a file cannot run code. A full training
     checkpoint written by :func:`tp3nets.fit` is accepted too (its ``"model"`` entry is
-    used, as is a ``"state_dict"`` entry). The ``_orig_mod.`` parts of ``torch.compile``
-    are removed, and DDP's ``module.`` prefix where every key carries it (a model's own
-    child named ``module`` beside others keeps its keys). Files saved from the reference
-    lab's classes (``torch.save(model.state_dict(), path)``) have the tp3nets keys; the
-    lab's base ConvNet's ``classifier.0``/``.2`` are renamed when loaded into
-    :class:`~tp3nets.ConvNet2` (``weights=`` or ``load_state_dict``), not here.
+    used, as is a ``"state_dict"`` entry, such as a Lightning ``.ckpt``'s). The
+    ``_orig_mod.`` parts of ``torch.compile`` are removed, and DDP's ``module.`` prefix
+    where every key carries it (a model's own child named ``module`` beside others keeps its
+    keys). Nothing is memory-mapped: a file truncated while being read gives an error, not a
+    crash. Files saved from the reference lab's classes (``torch.save(model.state_dict(),
+    path)``) have the tp3nets keys; the lab's base ConvNet's ``classifier.0``/``.2`` are
+    renamed when loaded into :class:`~tp3nets.ConvNet2` (``weights=`` or
+    ``load_state_dict``), not here.
 
     Args:
         path: the file.
         device: where to place the tensors (CPU by default).
-        sha256: the file's expected full hex digest, checked before anything is parsed.
+        sha256: the file's expected full hex digest, checked before anything is parsed;
+            the bytes parsed are the bytes hashed (the file is read once, in memory).
+        model: the model the weights are for. Then a file larger than that model
+            plausibly needs is refused before it is read, one common key prefix is
+            removed when that makes the keys fit (a Lightning ``.ckpt``'s ``model.``; a
+            :class:`UserWarning` names it), and tensors of a non-floating dtype where the
+            model's are floating-point are refused.
 
     Returns:
         The state dict, keyed as the bare model expects.
 
     Raises:
-        FileNotFoundError: no such file.
-        CheckpointError: the file is not a readable state dict, carries objects that are
-            not tensors (such as a whole pickled model, or code), or its digest differs from
-            ``sha256``.
+        FileNotFoundError: no such file, a dangling symbolic link, or a directory.
+        CheckpointError: the file is not a regular file (a FIFO, a device, a symbolic-link
+            loop), is not a readable state dict, carries objects that are not tensors (such
+            as a whole pickled model, or code), holds NaN or infinite values (the tensors
+            are named), declares more bytes than plausible (a zip that would inflate to
+            many times its size, or more than ``model`` needs: refused before inflating),
+            changed while being read, or its digest differs from ``sha256``.
 
     Example:
         >>> import tempfile, torch
@@ -360,43 +442,55 @@ def load_state_dict(
         ['classifier.1.bias', 'classifier.1.weight']
     """
     p = Path(path).expanduser()
-    if not p.is_file():
-        what = "is a directory, not a file" if p.is_dir() else "not found"
-        raise FileNotFoundError(f"checkpoint file {what}: {str(p)!r}")
+    source = repr(str(p))
     location = torch.device(device) if device is not None else torch.device("cpu")
-    if sha256 is not None:
-        digest = hashlib.sha256(p.read_bytes()).hexdigest()
-        if digest != sha256.lower():
-            raise CheckpointError(
-                f"{str(p)!r} is corrupt or was modified: its sha256 is {digest}, "
-                f"expected {sha256}"
-            )
-    kind = _sniff(p)
+    limit = _size_limit(model) if model is not None else None
+    try:
+        contents = read_regular_file(
+            p,
+            "checkpoint file",
+            max_bytes=limit,
+            too_big=(
+                f"for {type(model).__name__} ({_model_bytes(model):,} bytes of weights); it "
+                f"is not a file of this model" if model is not None else ""
+            ),
+            sha256=sha256,
+        )
+    except (DigestError, NotRegularFileError) as exc:
+        raise CheckpointError(str(exc)) from None
+    except ValueError as exc:  # too large, or changed while read
+        raise CheckpointError(str(exc)) from None
+    data = contents.data
+    kind = _sniff_bytes(data)
     if kind == "torchscript":
         raise CheckpointError(_TORCHSCRIPT.format(path=str(p)))
     if kind == "unknown":
         what = "a safetensors file" if p.suffix == ".safetensors" else (
             "a PyTorch (torch.save) or safetensors file"
         )
-        raise CheckpointError(f"{str(p)!r} is not {what}: its header is not one of theirs")
+        raise CheckpointError(f"{source} is not {what}: its header is not one of theirs")
     raw: Any
     if kind == "safetensors":
-        from safetensors.torch import load_file
+        from safetensors.torch import load
 
         try:
-            raw = load_file(str(p), device=str(location))
+            # From the bytes read (and hashed) above: nothing is memory-mapped, so a file
+            # truncated meanwhile cannot crash the process.
+            loaded = load(data)
         except Exception as exc:
             raise CheckpointError(
-                f"{str(p)!r} is not a readable safetensors file: {_first_line(exc)}"
+                f"{source} is not a readable safetensors file: {_first_line(exc)}"
             ) from None
+        # In sorted order, as safetensors' own readers give them (``load`` does not).
+        raw = {k: loaded[k].to(location) for k in sorted(loaded)}
     else:
+        if data.startswith(b"PK\x03\x04"):
+            _check_inflated_size(data, source, model)
         try:
-            # A file object, not the path: torch.load would pick a reader from the suffix.
-            with p.open("rb") as fh:
-                raw = torch.load(fh, map_location=location, weights_only=True)
+            raw = torch.load(io.BytesIO(data), map_location=location, weights_only=True)
         except Exception as exc:
             raise CheckpointError(
-                f"{str(p)!r} is not a safe, readable state dict (tp3nets loads tensors only and "
+                f"{source} is not a safe, readable state dict (tp3nets loads tensors only and "
                 f"never unpickles other objects; if it holds a whole pickled model, re-save "
                 f"model.state_dict() from the code that made it): {_first_line(exc)}"
             ) from None
@@ -406,13 +500,68 @@ def load_state_dict(
                 raw = raw[key]
                 break
     if not isinstance(raw, Mapping) or not raw:
-        raise CheckpointError(f"{str(p)!r} does not hold a state dict (a mapping of tensors)")
+        raise CheckpointError(f"{source} does not hold a state dict (a mapping of tensors)")
     bad = [k for k, v in raw.items() if not isinstance(k, str) or not isinstance(v, Tensor)]
     if bad:
         raise CheckpointError(
-            f"{str(p)!r} holds entries that are not tensors: {', '.join(map(str, bad[:5]))}"
+            f"{source} holds entries that are not tensors: {', '.join(map(str, bad[:5]))}"
         )
-    return _unwrapped_keys(raw)
+    _check_finite(raw, source)
+    state = _unwrapped_keys(raw)
+    if model is not None:
+        state = _fit_keys(model, state, source)
+        _check_dtypes(model, state, source)
+    return state
+
+
+def _own_keys(model: nn.Module, state: Mapping[str, Tensor]) -> set[str]:
+    upgrade = getattr(model, "_upgrade_keys", None)
+    return set(upgrade(state) if callable(upgrade) else state)
+
+
+def _fit_keys(model: nn.Module, state: dict[str, Tensor], source: str) -> dict[str, Tensor]:
+    """``state`` with one common key prefix removed, if that is what makes its keys those
+    of ``model`` (Lightning's attribute prefix such as ``model.``, a wrapper's ``net.``);
+    otherwise ``state`` unchanged. A :class:`UserWarning` names the prefix removed."""
+    own = set(model.state_dict())
+    if not state or _own_keys(model, state) == own:
+        return state
+    first, last = min(state), max(state)  # the common prefix of all keys is theirs
+    size = min(len(first), len(last))
+    size = next((i for i in range(size) if first[i] != last[i]), size)
+    common = first[:size]
+    dots = [i + 1 for i, ch in enumerate(common) if ch == "."]
+    for end in dots:  # the shortest prefix that fits wins
+        prefix = common[:end]
+        stripped = {k[end:]: v for k, v in state.items()}
+        if _own_keys(model, stripped) == own:
+            warnings.warn(
+                f"{source}: removed the prefix {prefix!r} that every key carries, so that "
+                f"its keys fit {type(model).__name__}",
+                UserWarning,
+                stacklevel=3,
+            )
+            return stripped
+    return state
+
+
+def _check_dtypes(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
+    """Refuse a tensor of another kind than the model's: integer, bool or complex values
+    where the model holds floating-point ones (a cast would load them silently)."""
+    own = model.state_dict()
+    bad = [
+        f"{k} ({v.dtype})"
+        for k, v in state.items()
+        if k in own
+        and isinstance(own[k], Tensor)
+        and own[k].is_floating_point()
+        and not v.is_floating_point()
+    ]
+    if bad:
+        raise CheckpointError(
+            f"{source} holds tensors that are not floating-point where "
+            f"{type(model).__name__} has floating-point ones: {_listed(bad, 5)}"
+        )
 
 
 def _listed(items: list[str], limit: int = 8) -> str:
@@ -424,8 +573,14 @@ def load_weights_into(
 ) -> None:
     """Load ``state_dict`` into ``model`` strictly, with an error that lists what differs.
 
+    When every key carries one common prefix whose removal makes the keys those of
+    ``model`` (a Lightning checkpoint's ``model.``, a wrapper's ``net.``), it is removed
+    and a :class:`UserWarning` names it; any other difference is refused.
+
     Raises:
-        CheckpointError: missing keys, unexpected keys or shape mismatches, each listed.
+        CheckpointError: missing keys, unexpected keys or shape mismatches, each listed;
+            a tensor that is not floating-point where the model's is (int64, bool, uint8,
+            complex), or one holding NaN or infinity, named.
 
     Example:
         >>> from tp3nets import ConvNet2, ConvNet3
@@ -434,6 +589,18 @@ def load_weights_into(
         ...
         tp3nets.weights._api.CheckpointError: net.pt does not fit ConvNet2: ...
     """
+    if not isinstance(state_dict, Mapping):
+        raise CheckpointError(
+            f"{source} does not hold a state dict (a mapping of tensors), but a "
+            f"{type(state_dict).__name__}"
+        )
+    bad = [k for k, v in state_dict.items() if not isinstance(v, Tensor)]
+    if bad:
+        raise CheckpointError(
+            f"{source} holds entries that are not tensors: {', '.join(map(str, bad[:5]))}"
+        )
+    _check_finite(state_dict, source)
+    state_dict = _fit_keys(model, dict(state_dict), source)
     upgrade = getattr(model, "_upgrade_keys", None)  # older layouts of the same model
     if callable(upgrade):
         state_dict = upgrade(state_dict)
@@ -466,4 +633,5 @@ def load_weights_into(
         raise CheckpointError(
             f"{source} does not fit {type(model).__name__}: " + "; ".join(parts) + hint
         )
+    _check_dtypes(model, state_dict, source)
     model.load_state_dict(state_dict, strict=True)
