@@ -111,6 +111,23 @@ def test_samples_are_re_exported() -> None:
     assert "samples" in tp3nets.__all__
 
 
+def _readme_block(heading: str, language: str) -> str:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return section.split(f"```{language}\n", 1)[1].split("```", 1)[0]
+
+
+def test_readme_quickstart_runs_from_any_folder(tmp_path: Path) -> None:
+    """The README's Python quickstart, run in an empty folder, prints the digit it reads."""
+    code = _readme_block("Quickstart", "python")
+    assert "samples.digit(7)" in code
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "7"
+
+
 @pytest.mark.slow
 def test_samples_work_from_the_built_wheel(tmp_path: Path) -> None:
     """A wheel built from the tree holds the ten PNGs; run from another folder, the
@@ -122,6 +139,7 @@ def test_samples_work_from_the_built_wheel(tmp_path: Path) -> None:
         capture_output=True,
     )
     (wheel,) = out.glob("tp3nets-*.whl")
+    assert wheel.name.startswith(f"tp3nets-{tp3nets.__version__}-")  # version: _version.py
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
     for d in range(10):
