@@ -85,7 +85,7 @@ errors = int((predicted != labels).sum())
 print(f"{errors} mistake{'' if errors == 1 else 's'}; showing {len(wrong)}")
 if len(wrong):
     top = int(wrong[0])
-    print(f"the most confident: a {int(labels[top])} read as a {int(predicted[top])}, "
+    print(f"the most confident: the digit {int(labels[top])} read as {int(predicted[top])}, "
           f"with {float(confidence[top]):.0%} confidence")
 
 if len(wrong):
