@@ -85,8 +85,8 @@ errors = int((predicted != labels).sum())
 print(f"{errors} mistake{'' if errors == 1 else 's'}; showing {len(wrong)}")
 if len(wrong):
     top = int(wrong[0])
-    print(f"the most confident: the digit {int(labels[top])} read as {int(predicted[top])}, "
-          f"with {float(confidence[top]):.0%} confidence")
+    print(f"the most confident: the digit {int(labels[top])} read as "
+          f"{int(predicted[top])}, with {float(confidence[top]):.0%} confidence")
 
 if len(wrong):
     cols = min(8, len(wrong))
@@ -99,6 +99,6 @@ if len(wrong):
     for ax, i in zip(axes.flat, wrong.tolist(), strict=False):
         ax.imshow(images[i, 0], cmap="gray")
         ax.set_title(f"{labels[i]} → {predicted[i]} ({confidence[i]:.0%})", fontsize=8)
-    fig.suptitle(f"ConvNet4's mistakes on {n} MNIST test digits\ntrue → predicted (confidence)",
-                 fontsize=10)
+    title = f"ConvNet4's mistakes on {n} MNIST test digits"
+    fig.suptitle(title + "\ntrue → predicted (confidence)", fontsize=10)
     plt.show()
