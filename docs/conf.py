@@ -121,6 +121,9 @@ if _run_examples and not _mnist.is_file():
     print(f"tp3nets docs: MNIST not found in {_mnist.parent}: the examples are not run")
     _run_examples = False
 
+# The home page shows the quickstart example's figure; without the gallery run it is absent.
+suppress_warnings = [] if _run_examples else ["image.not_readable"]
+
 sphinx_gallery_conf = {
     "examples_dirs": str(REPO / "examples"),
     "gallery_dirs": "auto_examples",
@@ -161,6 +164,7 @@ tp3nets_api_modules = [
     "tp3nets.checkpoint",
     "tp3nets.weights",
     "tp3nets.transforms",
+    "tp3nets.samples",
     "tp3nets.layers",
     "tp3nets.export",
     "tp3nets.cli",

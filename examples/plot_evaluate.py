@@ -11,8 +11,8 @@ The same figures from the command line::
 
     tp3nets evaluate convnet4 --data DIR
 
-The gallery ran this with ``TP3NETS_FAST=1``, on the first 600 test images; run it as it
-is for all 10,000.
+With ``TP3NETS_FAST=1`` (as in the gallery build) it reads the first 600 test images; run
+it as it is for all 10,000. The figures below say which.
 
 ConvNet4: TP3 lab report (Kim ANTUNEZ, Isabelle BERNARD). Data: MNIST (Yann LeCun, Corinna
 Cortes, Christopher J. C. Burges), CC BY-SA 3.0.
@@ -77,22 +77,28 @@ plt.show()
 # The digits it gets wrong
 # ------------------------
 #
-# Most confident mistakes first: "7 → 1 (93%)" is a 7 read as a 1 with 93 % confidence.
+# Most confident mistakes first; each title reads "true → predicted (confidence)".
 
 wrong = (predicted != labels).nonzero().flatten()
 wrong = wrong[confidence[wrong].argsort(descending=True)][:24]
 errors = int((predicted != labels).sum())
 print(f"{errors} mistake{'' if errors == 1 else 's'}; showing {len(wrong)}")
+if len(wrong):
+    top = int(wrong[0])
+    print(f"the most confident: the digit {int(labels[top])} read as "
+          f"{int(predicted[top])}, with {float(confidence[top]):.0%} confidence")
 
 if len(wrong):
     cols = min(8, len(wrong))
     rows = (len(wrong) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.5 * rows + 0.4),
+    # At least 6.5 inches wide, so that the title fits above a few mistakes.
+    fig, axes = plt.subplots(rows, cols, figsize=(max(1.3 * cols, 6.5), 1.5 * rows + 0.6),
                              layout="constrained", squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
     for ax, i in zip(axes.flat, wrong.tolist(), strict=False):
         ax.imshow(images[i, 0], cmap="gray")
         ax.set_title(f"{labels[i]} → {predicted[i]} ({confidence[i]:.0%})", fontsize=8)
-    fig.suptitle("Misclassified MNIST test digits: true → predicted (confidence)")
+    title = f"ConvNet4's mistakes on {n} MNIST test digits"
+    fig.suptitle(title + "\ntrue → predicted (confidence)", fontsize=10)
     plt.show()

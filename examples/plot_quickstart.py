@@ -2,8 +2,9 @@
 Quickstart: a pretrained ConvNet4 reads digits
 ==============================================
 
-The bundled ConvNet4 weights classify the sample images of ``examples/digits/``: digits
-drawn in dark ink on paper of several shades, sizes and slants, none of them from MNIST.
+The bundled ConvNet4 weights classify the sample images that ship inside the package
+(:mod:`tp3nets.samples`, the same files as ``examples/digits/``): digits drawn in dark ink
+on paper of several shades, sizes and slants, none of them from MNIST.
 Nothing is downloaded and MNIST is not needed: the weights are inside the package.
 
 The same from the command line::
@@ -15,18 +16,15 @@ weights were trained on MNIST (Yann LeCun, Corinna Cortes, Christopher J. C. Bur
 CC BY-SA 3.0).
 """
 
-import sys
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 import torch
 from PIL import Image
 
 import tp3nets
 
-# This script is REPO/examples/plot_quickstart.py; the images are beside it.
-REPO = Path(sys.argv[0]).resolve().parents[1]
-paths = sorted((REPO / "examples" / "digits").glob("*.png"))
+# The ten sample files, digit_0.png to digit_9.png, inside the installed package: this
+# script runs from any folder.
+paths = tp3nets.samples.digit_paths()
 
 # %%
 # Load the model with its weights, and the preprocessing those weights were trained with.

@@ -111,7 +111,13 @@ def _section(title: str, ident: str) -> nodes.section:
 
 
 class ModelsTableDirective(SphinxDirective):
-    """The models table, generated from the weights enums' meta."""
+    """The models table, generated from the weights enums' meta.
+
+    ``:columns:`` keeps some of its columns, by header, comma-separated (the home page's
+    models at a glance).
+    """
+
+    option_spec = {"columns": directives.unchanged}  # noqa: RUF012 (docutils API)
 
     def run(self) -> list[nodes.Node]:
         self._note_sources()
@@ -125,8 +131,22 @@ class ModelsTableDirective(SphinxDirective):
             if r.is_default:
                 weights += nodes.Text(" (DEFAULT)")
             body.append([builder, weights, *c[2:]])
-        table = make_table(meta_mod.TABLE_HEADER, body, classes=["tp3nets-models"])
+        header = list(meta_mod.TABLE_HEADER)
+        if "columns" in self.options:
+            keep = [c.strip() for c in self.options["columns"].split(",")]
+            unknown = [c for c in keep if c not in header]
+            if unknown:
+                raise self.error(f"unknown columns {unknown}; the columns are {header}")
+            idx = [header.index(c) for c in keep]
+            header = keep
+            body = [[row[i] for i in idx] for row in body]
+            classes = ["tp3nets-models", "tp3nets-models-glance"]
+        else:
+            classes = ["tp3nets-models"]
+        table = make_table(header, body, classes=classes)
         out: list[nodes.Node] = [table]
+        if "Eval throughput" not in header:
+            return out
         notes = []
         if any(r.provisional for r in rows):
             notes.append(

@@ -6,7 +6,8 @@ MNIST. ``digit_<label>.png`` holds the digit ``<label>``. Try them with::
 
     tp3nets predict convnet4 examples/digits/*.png
 
-The output is deterministic for a given Pillow version and font.
+The output is deterministic for a given Pillow version and font. The same files are written
+into ``src/tp3nets/samples/digits/``, the copy the package ships (``tp3nets.samples``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 HERE = Path(__file__).resolve().parent
+# The package ships the same files (tp3nets.samples); tests/test_samples.py checks the copies.
+PACKAGE_COPY = HERE.parents[1] / "src" / "tp3nets" / "samples" / "digits"
 # A bold sans-serif is closest to pen strokes; Pillow's own scalable font is the fallback.
 FONTS = (
     "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
@@ -84,9 +87,11 @@ def main() -> int:
     rng = random.Random(0)
     for digit, size, paper, ink, angle in SPECS:
         image = render(digit, size, paper, ink, angle, rng)
-        target = HERE / f"digit_{digit}.png"
-        image.save(target, optimize=True)
-        print(f"wrote {target.name} ({image.width}x{image.height}, {image.mode})")
+        for folder in (HERE, PACKAGE_COPY):
+            target = folder / f"digit_{digit}.png"
+            image.save(target, optimize=True)
+        print(f"wrote {target.name} ({image.width}x{image.height}, {image.mode}) in "
+              f"{HERE.name}/ and {PACKAGE_COPY.relative_to(HERE.parents[1])}/")
     return 0
 
 

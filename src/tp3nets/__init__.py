@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+from . import samples
 from ._version import __version__
 from .callbacks import CSVLogger, EarlyStopping, ModelCheckpoint, TensorBoardLogger
 from .layers import batch_relu
@@ -68,6 +69,7 @@ __all__ = [
     "load_state_dict",
     "multinomial_logistic_regression",
     "predict",
+    "samples",
     "seed_everything",
     "train_one_epoch",
 ]
