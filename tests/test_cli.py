@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import re
 import subprocess
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 import torch
 from PIL import Image
-from torch import nn
+from torch import Tensor, nn
 
 import tp3nets
 from _support import one_error_line as _one_error_line
@@ -981,3 +982,84 @@ def test_train_uses_the_fused_optimizer_where_torch_has_one(name: str) -> None:
             o.step()
     for a, b in zip(model.parameters(), plain_model.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)  # 1 % of a step
+
+
+def test_predict_samples_from_any_folder(capsys: pytest.CaptureFixture[str]) -> None:
+    """--samples classifies the ten digits that ship inside the package, from any folder
+    (the test runs in an empty one), with ConvNet4 reading all ten."""
+    code, out, err = run(capsys, "predict", "convnet4", "--samples")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 10
+    for digit, line in enumerate(lines):
+        assert f"digit_{digit}.png: {digit} (" in line
+
+
+def test_predict_min_confidence_answers_unsure(capsys: pytest.CaptureFixture[str]) -> None:
+    """Below --min-confidence the answer is 'unsure' (text) / "unsure": true (JSON), with
+    the top-k probabilities still given; the exit status stays 0."""
+    code, out, err = run(capsys, "predict", "multinomial_logistic_regression", "--samples",
+                         "--min-confidence", "1.0", "--top", "3", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["min_confidence"] == 1.0
+    assert all(r["unsure"] for r in data["results"])
+    assert all(len(r["predictions"]) == 3 for r in data["results"])
+    code, out, _ = run(capsys, "predict", "convnet4", "--samples", "--min-confidence", "0.5")
+    assert code == 0
+    assert "unsure" not in out
+    code, out, _ = run(capsys, "predict", "convnet4", str(DIGITS[7]), "--min-confidence", "1")
+    assert code == 0
+    assert out.startswith(f"{DIGITS[7]}: unsure (best: 7 (")
+    for bad in ("0", "1.5", "x"):
+        code, _, err = run(capsys, "predict", "convnet4", "--samples", "--min-confidence", bad)
+        assert code == 2
+        _one_error_line(err, "--min-confidence", "expected a probability")
+
+
+def test_predict_json_is_strict(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """predict --json never prints a bare NaN token: a non-finite probability is null."""
+    real = tp3nets.predict
+
+    def nan_predict(*args: Any, **kwargs: Any) -> Tensor:
+        out = real(*args, **kwargs)
+        out[0] = math.nan
+        return out
+
+    monkeypatch.setattr(tp3nets.training, "predict", nan_predict)
+    code, out, err = run(capsys, "predict", "convnet4", str(DIGITS[3]), "--json")
+    assert code == 0, err
+    assert "NaN" not in out
+    assert json.loads(out)["results"][0]["predictions"][0]["probability"] is None
+
+
+def test_predict_with_an_image_as_the_model_says_to_give_the_model_first(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """'tp3nets predict digit.png' names the mistake: the model comes first."""
+    code, _, err = run(capsys, "predict", str(DIGITS[1]))
+    assert code == 2
+    _one_error_line(err, "is a file, not a model name: give the model first",
+                    "tp3nets predict convnet4")
+
+
+def test_onnx_file_as_weights_and_weights_as_resume_point_the_right_way(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """--weights c4.onnx (an existing ONNX export) says it is an export, not 'unknown
+    weights'; --resume with a safetensors weights file advises --weights, not a Python
+    function."""
+    onnx_file = tmp_path / "c4.onnx"
+    onnx_file.write_bytes(b"\x08\x07")  # any content: the suffix decides
+    code, _, err = run(capsys, "predict", "convnet4", str(DIGITS[0]), "--weights", "c4.onnx")
+    assert code == 2
+    _one_error_line(err, "'c4.onnx' is an ONNX export, which tp3nets does not load back")
+    weights = tp3nets.get_model_weights("convnet4").DEFAULT
+    c4 = tmp_path / "c4.safetensors"
+    c4.write_bytes(weights.value.read_bytes())
+    code, _, err = run(capsys, "train", "convnet4", "--resume", c4, "--data", tmp_path)
+    assert code == 2
+    _one_error_line(err, "holds bare weights, not a training checkpoint",
+                    f"start from them with --weights {c4}")
+    assert "load_state_dict" not in err

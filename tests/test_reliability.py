@@ -1544,8 +1544,8 @@ def _image_cases(tmp_path: Path) -> dict[str, tuple[Path, str]]:
         os.symlink(loop, tmp_path / "loop2.png")
         cases["symlink-loop"] = (loop, r"loop\.png' is a symbolic-link loop")
         cases["device"] = (Path("/dev/zero"), r"'/dev/zero' is a character device")
-    cases["folder"] = (tmp_path, r"is a directory, not a file")
-    cases["missing"] = (tmp_path / "absent.png", r"image file not found: '.*absent\.png'")
+    cases["folder"] = (tmp_path, r"is a directory, not an image file")
+    cases["missing"] = (tmp_path / "absent.png", r"image not found: '.*absent\.png'")
     return cases
 
 
@@ -1561,7 +1561,7 @@ def test_bad_image_file_is_one_clear_error(
     naming the file and the fault: decompression bombs (refused from the header, before
     decoding), truncated and garbage files, float TIFFs with NaN or inf pixels, FIFOs
     (never waited on), link loops, devices, folders and missing files."""
-    from tp3nets._images import ImageFileError, open_image
+    from tp3nets.images import ImageFileError, open_image
 
     record_property("bad_input", "images")
     cases = _image_cases(tmp_path)
@@ -1579,7 +1579,7 @@ def test_open_image_reads_good_files_whole(tmp_path: Path) -> None:
     """A good file comes back loaded and detached from the file (which can then go)."""
     from PIL import Image
 
-    from tp3nets._images import ImageFileError, open_image
+    from tp3nets.images import ImageFileError, open_image
 
     path = tmp_path / "digit.png"
     Image.open(DIGIT).save(path)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import os
 import random
-import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,10 +14,18 @@ import torch
 from torch import nn
 
 from . import _distributed as dist_utils
+from ._atomic import write_atomically
+from ._files import read_regular_file
 from .devices import bare_module
 from .history import History
 from .weights import CheckpointError, load_weights_into
-from .weights._api import _TORCHSCRIPT, _first_line, _sniff, _uncompiled
+from .weights._api import (
+    _TORCHSCRIPT,
+    _check_inflated_size,
+    _first_line,
+    _sniff_bytes,
+    _uncompiled,
+)
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -30,6 +37,7 @@ __all__ = [
     "restore_checkpoint",
     "rng_states",
     "save_checkpoint",
+    "write_atomically",
 ]
 
 #: The ``format`` tag of every full training checkpoint tp3nets writes.
@@ -188,33 +196,6 @@ def _check_callback_states(checkpoint: dict[str, Any]) -> None:
         )
 
 
-def write_atomically(data: bytes | memoryview, path: str | os.PathLike[str]) -> Path:
-    """Write ``data`` to ``path`` through a temporary file, fsync and rename.
-
-    A process killed while writing leaves the previous file whole. The file gets the
-    mode ``open()`` would give it (the umask applies).
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return target
-
-
 def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write ``checkpoint`` to ``path`` atomically: a temporary file, fsync, then rename.
 
@@ -240,13 +221,16 @@ def load_checkpoint(
     """Read a checkpoint written by :func:`save_checkpoint`, refusing pickled code.
 
     Raises:
-        FileNotFoundError: no such file.
-        CheckpointError: not a tp3nets checkpoint, or unreadable.
+        FileNotFoundError: no such file (or a directory).
+        NotRegularFileError: a FIFO, a device, a socket or a symbolic-link loop (a
+            ``ValueError``).
+        CheckpointError: not a tp3nets checkpoint, unreadable, or malformed.
     """
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {str(p)!r}")
-    kind = _sniff(p)
+    # Read once into memory (a FIFO or a device is refused, not read; nothing is
+    # memory-mapped): the bytes sniffed, size-checked and parsed are the same.
+    data = read_regular_file(p, "checkpoint file").data
+    kind = _sniff_bytes(data)
     if kind == "torchscript":
         raise CheckpointError(_TORCHSCRIPT.format(path=str(p)), kind="torchscript")
     if kind == "safetensors":
@@ -259,10 +243,9 @@ def load_checkpoint(
             f"{str(p)!r} is not a PyTorch file (torch.save), so not a tp3nets training "
             "checkpoint: its header is not one of theirs", kind="other"
         )
+    _check_inflated_size(data, repr(str(p)), None)
     try:
-        # A file object, so that torch does not pick its reader from the suffix.
-        with p.open("rb") as fh:
-            ckpt = torch.load(fh, map_location=device or "cpu", weights_only=True)
+        ckpt = torch.load(io.BytesIO(data), map_location=device or "cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(
             f"{str(p)!r} is not a readable tp3nets checkpoint: {_first_line(exc)}"

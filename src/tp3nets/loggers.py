@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import write_atomically
+from ._atomic import write_atomically
 from .state import FitState
 
 __all__ = ["CSVLogger", "TensorBoardLogger"]

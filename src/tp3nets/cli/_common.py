@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -79,9 +80,13 @@ def _data_dir(value: str | None) -> Path:
 
 
 def _looks_like_path(value: str) -> bool:
+    """Whether a --weights value names a file rather than a weights member: a path
+    separator, or a weights or export file's suffix."""
     from ..weights import CHECKPOINT_SUFFIXES
 
-    return "/" in value or os.sep in value or value.lower().endswith(CHECKPOINT_SUFFIXES)
+    return "/" in value or os.sep in value or value.lower().endswith(
+        (*CHECKPOINT_SUFFIXES, ".onnx")
+    )
 
 
 def _load_model(name: str, weights: str | None) -> tuple[nn.Module, Any, str]:
@@ -105,18 +110,24 @@ def _load_model(name: str, weights: str | None) -> tuple[nn.Module, Any, str]:
         try:
             member = enum_cls.verify(weights)
         except ValueError as exc:
-            if not Path(weights).expanduser().is_file():
+            if not Path(weights).expanduser().exists():
                 raise UsageError(
                     f"{exc} (or give the path of a .safetensors or .pt file)"
                 ) from None
     if member is not None:
         return builder(weights=member), member, repr(member)
     path = Path(weights).expanduser()
-    if not path.is_file():
+    if path.is_dir() or not (path.exists() or path.is_symlink()):
+        # A FIFO, a device or a link loop is named as such by load_state_dict.
         what = "is a directory" if path.is_dir() else "not found"
         raise FileNotFoundError(f"weights file {what}: {weights!r}")
+    if path.suffix.lower() == ".onnx":
+        raise UsageError(
+            f"{weights!r} is an ONNX export, which tp3nets does not load back: give a "
+            f".safetensors or .pt weights file (run ONNX files with onnxruntime)"
+        )
     model = builder()
-    load_weights_into(model, load_state_dict(path), source=str(path))
+    load_weights_into(model, load_state_dict(path, model=model), source=str(path))
     return model, None, str(path)
 
 
@@ -161,7 +172,19 @@ def _members(enum_cls: Any) -> list[tuple[Any, list[str]]]:
 
 
 def _json(obj: Any) -> str:
-    return json.dumps(obj, indent=2, default=lambda o: list(o) if isinstance(o, tuple) else str(o))
+    """Strict JSON (no bare NaN or Infinity tokens): a non-finite number becomes null."""
+    return json.dumps(_finite(obj), indent=2, allow_nan=False,
+                      default=lambda o: list(o) if isinstance(o, tuple) else str(o))
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def _one_line(exc: BaseException) -> str:
@@ -224,6 +247,16 @@ def _non_negative_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a probability, got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a probability in (0, 1], got {text!r}")
     return value
 
 

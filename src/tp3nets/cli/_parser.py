@@ -16,6 +16,7 @@ from ._common import (
     _non_negative_int,
     _Parser,
     _positive,
+    _probability,
 )
 
 
@@ -160,10 +161,17 @@ def build_parser() -> argparse.ArgumentParser:
                        "image in which no ink is found is marked blank (\"blank\": true "
                        "in JSON): the model's answer for it means nothing.")
     _add_model(p)
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="image files")
+    p.add_argument("--samples", action="store_true",
+                   help="also classify the ten sample digits that ship with tp3nets")
     _add_weights(p, "DEFAULT", "weights to use")
     p.add_argument("--top", type=_positive(int, "an integer"), default=1, metavar="K",
-                   help="show the K most probable classes (default: 1)")
+                   help="show the K most probable classes with their probabilities "
+                   "(default: 1)")
+    p.add_argument("--min-confidence", type=_probability, default=None, metavar="P",
+                   help="answer 'unsure' for an image whose most probable class has a "
+                   "probability below P, in (0, 1] (JSON: \"unsure\": true); the exit "
+                   "status stays 0")
     _add_device(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_run._cmd_predict)

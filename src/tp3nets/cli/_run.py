@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Final
 
 import torch
 from torch import Tensor
@@ -19,8 +19,10 @@ from ._common import (
     _device,
     _json,
     _load_model,
-    _one_line,
 )
+
+_IMAGE_SUFFIXES: Final = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff",
+                          ".webp", ".pgm", ".ppm")
 
 
 class _ConfusionMatrix:
@@ -105,29 +107,23 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 # predict
 
 
-def _open_image(path: str) -> Any:
-    from PIL import Image, UnidentifiedImageError
-
-    file = Path(path).expanduser()
-    if not file.exists():
-        raise FileNotFoundError(f"image not found: {path!r}")
-    if file.is_dir():
-        raise UsageError(f"{path!r} is a directory, not an image file")
-    try:
-        with Image.open(file) as img:
-            img.load()
-            return img.copy()
-    except UnidentifiedImageError:
-        raise UsageError(f"{path!r} is not an image file that Pillow can read") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        # Truncated or corrupt files (PIL raises OSError, sometimes SyntaxError).
-        raise UsageError(f"cannot read image {path!r}: {_one_line(exc)}") from None
-
-
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from .. import samples
+    from ..images import open_image
     from ..training import predict
     from ..transforms import MNISTPreprocess
 
+    if Path(args.model).suffix.lower() in _IMAGE_SUFFIXES or Path(args.model).is_file():
+        raise UsageError(
+            f"{args.model!r} is a file, not a model name: give the model first, as in "
+            f"'tp3nets predict convnet4 {args.model}' (models: 'tp3nets list')"
+        )
+    images = [*args.images, *(str(p) for p in samples.digit_paths())] if args.samples \
+        else list(args.images)
+    if not images:
+        raise UsageError("the following arguments are required: IMAGE (the image files to "
+                         "classify), or --samples for the ten sample digits of tp3nets "
+                         "(see 'tp3nets predict --help')")
     device = _device(args.device)
     model, member, source = _load_model(args.model, args.weights)
     num_classes = int(getattr(model, "num_classes", 10))
@@ -137,7 +133,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     preprocess = reference.transforms() if reference is not None else MNISTPreprocess()
     categories = [str(c) for c in reference.meta["categories"]] if reference is not None and \
         len(reference.meta["categories"]) == num_classes else [str(i) for i in range(num_classes)]
-    batch = torch.stack([preprocess(_open_image(path)) for path in args.images])
+    batch = torch.stack([preprocess(open_image(path)) for path in images])
     # A uniform input after preprocessing: no ink was found, whatever the model answers.
     blank = (batch.flatten(1).amax(1) == batch.flatten(1).amin(1)).tolist()
     probs = predict(model, batch, device=device).softmax(dim=1)
@@ -150,15 +146,19 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 for p, i in zip(ps, idx, strict=True)
             ],
             "blank": empty,
+            "unsure": args.min_confidence is not None and not ps[0] >= args.min_confidence,
         }
-        for path, ps, idx, empty in zip(args.images, top_p.tolist(), top_i.tolist(), blank,
+        for path, ps, idx, empty in zip(images, top_p.tolist(), top_i.tolist(), blank,
                                         strict=True)
     ]
     if args.json:
-        print(_json({"model": args.model, "weights": source, "results": results}))
+        print(_json({"model": args.model, "weights": source,
+                     "min_confidence": args.min_confidence, "results": results}))
         return 0
     for res in results:
         shown = ", ".join(f"{p['class']} ({p['probability']:.4f})" for p in res["predictions"])
+        if res["unsure"]:
+            shown = f"unsure (best: {shown}; below --min-confidence {args.min_confidence:g})"
         note = "  [blank: no ink found, the answer means nothing]" if res["blank"] else ""
         print(f"{res['image']}: {shown}{note}")
     return 0

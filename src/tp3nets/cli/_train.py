@@ -342,7 +342,8 @@ def _check_options(args: argparse.Namespace) -> None:
         )
     if args.resume is not None:
         path = Path(args.resume).expanduser()
-        if not path.is_file():
+        # A FIFO, a device or a link loop is named as such by load_checkpoint.
+        if path.is_dir() or not (path.exists() or path.is_symlink()):
             what = "is a directory" if path.is_dir() else "not found"
             raise FileNotFoundError(f"checkpoint to resume {what}: {str(args.resume)!r}")
 

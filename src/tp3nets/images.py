@@ -1,4 +1,12 @@
-"""Opening a user's image file: one clear error for every way it can go wrong."""
+"""Opening a user's image file: one clear error for every way it can go wrong.
+
+:func:`open_image` is what ``tp3nets predict`` reads its images with; use it before
+``weights.transforms()`` for files from outside (uploads, scans)::
+
+    from tp3nets.images import open_image
+
+    x = weights.transforms()(open_image("upload.png")).unsqueeze(0)
+"""
 
 from __future__ import annotations
 
@@ -56,9 +64,13 @@ def open_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -
 
     shown = repr(str(path))
     try:
-        data = read_regular_file(path, "image file", max_bytes=MAX_IMAGE_BYTES).data
+        data = read_regular_file(path, "image", max_bytes=MAX_IMAGE_BYTES).data
     except FileNotFoundError as exc:
+        if os.path.isdir(path):
+            raise ImageFileError(f"{shown} is a directory, not an image file") from None
         raise _ImageNotFoundError(str(exc)) from None
+    except PermissionError as exc:
+        raise ImageFileError(f"cannot read image {shown}: {exc.strerror or exc}") from None
     except (NotRegularFileError, ValueError, OSError) as exc:
         raise ImageFileError(str(exc)) from None
     limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
