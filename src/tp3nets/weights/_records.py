@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 RECORDS: Final[dict[str, dict[str, Any]]] = {'convnet2': {'file': 'convnet2_mnist_v1.safetensors',
-              'file_size': 3159424,
+              'file_size': 3159464,
               'history': [{'acc': 0.56673,
                            'epoch': 1.0,
                            'loss': 1.50672,
@@ -289,12 +289,39 @@ RECORDS: Final[dict[str, dict[str, Any]]] = {'convnet2': {'file': 'convnet2_mnis
                            'time': 6.2598,
                            'val_acc': 0.9936,
                            'val_loss': 0.01961}],
-              'metrics': {'MNIST': {'acc@1': 99.31, 'loss': 0.0197}, 'val_acc@1': 99.36},
+              'metrics': {'MNIST': {'acc@1': 99.31,
+                                    'ece': 0.123,
+                                    'loss': 0.0196,
+                                    'mean_confidence': 99.37},
+                          'val_acc@1': 99.36,
+                          'val_ece': 0.141},
               'num_params': 789718,
               'recipe': {'augment': True,
                          'augmentation': 'BatchRandomAffine(degrees=10, translate=0.1, '
                                          'scale=(0.9, 1.1))',
                          'batch_size': 128,
+                         'calibration': {'MNIST_before': {'acc@1': 99.31,
+                                                          'ece': 0.13,
+                                                          'mean_confidence': 99.39,
+                                                          'nll': 0.0197},
+                                         'command': 'python recipes/calibrate.py --data DIR',
+                                         'criterion': 'nll',
+                                         'fitted_on': 'validation split: the 5,000 MNIST '
+                                                      'training images held out by '
+                                                      'mnist_splits(val_size=5000, seed=42), '
+                                                      'as in training',
+                                         'method': 'temperature scaling, folded into the final '
+                                                   'Linear layer',
+                                         'n_bins': 15,
+                                         'temperature': 1.018771,
+                                         'validation': {'after': {'acc@1': 99.36,
+                                                                  'ece': 0.141,
+                                                                  'mean_confidence': 99.4,
+                                                                  'nll': 0.0196},
+                                                        'before': {'acc@1': 99.36,
+                                                                   'ece': 0.179,
+                                                                   'mean_confidence': 99.42,
+                                                                   'nll': 0.0196}}},
                          'command': 'python recipes/train_weights.py convnet2 --data DIR '
                                     '--seed 0',
                          'epochs': 40,
@@ -309,9 +336,9 @@ RECORDS: Final[dict[str, dict[str, Any]]] = {'convnet2': {'file': 'convnet2_mnis
                          'torch_version': '2.14.1+cu130',
                          'training_seconds': 320.8,
                          'weight_decay': 0.0001},
-              'sha256': 'a8e38352cd1911d55e18e12c0f5d8a73a7385812ac9f95e5fc706abee68fe741'},
+              'sha256': 'fe48603aea6d4ddaec22d6e9d6bcbf02adec7f4cccef50e08cce9782ea8443bf'},
  'convnet3': {'file': 'convnet3_mnist_v1.safetensors',
-              'file_size': 696880,
+              'file_size': 696920,
               'history': [{'acc': 0.5276,
                            'epoch': 1.0,
                            'loss': 1.3484,
@@ -452,12 +479,39 @@ RECORDS: Final[dict[str, dict[str, Any]]] = {'convnet2': {'file': 'convnet2_mnis
                            'time': 19.25063,
                            'val_acc': 0.9946,
                            'val_loss': 0.01808}],
-              'metrics': {'MNIST': {'acc@1': 99.61, 'loss': 0.0129}, 'val_acc@1': 99.46},
+              'metrics': {'MNIST': {'acc@1': 99.61,
+                                    'ece': 0.159,
+                                    'loss': 0.0131,
+                                    'mean_confidence': 99.52},
+                          'val_acc@1': 99.46,
+                          'val_ece': 0.261},
               'num_params': 173962,
               'recipe': {'augment': True,
                          'augmentation': 'BatchRandomAffine(degrees=10, translate=0.1, '
                                          'scale=(0.9, 1.1))',
                          'batch_size': 128,
+                         'calibration': {'MNIST_before': {'acc@1': 99.61,
+                                                          'ece': 0.14,
+                                                          'mean_confidence': 99.64,
+                                                          'nll': 0.0129},
+                                         'command': 'python recipes/calibrate.py --data DIR',
+                                         'criterion': 'nll',
+                                         'fitted_on': 'validation split: the 5,000 MNIST '
+                                                      'training images held out by '
+                                                      'mnist_splits(val_size=5000, seed=42), '
+                                                      'as in training',
+                                         'method': 'temperature scaling, folded into the final '
+                                                   'Linear layer',
+                                         'n_bins': 15,
+                                         'temperature': 1.172639,
+                                         'validation': {'after': {'acc@1': 99.46,
+                                                                  'ece': 0.261,
+                                                                  'mean_confidence': 99.51,
+                                                                  'nll': 0.0176},
+                                                        'before': {'acc@1': 99.46,
+                                                                   'ece': 0.287,
+                                                                   'mean_confidence': 99.65,
+                                                                   'nll': 0.0181}}},
                          'command': 'python recipes/train_weights.py convnet3 --data DIR '
                                     '--seed 0',
                          'epochs': 20,
@@ -474,9 +528,9 @@ RECORDS: Final[dict[str, dict[str, Any]]] = {'convnet2': {'file': 'convnet2_mnis
                          'torch_version': '2.14.1+cu130',
                          'training_seconds': 1086.8,
                          'weight_decay': 0.0001},
-              'sha256': '561d5dc5b0c3f7455fb1a77523ab33d153c4363816d889d0749c72ba8de22f82'},
+              'sha256': '828935335ae976e6717dc2a8ededf3822109cb7ae846af2eb79f9550b7f99cb2'},
  'convnet4': {'file': 'convnet4_mnist_v1.safetensors',
-              'file_size': 4605424,
+              'file_size': 4605456,
               'history': [{'acc': 0.86013,
                            'epoch': 1.0,
                            'loss': 0.9248,
@@ -561,12 +615,39 @@ RECORDS: Final[dict[str, dict[str, Any]]] = {'convnet2': {'file': 'convnet2_mnis
                            'time': 349.01198,
                            'val_acc': 0.997,
                            'val_loss': 0.51355}],
-              'metrics': {'MNIST': {'acc@1': 99.69, 'loss': 0.0844}, 'val_acc@1': 99.7},
+              'metrics': {'MNIST': {'acc@1': 99.69,
+                                    'ece': 0.058,
+                                    'loss': 0.0102,
+                                    'mean_confidence': 99.75},
+                          'val_acc@1': 99.7,
+                          'val_ece': 0.155},
               'num_params': 1148618,
               'recipe': {'augment': True,
                          'augmentation': 'BatchRandomAffine(degrees=10, translate=0.1, '
                                          'scale=(0.9, 1.1))',
                          'batch_size': 128,
+                         'calibration': {'MNIST_before': {'acc@1': 99.69,
+                                                          'ece': 7.341,
+                                                          'mean_confidence': 92.36,
+                                                          'nll': 0.0844},
+                                         'command': 'python recipes/calibrate.py --data DIR',
+                                         'criterion': 'nll',
+                                         'fitted_on': 'validation split: the 5,000 MNIST '
+                                                      'training images held out by '
+                                                      'mnist_splits(val_size=5000, seed=42), '
+                                                      'as in training',
+                                         'method': 'temperature scaling, folded into the final '
+                                                   'Linear layer',
+                                         'n_bins': 15,
+                                         'temperature': 0.495719,
+                                         'validation': {'after': {'acc@1': 99.7,
+                                                                  'ece': 0.155,
+                                                                  'mean_confidence': 99.77,
+                                                                  'nll': 0.0119},
+                                                        'before': {'acc@1': 99.7,
+                                                                   'ece': 7.312,
+                                                                   'mean_confidence': 92.43,
+                                                                   'nll': 0.0845}}},
                          'command': 'python recipes/train_weights.py convnet4 --data DIR '
                                     '--seed 0',
                          'epochs': 12,
@@ -583,7 +664,7 @@ RECORDS: Final[dict[str, dict[str, Any]]] = {'convnet2': {'file': 'convnet2_mnis
                          'torch_version': '2.14.1+cu130',
                          'training_seconds': 4124.0,
                          'weight_decay': 0.0005},
-              'sha256': '2f10781d6602785870cb9d922c5cca256db9f5740efe21d32e93c99db2c0cc5a',
+              'sha256': 'dac14ede2d45b2610bab840198740dabcfdf9ea7937c0094c1dc8caa1fe820ad',
               'time_to_accuracy': {'command': 'python recipes/time_to_accuracy.py --data DIR',
                                    'epochs': [{'epoch': 1, 'seconds': 200.7, 'test_acc': 97.75},
                                               {'epoch': 2,
@@ -601,7 +682,7 @@ RECORDS: Final[dict[str, dict[str, Any]]] = {'convnet2': {'file': 'convnet2_mnis
                                    'target_acc': 99.12,
                                    'torch_version': '2.14.1+cu130'}},
  'multinomial_logistic_regression': {'file': 'multinomial_logistic_regression_mnist_v1.safetensors',
-                                     'file_size': 31632,
+                                     'file_size': 31672,
                                      'history': [{'acc': 0.49055,
                                                   'epoch': 1.0,
                                                   'loss': 1.97067,
@@ -882,12 +963,46 @@ RECORDS: Final[dict[str, dict[str, Any]]] = {'convnet2': {'file': 'convnet2_mnis
                                                   'time': 0.24059,
                                                   'val_acc': 0.9182,
                                                   'val_loss': 0.28485}],
-                                     'metrics': {'MNIST': {'acc@1': 92.86, 'loss': 0.2621},
-                                                 'val_acc@1': 91.82},
+                                     'metrics': {'MNIST': {'acc@1': 92.86,
+                                                           'ece': 0.692,
+                                                           'loss': 0.2637,
+                                                           'mean_confidence': 92.55},
+                                                 'val_acc@1': 91.82,
+                                                 'val_ece': 1.036},
                                      'num_params': 7850,
                                      'recipe': {'augment': False,
                                                 'augmentation': 'none',
                                                 'batch_size': 256,
+                                                'calibration': {'MNIST_before': {'acc@1': 92.86,
+                                                                                 'ece': 1.307,
+                                                                                 'mean_confidence': 91.68,
+                                                                                 'nll': 0.2621},
+                                                                'command': 'python '
+                                                                           'recipes/calibrate.py '
+                                                                           '--data DIR',
+                                                                'criterion': 'ece',
+                                                                'fitted_on': 'validation '
+                                                                             'split: the 5,000 '
+                                                                             'MNIST training '
+                                                                             'images held out '
+                                                                             'by '
+                                                                             'mnist_splits(val_size=5000, '
+                                                                             'seed=42), as in '
+                                                                             'training',
+                                                                'method': 'temperature '
+                                                                          'scaling, folded '
+                                                                          'into the final '
+                                                                          'Linear layer',
+                                                                'n_bins': 15,
+                                                                'temperature': 0.927842,
+                                                                'validation': {'after': {'acc@1': 91.82,
+                                                                                         'ece': 1.036,
+                                                                                         'mean_confidence': 92.24,
+                                                                                         'nll': 0.2876},
+                                                                               'before': {'acc@1': 91.82,
+                                                                                          'ece': 1.409,
+                                                                                          'mean_confidence': 91.34,
+                                                                                          'nll': 0.2849}}},
                                                 'command': 'python recipes/train_weights.py '
                                                            'multinomial_logistic_regression '
                                                            '--data DIR --seed 0',
@@ -907,4 +1022,4 @@ RECORDS: Final[dict[str, dict[str, Any]]] = {'convnet2': {'file': 'convnet2_mnis
                                                 'torch_version': '2.14.1+cu130',
                                                 'training_seconds': 12.6,
                                                 'weight_decay': 0.0},
-                                     'sha256': '3d56f85da240e306b86dddea8bc61121d97d3cf9fed3fd50a5c47067165b3ad2'}}
+                                     'sha256': '99fe34a8028ee7c6e3ea77a808178a7a96ce27ce26780cb865fdbb7530fb9c01'}}
