@@ -293,8 +293,14 @@ def temperature_from_logits(
         nearest = torch.where(best, grid.log().abs(), torch.full_like(grid, math.inf)).argmin()
         return float(grid[nearest])
     log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([log_t], lr=1.0, max_iter=max_iter,
-                                  line_search_fn="strong_wolfe")
+    if bool(z.argmax(dim=1).eq(y).all()):
+        raise ValueError(
+            "no temperature fits: every prediction is right, so the NLL falls as T goes "
+            "to 0; calibrate on held-out data that has some errors"
+        )
+    # float64 and tight tolerances: the optimum to ~1e-9, not LBFGS's float32 defaults.
+    optimizer = torch.optim.LBFGS([log_t], lr=1.0, max_iter=max_iter, tolerance_grad=1e-12,
+                                  tolerance_change=1e-15, line_search_fn="strong_wolfe")
 
     def closure() -> Tensor:
         optimizer.zero_grad()
