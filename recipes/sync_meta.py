@@ -1,18 +1,22 @@
 """Regenerate ``src/tp3nets/weights/_records.py`` from ``recipes/results/*.json``.
 
-Run after ``train_weights.py``: the sha256, file size, recipe and metrics that the weight
-enums expose come from the training run itself, never typed by hand.
+Run after ``train_weights.py`` and ``calibrate.py``: the sha256, file size, recipe and
+metrics that the weight enums expose come from those runs themselves, never typed by hand.
+The calibration (``recipe["calibration"]``: temperature, split, ECE before and after) and
+the test ECE (``metrics["MNIST"]["ece"]``) travel inside ``recipe`` and ``metrics``.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import pprint
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 TARGET = HERE.parent / "src" / "tp3nets" / "weights" / "_records.py"
+FILES = TARGET.parent / "files"
 MODELS = ("convnet2", "convnet3", "convnet4", "multinomial_logistic_regression")
 KEEP = ("file", "sha256", "file_size", "num_params", "recipe", "metrics")
 
@@ -23,10 +27,21 @@ def main(argv: list[str] | None = None) -> int:
     for name in MODELS:
         path = HERE / "results" / f"{name}.json"
         data = json.loads(path.read_text())
+        digest = hashlib.sha256((FILES / data["file"]).read_bytes()).hexdigest()
+        if digest != data["sha256"]:
+            raise SystemExit(f"{path.name} records sha256 {data['sha256']} but "
+                             f"{data['file']} has {digest}: rerun the recipe that wrote it")
         records[data["model"]] = {k: data[k] for k in KEEP}
         records[data["model"]]["history"] = [
             {k: round(v, 5) for k, v in row.items()} for row in data["history"]["epochs"]
         ]
+    robustness = HERE / "results" / "robustness.json"
+    if robustness.is_file():
+        data = json.loads(robustness.read_text())
+        for name, row in data["models"].items():
+            records[name]["metrics"]["MNIST-perturbed"] = {
+                k: v["acc@1"] for k, v in row.items() if k != "clean"
+            }
     tta = HERE / "results" / "time_to_accuracy.json"
     if tta.is_file():
         data = json.loads(tta.read_text())

@@ -664,3 +664,89 @@ def test_prefixes_that_do_not_make_the_keys_fit_stay_strict(tmp_path: Path) -> N
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_weights_into(mlr, tp3nets.MultinomialLogisticRegression().state_dict())
+# calibration (recipes/calibrate.py): the recorded figures, and a recomputation of them
+
+
+def _calibration(name: str) -> dict[str, Any]:
+    calibration: dict[str, Any] = ENUMS[name].DEFAULT.meta["recipe"]["calibration"]
+    return calibration
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_meta_records_a_validation_fitted_calibration(name: str) -> None:
+    """meta has the temperature, the split it was fitted on and the ECE, at most 1 % on test."""
+    calibration = _calibration(name)
+    metrics = ENUMS[name].DEFAULT.meta["metrics"]
+    assert float(calibration["temperature"]) > 0
+    assert "validation split" in calibration["fitted_on"]
+    assert "val_size=5000, seed=42" in calibration["fitted_on"]
+    assert calibration["command"].startswith("python recipes/calibrate.py")
+    assert calibration["validation"]["after"]["ece"] == metrics["val_ece"]
+    assert 0.0 <= float(metrics["MNIST"]["ece"]) <= 1.0
+    # a temperature never changes a prediction: the accuracy before folding is the same
+    assert calibration["MNIST_before"]["acc@1"] == metrics["MNIST"]["acc@1"]
+    assert calibration["validation"]["before"]["acc@1"] == metrics["val_acc@1"]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_bundled_file_header_names_its_folded_temperature(name: str) -> None:
+    """The safetensors header of each bundled file holds the temperature folded into it."""
+    from safetensors import safe_open
+
+    member = ENUMS[name].DEFAULT
+    with safe_open(str(WEIGHT_FILES / member.file), framework="pt") as fh:
+        header = fh.metadata()
+    assert float(header["temperature"]) == pytest.approx(
+        float(_calibration(name)["temperature"]), rel=1e-5)
+
+
+def _recomputed(name: str, dataset: Any) -> dict[str, float]:
+    from tp3nets.calibration import collect_logits, expected_calibration_error
+    from tp3nets.data import TensorLoader
+
+    model = tp3nets.get_model(name, weights="DEFAULT")
+    logits, target = collect_logits(model, TensorLoader(dataset, 1000), device="cpu")
+    probs = logits.softmax(1)
+    n_bins = int(_calibration(name)["n_bins"])
+    return {"acc@1": 100 * float(logits.argmax(1).eq(target).double().mean()),
+            "ece": 100 * expected_calibration_error(probs, target, n_bins)}
+
+
+@pytest.mark.mnist
+def test_mlr_recorded_test_ece_and_accuracy_are_recomputed(mnist_root: Path) -> None:
+    """The linear model (cheap): its MNIST test acc@1 and ECE are those meta records."""
+    from tp3nets.data import load_mnist
+
+    metrics = ENUMS[MLR].DEFAULT.meta["metrics"]["MNIST"]
+    got = _recomputed(MLR, load_mnist(mnist_root, train=False))
+    assert got["acc@1"] == pytest.approx(metrics["acc@1"], abs=0.005)
+    assert got["ece"] == pytest.approx(metrics["ece"], abs=0.001)
+
+
+@pytest.mark.mnist
+@pytest.mark.slow
+@pytest.mark.parametrize("name", MODELS)
+def test_recorded_validation_ece_is_recomputed(name: str, mnist_root: Path) -> None:
+    """On the split the temperature was fitted on, the bundled file gives meta's ECE."""
+    from tp3nets.data import mnist_splits
+
+    _, val, _ = mnist_splits(mnist_root, val_size=5000, seed=42)
+    got = _recomputed(name, val)
+    meta = ENUMS[name].DEFAULT.meta
+    assert got["acc@1"] == pytest.approx(meta["metrics"]["val_acc@1"], abs=0.005)
+    assert got["ece"] == pytest.approx(meta["metrics"]["val_ece"], abs=0.002)
+
+
+@pytest.mark.mnist
+@pytest.mark.slow
+@pytest.mark.parametrize("name", MODELS)
+def test_recorded_test_ece_is_recomputed_and_at_most_one_percent(
+    name: str, mnist_root: Path
+) -> None:
+    """On the 10,000 test images each bundled file has meta's ECE, at most 1 %."""
+    from tp3nets.data import load_mnist
+
+    got = _recomputed(name, load_mnist(mnist_root, train=False))
+    assert got["ece"] == pytest.approx(ENUMS[name].DEFAULT.meta["metrics"]["MNIST"]["ece"],
+                                       abs=0.002)
+    assert got["ece"] <= 1.0

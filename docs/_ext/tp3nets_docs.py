@@ -173,7 +173,8 @@ class ModelsTableDirective(SphinxDirective):
             self.env.note_dependency(str(meta_mod.EVALUATE_JSON))
 
 
-_HIDDEN_RECIPE_KEYS = {"command", "seed", "torch_version", "hardware", "training_seconds"}
+_HIDDEN_RECIPE_KEYS = {"command", "seed", "torch_version", "hardware", "training_seconds",
+                       "calibration"}
 
 
 class WeightsDetailsDirective(SphinxDirective):
@@ -250,6 +251,16 @@ class WeightsDetailsDirective(SphinxDirective):
                 f"(the lab report: 40 minutes for its 2 epochs); "
                 f"command: {tta.get('command')}" if reached is not None
                 else f"target {tta.get('target_acc')} % not reached",
+            ))
+        calibration = recipe.get("calibration")
+        if calibration:
+            items.append((
+                "Calibration",
+                f"temperature {calibration.get('temperature')} folded into the last layer, "
+                f"fitted ({calibration.get('criterion')}) on the "
+                f"{calibration.get('fitted_on')}; MNIST test ECE "
+                f"{(calibration.get('MNIST_before') or {}).get('ece')} % as trained, "
+                f"{mnist.get('ece')} % calibrated; command: {calibration.get('command')}",
             ))
         section += _field_list(items)
         return section

@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+from . import calibration as calibration
 from . import samples
 from ._version import __version__
 from .callbacks import CSVLogger, EarlyStopping, ModelCheckpoint, TensorBoardLogger
