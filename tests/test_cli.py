@@ -1063,3 +1063,36 @@ def test_onnx_file_as_weights_and_weights_as_resume_point_the_right_way(
     _one_error_line(err, "holds bare weights, not a training checkpoint",
                     f"start from them with --weights {c4}")
     assert "load_state_dict" not in err
+
+
+@pytest.mark.parametrize(("argv", "needles"), [
+    (["predict", "convnet4", "x.png", "--jsn"],
+     ["tp3nets predict: error: unrecognized arguments: --jsn; did you mean --json?",
+      "(see 'tp3nets predict --help')"]),
+    (["train", "convnet4", "--epoks", "3"],
+     ["tp3nets train: error: unrecognized arguments: --epoks 3; did you mean --epochs?",
+      "(see 'tp3nets train --help')"]),
+    (["list", "--bogus"], ["tp3nets list: error: unrecognized arguments: --bogus",
+                           "(see 'tp3nets list --help')"]),
+])
+def test_a_typo_in_a_subcommand_option_points_to_that_subcommand(
+    capsys: pytest.CaptureFixture[str], argv: list[str], needles: list[str]
+) -> None:
+    """An unknown option of a subcommand is reported by that subcommand, with the close
+    option names, and sends to its own --help (it sent to 'tp3nets --help')."""
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert out == ""
+    _one_error_line(err, *needles)
+
+
+def test_top_level_help_keeps_the_malloc_setting_under_a_performance_note(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The top-level help speaks of commands first; memory tuning is a performance note."""
+    code, out, _ = run(capsys, "--help")
+    assert code == 0
+    text = " ".join(out.split())
+    assert "malloc" not in text.lower()
+    assert "Performance note: on Linux, tp3nets keeps memory that tensors free" in text
+    assert text.index("describes each command") < text.index("Performance note")

@@ -1217,3 +1217,15 @@ def test_predict_and_evaluate_are_safe_from_several_threads_on_one_model() -> No
     assert all(e == expected_eval for e in evals)
     assert model.training
     assert all(m.training for m in model.modules())
+
+
+def test_predict_on_pil_images_says_to_use_the_weights_transforms() -> None:
+    """predict(model, [pil_image]) advises weights.transforms() (not torch.as_tensor)."""
+    import tp3nets
+
+    img = tp3nets.samples.digit(3)
+    model = ConvNet2()
+    for data in ([img], img, (img, img)):
+        with pytest.raises(TypeError, match=r"predict takes tensors, got PIL images: .*"
+                                            r"weights\.transforms\(\)\(img\)"):
+            predict(model, data)  # type: ignore[arg-type]

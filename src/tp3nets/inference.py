@@ -143,6 +143,7 @@ def predict(
     prec = get_precision(precision, dev)
     batch_size = int_at_least(batch_size, "batch_size")
     model.to(dev)
+    _refuse_images(data)
     if isinstance(data, Tensor):
         if data.dim() == 0 or data.shape[0] == 0:
             raise ValueError(f"predict needs a non-empty batch, got shape {tuple(data.shape)}")
@@ -154,6 +155,7 @@ def predict(
     with model_lock(model), set_mode(model, False), torch.inference_mode():
         for batch in batches:
             x = _inputs(batch, unpack)
+            _refuse_images(x)
             with prec.forward_context():
                 out = model(devices.to_device(x, dev))
             if not isinstance(out, Tensor):
@@ -189,3 +191,17 @@ def _inputs(batch: Any, unpack: Callable[[Any], tuple[Any, Any]] | None) -> Any:
     if isinstance(batch, Mapping):
         return default_unpack(batch)[0]
     return batch
+
+
+def _is_image(obj: Any) -> bool:
+    return type(obj).__module__.startswith("PIL.")
+
+
+def _refuse_images(obj: Any) -> None:
+    """PIL images (alone or in a list) are not model inputs: say how to make a batch."""
+    if _is_image(obj) or (isinstance(obj, (list, tuple)) and obj and _is_image(obj[0])):
+        raise TypeError(
+            "predict takes tensors, got PIL images: turn them into a batch with the "
+            "weights' transforms, torch.stack([weights.transforms()(img) for img in "
+            "images]) (weights such as tp3nets.ConvNet4_Weights.DEFAULT)"
+        )

@@ -35,6 +35,29 @@ class _Parser(argparse.ArgumentParser):
             message = _suggest_command(message)
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
+        """As argparse's, except that an unknown option of a subcommand is reported by
+        that subcommand (its usage, its help, the close option names), not the top level."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if not extras:
+            return parsed
+        sub = self._subcommand(getattr(parsed, "command", None))
+        if sub is None:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        options = [o for a in sub._actions for o in a.option_strings]
+        unknown = [e for e in extras if e.startswith("-")]
+        close = difflib.get_close_matches(unknown[0].split("=")[0], options, n=2) \
+            if unknown else []
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        sub.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+
+    def _subcommand(self, name: str | None) -> argparse.ArgumentParser | None:
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction) and name in action.choices:
+                chosen: argparse.ArgumentParser = action.choices[name]
+                return chosen
+        return None
+
 
 def _suggest_command(message: str) -> str:
     # "argument command: invalid choice: 'trian' (choose from ...)"

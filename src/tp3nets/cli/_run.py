@@ -137,7 +137,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     # A uniform input after preprocessing: no ink was found, whatever the model answers.
     blank = (batch.flatten(1).amax(1) == batch.flatten(1).amin(1)).tolist()
     probs = predict(model, batch, device=device).softmax(dim=1)
+    # As tp3nets.calibration.top_predictions, which refuses non-finite probabilities
+    # where the command reports them as null.
     top_p, top_i = probs.topk(args.top, dim=1)
+    unsure = (top_p[:, 0] < args.min_confidence) | top_p[:, 0].isnan() \
+        if args.min_confidence is not None else torch.zeros(len(images), dtype=torch.bool)
     results = [
         {
             "image": path,
@@ -146,10 +150,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 for p, i in zip(ps, idx, strict=True)
             ],
             "blank": empty,
-            "unsure": args.min_confidence is not None and not ps[0] >= args.min_confidence,
+            "unsure": doubt,
         }
-        for path, ps, idx, empty in zip(images, top_p.tolist(), top_i.tolist(), blank,
-                                        strict=True)
+        for path, ps, idx, empty, doubt in zip(images, top_p.tolist(), top_i.tolist(), blank,
+                                               unsure.tolist(), strict=True)
     ]
     if args.json:
         print(_json({"model": args.model, "weights": source,
