@@ -44,9 +44,9 @@ class _Parser(argparse.ArgumentParser):
         sub = self._subcommand(getattr(parsed, "command", None))
         if sub is None:
             self.error(f"unrecognized arguments: {' '.join(extras)}")
-        options = [o for a in sub._actions for o in a.option_strings]
+        options = [o for a in sub._actions for o in a.option_strings if o not in ("-h", "--help")]
         unknown = [e for e in extras if e.startswith("-")]
-        close = difflib.get_close_matches(unknown[0].split("=")[0], options, n=2) \
+        close = difflib.get_close_matches(unknown[0].split("=")[0], options, n=1) \
             if unknown else []
         hint = f"; did you mean {' or '.join(close)}?" if close else ""
         sub.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
