@@ -2,13 +2,15 @@
 
 ``OMP_NUM_THREADS=1 python tests/_fault_report.py``
 
-The tests of ``tests/test_reliability.py``, ``tests/test_properties.py`` and
-``tests/test_faults.py`` record what they try through pytest's ``record_property``:
-``bad_input`` (a wrong input, by category), ``good_input`` (a generated input that is
-valid), ``defined_behaviour`` (NaN/inf, empty batches, memory layouts), ``fault`` (a fault
-injected), ``recovered`` (a run that ended as an uninterrupted one) and ``data_intact`` (a
-checkpoint that survived a fault whole). This script runs them in-process and counts the
-records by the outcome of the test that made them, so every figure comes from a run.
+The tests of ``tests/test_reliability.py``, ``tests/test_properties.py``,
+``tests/test_faults.py`` and the fault tests of ``test_checkpoint.py``,
+``test_training.py``, ``test_cli.py`` and ``test_distributed.py`` record what they try
+through pytest's ``record_property``: ``bad_input`` (a wrong input, by category),
+``good_input`` (a generated input that is valid), ``defined_behaviour`` (NaN/inf, empty
+batches, memory layouts), ``fault`` (a fault injected), ``recovered`` (a run that ended as
+an uninterrupted one) and ``data_intact`` (a checkpoint that survived a fault whole). This
+script runs them in-process and counts the records by the outcome of the test that made
+them, so every figure comes from a run.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-FILES = ["test_reliability.py", "test_properties.py", "test_faults.py"]
+FILES = ["test_reliability.py", "test_properties.py", "test_faults.py", "test_checkpoint.py",
+         "test_training.py", "test_cli.py", "test_distributed.py"]
 
 
 class _Collector:

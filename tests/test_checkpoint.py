@@ -389,12 +389,13 @@ def _valid_checkpoint(tmp_path: Path) -> dict[str, Any]:
     ("model_class", 3, "field 'model_class' must be a class name, got 3"),
 ])
 def test_malformed_checkpoint_fields_are_refused_naming_file_and_field(
-    tmp_path: Path, field: str, value: Any, needle: str
+    tmp_path: Path, field: str, value: Any, needle: str, record_property: Any
 ) -> None:
     """A checkpoint with the right format tag but a missing or wrongly typed field is
     refused by load_checkpoint with a CheckpointError naming the file and the field,
     before anything is restored (a KeyError, a bare int() error, or training epochs -2..2
     before)."""
+    record_property("bad_input", "checkpoints")
     ckpt = _valid_checkpoint(tmp_path)
     if value is None:
         del ckpt[field]

@@ -433,11 +433,12 @@ def test_train_resume_of_an_unfinished_run_with_another_epochs_is_refused(
 ])
 def test_train_resume_with_other_settings_is_refused(
     capsys: pytest.CaptureFixture[str], mnist_root: Path, tmp_path: Path, option: list[str],
-    needle: str,
+    needle: str, record_property: Any,
 ) -> None:
     """--resume with a setting that would make the resumed run differ from the saved one
     (an --lr that was ignored, another split mid-run ...) is refused, before any data is
     read, instead of accepted silently."""
+    record_property("bad_input", "cli")
     first = tmp_path / "first.pt"
     assert run(capsys, *_train_args(mnist_root, "--epochs", "1", "--output", first))[0] == 0
     args = _train_args(mnist_root, "--epochs", "2", "--resume", first)
@@ -452,7 +453,7 @@ def test_train_resume_with_other_settings_is_refused(
 
 @pytest.mark.mnist
 def test_train_checks_before_any_work(
-    capsys: pytest.CaptureFixture[str], mnist_root: Path, tmp_path: Path
+    capsys: pytest.CaptureFixture[str], mnist_root: Path, tmp_path: Path, record_property: Any
 ) -> None:
     """--precision 16 on a CPU, a checkpoint of another model, and --output names that the
     run cannot fill in are refused before the data is read (the data folder here does not
@@ -471,6 +472,7 @@ def test_train_checks_before_any_work(
          "names 'val_acc', which the epoch did not log"),
     ]
     for extra, needle in cases:
+        record_property("bad_input", "cli")
         code, out, err = run(capsys, "train", MLR, "--data", absent, "--device", "cpu", *extra)
         assert code == 2, (extra, err)
         assert out == "", extra
@@ -510,7 +512,7 @@ def test_train_saves_a_run_folder_by_default(
 @pytest.mark.mnist
 def test_train_weights_out_on_a_full_disk_keeps_the_trained_weights(
     capsys: pytest.CaptureFixture[str], mnist_root: Path, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, record_property: Any,
 ) -> None:
     """A disk too small for the run is refused before training; one that fills up when the
     final weights are written ends with one line (exit 2) that says where the trained
@@ -521,6 +523,8 @@ def test_train_weights_out_on_a_full_disk_keeps_the_trained_weights(
 
     from tp3nets import checkpoint as ckpt_mod
 
+    record_property("fault", "a full disk when train writes --weights-out")
+    record_property("data_intact", "the last checkpoint holds the trained weights")
     usage = namedtuple("usage", "total used free")
     real_usage = shutil.disk_usage
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(1 << 30, 1 << 30, 1000))
@@ -1076,10 +1080,12 @@ def test_onnx_file_as_weights_and_weights_as_resume_point_the_right_way(
                            "(see 'tp3nets list --help')"]),
 ])
 def test_a_typo_in_a_subcommand_option_points_to_that_subcommand(
-    capsys: pytest.CaptureFixture[str], argv: list[str], needles: list[str]
+    capsys: pytest.CaptureFixture[str], argv: list[str], needles: list[str],
+    record_property: Any,
 ) -> None:
     """An unknown option of a subcommand is reported by that subcommand, with the close
     option names, and sends to its own --help (it sent to 'tp3nets --help')."""
+    record_property("bad_input", "cli")
     code, out, err = run(capsys, *argv)
     assert code == 2
     assert out == ""

@@ -255,20 +255,26 @@ def _torchrun(
     return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
-def test_ranks_with_uneven_batches_are_refused_before_the_first_step(tmp_path: Path) -> None:
+def test_ranks_with_uneven_batches_are_refused_before_the_first_step(
+    tmp_path: Path, record_property: Any
+) -> None:
     """Rank 0 with 10 batches and rank 1 with 6 would hang in the gradient all-reduce:
     fit refuses before the first step, naming each rank's count."""
+    record_property("fault", "torchrun ranks with uneven data")
     proc = _torchrun("uneven", tmp_path, timeout=90)
     assert proc.returncode != 0
     output = proc.stdout + proc.stderr
     assert "different numbers of batches (rank 0 10, rank 1 6)" in output, output
 
 
-def test_a_stalled_rank_ends_the_run_within_the_timeout(tmp_path: Path) -> None:
+def test_a_stalled_rank_ends_the_run_within_the_timeout(
+    tmp_path: Path, record_property: Any
+) -> None:
     """A rank that stalls holds the others only for TP3NETS_DIST_TIMEOUT seconds (not
     gloo's 30 minutes); the error names the waiting rank and the cause."""
     import time
 
+    record_property("fault", "a stalled torchrun rank")
     started = time.monotonic()
     proc = _torchrun("stall", tmp_path, timeout=90, TP3NETS_DIST_TIMEOUT="5")
     elapsed = time.monotonic() - started
@@ -278,10 +284,14 @@ def test_a_stalled_rank_ends_the_run_within_the_timeout(tmp_path: Path) -> None:
     assert elapsed < 60, elapsed
 
 
-def test_a_resumed_torchrun_run_is_bitwise_the_uninterrupted_one(tmp_path: Path) -> None:
+def test_a_resumed_torchrun_run_is_bitwise_the_uninterrupted_one(
+    tmp_path: Path, record_property: Any
+) -> None:
     """Batch 15 on 2 ranks (shards of 8 and 7) with dropout: 2 epochs, a checkpoint, and
     a resume to 3 give bitwise the weights of 3 epochs straight on every rank (each rank's
     own RNG state is saved and restored, not rank 0's for all)."""
+    record_property("fault", "a torchrun run stopped and resumed (dropout, uneven shards)")
+    record_property("recovered", "torchrun resume")
     for mode in ("full", "part", "rest"):
         proc = _torchrun(mode, tmp_path)
         assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1106,12 +1106,13 @@ def test_history_has_keras_habits() -> None:
 
 @pytest.mark.parametrize("device_path", ["cpu", "accelerator"])
 def test_a_batch_whose_labels_are_all_ignored_is_left_out(
-    device_path: str, monkeypatch: pytest.MonkeyPatch
+    device_path: str, monkeypatch: pytest.MonkeyPatch, record_property: Any
 ) -> None:
     """A batch whose every label is ignore_index (its mean loss is 0/0) is left out of
     training and of the figures, with a warning naming the cause: fit does not say
     "lower the learning rate", evaluate does not report NaN, the weights stay finite and
     equal those of a run without that batch."""
+    record_property("bad_input", "training")
     if device_path == "accelerator":
         _as_on_an_accelerator(monkeypatch)
     x, y = make_data(24)
@@ -1138,10 +1139,13 @@ def test_a_batch_whose_labels_are_all_ignored_is_left_out(
     assert figures == evaluate(model, [(x[:8], y[:8])])
 
 
-def test_a_last_batch_of_one_sample_under_batchnorm_is_left_out_with_a_warning() -> None:
+def test_a_last_batch_of_one_sample_under_batchnorm_is_left_out_with_a_warning(
+    record_property: Any,
+) -> None:
     """ConvNet4 on 7x7 inputs (its BatchNorm sees one value per channel): 17 samples at
     batch 16 leave a 1-sample last batch, which BatchNorm cannot train on. It is left out
     with a warning, rather than crashing after the epoch's work."""
+    record_property("bad_input", "training")
     g = torch.Generator().manual_seed(0)
     data = (torch.rand(17, 1, 7, 7, generator=g), torch.randint(0, 10, (17,), generator=g))
     from tp3nets import ConvNet4
@@ -1156,13 +1160,14 @@ def test_a_last_batch_of_one_sample_under_batchnorm_is_left_out_with_a_warning()
 
 
 def test_a_nonfinite_monitored_figure_is_said_and_neither_stops_nor_skips_silently(
-    tmp_path: Path,
+    tmp_path: Path, record_property: Any,
 ) -> None:
     """One NaN validation image makes val_loss NaN every epoch: fit, EarlyStopping and
     ModelCheckpoint(save_best_only) each say so; EarlyStopping does not count those
     epochs towards its patience (the run is not stopped by a figure that means nothing)."""
     from tp3nets.callbacks import EarlyStopping, ModelCheckpoint
 
+    record_property("bad_input", "training")
     x, y = make_data(32)
     val_x = x[:8].clone()
     val_x[0, 0] = math.nan
@@ -1182,12 +1187,15 @@ def test_a_nonfinite_monitored_figure_is_said_and_neither_stops_nor_skips_silent
     assert stopper.stopped_epoch is None
 
 
-def test_predict_and_evaluate_are_safe_from_several_threads_on_one_model() -> None:
+def test_predict_and_evaluate_are_safe_from_several_threads_on_one_model(
+    record_property: Any,
+) -> None:
     """predict/evaluate from 4 threads on one shared model with dropout: every output is
     the eval-mode one (no call sees another's train mode), and the model's own mode is
     kept."""
     import threading
 
+    record_property("fault", "4 threads calling predict/evaluate on one model")
     torch.manual_seed(0)
     model = TinyNet(dropout=0.5)
     model.train()
@@ -1219,10 +1227,13 @@ def test_predict_and_evaluate_are_safe_from_several_threads_on_one_model() -> No
     assert all(m.training for m in model.modules())
 
 
-def test_predict_on_pil_images_says_to_use_the_weights_transforms() -> None:
+def test_predict_on_pil_images_says_to_use_the_weights_transforms(
+    record_property: Any,
+) -> None:
     """predict(model, [pil_image]) advises weights.transforms() (not torch.as_tensor)."""
     import tp3nets
 
+    record_property("bad_input", "training")
     img = tp3nets.samples.digit(3)
     model = ConvNet2()
     for data in ([img], img, (img, img)):
