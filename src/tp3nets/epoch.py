@@ -3,7 +3,6 @@ who keep their own loop."""
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
@@ -37,14 +36,10 @@ __all__ = ["train_one_epoch"]
 NONFINITE_CHECK_EVERY: Final = 32
 
 
-class _Batch:
-    """One batch's result: the loss tensor, the model's output, and on the CPU the loss's
-    value (already read for the NaN check)."""
-
-    __slots__ = ("loss", "out", "value")
-
-    def __init__(self, loss: Tensor, out: Any, value: float | None) -> None:
-        self.loss, self.out, self.value = loss, out, value
+#: One batch's result: the loss tensor, the model's output, and on the CPU the loss's
+#: value (already read for the NaN check). A plain tuple: the per-batch Python work is
+#: what a small model's epoch is made of.
+_Batch = tuple[Tensor, Any, "float | None"]
 
 
 class _Stepper:
@@ -81,6 +76,7 @@ class _Stepper:
         self.pending = 0  # batches whose gradients wait for an optimizer step
         self.no_sync = getattr(model, "no_sync", None) if accumulate > 1 else None
         self.autocast = precision.forward_context()
+        self.backward = precision.backward
 
     def forward(self, x: Any, y: Any, i: int) -> _Batch:
         """The batch's output and loss; on the CPU, the loss's value, checked finite.
@@ -106,33 +102,38 @@ class _Stepper:
                     self.guard.skipped["ignored"] += 1
                     raise SkipBatchError("ignored")
                 raise nonfinite(value, f"at batch {i + 1}")
-        return _Batch(loss, out, value)
+        return loss, out, value
 
     def batch(self, x: Any, y: Any, i: int) -> tuple[_Batch | None, bool]:
         """Forward and backward one batch; whether its window is complete, so that the
         caller steps the optimizer (after its own checks of the batch). ``None`` for a
         batch left out (see :class:`SkipBatchError`)."""
-        try:
-            if self.closure_step:
+        if self.closure_step:
+            try:
                 return self._closure_batch(x, y, i), False  # the optimizer has stepped
-            if self.pending == 0:
-                self.window = (
-                    self.accumulate if self.total is None
-                    else min(self.accumulate, self.total - i)
-                )
-            step_now = self.pending + 1 >= self.window
-            sync = (self.no_sync() if self.no_sync is not None and not step_now
-                    else contextlib.nullcontext())
-            with sync:
+            except SkipBatchError:
+                return None, False
+        pending, window = self.pending, self.window
+        if pending == 0:
+            total = self.total
+            window = self.window = (
+                self.accumulate if total is None else min(self.accumulate, total - i)
+            )
+        step_now = pending + 1 >= window
+        try:
+            if self.no_sync is not None and not step_now:
+                with self.no_sync():  # DDP: no gradient all-reduce inside a window
+                    result = self.forward(x, y, i)
+                    self.backward(result[0] / window if window > 1 else result[0])
+            else:
                 result = self.forward(x, y, i)
-                loss = result.loss
-                self.precision.backward(loss / self.window if self.window > 1 else loss)
-            self.pending += 1
-            return result, step_now
+                self.backward(result[0] / window if window > 1 else result[0])
         except SkipBatchError:
             # Nothing was backpropagated; a window that this batch would have closed is
             # stepped now with what it holds.
-            return None, self.pending > 0 and self.pending + 1 >= self.window
+            return None, pending > 0 and step_now
+        self.pending = pending + 1
+        return result, step_now
 
     def step(self) -> None:
         """One optimizer step, the gradients reset, the per-step scheduler stepped."""
@@ -160,11 +161,11 @@ class _Stepper:
         def closure() -> Tensor:
             _shortcuts.zero_grad(self.optimizer)
             result = self.forward(x, y, i)
-            self.precision.backward(result.loss)
+            self.backward(result[0])
             self.precision.clip_gradients(self.model, self.optimizer, self.grad_clip_norm)
             if not first:
                 first.append(result)
-            return result.loss
+            return result[0]
 
         self.optimizer.step(closure)  # type: ignore[arg-type]  # torch: returns float
         _shortcuts.zero_grad(self.optimizer)
@@ -255,13 +256,15 @@ def train_one_epoch(
     _shortcuts.zero_grad(optimizer)
     with set_mode(model, True):
         batches = progress_bar(loader, total, desc, progress)
+        train_batch, update = stepper.batch, meter.update
         for i, x, y, n in device_batches(batches, unpack, guard, dev, channels_last):
-            result, step_now = stepper.batch(x, y, i)
+            result, step_now = train_batch(x, y, i)
             if result is None:
                 if step_now:
                     stepper.step()
                 continue
-            meter.update(result.loss, result.out, y, n, result.value)
+            loss, out, value = result
+            update(loss, out, y, n, value)
             if not on_cpu and (i + 1) % NONFINITE_CHECK_EVERY == 0:
                 # The losses the meter keeps anyway, read once every so many batches:
                 # no kernel launch per batch. Raised before this batch's step.
@@ -271,8 +274,7 @@ def train_one_epoch(
             if step_now:
                 stepper.step()
             if on_batch_end is not None:
-                value = result.value
-                on_batch_end(i, value if value is not None else float(result.loss.detach()))
+                on_batch_end(i, value if value is not None else float(loss.detach()))
         stepper.finish()
     skipped_warning(guard.skipped, desc, training=True)
     if not on_cpu and meter.nonfinite_since(checked):

@@ -68,7 +68,8 @@ class FloatPrecision:
         self, optimizer: torch.optim.Optimizer, model: nn.Module, grad_clip_norm: float | None
     ) -> None:
         """Clip the gradients if asked, then step the optimizer."""
-        self.clip_gradients(model, optimizer, grad_clip_norm)
+        if grad_clip_norm is not None:
+            self.clip_gradients(model, optimizer, grad_clip_norm)
         _shortcuts.step(optimizer)
 
 
