@@ -1163,7 +1163,8 @@ def test_reset_classifier_zero_gives_a_feature_extractor(name: str) -> None:
     assert isinstance(model.get_classifier(), nn.Identity)
     assert model.num_classes == 0
     torch.testing.assert_close(model(x), pre)
-    assert head_keys and not head_keys & set(model.state_dict())
+    assert head_keys
+    assert not head_keys & set(model.state_dict())
     model.reset_classifier(3)
     head = model.get_classifier()
     assert isinstance(head, nn.Linear)

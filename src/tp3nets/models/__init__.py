@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# The int8 builders (tp3nets.models.quantization) register beside the float ones.
+from . import quantization
+from ._fold import fold_batchnorm
 from ._registry import (
     get_model,
     get_model_builder,
@@ -33,11 +36,13 @@ __all__ = [
     "convnet2",
     "convnet3",
     "convnet4",
+    "fold_batchnorm",
     "get_model",
     "get_model_builder",
     "get_model_weights",
     "get_weight",
     "list_models",
     "multinomial_logistic_regression",
+    "quantization",
     "register_model",
 ]

@@ -120,15 +120,19 @@ class ConvNet2(ClassifierModel):
             state.clear()
             state.update(upgraded)
 
-    @_eager_annotations
-    def forward_features(self, x: Tensor) -> Tensor:
-        """The checked input through ``layer1``: ``(N, 8, H/2, W/2)``."""
+    def _check_input(self, x: Tensor) -> None:
         torch._assert(
             _check_images(
-                x, "ConvNet2", self.input_shape[0], self.input_shape[1], self.input_shape[2], 2
+                x, "ConvNet2", self.input_shape[0], self.input_shape[1], self.input_shape[2],
+                2,
             ),
             "ConvNet2 input check",
         )
+
+    @_eager_annotations
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The checked input through ``layer1``: ``(N, 8, H/2, W/2)``."""
+        self._check_input(x)
         out: Tensor = self.layer1(x)  # (N, 8, H/2, W/2)
         return out
 

@@ -95,15 +95,19 @@ class ConvNet3(ClassifierModel):
             nn.Linear(256, self.num_classes),
         )
 
-    @_eager_annotations
-    def forward_features(self, x: Tensor) -> Tensor:
-        """The checked input through ``layer1``: ``(N, 64, H/8, W/8)``."""
+    def _check_input(self, x: Tensor) -> None:
         torch._assert(
             _check_images(
-                x, "ConvNet3", self.input_shape[0], self.input_shape[1], self.input_shape[2], 8
+                x, "ConvNet3", self.input_shape[0], self.input_shape[1], self.input_shape[2],
+                8,
             ),
             "ConvNet3 input check",
         )
+
+    @_eager_annotations
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The checked input through ``layer1``: ``(N, 64, H/8, W/8)``."""
+        self._check_input(x)
         out: Tensor = self.layer1(x)  # (N, 64, H/8, W/8)
         return out
 

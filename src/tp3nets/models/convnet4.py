@@ -101,12 +101,15 @@ class ConvNet4(ClassifierModel):
         self.head_hidden_size = 4 * n
         self.lin1 = nn.Linear(4 * n, self.num_classes)
 
-    @_eager_annotations
-    def forward_features(self, x: Tensor) -> Tensor:
-        """The checked input through the three stages: ``(N, 4·width, H/4, W/4)``."""
+    def _check_input(self, x: Tensor) -> None:
         torch._assert(
             _check_images(x, "ConvNet4", self.in_channels, -1, -1, 4), "ConvNet4 input check"
         )
+
+    @_eager_annotations
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The checked input through the three stages: ``(N, 4·width, H/4, W/4)``."""
+        self._check_input(x)
         out: Tensor = self.features(x)  # (N, 4n, H/4, W/4)
         return out
 

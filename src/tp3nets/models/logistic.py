@@ -91,13 +91,16 @@ class MultinomialLogisticRegression(ClassifierModel):
         """The number of classes, under the reference's name."""
         return self.num_classes
 
-    @_eager_annotations
-    def forward_features(self, x: Tensor) -> Tensor:
-        """The checked input, flattened: ``(N, input_size)``."""
+    def _check_input(self, x: Tensor) -> None:
         torch._assert(
             _check_flat(x, "MultinomialLogisticRegression", self.input_size),
             "MultinomialLogisticRegression input check",
         )
+
+    @_eager_annotations
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The checked input, flattened: ``(N, input_size)``."""
+        self._check_input(x)
         return x.reshape(x.shape[0], self.input_size)  # (N, input_size)
 
     @_eager_annotations
