@@ -104,10 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         file = f"{name}_mnist_int8_v1.safetensors"
         flat = quantization.encode_quantized_state(int8_models[name].state_dict())
         FILES.mkdir(parents=True, exist_ok=True)
-        save_file(flat, str(FILES / file), metadata={
+        # One metadata key: safetensors writes several in a per-process random order,
+        # which would change the file's sha256 from one run to the next.
+        save_file(flat, str(FILES / file), metadata={"tp3nets": json.dumps({
             "format": "tp3nets-int8-v1", "backend": args.backend,
             "derived_from": float_member.file, "derived_from_sha256": float_member.sha256,
-        })
+        }, sort_keys=True)})
         (FILES / file).chmod(0o644)  # safetensors writes 0600; the wheel ships it readable
         data = (FILES / file).read_bytes()
         int8_acc = round(100 * float((int8_test == test_y).float().mean()), 2)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 # The int8 builders (tp3nets.models.quantization) register beside the float ones.
-from . import quantization
+from . import quantization as quantization  # a submodule, not an API name
 from ._fold import fold_batchnorm
 from ._registry import (
     get_model,
@@ -43,6 +43,5 @@ __all__ = [
     "get_weight",
     "list_models",
     "multinomial_logistic_regression",
-    "quantization",
     "register_model",
 ]
