@@ -6,7 +6,7 @@
 Each ``Quantizable*`` class is its float model with quant/dequant stubs and the groups it
 fuses; each ``*_QuantizedWeights`` enum holds the bundled int8 weights (x86 backend), with
 their accuracy, calibration and file in ``meta``. The builders are registered as
-``quantized_convnet2`` … (:func:`tp3nets.models.list_models` ``(quantized=True)``).
+``quantized_convnet2`` … (:func:`tp3nets.list_models` ``(quantized=True)``).
 """
 
 from __future__ import annotations

@@ -289,12 +289,12 @@ def decode_quantized_state(
 
 
 def quantized_weights(model: str) -> Weights:
-    """The :class:`~tp3nets.weights.Weights` of the bundled int8 file of ``model``.
+    """The :class:`~tp3nets.Weights` of the bundled int8 file of ``model``.
 
     The file name, sha256, size, calibration and accuracy come from
     ``tp3nets/weights/_quantized_records.py``, which ``recipes/quantize.py`` writes. Before
     the recipe has run a record is absent: the member then names a file that is not
-    shipped, and loading it raises :class:`~tp3nets.weights.CheckpointError`.
+    shipped, and loading it raises :class:`~tp3nets.CheckpointError`.
     """
     from ...weights._defaults import MNIST_META, mnist_transforms
     from ...weights._quantized_records import RECORDS

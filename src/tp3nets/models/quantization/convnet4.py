@@ -82,10 +82,15 @@ def convnet4(
         backend: the quantized engine; the weights' own (``x86``) by default.
         **kwargs: passed to :class:`QuantizableConvNet4`.
 
+    Returns:
+        The int8 model in eval mode (``quantize=True``), else the float model in training
+        mode.
+
     Raises:
         ValueError: int8 weights without ``quantize=True`` or float ones with it, or an
             unavailable backend.
-        tp3nets.weights.CheckpointError: the int8 file is missing or tampered with.
+        CheckpointError: the int8 file is missing or was modified
+            (:class:`tp3nets.CheckpointError`).
 
     Example:
         >>> import torch
