@@ -136,6 +136,7 @@ def measure(name: str, batch: int, images: Tensor, labels: Tensor,
             t = median(times[variant])
             row: dict[str, Any] = {
                 "model": name, "variant": variant, "batch": batch, "images": len(images),
+                "precision": variant,  # the key the docs' throughput table reads
                 "s (median)": round(t, 4), "images/s": round(len(images) / t, 1),
                 "acc": round(100 * acc, 2),
             }
