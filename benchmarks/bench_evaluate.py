@@ -1,21 +1,33 @@
-"""Throughput of ``tp3nets.evaluate`` on the 10,000 MNIST test images, fp32 and bf16.
+"""Inference speed of the bundled models: fp32, fp32 with BatchNorm folded, bf16 and int8,
+side by side, at batch 1 (latency) and at larger batches (throughput).
 
     python benchmarks/bench_evaluate.py --data ../shared/datasets
-    python benchmarks/bench_evaluate.py --quick        # 200 images: checks that it runs
+    python benchmarks/bench_evaluate.py --models convnet4 --batch-sizes 1,64 --repeats 7
+    python benchmarks/bench_evaluate.py --quick        # a few images: checks that it runs
 
-Each model is evaluated once to warm up, then ``--repeats`` times; the table gives the
-median time and images per second. With ``--pretrained`` the bundled weights are loaded
-(the accuracy column then means something; the speed does not depend on it).
+Each repeat times every variant once, in turn (so a busy neighbour slows them alike), on
+the same MNIST test images; the table gives per variant the median time, images/s, and the
+median (and range) of its per-repeat speed-up over fp32. Batch 1 runs ``--latency-images``
+single-image forwards; larger batches run ``--limit`` images. int8 is the bundled
+``*_QuantizedWeights`` model (``tp3nets.models.quantization``); the logistic regression has
+none, so its int8 row is dynamic quantization of its one Linear layer, to show whether it
+pays. ``32+fold`` is fp32 with BatchNorm folded into the convolutions
+(:func:`tp3nets.models.fold_batchnorm`). The footer compares fp32 with this CPU's FLOP
+floor: the images/s a model would reach if every multiply-add ran at the speed of a large
+fp32 matrix product measured here.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
@@ -28,11 +40,11 @@ from _common import (
     median,
     print_machine,
     report,
-    timed,
 )
 
 import tp3nets
-from tp3nets.data import TensorLoader, load_mnist
+from tp3nets.data import load_mnist
+from tp3nets.models import fold_batchnorm, quantization
 
 BUILDERS = {
     "mlr": "multinomial_logistic_regression",
@@ -40,75 +52,173 @@ BUILDERS = {
     "convnet3": "convnet3",
     "convnet4": "convnet4",
 }
+VARIANTS = ("32", "32+fold", "bf16", "int8")
 
 
-def measure(name: str, precision: str, loader: TensorLoader, args: argparse.Namespace
-            ) -> dict[str, Any]:
-    if args.pretrained:
-        model = tp3nets.get_model(BUILDERS[name], weights="DEFAULT")
-    else:
-        torch.manual_seed(0)
-        model = MODELS[name]()
-    model.to(args.device)
+def multiply_adds(model: nn.Module, shape: tuple[int, ...]) -> int:
+    """Multiply-adds of one image's forward pass through the Conv2d and Linear layers."""
+    total = 0
 
-    def run() -> dict[str, float]:
-        return tp3nets.evaluate(model, loader, precision=precision,  # type: ignore[arg-type]
-                                device=args.device, channels_last=args.channels_last)
+    def hook(module: nn.Module, args: Any, out: Tensor) -> None:
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            kh, kw = module.kernel_size
+            total += out[0].numel() * (module.in_channels // module.groups) * kh * kw
+        elif isinstance(module, nn.Linear):
+            total += module.in_features * module.out_features
 
-    run()  # warm-up
-    times, figures = [], {}
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.inference_mode():
+        model(torch.zeros(1, *shape))
+    for h in handles:
+        h.remove()
+    return total
+
+
+def matmul_floor(repeats: int = 5, n: int = 1024) -> float:
+    """Multiply-adds per second of a large fp32 matrix product on this CPU (the best of a
+    few runs: an upper bound that eager convolutions can approach, not exceed much)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(4):
+            torch.mm(a, b)
+        best = min(best, (time.perf_counter() - start) / 4)
+    return n**3 / best
+
+
+def build(name: str, variant: str) -> Callable[[Tensor], Tensor]:
+    """The forward function of ``name`` in ``variant``."""
+    builder = BUILDERS[name]
+    fp32 = tp3nets.get_model(builder, weights="DEFAULT").eval()
+    if variant == "32":
+        return fp32
+    if variant == "32+fold":
+        return fold_batchnorm(fp32)
+    if variant == "bf16":
+        def bf16(x: Tensor) -> Tensor:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return fp32(x).float()
+        return bf16
+    if name == "mlr":
+        return torch.ao.quantization.quantize_dynamic(fp32, {nn.Linear}, dtype=torch.qint8)
+    return getattr(quantization, builder)(weights="DEFAULT", quantize=True)
+
+
+def measure(name: str, batch: int, images: Tensor, labels: Tensor,
+            args: argparse.Namespace) -> list[dict[str, Any]]:
+    models = {v: build(name, v) for v in args.variants}
+    if batch == 1:
+        images, labels = images[: args.latency_images], labels[: args.latency_images]
+    batches = list(images.split(batch))
+
+    def timed_pass(model: Callable[[Tensor], Tensor]) -> float:
+        start = time.perf_counter()
+        with torch.inference_mode():
+            for x in batches:
+                model(x)
+        return time.perf_counter() - start
+
+    times: dict[str, list[float]] = {v: [] for v in models}
+    for model in models.values():
+        timed_pass(model)  # warm-up: oneDNN primitives, packed weights
     for _ in range(args.repeats):
-        seconds, figures = timed(run, args.device)
-        times.append(seconds)
-    seconds = median(times)
-    images = len(loader.dataset)
-    return {"model": name, "precision": precision, "images": images,
-            "batch": loader.batch_size, "s (median)": seconds, "images/s": images / seconds,
-            "acc": figures["acc"]}
+        for variant, model in models.items():
+            times[variant].append(timed_pass(model))
+    rows = []
+    base = times.get("32")
+    with torch.inference_mode():
+        for variant, model in models.items():
+            acc = float(torch.cat([model(x).argmax(1) for x in batches]).eq(labels).float().mean())
+            t = median(times[variant])
+            row: dict[str, Any] = {
+                "model": name, "variant": variant, "batch": batch, "images": len(images),
+                "precision": variant,  # the key the docs' throughput table reads
+                "s (median)": round(t, 4), "images/s": round(len(images) / t, 1),
+                "acc": round(100 * acc, 2),
+            }
+            if base is not None:
+                ratios = sorted(b / s for b, s in zip(base, times[variant], strict=True))
+                row["x fp32 (median)"] = round(median(ratios), 2)
+                row["x fp32 (range)"] = f"{ratios[0]:.2f}-{ratios[-1]:.2f}"
+            row["runs"] = times[variant]
+            rows.append(row)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="mlr,convnet2,convnet3,convnet4",
                         help="comma-separated, from " + ", ".join(MODELS))
-    parser.add_argument("--precisions", default="32,bf16", help="comma-separated: 32, bf16")
-    parser.add_argument("--batch-size", type=int, default=1000)
-    parser.add_argument("--limit", type=int, default=None, help="evaluate this many images")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help="comma-separated, from " + ", ".join(VARIANTS))
+    parser.add_argument("--batch-sizes", default="1,64,1000")
+    parser.add_argument("--limit", type=int, default=2000,
+                        help="test images per pass at batch > 1")
+    parser.add_argument("--latency-images", type=int, default=200,
+                        help="single-image forwards per pass at batch 1")
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--data", default=DEFAULT_DATA, help="folder holding MNIST/raw/")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--channels-last", action="store_true")
-    parser.add_argument("--pretrained", action="store_true", help="load the bundled weights")
+    parser.add_argument("--device", default="cpu", help="cpu only (int8 kernels are CPU)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--quick", action="store_true",
-                        help="200 images, 1 repeat: checks that it runs")
+                        help="a few images, 1 repeat: checks that it runs")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the results")
     add_memory_option(parser)
     args = parser.parse_args(argv)
     malloc = malloc_setting(args)
-    if args.quick:
-        args.limit, args.repeats = args.limit or 200, 1
-    if args.threads:
-        torch.set_num_threads(args.threads)
     names = [n.strip() for n in args.models.split(",") if n.strip()]
-    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
     unknown = [n for n in names if n not in MODELS]
     if unknown:
         parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
-    if any(p not in ("32", "bf16") for p in precisions):
-        parser.error("--precisions takes 32 and/or bf16")
-
+    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if any(v not in VARIANTS for v in args.variants):
+        parser.error(f"--variants takes {', '.join(VARIANTS)}")
+    try:
+        sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
+    except ValueError:
+        parser.error(f"--batch-sizes takes comma-separated ints, got {args.batch_sizes!r}")
+    if not sizes or min(sizes) < 1:
+        parser.error(f"--batch-sizes takes positive ints, got {args.batch_sizes!r}")
     check_device(parser, args.device)
-    images, labels = load_mnist(args.data, train=False).tensors
-    if args.limit:
-        images, labels = images[: args.limit], labels[: args.limit]
-    device = args.device if args.device != "cpu" else None
-    loader = TensorLoader((images, labels), args.batch_size, device=device)
+    if args.device != "cpu":
+        parser.error("bench_evaluate measures CPU inference (the int8 kernels are CPU-only)")
+    if args.quick:
+        args.limit, args.latency_images, args.repeats = 64, 8, 1
+        sizes = [b for b in sizes if b <= 64] or [1]
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
+    images, labels = load_mnist(args.data, train=False).tensors
+    images = images[: max(args.limit, args.latency_images)].float().div(255)
+    labels = labels[: len(images)]
     info = machine(args.device, malloc)
     print_machine(info)
-    rows = [measure(name, p, loader, args) for name in names for p in precisions]
-    report("evaluate", info, rows, args, f"median of {args.repeats} run(s) after a warm-up run")
+    rows = []
+    for name in names:
+        for batch in sizes:
+            count = args.latency_images if batch == 1 else args.limit
+            rows += measure(name, batch, images[:count], labels[:count], args)
+    floor = matmul_floor(1 if args.quick else 5)
+    notes = [f"median of {args.repeats} interleaved run(s) after a warm-up run; "
+             f"fp32 matmul floor on {torch.get_num_threads()} thread(s): "
+             f"{floor / 1e9:.1f} G multiply-adds/s"]
+    for name in names:
+        model = tp3nets.get_model(BUILDERS[name]).eval()
+        macs = multiply_adds(model, tuple(model.input_shape))
+        best = max((r["images/s"] for r in rows if r["model"] == name and r["variant"] == "32"),
+                   default=None)
+        if best:
+            notes.append(f"{name}: {macs / 1e6:.1f} M multiply-adds/image; FLOP floor "
+                         f"{floor / macs:.0f} images/s; best fp32 {best:.0f} images/s = "
+                         f"{100 * best * macs / floor:.0f} % of it")
+        for row in rows:
+            if row["model"] == name:
+                row["floor %"] = round(100 * row["images/s"] * macs / floor, 1)
+    report("evaluate", info, rows, args, "\n".join(notes))
     return 0
 
 

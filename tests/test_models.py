@@ -257,7 +257,7 @@ def _dropout_pairs(model: nn.Module, x: Tensor) -> list[tuple[Tensor, Tensor, fl
     if isinstance(model, ConvNet4):  # its last dropout is functional, before lin1
         pooled: list[Tensor] = []
         handles.append(
-            model.features.register_forward_hook(
+            model.global_pool.register_forward_hook(
                 lambda mod, args, out: pooled.append(torch.flatten(out, 1).detach().clone())
             )
         )
@@ -939,13 +939,13 @@ def test_reset_classifier_same_size_reinitialises(name: str) -> None:
     assert not torch.equal(new, old)
 
 
-@pytest.mark.parametrize("bad", [0, -2, 2.5, True, "3", None])
+@pytest.mark.parametrize("bad", [-1, -2, 2.5, True, "3", None])
 @pytest.mark.parametrize("name", MODELS)
 def test_reset_classifier_rejects_bad_sizes(name: str, bad: Any) -> None:
-    """reset_classifier with a non-positive or non-int size raises ValueError, changes nothing."""
+    """reset_classifier with a negative or non-int size raises ValueError, changes nothing."""
     model = tp3nets.get_model(name)
     head = model.get_classifier()
-    message = f"num_classes to be a positive int, got {bad!r}"
+    message = f"num_classes to be a positive int, or 0 to remove the head, got {bad!r}"
     with pytest.raises(ValueError, match=re.escape(message)):
         model.reset_classifier(bad)
     assert model.get_classifier() is head
@@ -1030,3 +1030,156 @@ def test_numpy_integers_are_ints(name: str) -> None:
     model.reset_classifier(np.int32(4))
     assert model.get_classifier().out_features == 4
     assert tp3nets.batch_relu(np.int64(1), np.int64(8))[0].out_channels == 8
+
+
+# --------------------------------------------------------------------------------------
+# Graph tools on traced models: TorchScript of fx graphs, feature extractors, graph passes
+
+# The first bad shape of each model, with its message: the class of "the check survived".
+FIRST_BAD = {name: (shape, message) for name, shape, message in reversed(BAD_SHAPES)}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_torchscript_of_fx_trace(name: str) -> None:
+    """torch.jit.script(torch.fx.symbolic_trace(model)) compiles (no '_Tensor_' annotation),
+    gives the eager logits and raises the model's own message for a wrong shape."""
+    model = _seeded(name).eval()
+    traced = torch.fx.symbolic_trace(model)
+    assert "_Tensor_" not in traced.code
+    scripted = torch.jit.script(traced)
+    x = _input(model)
+    torch.testing.assert_close(scripted(x), model(x), rtol=1e-5, atol=1e-6)
+    shape, message = FIRST_BAD[name]
+    with pytest.raises(torch.jit.Error, match=re.escape(message)):
+        scripted(torch.randn(*shape))
+
+
+def _feature_node(name: str) -> str:
+    return {"convnet2": "layer1", "convnet3": "layer1", "convnet4": "features"}.get(
+        name, "reshape"
+    )
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_feature_extractor_keeps_the_input_check(name: str) -> None:
+    """create_feature_extractor's dead-code pass keeps the input check: a wrong shape raises
+    the model's ValueError instead of being silently accepted."""
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    model = _seeded(name).eval()
+    extractor = create_feature_extractor(model, {_feature_node(name): "feat"})
+    x = _input(model)
+    torch.testing.assert_close(extractor(x)["feat"], model.forward_features(x))
+    shape, message = FIRST_BAD[name]
+    with pytest.raises(ValueError, match=re.escape(message)):
+        extractor(torch.randn(*shape))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_feature_extractor_is_scriptable(name: str) -> None:
+    """torch.jit.script of a feature extractor compiles, gives its features and keeps the
+    input check (torchvision documents its extractors as scriptable)."""
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    model = _seeded(name).eval()
+    extractor = create_feature_extractor(model, {_feature_node(name): "feat"})
+    scripted = torch.jit.script(extractor)
+    x = _input(model)
+    torch.testing.assert_close(scripted(x)["feat"], model.forward_features(x))
+    shape, message = FIRST_BAD[name]
+    with pytest.raises(torch.jit.Error, match=re.escape(message)):
+        scripted(torch.randn(*shape))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_dead_code_elimination_keeps_the_input_check(name: str) -> None:
+    """Graph.eliminate_dead_code (run by convert_fx and other passes) keeps the check."""
+    model = _seeded(name).eval()
+    traced = torch.fx.symbolic_trace(model)
+    traced.graph.eliminate_dead_code()
+    traced.recompile()
+    shape, message = FIRST_BAD[name]
+    with pytest.raises(ValueError, match=re.escape(message)):
+        traced(torch.randn(*shape))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_export_refuses_a_wrong_shape(name: str) -> None:
+    """An exported program does not silently accept an input of the wrong shape."""
+    model = _seeded(name).eval()
+    exported = torch.export.export(model, (_input(model, 3),)).module()
+    shape, _ = FIRST_BAD[name]
+    with pytest.raises((ValueError, RuntimeError, AssertionError)):
+        exported(torch.randn(*shape))
+
+
+# --------------------------------------------------------------------------------------
+# timm's feature API
+
+FEATURE_SHAPES = {
+    "convnet2": ((8, 14, 14), 8, 500),
+    "convnet3": ((64, 3, 3), 64, 256),
+    "convnet4": ((256, 7, 7), 256, 256),
+    MLR: ((784,), 784, 784),
+}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_feature_api_shapes(name: str) -> None:
+    """forward_features gives num_features channels; forward_head(pre_logits=True) gives
+    head_hidden_size values; forward_head(forward_features(x)) equals forward(x)."""
+    model = _seeded(name).eval()
+    feat_shape, num_features, hidden = FEATURE_SHAPES[name]
+    x = _input(model, 4)
+    features = model.forward_features(x)
+    assert features.shape == (4, *feat_shape)
+    assert model.num_features == num_features == features.shape[1]
+    assert model.head_hidden_size == hidden
+    pre = model.forward_head(features, pre_logits=True)
+    assert pre.shape == (4, hidden)
+    torch.testing.assert_close(model.forward_head(features), model(x))
+    torch.testing.assert_close(model.get_classifier()(pre), model(x))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_forward_features_checks_its_input(name: str) -> None:
+    """forward_features raises the model's ValueError for a wrong shape."""
+    model = _seeded(name).eval()
+    shape, message = FIRST_BAD[name]
+    with pytest.raises(ValueError, match=re.escape(message)):
+        model.forward_features(torch.randn(*shape))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_reset_classifier_zero_gives_a_feature_extractor(name: str) -> None:
+    """reset_classifier(0) swaps the head for Identity: the model returns the pre-logits,
+    num_classes is 0, the head's keys leave the state dict, and a later reset_classifier(n)
+    rebuilds an n-way head on the same device and dtype."""
+    model = _seeded(name).eval().double()
+    x = _input(model, 2).double()
+    pre = model.forward_head(model.forward_features(x), pre_logits=True)
+    head_keys = {k for k in model.state_dict() if k.startswith(model._head_path + ".")}
+    model.reset_classifier(0)
+    assert isinstance(model.get_classifier(), nn.Identity)
+    assert model.num_classes == 0
+    torch.testing.assert_close(model(x), pre)
+    assert head_keys
+    assert not head_keys & set(model.state_dict())
+    model.reset_classifier(3)
+    head = model.get_classifier()
+    assert isinstance(head, nn.Linear)
+    assert (head.in_features, head.out_features) == (model.head_hidden_size, 3)
+    assert head.weight.dtype == torch.float64
+    assert model(x).shape == (2, 3)
+    assert head_keys == {k for k in model.state_dict() if k.startswith(model._head_path + ".")}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_feature_api_under_torchscript(name: str) -> None:
+    """A scripted model exposes forward_features and forward_head with the eager values."""
+    model = _seeded(name).eval()
+    scripted = torch.jit.script(model)
+    x = _input(model)
+    torch.testing.assert_close(scripted.forward_features(x), model.forward_features(x))
+    f = model.forward_features(x)
+    torch.testing.assert_close(scripted.forward_head(f, True), model.forward_head(f, True))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# The int8 builders (tp3nets.models.quantization) register beside the float ones.
+from . import quantization as quantization  # a submodule, not an API name
+from ._fold import fold_batchnorm
 from ._registry import (
     get_model,
     get_model_builder,
@@ -33,6 +36,7 @@ __all__ = [
     "convnet2",
     "convnet3",
     "convnet4",
+    "fold_batchnorm",
     "get_model",
     "get_model_builder",
     "get_model_weights",

@@ -27,15 +27,21 @@ F = TypeVar("F", bound=Callable[..., nn.Module])
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
 _WEIGHTS: dict[str, type[WeightsEnum]] = {}
+_QUANTIZED: set[str] = set()
 
 
 def register_model(
-    name: str | None = None, *, weights: type[WeightsEnum] | None = None
+    name: str | None = None,
+    *,
+    weights: type[WeightsEnum] | None = None,
+    quantized: bool = False,
 ) -> Callable[[F], F]:
     """Register a builder under ``name`` (its function name by default).
 
     Names are kept in lower case (lookups ignore case), so ``"MyNet"`` is reached as
-    ``get_model("mynet")`` or ``get_model("MyNet")``.
+    ``get_model("mynet")`` or ``get_model("MyNet")``. ``quantized=True`` files the builder
+    with the int8 models (``list_models(quantized=True)``), as torchvision's
+    ``quantized_resnet18``.
 
     Raises:
         ValueError: if the name is taken (in any case).
@@ -47,6 +53,8 @@ def register_model(
         if key in _BUILDERS:
             raise ValueError(f"a model named {key!r} is already registered")
         _BUILDERS[key] = fn
+        if quantized:
+            _QUANTIZED.add(key)
         if weights is not None:
             _WEIGHTS[key] = weights
         return fn
@@ -68,14 +76,19 @@ def _unknown(name: str) -> ValueError:
     return ValueError(f"unknown model {name!r}{hint} (available: {', '.join(names)})")
 
 
-def list_models() -> list[str]:
-    """The names of the registered models, sorted.
+def list_models(*, quantized: bool = False) -> list[str]:
+    """The names of the registered models, sorted: the float ones, or with
+    ``quantized=True`` the int8 ones (the builders of :mod:`tp3nets.models.quantization`).
 
     Example:
         >>> list_models()
         ['convnet2', 'convnet3', 'convnet4', 'multinomial_logistic_regression']
+        >>> list_models(quantized=True)
+        ['quantized_convnet2', 'quantized_convnet3', 'quantized_convnet4']
     """
-    return sorted(_BUILDERS)
+    if not isinstance(quantized, bool):
+        raise TypeError(f"list_models expects quantized to be a bool, got {quantized!r}")
+    return sorted(k for k in _BUILDERS if (k in _QUANTIZED) == quantized)
 
 
 def get_model_builder(name: str) -> Callable[..., nn.Module]:

@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import numbers
-from typing import TYPE_CHECKING, Any
+import typing
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 __all__: list[str] = []
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _eager_annotations(fn: _F) -> _F:
+    """Replace ``fn``'s postponed (string) annotations by the types they name.
+
+    ``from __future__ import annotations`` leaves ``"Tensor"`` strings in the signature;
+    ``torch.fx`` copies them into the code it generates as the unknown name ``_Tensor_``,
+    so ``torch.jit.script`` of a traced model (or of a feature extractor) failed. With the
+    real types in ``__annotations__`` fx writes ``torch.Tensor``.
+    """
+    fn.__annotations__ = typing.get_type_hints(fn)
+    return fn
 
 
 def _shape_str(x: Tensor) -> str:
@@ -29,12 +45,15 @@ def _check_tensor(x: Any, model: str) -> None:
 
 def _check_images(
     x: Tensor, model: str, channels: int, height: int, width: int, min_size: int
-) -> None:
+) -> bool:
     """Raise a ValueError unless ``x`` is a float batch ``(N, channels, height, width)``.
 
     ``height == -1`` accepts any spatial size of at least ``min_size`` on each side. Written
     in the TorchScript subset; each model module registers it with ``torch.fx.wrap`` (which
-    patches the caller's globals) so that ``torch.fx`` records it as a leaf call.
+    patches the caller's globals) so that ``torch.fx`` records it as a leaf call. It returns
+    True so that the models call it as ``torch._assert(_check_images(...), ...)``: graph
+    passes that delete unused nodes (``create_feature_extractor``, ``convert_fx``) keep
+    ``torch._assert`` and therefore the check it consumes.
     """
     _check_tensor(x, model)
     if height > 0:
@@ -55,10 +74,14 @@ def _check_images(
             f"{model} expects a floating-point tensor, got an integer tensor of shape "
             f"{_shape_str(x)}; convert uint8 images with x.float() / 255"
         )
+    return True
 
 
-def _check_flat(x: Tensor, model: str, features: int) -> None:
-    """Raise a ValueError unless every sample of ``x`` holds exactly ``features`` values."""
+def _check_flat(x: Tensor, model: str, features: int) -> bool:
+    """Raise a ValueError unless every sample of ``x`` holds exactly ``features`` values.
+
+    Returns True, for ``torch._assert`` (see :func:`_check_images`).
+    """
     _check_tensor(x, model)
     if x.dim() < 2:
         raise ValueError(
@@ -79,6 +102,7 @@ def _check_flat(x: Tensor, model: str, features: int) -> None:
             f"{model} expects a floating-point tensor, got an integer tensor of shape "
             f"{_shape_str(x)}; convert uint8 images with x.float() / 255"
         )
+    return True
 
 
 def _positive_int(name: str, value: Any, owner: str) -> int:
@@ -125,14 +149,45 @@ class ClassifierModel(nn.Module):
 
     Subclasses name the head's attribute path in ``_head_path`` (``"classifier.3"``,
     ``"lin1"``), so that the head keeps the reference state_dict keys when it is replaced.
+
+    The models share timm's feature API: ``forward(x)`` is
+    ``forward_head(forward_features(x))``; ``forward_features`` returns the last feature
+    map (``num_features`` channels, or values for the logistic regression) and
+    ``forward_head(x, pre_logits=True)`` the ``head_hidden_size`` values the final Linear
+    layer reads. ``reset_classifier(0)`` replaces that layer by :class:`~torch.nn.Identity`,
+    turning the model into a feature extractor.
+
+    Example:
+        >>> import torch
+        >>> from tp3nets import ConvNet4
+        >>> model = ConvNet4().eval()
+        >>> x = torch.zeros(2, 1, 28, 28)
+        >>> model.forward_features(x).shape, model.num_features
+        (torch.Size([2, 256, 7, 7]), 256)
+        >>> model.reset_classifier(0)
+        >>> model(x).shape
+        torch.Size([2, 256])
     """
 
     _head_path = ""
-    if TYPE_CHECKING:  # not a class annotation at run time: TorchScript cannot read those
+    if TYPE_CHECKING:  # not class annotations at run time: TorchScript cannot read those
         num_classes: int
+        num_features: int
+        head_hidden_size: int
+        _head_device_dtype: tuple[torch.device, torch.dtype]
 
-    def get_classifier(self) -> nn.Linear:
-        """Return the final Linear layer (the classification head).
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The input checked, then the feature layers: everything before the head."""
+        raise NotImplementedError
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """From :meth:`forward_features`' output to the logits (or, with ``pre_logits``,
+        to the ``head_hidden_size`` values the final Linear layer reads)."""
+        raise NotImplementedError
+
+    def get_classifier(self) -> nn.Module:
+        """Return the final layer: the classification head (a Linear layer), or
+        :class:`~torch.nn.Identity` after ``reset_classifier(0)``.
 
         Example:
             >>> from tp3nets import ConvNet4
@@ -140,7 +195,8 @@ class ClassifierModel(nn.Module):
             Linear(in_features=256, out_features=10, bias=True)
         """
         head = self.get_submodule(self._head_path)
-        assert isinstance(head, nn.Linear)  # invariant of the subclasses, not user input
+        # An invariant of the subclasses, not user input.
+        assert isinstance(head, (nn.Linear, nn.Identity))
         return head
 
     def reset_classifier(self, num_classes: int) -> None:
@@ -148,13 +204,14 @@ class ClassifierModel(nn.Module):
 
         Everything else (the features, their device and dtype) is kept, for transfer learning
         from pretrained weights to another task. The new head's state_dict keys are those of
-        the old one.
+        the old one. ``num_classes=0`` removes the head (timm's convention): the model then
+        returns the ``head_hidden_size`` pre-logit values.
 
         Args:
-            num_classes: number of outputs of the new head.
+            num_classes: number of outputs of the new head, or 0 for no head.
 
         Raises:
-            ValueError: if ``num_classes`` is not a positive int.
+            ValueError: if ``num_classes`` is not a non-negative int.
 
         Example:
             >>> import torch
@@ -163,9 +220,33 @@ class ClassifierModel(nn.Module):
             >>> model.reset_classifier(3)
             >>> model.eval()(torch.zeros(2, 1, 28, 28)).shape
             torch.Size([2, 3])
+            >>> model.reset_classifier(0)
+            >>> model(torch.zeros(2, 1, 28, 28)).shape
+            torch.Size([2, 500])
         """
-        num_classes = _positive_int("num_classes", num_classes, type(self).__name__)
-        new = _new_linear_like(self.get_classifier(), num_classes)
+        owner = type(self).__name__
+        if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or (
+            num_classes < 0
+        ):
+            raise ValueError(
+                f"{owner} expects num_classes to be a positive int, or 0 to remove the head, "
+                f"got {num_classes!r}"
+            )
+        old = self.get_classifier()
+        if isinstance(old, nn.Linear):
+            # Where a head removed by reset_classifier(0) lived, for a later new head (the
+            # logistic regression has no other parameter to take them from).
+            self._head_device_dtype = (old.weight.device, old.weight.dtype)
+        if num_classes == 0:
+            new: nn.Module = nn.Identity()
+            num_classes = 0
+        elif isinstance(old, nn.Linear):
+            num_classes = int(num_classes)
+            new = _new_linear_like(old, num_classes)
+        else:  # the head was removed: rebuild it from the pre-logit width
+            num_classes = int(num_classes)
+            device, dtype = self._head_device_dtype
+            new = nn.Linear(self.head_hidden_size, num_classes, device=device, dtype=dtype)
         parent_path, _, name = self._head_path.rpartition(".")
         parent = self.get_submodule(parent_path) if parent_path else self
         setattr(parent, name, new)

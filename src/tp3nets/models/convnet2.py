@@ -11,7 +11,14 @@ from torch import Tensor, nn
 from ..weights import WeightsEnum
 from ..weights._defaults import mnist_weights
 from ._registry import _build, register_model
-from ._utils import ClassifierModel, _check_images, _positive_int, _probability, _size2
+from ._utils import (
+    ClassifierModel,
+    _check_images,
+    _eager_annotations,
+    _positive_int,
+    _probability,
+    _size2,
+)
 
 # A leaf call for torch.fx: its checks branch on shapes, which fx cannot trace.
 torch.fx.wrap("_check_images")
@@ -70,6 +77,8 @@ class ConvNet2(ClassifierModel):
             raise ValueError(f"{name} expects input_size of at least 2x2, got {input_size!r}")
         self.input_shape: tuple[int, ...] = (self.in_channels, height, width)
         hidden = _positive_int("hidden", hidden, name)
+        self.num_features = 8  # channels of forward_features' map
+        self.head_hidden_size = hidden  # what the final Linear reads
         self.layer1 = nn.Sequential(
             nn.Conv2d(self.in_channels, 8, kernel_size=5, stride=1, padding=2),
             nn.ReLU(),
@@ -111,14 +120,37 @@ class ConvNet2(ClassifierModel):
             state.clear()
             state.update(upgraded)
 
-    def forward(self, x: Tensor) -> Tensor:
-        _check_images(
-            x, "ConvNet2", self.input_shape[0], self.input_shape[1], self.input_shape[2], 2
+    def _check_input(self, x: Tensor) -> None:
+        torch._assert(
+            _check_images(
+                x, "ConvNet2", self.input_shape[0], self.input_shape[1], self.input_shape[2],
+                2,
+            ),
+            "ConvNet2 input check",
         )
-        out = self.layer1(x)  # (N, 8, H/2, W/2)
-        out = torch.flatten(out, 1)  # (N, 8·H/2·W/2); also right for N = 0
-        logits: Tensor = self.classifier(out)  # (N, num_classes)
+
+    @_eager_annotations
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The checked input through ``layer1``: ``(N, 8, H/2, W/2)``."""
+        self._check_input(x)
+        out: Tensor = self.layer1(x)  # (N, 8, H/2, W/2)
+        return out
+
+    @_eager_annotations
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """Flatten, dropout, hidden Linear-ReLU (``pre_logits``), final Linear."""
+        x = torch.flatten(x, 1)  # (N, 8·H/2·W/2); also right for N = 0
+        x = self.classifier[0](x)
+        x = self.classifier[1](x)
+        x = self.classifier[2](x)  # (N, hidden)
+        if pre_logits:
+            return x
+        logits: Tensor = self.classifier[3](x)  # (N, num_classes)
         return logits
+
+    @_eager_annotations
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
 
 
 class ConvNet2_Weights(WeightsEnum):

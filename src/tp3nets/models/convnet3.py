@@ -10,7 +10,14 @@ from torch import Tensor, nn
 from ..weights import WeightsEnum
 from ..weights._defaults import mnist_weights
 from ._registry import _build, register_model
-from ._utils import ClassifierModel, _check_images, _positive_int, _probability, _size2
+from ._utils import (
+    ClassifierModel,
+    _check_images,
+    _eager_annotations,
+    _positive_int,
+    _probability,
+    _size2,
+)
 
 # A leaf call for torch.fx: its checks branch on shapes, which fx cannot trace.
 torch.fx.wrap("_check_images")
@@ -74,6 +81,8 @@ class ConvNet3(ClassifierModel):
             raise ValueError(f"{name} expects input_size of at least 8x8, got {input_size!r}")
         self.input_shape: tuple[int, ...] = (self.in_channels, height, width)
         p = _probability("dropout", dropout, name)
+        self.num_features = 64  # channels of forward_features' map
+        self.head_hidden_size = 256  # what the final Linear reads
         self.layer1 = nn.Sequential(*_conv5(self.in_channels, 16), *_conv5(16, 32), *_conv5(32, 64))
         flat = 64 * (height // 2 // 2 // 2) * (width // 2 // 2 // 2)  # 64 × 3 × 3 at 28×28
         self.classifier = nn.Sequential(
@@ -86,14 +95,40 @@ class ConvNet3(ClassifierModel):
             nn.Linear(256, self.num_classes),
         )
 
-    def forward(self, x: Tensor) -> Tensor:
-        _check_images(
-            x, "ConvNet3", self.input_shape[0], self.input_shape[1], self.input_shape[2], 8
+    def _check_input(self, x: Tensor) -> None:
+        torch._assert(
+            _check_images(
+                x, "ConvNet3", self.input_shape[0], self.input_shape[1], self.input_shape[2],
+                8,
+            ),
+            "ConvNet3 input check",
         )
-        out = self.layer1(x)  # (N, 64, H/8, W/8)
-        out = torch.flatten(out, 1)  # (N, 64·H/8·W/8); also right for N = 0
-        logits: Tensor = self.classifier(out)  # (N, num_classes)
+
+    @_eager_annotations
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The checked input through ``layer1``: ``(N, 64, H/8, W/8)``."""
+        self._check_input(x)
+        out: Tensor = self.layer1(x)  # (N, 64, H/8, W/8)
+        return out
+
+    @_eager_annotations
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """Flatten, the two hidden Linear-ReLU layers (``pre_logits``), final Linear."""
+        x = torch.flatten(x, 1)  # (N, 64·H/8·W/8); also right for N = 0
+        x = self.classifier[0](x)
+        x = self.classifier[1](x)
+        x = self.classifier[2](x)
+        x = self.classifier[3](x)
+        x = self.classifier[4](x)
+        x = self.classifier[5](x)  # (N, 256)
+        if pre_logits:
+            return x
+        logits: Tensor = self.classifier[6](x)  # (N, num_classes)
         return logits
+
+    @_eager_annotations
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
 
 
 class ConvNet3_Weights(WeightsEnum):

@@ -12,7 +12,13 @@ from ..layers import batch_relu
 from ..weights import WeightsEnum
 from ..weights._defaults import mnist_weights
 from ._registry import _build, register_model
-from ._utils import ClassifierModel, _check_images, _positive_int, _probability
+from ._utils import (
+    ClassifierModel,
+    _check_images,
+    _eager_annotations,
+    _positive_int,
+    _probability,
+)
 
 # A leaf call for torch.fx: its checks branch on shapes, which fx cannot trace.
 torch.fx.wrap("_check_images")
@@ -30,8 +36,9 @@ class ConvNet4(ClassifierModel):
     Same layers, order and state_dict keys as the reference (``features.0`` …
     ``features.21``, ``lin1``). The reference pools with ``AvgPool2d(kernel_size=7)``,
     which is a global average only for 28×28 inputs; here the pool is
-    :class:`~torch.nn.AdaptiveAvgPool2d` ``(1)``, identical at 28×28 (same logits, no
-    parameters) and correct for any input of at least 4×4.
+    :class:`~torch.nn.AdaptiveAvgPool2d` ``(1)`` (``global_pool``, after ``features``),
+    identical at 28×28 (same logits, no parameters) and correct for any input of at least
+    4×4.
 
     Args:
         num_classes: number of outputs.
@@ -85,18 +92,41 @@ class ConvNet4(ClassifierModel):
             nn.MaxPool2d(kernel_size=2),  # (N, 2n, H/4, W/4)
             nn.Dropout(p),
             *batch_relu(2 * n, 4 * n, 3),
-            *batch_relu(4 * n, 4 * n, 3),
-            nn.AdaptiveAvgPool2d(1),  # (N, 4n, 1, 1); = AvgPool2d(7) at 28×28
+            *batch_relu(4 * n, 4 * n, 3),  # (N, 4n, H/4, W/4)
         )
+        # Out of ``features`` (it has no parameters: the keys are the same) so that
+        # forward_features returns the unpooled map, as timm's models do.
+        self.global_pool = nn.AdaptiveAvgPool2d(1)  # (N, 4n, 1, 1); = AvgPool2d(7) at 28×28
+        self.num_features = 4 * n
+        self.head_hidden_size = 4 * n
         self.lin1 = nn.Linear(4 * n, self.num_classes)
 
-    def forward(self, x: Tensor) -> Tensor:
-        _check_images(x, "ConvNet4", self.in_channels, -1, -1, 4)
-        x = self.features(x)
+    def _check_input(self, x: Tensor) -> None:
+        torch._assert(
+            _check_images(x, "ConvNet4", self.in_channels, -1, -1, 4), "ConvNet4 input check"
+        )
+
+    @_eager_annotations
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The checked input through the three stages: ``(N, 4·width, H/4, W/4)``."""
+        self._check_input(x)
+        out: Tensor = self.features(x)  # (N, 4n, H/4, W/4)
+        return out
+
+    @_eager_annotations
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """Global average pool, dropout (``pre_logits``: ``(N, 4·width)``), final Linear."""
+        x = self.global_pool(x)
         x = torch.flatten(x, 1)  # (N, 4n); also right for N = 0
         x = F.dropout(x, self.classifier_dropout, self.training)
+        if pre_logits:
+            return x
         logits: Tensor = self.lin1(x)  # (N, num_classes)
         return logits
+
+    @_eager_annotations
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
 
 
 class ConvNet4_Weights(WeightsEnum):

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from ..weights import WeightsEnum
 from ..weights._defaults import mnist_weights
 from ._registry import _build, register_model
-from ._utils import ClassifierModel, _check_flat, _positive_int
+from ._utils import ClassifierModel, _check_flat, _eager_annotations, _positive_int
 
 # A leaf call for torch.fx: its checks branch on shapes, which fx cannot trace.
 torch.fx.wrap("_check_flat")
@@ -81,6 +81,8 @@ class MultinomialLogisticRegression(ClassifierModel):
         self.input_shape: tuple[int, ...] = (
             (1, 28, 28) if self.input_size == 784 else (self.input_size,)
         )
+        self.num_features = self.input_size  # forward_features gives the flat pixels
+        self.head_hidden_size = self.input_size
         # No softmax here: CrossEntropyLoss applies log-softmax itself.
         self.classifier = nn.Linear(self.input_size, self.num_classes)
 
@@ -89,11 +91,29 @@ class MultinomialLogisticRegression(ClassifierModel):
         """The number of classes, under the reference's name."""
         return self.num_classes
 
-    def forward(self, x: Tensor) -> Tensor:
-        _check_flat(x, "MultinomialLogisticRegression", self.input_size)
-        x = x.reshape(x.shape[0], self.input_size)  # (N, input_size)
+    def _check_input(self, x: Tensor) -> None:
+        torch._assert(
+            _check_flat(x, "MultinomialLogisticRegression", self.input_size),
+            "MultinomialLogisticRegression input check",
+        )
+
+    @_eager_annotations
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The checked input, flattened: ``(N, input_size)``."""
+        self._check_input(x)
+        return x.reshape(x.shape[0], self.input_size)  # (N, input_size)
+
+    @_eager_annotations
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """The Linear layer (``pre_logits`` returns ``x`` as it came)."""
+        if pre_logits:
+            return x
         out: Tensor = self.classifier(x)  # (N, num_classes)
         return out
+
+    @_eager_annotations
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
 
 
 class MultinomialLogisticRegression_Weights(WeightsEnum):

@@ -1,0 +1,179 @@
+"""Derive the bundled int8 weights from the fp32 ones: ``python recipes/quantize.py --data DIR``.
+
+For each model: load its fp32 weights (``*_Weights.DEFAULT``), fuse, calibrate on
+``--calibration`` images drawn (seeded) from the 55,000-image training split, convert to
+int8 for the x86 backend, and report the fp32 and int8 accuracy on the 5,000 validation
+images. The 10,000 test images are touched once, at the end, for the figures recorded in
+meta. Writes ``src/tp3nets/weights/files/<model>_mnist_int8_v1.safetensors``,
+``recipes/results/quantized_<model>.json`` and ``src/tp3nets/weights/_quantized_records.py``.
+
+Deterministic: the calibration sample is seeded and calibration runs on one thread (the
+histogram observers see bit-identical activations), so a rerun on the same fp32 weights
+writes the same files. A rerun after the fp32 weights change derives new int8 files from
+them. About a minute per model on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import platform
+import pprint
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+import tp3nets
+from tp3nets.data import mnist_splits
+from tp3nets.models import quantization
+
+HERE = Path(__file__).resolve().parent
+SRC = HERE.parent / "src" / "tp3nets" / "weights"
+FILES = SRC / "files"
+RECORDS = SRC / "_quantized_records.py"
+MODELS = ("convnet2", "convnet3", "convnet4")
+# The logistic regression is left in fp32: see docs/quantization.rst (int8 does not pay for
+# one 784x10 matrix product; benchmarks/bench_evaluate.py measures it).
+
+
+def _scaled(images: torch.Tensor) -> torch.Tensor:
+    return images.float().div(255)
+
+
+@torch.no_grad()
+def predictions(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    return torch.cat([model(b).argmax(1) for b in images.split(1000)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=None, help="folder holding MNIST/raw/")
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--calibration", type=int, default=512, help="training images")
+    parser.add_argument("--seed", type=int, default=0, help="of the calibration sample")
+    parser.add_argument("--backend", default="x86", choices=quantization.BACKENDS)
+    parser.add_argument("--no-test", action="store_true",
+                        help="selection run: report validation only, write nothing")
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(MODELS))
+    if unknown:
+        parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
+
+    train, val, test = mnist_splits(args.data, val_size=5000, seed=42)
+    train_x = train.tensors[0]  # uint8; scaled to [0, 1] below, as TensorLoader does
+    order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(args.seed))
+    calibration = _scaled(train_x[order[: args.calibration]])
+    val_x, val_y = _scaled(val.tensors[0]), val.tensors[1]
+    results: dict[str, dict[str, Any]] = {}
+    int8_models: dict[str, torch.nn.Module] = {}
+    fp32_models: dict[str, torch.nn.Module] = {}
+    for name in names:
+        builder = getattr(quantization, name)
+        fp32 = builder(weights="DEFAULT").eval()  # the float Quantizable model, fp32 weights
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # bit-identical activations for the observers
+        start = time.perf_counter()
+        int8 = quantization.quantize_model(fp32, calibration, backend=args.backend)
+        seconds = time.perf_counter() - start
+        torch.set_num_threads(threads)
+        fp32_val = predictions(fp32, val_x)
+        int8_val = predictions(int8, val_x)
+        results[name] = {
+            "quantize_seconds": round(seconds, 1),
+            "val_acc@1": round(100 * float((int8_val == val_y).float().mean()), 2),
+            "fp32_val_acc@1": round(100 * float((fp32_val == val_y).float().mean()), 2),
+            "val_agreement": int((int8_val == fp32_val).sum()),
+        }
+        print(f"{name}: validation {results[name]}", flush=True)
+        int8_models[name], fp32_models[name] = int8, fp32
+    if args.no_test:
+        return 0
+
+    test_x, test_y = _scaled(test.tensors[0]), test.tensors[1]  # touched once, here
+    records = _existing_records()
+    for name in names:
+        fp32_test = predictions(fp32_models[name], test_x)
+        int8_test = predictions(int8_models[name], test_x)
+        float_member = tp3nets.get_model_weights(name).DEFAULT
+        file = f"{name}_mnist_int8_v1.safetensors"
+        flat = quantization.encode_quantized_state(int8_models[name].state_dict())
+        FILES.mkdir(parents=True, exist_ok=True)
+        # One metadata key: safetensors writes several in a per-process random order,
+        # which would change the file's sha256 from one run to the next.
+        save_file(flat, str(FILES / file), metadata={"tp3nets": json.dumps({
+            "format": "tp3nets-int8-v1", "backend": args.backend,
+            "derived_from": float_member.file, "derived_from_sha256": float_member.sha256,
+        }, sort_keys=True)})
+        (FILES / file).chmod(0o644)  # safetensors writes 0600; the wheel ships it readable
+        data = (FILES / file).read_bytes()
+        int8_acc = round(100 * float((int8_test == test_y).float().mean()), 2)
+        fp32_acc = round(100 * float((fp32_test == test_y).float().mean()), 2)
+        record = {
+            "file": file,
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "file_size": len(data),
+            "num_params": float_member.meta["num_params"],
+            "backend": args.backend,
+            "quantization": (
+                "post-training static int8 (torch.ao.quantization eager mode): Conv-BN-ReLU "
+                "and Linear-ReLU fused, per-channel symmetric weights, histogram observers "
+                "for activations (the backend's default qconfig)"
+            ),
+            "calibration": {
+                "images": args.calibration,
+                "source": "MNIST training split (55,000 images, val seed 42), seeded sample",
+                "seed": args.seed,
+            },
+            "unquantized": f"{type(float_member).__name__}.{float_member.name}",
+            "unquantized_sha256": float_member.sha256,
+            "unquantized_metrics": {"MNIST": {"acc@1": fp32_acc}},
+            "metrics": {
+                "MNIST": {
+                    "acc@1": int8_acc,
+                    "agreement": int((int8_test == fp32_test).sum()),
+                },
+                "val_acc@1": results[name]["val_acc@1"],
+            },
+            "recipe": {
+                "command": f"python recipes/quantize.py --data DIR --calibration "
+                           f"{args.calibration} --seed {args.seed} --backend {args.backend}",
+                "torch_version": torch.__version__,
+                "hardware": f"{platform.machine()}, {torch.get_num_threads()} CPU threads",
+            },
+        }
+        records[name] = record
+        (HERE / "results" / f"quantized_{name}.json").write_text(
+            json.dumps({**record, "selection_run": results[name],
+                        "python": sys.version.split()[0]}, indent=2) + "\n"
+        )
+        print(f"{name}: test int8 {int8_acc} % / fp32 {fp32_acc} %, "
+              f"{record['metrics']['MNIST']['agreement']} identical predictions; wrote {file}")
+    _write_records(records)
+    return 0
+
+
+def _existing_records() -> dict[str, dict[str, Any]]:
+    namespace: dict[str, Any] = {}
+    if RECORDS.is_file():
+        exec(compile(RECORDS.read_text(), str(RECORDS), "exec"), namespace)
+    return dict(namespace.get("RECORDS", {}))
+
+
+def _write_records(records: dict[str, dict[str, Any]]) -> None:
+    body = pprint.pformat(dict(sorted(records.items())), width=96, sort_dicts=True)
+    RECORDS.write_text(
+        '"""Records of the bundled int8 weight files, written by recipes/quantize.py; do not '
+        'edit."""\n\n# ruff: noqa: E501  (generated)\n\n'
+        'from __future__ import annotations\n\nfrom typing import Any, Final\n\n'
+        f"RECORDS: Final[dict[str, dict[str, Any]]] = {body}\n"
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
