@@ -219,3 +219,30 @@ def test_register_model_keeps_names_in_lower_case(monkeypatch: pytest.MonkeyPatc
         register_model("ConvNet2")(my_net)
     with pytest.raises(TypeError, match="a model name must be a non-empty string, got 4"):
         tp3nets.get_model_builder(4)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("alias", ["mlr", "MLR", "logistic", "logreg", "logistic_regression"])
+def test_short_names_of_the_logistic_regression(alias: str) -> None:
+    """The names users type for the logistic regression find it (tp3nets info mlr found
+    nothing)."""
+    assert tp3nets.get_model_builder(alias) is tp3nets.multinomial_logistic_regression
+    assert tp3nets.get_model_weights(alias) is tp3nets.MultinomialLogisticRegression_Weights
+
+
+def test_a_part_of_a_name_suggests_the_models_holding_it() -> None:
+    """An unknown name that is part of registered ones suggests them."""
+    with pytest.raises(ValueError, match="unknown model 'logist'; did you mean "
+                                         "multinomial_logistic_regression"):
+        tp3nets.get_model("logist")
+
+
+@pytest.mark.parametrize("old", ["pretrained", "pretrained_backbone"])
+def test_torchvision_pretrained_argument_points_to_weights(old: str) -> None:
+    """convnet4(pretrained=True), torchvision's old habit, says to use weights=, for the
+    float and the quantized builders."""
+    from tp3nets.models import quantization
+
+    for build in (tp3nets.convnet4, tp3nets.multinomial_logistic_regression,
+                  lambda **kw: quantization.convnet4(quantize=True, **kw)):
+        with pytest.raises(TypeError, match=rf"takes weights=, not {old}=.*weights='DEFAULT'"):
+            build(**{old: True})

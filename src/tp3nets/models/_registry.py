@@ -6,7 +6,7 @@ import difflib
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from torch import nn
 
@@ -69,9 +69,28 @@ def _key(name: object) -> str:
     return name.strip().lower()
 
 
+#: Short names that users type for the registered ones (``tp3nets info mlr``).
+ALIASES: Final[dict[str, str]] = {
+    "mlr": "multinomial_logistic_regression",
+    "logistic": "multinomial_logistic_regression",
+    "logreg": "multinomial_logistic_regression",
+    "logistic_regression": "multinomial_logistic_regression",
+    "logistic-regression": "multinomial_logistic_regression",
+}
+
+
+def _lookup(name: object) -> str:
+    """The registered key for a name or one of its :data:`ALIASES`."""
+    key = _key(name)
+    return ALIASES.get(key, key)
+
+
 def _unknown(name: str) -> ValueError:
     names = sorted(_BUILDERS)
-    close = difflib.get_close_matches(name.lower(), names, n=3, cutoff=0.5)
+    query = name.strip().lower()
+    close = [n for n in names if len(query) >= 3 and query in n][:3] or difflib.get_close_matches(
+        query, names, n=3, cutoff=0.5
+    )
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     return ValueError(f"unknown model {name!r}{hint} (available: {', '.join(names)})")
 
@@ -103,7 +122,7 @@ def get_model_builder(name: str) -> Callable[..., nn.Module]:
         'convnet4'
     """
     try:
-        return _BUILDERS[_key(name)]
+        return _BUILDERS[_lookup(name)]
     except KeyError:
         raise _unknown(name) from None
 
@@ -130,7 +149,7 @@ def get_model_weights(name: str | Callable[..., nn.Module]) -> type[WeightsEnum]
         if key is None:
             raise ValueError(f"{name!r} is not a registered builder")
     else:
-        key = _key(name)
+        key = _lookup(name)
     if key not in _WEIGHTS:
         if key in _BUILDERS:
             raise ValueError(f"model {key!r} has no pretrained weights")
@@ -163,6 +182,17 @@ def get_weight(name: str) -> WeightsEnum:
     raise ValueError(f"unknown weights {name!r}{hint}")
 
 
+def _refuse_pretrained(cls: type, kwargs: dict[str, Any]) -> None:
+    """torchvision's old ``pretrained=True`` is ``weights=`` here: say so."""
+    for old in ("pretrained", "pretrained_backbone"):
+        if old in kwargs:
+            raise TypeError(
+                f"{cls.__name__}'s builder takes weights=, not {old}= (torchvision's "
+                f"deprecated argument): weights='DEFAULT' for the bundled pretrained weights, "
+                f"weights=None for random initialisation"
+            )
+
+
 def _is_path(weights: object) -> bool:
     if isinstance(weights, os.PathLike):
         return True
@@ -173,6 +203,7 @@ def _is_path(weights: object) -> bool:
 
 def _build(cls: type[M], enum_cls: type[WeightsEnum], weights: Any, kwargs: dict[str, Any]) -> M:
     """Construct ``cls(**kwargs)`` and load ``weights`` (member, name or file) into it."""
+    _refuse_pretrained(cls, kwargs)
     if weights is None:
         return cls(**kwargs)
     if _is_path(weights):

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ...weights import CheckpointError, Weights, WeightsEnum
-from .._registry import _build
+from .._registry import _build, _refuse_pretrained
 from .._utils import ClassifierModel
 
 __all__ = [
@@ -330,6 +330,7 @@ def _build_quantized(
     """
     if not isinstance(quantize, bool):
         raise TypeError(f"quantize must be a bool, got {quantize!r}")
+    _refuse_pretrained(cls, kwargs)
     if not quantize:
         if isinstance(weights, int8_weights):
             raise ValueError(
