@@ -1102,3 +1102,41 @@ def test_top_level_help_keeps_the_malloc_setting_under_a_performance_note(
     assert "malloc" not in text.lower()
     assert "Performance note: on Linux, tp3nets keeps memory that tensors free" in text
     assert text.index("describes each command") < text.index("Performance note")
+
+
+@pytest.mark.mnist
+def test_quantized_models_through_the_command_line(
+    capsys: pytest.CaptureFixture[str], mnist_root: Path, tmp_path: Path
+) -> None:
+    """--quantized runs the int8 model with its bundled weights in evaluate (the accuracy
+    in its meta), predict and export (TorchScript, and ONNX in QDQ form); info lists both
+    weight sets; the logistic regression, a file as weights and a GPU are refused."""
+    member = tp3nets.get_model_weights("quantized_convnet4").DEFAULT
+    code, out, err = run(capsys, "evaluate", "convnet4", "--quantized", "--data", mnist_root,
+                         "--limit", "2000", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["weights"] == repr(member)
+    assert report["acc"] > 0.99
+    code, out, err = run(capsys, "predict", "convnet4", "--samples", "--quantized")
+    assert code == 0, err
+    assert all(f"digit_{d}.png: {d} (" in line for d, line in enumerate(out.splitlines()))
+    for suffix in (".pt", ".onnx"):
+        code, out, err = run(capsys, "export", "convnet4", tmp_path / f"q{suffix}", "--quantized")
+        assert code == 0, err
+        assert f"from convnet4 ({member!r})" in out
+    code, out, _ = run(capsys, "info", "convnet4")
+    assert "ConvNet4_Weights.MNIST_V1" in out
+    assert "ConvNet4_QuantizedWeights.MNIST_INT8_V1 (DEFAULT)  [int8, x86 backend" in out
+    code, out, _ = run(capsys, "info", "convnet4", "--json")
+    assert [w["quantized"] for w in json.loads(out)["weights"]] == [False, True]
+    for argv, needle in [
+        (["predict", MLR, "--samples", "--quantized"], "has no int8 weights"),
+        (["predict", "convnet4", "--samples", "--quantized", "--weights", "w.safetensors"],
+         "--quantized loads the bundled int8 weights"),
+        (["predict", "convnet4", "--samples", "--quantized", "--weights", "MNIST_V2"],
+         "unknown weights 'MNIST_V2'"),
+    ]:
+        code, _, err = run(capsys, *argv)
+        assert code == 2, argv
+        _one_error_line(err, needle)

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, NoReturn
@@ -152,6 +153,41 @@ def _load_model(name: str, weights: str | None) -> tuple[nn.Module, Any, str]:
     model = builder()
     load_weights_into(model, load_state_dict(path, model=model), source=str(path))
     return model, None, str(path)
+
+
+def _load_quantized(
+    name: str, weights: str | None, device: torch.device
+) -> tuple[nn.Module, Any, str]:
+    """The int8 model of ``name`` with its bundled int8 weights (``--quantized``)."""
+    from ..models import get_model_builder, get_model_weights, list_models
+
+    key = get_model_builder(name).__name__
+    if f"quantized_{key}" not in list_models(quantized=True):
+        have = ", ".join(n.removeprefix("quantized_") for n in list_models(quantized=True))
+        raise UsageError(
+            f"{key} has no int8 weights (int8 does not pay for it; see the quantization "
+            f"page); --quantized takes {have}"
+        )
+    if device.type != "cpu":
+        raise UsageError(
+            f"--quantized runs on the CPU (int8 kernels of the x86 backend), not {device}; "
+            f"pass --device cpu"
+        )
+    enum_cls = get_model_weights(f"quantized_{key}")
+    if weights is not None and _looks_like_path(weights):
+        raise UsageError(
+            f"--quantized loads the bundled int8 weights "
+            f"({', '.join(m.name for m in enum_cls)}), not a file such as {weights!r}"
+        )
+    member = enum_cls.verify(weights if weights is not None else "DEFAULT")
+    if member is None:
+        raise UsageError("--quantized needs int8 weights: --weights DEFAULT or a member name")
+    with warnings.catch_warnings():
+        # torch.ao's own deprecation notes, about its internals, not the user's command.
+        warnings.filterwarnings("ignore", message=".*quant_min and quant_max.*")
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
+        model = get_model_builder(f"quantized_{key}")(weights=member, quantize=True)
+    return model, member, repr(member)
 
 
 def _default_member(name: str) -> Any:

@@ -70,7 +70,7 @@ def _describe_value(value: Any) -> str:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from ..models import get_model, get_model_builder, get_model_weights
+    from ..models import get_model, get_model_builder, get_model_weights, list_models
 
     builder = get_model_builder(args.model)
     name = builder.__name__
@@ -84,10 +84,14 @@ def _cmd_info(args: argparse.Namespace) -> int:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     num_classes = int(getattr(model, "num_classes", 0))
     weights = []
-    for member, aliases in _members(enum_cls) if enum_cls is not None else []:
-        meta = {k: v for k, v in member.meta.items() if args.history or k != "history"}
-        weights.append({"name": repr(member), "aliases": aliases, "file": member.file,
-                        "sha256": member.sha256, "meta": meta})
+    enums = [(enum_cls, False)] if enum_cls is not None else []
+    if f"quantized_{name}" in list_models(quantized=True):
+        enums.append((get_model_weights(f"quantized_{name}"), True))  # the int8 set too
+    for enum, int8 in enums:
+        for member, aliases in _members(enum):
+            meta = {k: v for k, v in member.meta.items() if args.history or k != "history"}
+            weights.append({"name": repr(member), "aliases": aliases, "file": member.file,
+                            "sha256": member.sha256, "quantized": int8, "meta": meta})
     if args.json:
         print(_json({
             "name": name,
@@ -113,6 +117,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
     for w in weights:
         meta = w["meta"]
         label = w["name"] + (f" ({', '.join(w['aliases'])})" if w["aliases"] else "")
+        if w["quantized"]:
+            label += f"  [int8, {meta.get('backend', 'x86')} backend: --quantized]"
         print(f"  {label}")
         size = meta.get("file_size")
         size_text = f", {size / 1e6:.2f} MB" if isinstance(size, int) else ""
@@ -124,6 +130,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
             parts.append(f"MNIST test acc@1 {float(test['acc@1']):.2f}%")
         if "loss" in test:
             parts.append(f"test loss {float(test['loss']):.4f}")
+        if "ece" in test:
+            parts.append(f"test ECE {float(test['ece']):.2f}%")
         if "val_acc@1" in metrics:
             parts.append(f"validation acc@1 {float(metrics['val_acc@1']):.2f}%")
         if parts:

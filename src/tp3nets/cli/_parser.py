@@ -32,6 +32,12 @@ def _add_weights(p: argparse.ArgumentParser, default: str | None, what: str) -> 
     )
 
 
+def _add_quantized(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quantized", action="store_true",
+                   help="the int8 model with its bundled int8 weights (ConvNet2/3/4; CPU "
+                   "only; --weights then names an int8 member, default DEFAULT)")
+
+
 def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto",
                    help="cpu, cuda, cuda:N, mps, or auto: CUDA, then MPS, then CPU "
@@ -145,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "matrix.")
     _add_model(p)
     _add_weights(p, "DEFAULT", "weights to evaluate")
+    _add_quantized(p)
     _add_data(p, "used by --split val")
     p.add_argument("--split", choices=("test", "val"), default="test", help="default: test")
     p.add_argument("--batch-size", type=_positive(int, "an integer"), default=1000, metavar="N",
@@ -166,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", action="store_true",
                    help="also classify the ten sample digits that ship with tp3nets")
     _add_weights(p, "DEFAULT", "weights to use")
+    _add_quantized(p)
     p.add_argument("--top", type=_positive(int, "an integer"), default=1, metavar="K",
                    help="show the K most probable classes with their probabilities "
                    "(default: 1)")
@@ -185,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("onnx", "torchscript"),
                    help="default: from OUT's suffix (.onnx, or .pt for torchscript)")
     _add_weights(p, "DEFAULT", "weights to export")
+    _add_quantized(p)
     p.add_argument("--opset", type=_positive(int, "an integer"), default=None, metavar="N",
                    help="ONNX opset (default: the exporter's)")
     p.add_argument("--method", choices=("script", "trace"), default=None,

@@ -19,6 +19,7 @@ from ._common import (
     _device,
     _json,
     _load_model,
+    _load_quantized,
 )
 
 _IMAGE_SUFFIXES: Final = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff",
@@ -52,8 +53,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from ..data import TensorLoader, TensorSubset, load_mnist, train_val_split
     from ..training import evaluate
 
-    device = _device(args.device)
-    model, member, source = _load_model(args.model, args.weights)
+    # int8 kernels are the CPU's: --quantized with the default --device auto runs there.
+    device = _device("cpu" if args.quantized and args.device == "auto" else args.device)
+    model, member, source = (
+        _load_quantized(args.model, args.weights, device) if args.quantized
+        else _load_model(args.model, args.weights)
+    )
     folder = _data_dir(args.data)
     if args.split == "test":
         data = load_mnist(folder, train=False, download=args.download)
@@ -124,8 +129,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise UsageError("the following arguments are required: IMAGE (the image files to "
                          "classify), or --samples for the ten sample digits of tp3nets "
                          "(see 'tp3nets predict --help')")
-    device = _device(args.device)
-    model, member, source = _load_model(args.model, args.weights)
+    # int8 kernels are the CPU's: --quantized with the default --device auto runs there.
+    device = _device("cpu" if args.quantized and args.device == "auto" else args.device)
+    model, member, source = (
+        _load_quantized(args.model, args.weights, device) if args.quantized
+        else _load_model(args.model, args.weights)
+    )
     num_classes = int(getattr(model, "num_classes", 10))
     if not 1 <= args.top <= num_classes:
         raise UsageError(f"--top must be between 1 and {num_classes}, got {args.top}")
@@ -176,6 +185,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     import importlib.util
 
     from ..export import (
+        ExportError,
         export_onnx,
         export_torchscript,
         onnx_runtime,
@@ -202,8 +212,24 @@ def _cmd_export(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"ONNX export needs {' and '.join(missing)}: pip install 'tp3nets[onnx]'"
             )
-    model, _, source = _load_model(args.model, args.weights)
-    if fmt == "onnx":
+    if args.quantized:
+        model, _, source = _load_quantized(args.model, args.weights, torch.device("cpu"))
+    else:
+        model, _, source = _load_model(args.model, args.weights)
+    if fmt == "onnx" and args.quantized:
+        from ..models.quantization import QuantizedExportError, export_quantized_onnx
+
+        try:
+            path = export_quantized_onnx(model, out, **(
+                {"opset_version": args.opset} if args.opset is not None else {}))
+        except QuantizedExportError as exc:
+            raise ExportError(str(exc)) from exc
+        # int8 kernels round differently in ONNX Runtime: the check is the predictions.
+        print(f"wrote {path} (onnx, int8 QDQ, {path.stat().st_size / 1e6:.2f} MB) from "
+              f"{args.model} ({source})")
+        print(f"verified with {onnx_runtime()}: the same predictions as the int8 model")
+        return 0
+    elif fmt == "onnx":
         path = export_onnx(model, out, opset_version=args.opset, verify=False)
         diff = verify_onnx(path, model)
         checked = f"onnx.checker and {onnx_runtime()}"

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from ..._atomic import atomic_path
 from ._api import _quiet
 
 __all__ = ["QuantizedExportError", "export_quantized_onnx"]
@@ -71,31 +72,36 @@ def export_quantized_onnx(
     ):
         raise ValueError(f"QDQ ONNX needs opset_version >= 13, got {opset_version!r}")
     target = Path(path).expanduser()
-    target.parent.mkdir(parents=True, exist_ok=True)
     shape = tuple(getattr(model, "input_shape", (1, 28, 28)))
     model = model.eval()
     example = torch.rand(1, *shape)
-    try:
-        with _quiet(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the tracer's notes about the input check
-            torch.onnx.export(
-                model,
-                (example,),
-                str(target),
-                dynamo=False,
-                opset_version=opset_version,
-                input_names=["images"],
-                output_names=["logits"],
-                dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
-            )
-    except Exception as exc:
-        raise QuantizedExportError(
-            f"the ONNX exporter cannot write this int8 model: {type(exc).__name__}: "
-            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}; export the float "
-            f"model with tp3nets.export.export_onnx and quantize it with ONNX Runtime instead"
-        ) from exc
-    if check:
-        _check(model, target, shape)
+    # Written beside the target and renamed onto it once checked: a full disk or a failed
+    # check leaves an earlier export at that path whole.
+    with atomic_path(target) as tmp:
+        try:
+            with _quiet(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the tracer's notes about the input check
+                torch.onnx.export(
+                    model,
+                    (example,),
+                    str(tmp),
+                    dynamo=False,
+                    opset_version=opset_version,
+                    input_names=["images"],
+                    output_names=["logits"],
+                    dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+                )
+        except OSError:
+            raise
+        except Exception as exc:
+            raise QuantizedExportError(
+                f"the ONNX exporter cannot write this int8 model: {type(exc).__name__}: "
+                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}; export the "
+                f"float model with tp3nets.export.export_onnx and quantize it with ONNX "
+                f"Runtime instead"
+            ) from exc
+        if check:
+            _check(model, tmp, shape)
     return target
 
 
