@@ -1140,3 +1140,54 @@ def test_quantized_models_through_the_command_line(
         code, _, err = run(capsys, *argv)
         assert code == 2, argv
         _one_error_line(err, needle)
+
+
+@pytest.mark.mnist
+def test_train_output_on_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(
+    capsys: pytest.CaptureFixture[str], mnist_root: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, record_property: Any,
+) -> None:
+    """A full disk while train writes --output ends with one line and exit status 2 (it
+    was a traceback and exit 1); the checkpoint of the epoch before is whole."""
+    import errno
+
+    from tp3nets import _atomic
+
+    record_property("fault", "a full disk when train writes --output")
+    record_property("data_intact", "the previous checkpoint")
+    ckpt = tmp_path / "last.pt"
+    assert run(capsys, *_train_args(mnist_root, "--epochs", "1", "--output", ckpt))[0] == 0
+    before = ckpt.read_bytes()
+    real = _atomic.write_new_file
+
+    def full(path: Path, data: Any) -> None:
+        if ".tmp" in path.name and path.name.startswith(".last.pt"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, data)
+
+    monkeypatch.setattr(_atomic, "write_new_file", full)
+    code, _, err = run(capsys, *_train_args(mnist_root, "--epochs", "2", "--resume", ckpt,
+                                            "--output", ckpt))
+    assert code == 2
+    _one_error_line(err, "no space left on device", "the previous file there is kept")
+    assert ckpt.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_fifo_given_as_resume_is_named_and_never_waited_on(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, record_property: Any
+) -> None:
+    """--resume FIFO says it is a FIFO (it said 'not found', or would hang on a read)."""
+    import os
+    import signal
+
+    record_property("bad_input", "cli")
+    fifo = tmp_path / "ck.pt"
+    os.mkfifo(fifo)
+    signal.alarm(20)  # a hang fails the test instead of the suite
+    try:
+        code, _, err = run(capsys, "train", MLR, "--resume", fifo, "--data", tmp_path)
+    finally:
+        signal.alarm(0)
+    assert code == 2
+    _one_error_line(err, "is a FIFO")
