@@ -215,8 +215,7 @@ class _Recorder:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from ..callbacks import ModelCheckpoint
-    from ..checkpoint import check_resumable, write_atomically
-    from ..data import BatchRandomAffine, TensorLoader, TensorSubset, load_mnist, train_val_split
+    from ..checkpoint import check_resumable
     from ..precision import get_precision
     from ..training import fit, seed_everything
 
@@ -253,19 +252,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     saver = ModelCheckpoint(args.output if folder is None else folder / "last.pt")
     saver.check_path(figures)
 
-    full = load_mnist(_data_dir(args.data), train=True, download=args.download)
-    if args.val_size > 0:
-        train, val = train_val_split(full, args.val_size, seed=args.split_seed)
-    else:
-        train, val = full, None
-    if args.limit_train_batches is not None:
-        keep = args.limit_train_batches * args.batch_size
-        train = TensorSubset(train, range(min(keep, len(train))))
-    augment = BatchRandomAffine(degrees=10, translate=0.1, scale=(0.9, 1.1)) \
-        if args.augment else None
-    train_loader = TensorLoader(train, args.batch_size, shuffle=True, seed=args.seed,
-                                transform=augment)
-    val_loader = TensorLoader(val, 1000) if val is not None else None
+    train, val, train_loader, val_loader = _loaders(args)
     optimizer = _make_optimizer(args.optimizer, model, args.lr, args.weight_decay)
     scheduler, interval = _make_scheduler(args, optimizer, len(train_loader),
                                           args.epochs - restart)
@@ -304,19 +291,47 @@ def _cmd_train(args: argparse.Namespace) -> int:
     _print_done(args, history, before, trained, seconds)
     if saver.last_saved is not None and trained > 0:
         print(f"checkpoint: {saver.last_saved}")  # the file, its {fields} filled in
+    _save_outputs(args, model, history, folder, saver.last_saved, val is not None)
+    return 0
+
+
+def _loaders(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
+    """The MNIST training and validation sets of the options, and their loaders."""
+    from ..data import BatchRandomAffine, TensorLoader, TensorSubset, load_mnist, train_val_split
+
+    full = load_mnist(_data_dir(args.data), train=True, download=args.download)
+    if args.val_size > 0:
+        train, val = train_val_split(full, args.val_size, seed=args.split_seed)
+    else:
+        train, val = full, None
+    if args.limit_train_batches is not None:
+        keep = args.limit_train_batches * args.batch_size
+        train = TensorSubset(train, range(min(keep, len(train))))
+    augment = BatchRandomAffine(degrees=10, translate=0.1, scale=(0.9, 1.1)) \
+        if args.augment else None
+    train_loader = TensorLoader(train, args.batch_size, shuffle=True, seed=args.seed,
+                                transform=augment)
+    val_loader = TensorLoader(val, 1000) if val is not None else None
+    return train, val, train_loader, val_loader
+
+
+def _save_outputs(args: argparse.Namespace, model: nn.Module, history: Any,
+                  folder: Path | None, checkpoint: Path | None, validated: bool) -> None:
+    """The final weights (--weights-out, the run folder's), the history and its plot."""
+    from ..checkpoint import write_atomically
+
     weights_files = [folder / "weights.safetensors"] if folder is not None else []
     if args.weights_out is not None:
         weights_files.append(Path(args.weights_out).expanduser())
     for target in weights_files:
-        _write_weights(target, model, args.model, saver.last_saved)
+        _write_weights(target, model, args.model, checkpoint)
     if folder is not None:
         write_atomically(json.dumps(history.to_dict(), indent=1).encode(),
                          folder / "history.json")
         _plot(history, folder / "history.png")
-        print(f"run folder: {folder} (last.pt, {'best.pt, ' if val is not None else ''}"
+        print(f"run folder: {folder} (last.pt, {'best.pt, ' if validated else ''}"
               f"weights.safetensors, history.csv, history.json"
               f"{', history.png' if (folder / 'history.png').exists() else ''})")
-    return 0
 
 
 def _check_options(args: argparse.Namespace) -> None:
