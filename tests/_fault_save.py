@@ -70,14 +70,16 @@ def main(target: Path) -> None:
     ckpt_mod.save_checkpoint(checkpoint(1), target)
     # The parent compares the file after the kill with these bytes.
     print(hashlib.sha256(target.read_bytes()).hexdigest(), flush=True)
-    real_fdopen = os.fdopen
+    from tp3nets import _atomic
 
-    def open_then_die(fd: int, *args: Any, **kwargs: Any) -> Any:
+    def write_then_die(path: Path, data: Any) -> None:
         # save_checkpoint serialises in memory, then writes the temporary file through
-        # os.fdopen: cut that write in the middle.
-        return _DieMidway(real_fdopen(fd, *args, **kwargs))
+        # _atomic.write_new_file: cut that write in the middle.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "wb") as fh:
+            _DieMidway(fh).write(data)
 
-    ckpt_mod.os.fdopen = open_then_die  # type: ignore[assignment]
+    _atomic.write_new_file = write_then_die  # type: ignore[assignment]
     ckpt_mod.save_checkpoint(checkpoint(2), target)
     raise SystemExit("the process should have been killed during the second save")
 

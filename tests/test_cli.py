@@ -278,7 +278,9 @@ def test_info_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert data["class"] == "ConvNet4"
     assert data["num_params"] == data["trainable_params"] == member.meta["num_params"]
     assert data["architecture"] == repr(tp3nets.convnet4())
-    (weights,) = data["weights"]
+    weights, int8 = data["weights"]  # the fp32 set, then the int8 one
+    assert int8["quantized"]
+    assert not weights["quantized"]
     assert weights["sha256"] == member.sha256
     assert weights["meta"]["metrics"] == json.loads(json.dumps(member.meta["metrics"]))
     assert weights["meta"]["categories"] == list(member.meta["categories"])
@@ -1169,7 +1171,7 @@ def test_train_output_on_a_full_disk_is_one_line_and_keeps_the_previous_checkpoi
     code, _, err = run(capsys, *_train_args(mnist_root, "--epochs", "2", "--resume", ckpt,
                                             "--output", ckpt))
     assert code == 2
-    _one_error_line(err, "no space left on device", "the previous file there is kept")
+    _one_error_line(err, "No space left on device", "the previous file there is kept")
     assert ckpt.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 

@@ -308,7 +308,7 @@ def test_no_space_left_is_an_export_error(
             raise OSError(errno.ENOSPC, "No space left on device")
 
         monkeypatch.setattr(os, "write", full_write)
-    with pytest.raises(ExportError, match=rf"cannot write '{path}': no space left on device; "
+    with pytest.raises(ExportError, match=rf"cannot write '{path}': No space left on device; "
                        r"the previous file there is kept"):
         export(tp3nets.convnet2(), path)
     monkeypatch.undo()

@@ -32,7 +32,6 @@ import torch
 from torch import Tensor, nn
 
 from tp3nets import ModelCheckpoint, MultinomialLogisticRegression, fit, seed_everything
-from tp3nets import checkpoint as ckpt_mod
 from tp3nets.checkpoint import load_checkpoint, save_checkpoint
 from tp3nets.data import TensorLoader
 
@@ -73,7 +72,7 @@ def test_sigkill_during_save_leaves_the_previous_checkpoint_whole(
                           env=_env(), capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     temporary = [p for p in tmp_path.iterdir() if p != target]
-    assert [p.name.startswith(".last.pt.") and p.suffix == ".tmp" for p in temporary] == [True]
+    assert [p.name.startswith(".last.pt.") and ".tmp" in p.name for p in temporary] == [True]
     assert temporary[0].stat().st_size == worker.KILL_AFTER_BYTES  # killed mid-write
 
     # The target holds the first checkpoint, byte for byte.
@@ -112,10 +111,15 @@ class _FullDisk:
 
 
 def _fill_the_disk(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make the files that save_checkpoint opens run out of space."""
-    real_fdopen = os.fdopen
-    monkeypatch.setattr(ckpt_mod.os, "fdopen",
-                        lambda fd, *a, **k: _FullDisk(real_fdopen(fd, *a, **k)))
+    """Make the temporary files that save_checkpoint writes run out of space."""
+    from tp3nets import _atomic
+
+    def write_on_a_full_disk(path: Path, data: Any) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "wb") as fh:
+            _FullDisk(fh).write(data)
+
+    monkeypatch.setattr(_atomic, "write_new_file", write_on_a_full_disk)
 
 
 def test_disk_full_during_save_keeps_the_previous_checkpoint(

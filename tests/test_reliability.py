@@ -1617,7 +1617,7 @@ def test_atomic_write_on_a_full_disk_keeps_the_previous_file(
         return real_write(fd, data[: len(data) // 2])
 
     monkeypatch.setattr(os, "write", filling)
-    with pytest.raises(OSError, match=rf"cannot write '{path}': no space left on device; the "
+    with pytest.raises(OSError, match=rf"cannot write '{path}': No space left on device; the "
                        r"previous file there is kept") as info:
         write_atomically(b"new!" * 1000, path)
     monkeypatch.undo()

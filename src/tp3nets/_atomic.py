@@ -116,9 +116,9 @@ def _fsync_folder(folder: Path) -> None:
 def _explained(exc: OSError, target: Path) -> OSError:
     """``exc`` with a message that names the target and says the old file is kept."""
     if exc.errno == errno.ENOSPC:
-        why = "no space left on device"
+        why = "No space left on device"
     elif exc.errno == errno.EDQUOT:
-        why = "disk quota exceeded"
+        why = "Disk quota exceeded"
     else:
         why = exc.strerror or str(exc)
     kept = "the previous file there is kept" if target.exists() else "nothing was written"

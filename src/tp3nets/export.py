@@ -127,7 +127,7 @@ def _write_failed(exc: OSError, target: Path) -> ExportError:
     """One clear error for a failed write; the file at ``target`` (if any) is intact."""
     text = exc.strerror or str(exc)
     if not text.startswith("cannot write"):
-        why = "no space left on device" if exc.errno == errno.ENOSPC else text
+        why = "No space left on device" if exc.errno == errno.ENOSPC else text
         kept = "the previous file there is kept" if target.exists() else "nothing was written"
         text = f"cannot write {str(target)!r}: {why}; {kept}"
     return ExportError(f"export failed: {text}")

@@ -86,10 +86,11 @@ def _lookup(name: object) -> str:
 
 
 def _unknown(name: str) -> ValueError:
-    names = sorted(_BUILDERS)
+    names = sorted(k for k in _BUILDERS if k not in _QUANTIZED)  # as list_models() shows
     query = name.strip().lower()
-    close = [n for n in names if len(query) >= 3 and query in n][:3] or difflib.get_close_matches(
-        query, names, n=3, cutoff=0.5
+    close = [n for n in sorted(_BUILDERS) if len(query) >= 3 and query in n][:3] or (
+        difflib.get_close_matches(query, names, n=3, cutoff=0.5)
+        or difflib.get_close_matches(query, sorted(_QUANTIZED), n=3, cutoff=0.5)
     )
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     return ValueError(f"unknown model {name!r}{hint} (available: {', '.join(names)})")
@@ -173,7 +174,11 @@ def get_weight(name: str) -> WeightsEnum:
             found = enum_cls.verify(member)
             assert found is not None
             return found
-    known = sorted(f"{e.__name__}.{m}" for e in _WEIGHTS.values() for m in e.__members__)
+    # The float weights first: an int8 set is suggested where no float one is close.
+    known = sorted(
+        (f"{e.__name__}.{m}" for k, e in _WEIGHTS.items() for m in e.__members__),
+        key=lambda q: ("Quantized" in q, q),
+    )
     by_lower = {k.lower(): k for k in known}
     close = [by_lower[c] for c in difflib.get_close_matches(name.lower(), list(by_lower), n=3)]
     if not close and "." not in name:
