@@ -68,4 +68,12 @@ def main(mode: str, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], Path(sys.argv[2]))
+    import torch.distributed as dist
+
+    try:
+        main(sys.argv[1], Path(sys.argv[2]))
+    finally:
+        # Joined before exit: gloo's threads left running at exit abort the process
+        # ("terminate called without an active exception") on a loaded machine.
+        if dist.is_initialized():
+            dist.destroy_process_group()
