@@ -31,6 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._batches import default_unpack, model_lock, set_mode
+from .devices import resolve_device, to_device
+
 __all__ = [
     "Criterion",
     "TopPredictions",
@@ -155,28 +158,9 @@ def expected_calibration_error(probs: Tensor, target: Tensor, n_bins: int = DEFA
     return float((hits - conf_sum).abs().sum() / count.sum())
 
 
-def _unpack(batch: Any) -> tuple[Any, Any]:
-    if isinstance(batch, dict):
-        for xk, yk in (("input", "target"), ("x", "y"), ("image", "label"), ("inputs", "labels")):
-            if xk in batch and yk in batch:
-                return batch[xk], batch[yk]
-        raise ValueError(
-            f"cannot find inputs and targets in a batch with keys {sorted(batch)}; pass "
-            "unpack=lambda b: (inputs, target)"
-        )
-    if isinstance(batch, (list, tuple)) and len(batch) >= 2:
-        return batch[0], batch[1]
-    raise ValueError(
-        f"expected batches of (inputs, target), got {type(batch).__name__}; pass "
-        "unpack=lambda b: (inputs, target)"
-    )
-
-
 def _model_device(model: nn.Module) -> torch.device:
-    for param in model.parameters():
-        return param.device
-    for buffer in model.buffers():
-        return buffer.device
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
     return torch.device("cpu")
 
 
@@ -212,25 +196,21 @@ def collect_logits(
         >>> tuple(logits.shape), tuple(target.shape)
         ((10, 3), (10,))
     """
-    split = unpack or _unpack
+    split = unpack or default_unpack
     home = _model_device(model)
-    where = torch.device(device) if device is not None else home
-    modes = [(m, m.training) for m in model.modules()]
+    where = resolve_device(device, model)
     outs: list[Tensor] = []
     targets: list[Tensor] = []
     try:
         if where != home:
             model.to(where)
-        model.eval()
-        with torch.inference_mode():
+        with model_lock(model), set_mode(model, False), torch.inference_mode():
             for batch in loader:
                 x, y = split(batch)
-                out: Tensor = model(x.to(where, non_blocking=True))
+                out: Tensor = model(to_device(x, where))
                 outs.append(out.detach().float().cpu())
                 targets.append(torch.as_tensor(y).cpu())
     finally:
-        for module, training in modes:
-            module.training = training
         if where != home:
             model.to(home)
     if not outs:
