@@ -163,7 +163,7 @@ class ClassifierModel(nn.Module):
         >>> model = ConvNet4().eval()
         >>> x = torch.zeros(2, 1, 28, 28)
         >>> model.forward_features(x).shape, model.num_features
-        (torch.Size([2, 256, 7, 7]), 256)
+        (torch.Size([2, 256, 1, 1]), 256)
         >>> model.reset_classifier(0)
         >>> model(x).shape
         torch.Size([2, 256])

@@ -36,8 +36,8 @@ class ConvNet4(ClassifierModel):
     Same layers, order and state_dict keys as the reference (``features.0`` …
     ``features.21``, ``lin1``). The reference pools with ``AvgPool2d(kernel_size=7)``,
     which is a global average only for 28×28 inputs; here the pool is
-    :class:`~torch.nn.AdaptiveAvgPool2d` ``(1)`` (``global_pool``, after ``features``),
-    identical at 28×28 (same logits, no parameters) and correct for any input of at least
+    :class:`~torch.nn.AdaptiveAvgPool2d` ``(1)``, the last layer of ``features`` as in the
+    reference (so ``model.features(x)`` gives the 4·width pooled features), identical at 28×28 (same logits, no parameters) and correct for any input of at least
     4×4.
 
     Args:
@@ -93,10 +93,8 @@ class ConvNet4(ClassifierModel):
             nn.Dropout(p),
             *batch_relu(2 * n, 4 * n, 3),
             *batch_relu(4 * n, 4 * n, 3),  # (N, 4n, H/4, W/4)
+            nn.AdaptiveAvgPool2d(1),  # (N, 4n, 1, 1); = AvgPool2d(7) at 28×28
         )
-        # Out of ``features`` (it has no parameters: the keys are the same) so that
-        # forward_features returns the unpooled map, as timm's models do.
-        self.global_pool = nn.AdaptiveAvgPool2d(1)  # (N, 4n, 1, 1); = AvgPool2d(7) at 28×28
         self.num_features = 4 * n
         self.head_hidden_size = 4 * n
         self.lin1 = nn.Linear(4 * n, self.num_classes)
@@ -108,15 +106,15 @@ class ConvNet4(ClassifierModel):
 
     @_eager_annotations
     def forward_features(self, x: Tensor) -> Tensor:
-        """The checked input through the three stages: ``(N, 4·width, H/4, W/4)``."""
+        """The checked input through ``features``, its global pool included, as the lab's
+        model has it: ``(N, 4·width, 1, 1)``."""
         self._check_input(x)
-        out: Tensor = self.features(x)  # (N, 4n, H/4, W/4)
+        out: Tensor = self.features(x)  # (N, 4n, 1, 1)
         return out
 
     @_eager_annotations
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        """Global average pool, dropout (``pre_logits``: ``(N, 4·width)``), final Linear."""
-        x = self.global_pool(x)
+        """Flatten, dropout (``pre_logits``: ``(N, 4·width)``), final Linear."""
         x = torch.flatten(x, 1)  # (N, 4n); also right for N = 0
         x = F.dropout(x, self.classifier_dropout, self.training)
         if pre_logits:
