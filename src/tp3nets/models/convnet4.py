@@ -37,8 +37,8 @@ class ConvNet4(ClassifierModel):
     ``features.21``, ``lin1``). The reference pools with ``AvgPool2d(kernel_size=7)``,
     which is a global average only for 28×28 inputs; here the pool is
     :class:`~torch.nn.AdaptiveAvgPool2d` ``(1)``, the last layer of ``features`` as in the
-    reference (so ``model.features(x)`` gives the 4·width pooled features), identical at 28×28 (same logits, no parameters) and correct for any input of at least
-    4×4.
+    reference (so ``model.features(x)`` gives the 4·width pooled features), identical at
+    28×28 (same logits, no parameters) and correct for any input of at least 4×4.
 
     Args:
         num_classes: number of outputs.
