@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import tp3nets
+from tp3nets.augment import dilate, erode
 from tp3nets.data import load_mnist
 
 HERE = Path(__file__).resolve().parent
@@ -83,21 +84,14 @@ def scale(x: Tensor, g: torch.Generator, low: float = 0.75, high: float = 1.25) 
     return _affine(x, theta)
 
 
-def _cross_neighbours(x: Tensor, fill: float) -> list[Tensor]:
-    padded = F.pad(x, (1, 1, 1, 1), value=fill)
-    h, w = x.shape[-2:]
-    return [padded[..., 1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
-            for dy, dx in ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))]
-
-
 def thin(x: Tensor, g: torch.Generator) -> Tensor:
     """Grey-level erosion by a 3×3 cross: every stroke loses about a pixel of width."""
-    return torch.stack(_cross_neighbours(x, 1.0)).amin(0)
+    return erode(x)
 
 
 def thick(x: Tensor, g: torch.Generator) -> Tensor:
     """Grey-level dilation by a 3×3 cross: every stroke gains about a pixel of width."""
-    return torch.stack(_cross_neighbours(x, 0.0)).amax(0)
+    return dilate(x)
 
 
 def blur(x: Tensor, g: torch.Generator, sigma: float = 1.0) -> Tensor:

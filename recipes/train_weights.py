@@ -1,10 +1,16 @@
 """Train one bundled weight file: ``python recipes/train_weights.py MODEL --data DIR``.
 
 Trains on the seeded 55,000-image split of the MNIST training set, reports the accuracy on
-the 5,000 held-out validation images (where the hyperparameters below were chosen), and
-touches the 10,000 test images exactly once, at the end. Writes
-``src/tp3nets/weights/files/<model>_mnist_v1.safetensors`` and a JSON record of the run
-(recipe, hardware, timings, metrics, sha256) beside this script under ``results/``.
+the 5,000 held-out validation images (where the hyperparameters below were chosen), clean
+and under the seeded perturbations of ``robustness.py``, and touches the 10,000 test
+images exactly once, at the end. Writes
+``src/tp3nets/weights/files/<model>_mnist_v<version>.safetensors`` and a JSON record of
+the run (recipe, hardware, timings, metrics, sha256) beside this script under ``results/``.
+
+Selection runs (``--no-test``) report validation only; ``--candidate FILE`` also keeps
+what they trained (the live and, with EMA, the averaged weights, and the recipe), and
+``--finish FILE`` later turns an accepted candidate into the bundled file, evaluating the
+test set once, without training it again. ``train_weights.py MODEL`` alone does both.
 """
 
 from __future__ import annotations
@@ -17,51 +23,167 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
-from safetensors.torch import save_file
+from robustness import PERTURBATIONS, perturbed
+from safetensors.torch import load_file, save_file
+from torch import nn
 
 import tp3nets
-from tp3nets.data import BatchRandomAffine, TensorLoader, mnist_splits
+from tp3nets.callbacks import EMA
+from tp3nets.data import (
+    BatchGaussianNoise,
+    BatchRandomAffine,
+    BatchRandomContrast,
+    BatchRandomStrokeWidth,
+    TensorLoader,
+    mnist_splits,
+)
 from tp3nets.training import evaluate, fit, seed_everything
 
 HERE = Path(__file__).resolve().parent
 FILES = HERE.parent / "src" / "tp3nets" / "weights" / "files"
 
-# Chosen on the validation split (see recipes/README.md for what was tried).
-RECIPES: dict[str, dict[str, object]] = {
-    "multinomial_logistic_regression": dict(
-        epochs=40, batch_size=256, lr=2e-3, weight_decay=0.0, augment=False,
-        label_smoothing=0.0, precision="32",
-    ),
-    "convnet2": dict(
-        epochs=40, batch_size=128, lr=2e-3, weight_decay=1e-4, augment=True,
-        label_smoothing=0.0, precision="bf16",
-    ),
-    "convnet3": dict(
-        epochs=20, batch_size=128, lr=3e-3, weight_decay=1e-4, augment=True,
-        label_smoothing=0.0, precision="bf16",
-    ),
-    "convnet4": dict(
-        epochs=12, batch_size=128, lr=4e-3, weight_decay=5e-4, augment=True,
-        label_smoothing=0.1, precision="bf16",
-    ),
+_V1_COMMON = dict(ema=None, weights="live", channels_last=False)
+# Chosen on the validation split (results/SELECTION.md says what was tried).
+RECIPES: dict[str, dict[int, dict[str, Any]]] = {
+    "multinomial_logistic_regression": {
+        1: dict(epochs=40, batch_size=256, lr=2e-3, weight_decay=0.0, augment="none",
+                label_smoothing=0.0, precision="32", **_V1_COMMON),
+    },
+    "convnet2": {
+        1: dict(epochs=40, batch_size=128, lr=2e-3, weight_decay=1e-4, augment="affine",
+                label_smoothing=0.0, precision="bf16", **_V1_COMMON),
+    },
+    "convnet3": {
+        1: dict(epochs=20, batch_size=128, lr=3e-3, weight_decay=1e-4, augment="affine",
+                label_smoothing=0.0, precision="bf16", **_V1_COMMON),
+    },
+    "convnet4": {
+        1: dict(epochs=12, batch_size=128, lr=4e-3, weight_decay=5e-4, augment="affine",
+                label_smoothing=0.1, precision="bf16", **_V1_COMMON),
+        2: dict(epochs=12, batch_size=128, lr=4e-3, weight_decay=5e-4, augment="scan",
+                label_smoothing=0.1, precision="bf16", ema=0.999, weights="average",
+                channels_last=True),
+    },
 }
+
+AUGMENTATIONS = {
+    "none": "none",
+    "affine": "BatchRandomAffine(degrees=10, translate=0.1, scale=(0.9, 1.1))",
+    "scan": "BatchRandomAffine(degrees=10, translate=0.1, scale=(0.9, 1.1)), "
+            "BatchRandomStrokeWidth(p_thin=0.15, p_thick=0.15), "
+            "BatchRandomContrast(factor=(0.2, 1.0), p=0.3), "
+            "BatchGaussianNoise(sigma=(0.0, 0.3), p=0.3)",
+}
+
+
+def augmentation(name: str) -> nn.Module | None:
+    affine = BatchRandomAffine(degrees=10, translate=0.1, scale=(0.9, 1.1))
+    if name == "none":
+        return None
+    if name == "affine":
+        return affine
+    return nn.Sequential(affine, BatchRandomStrokeWidth(p_thin=0.15, p_thick=0.15),
+                         BatchRandomContrast(factor=(0.2, 1.0), p=0.3),
+                         BatchGaussianNoise(sigma=(0.0, 0.3), p=0.3))
+
+
+def val_figures(model: nn.Module, val: Any) -> dict[str, float]:
+    """Validation acc@1 (%), clean and under each seeded perturbation of robustness.py."""
+    images, labels = val.tensors
+    clean = images.float() / 255
+    model.eval()
+    out = {}
+    with torch.inference_mode():
+        for name, x in [("clean", clean),
+                        *((p, perturbed(clean, p, i)) for i, p in enumerate(PERTURBATIONS))]:
+            correct = sum(int(model(xb).argmax(1).eq(yb).sum())
+                          for xb, yb in zip(x.split(1000), labels.split(1000), strict=True))
+            out[name] = round(100 * correct / len(labels), 2)
+    out["perturbed_mean"] = round(sum(out[p] for p in PERTURBATIONS) / len(PERTURBATIONS), 2)
+    return out
+
+
+class LiveValidation:
+    """Before EMA puts the average in: the live weights' validation accuracy, per epoch."""
+
+    def __init__(self, loader: Any) -> None:
+        self.loader, self.rows = loader, []
+
+    def on_train_epoch_end(self, state: Any) -> None:
+        acc = evaluate(state.model, self.loader, channels_last=True)["acc"]
+        self.rows.append(round(100 * acc, 2))
+        state.model.train()
+
+
+def train(args: argparse.Namespace, recipe: dict[str, Any], train_set: Any, val: Any
+          ) -> tuple[dict[str, dict[str, torch.Tensor]], Any, float, dict[str, Any]]:
+    """Train by the recipe: the live (and averaged) state dicts, the history, the seconds
+    and, with EMA, the live weights' validation accuracy per epoch."""
+    train_loader = TensorLoader(train_set, int(recipe["batch_size"]), shuffle=True,
+                                seed=args.seed, transform=augmentation(recipe["augment"]))
+    val_loader = TensorLoader(val, 1000)
+    model = tp3nets.get_model(args.model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=float(recipe["lr"]),
+                                  weight_decay=float(recipe["weight_decay"]))
+    epochs = int(recipe["epochs"])
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=float(recipe["lr"]), epochs=epochs,
+        steps_per_epoch=len(train_loader), pct_start=0.2,
+    )
+    live = LiveValidation(val_loader)
+    ema = EMA(decay=float(recipe["ema"])) if recipe["ema"] else None
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=float(recipe["label_smoothing"]))
+    started = time.perf_counter()
+    history = fit(model, train_loader, epochs=epochs, optimizer=optimizer, loss_fn=loss_fn,
+                  val_loader=val_loader, scheduler=scheduler, scheduler_interval="step",
+                  precision=recipe["precision"], progress=None,
+                  callbacks=[] if ema is None else [live, ema],
+                  channels_last=bool(recipe["channels_last"]))
+    seconds = time.perf_counter() - started
+    model = model.to(memory_format=torch.contiguous_format)
+    states = {"live": _plain(model.state_dict() if ema is None else ema.live_state_dict(model))}
+    extra: dict[str, Any] = {}
+    if ema is not None:
+        states["average"] = _plain(model.state_dict())
+        extra["live_val_acc@1_per_epoch"] = live.rows
+    return states, history, seconds, extra
+
+
+def _plain(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
+
+
+def _model_with(name: str, state: dict[str, torch.Tensor]) -> nn.Module:
+    model = tp3nets.get_model(name)
+    model.load_state_dict(state)
+    return model.eval()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", choices=sorted(RECIPES))
     parser.add_argument("--data", default=os.environ.get("TP3NETS_DATA", "../shared/datasets"))
+    parser.add_argument("--version", type=int, help="the recipe version (default the latest)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, help="override the recipe's epoch count")
     parser.add_argument("--lr", type=float, help="override the recipe's peak learning rate")
     parser.add_argument("--no-test", action="store_true",
-                        help="selection run: report validation only, write nothing")
+                        help="selection run: report validation only, write no weights")
+    parser.add_argument("--candidate", type=Path,
+                        help="with --no-test: keep what was trained in this file")
+    parser.add_argument("--finish", type=Path,
+                        help="turn a --candidate file of this recipe into the bundled file")
     parser.add_argument("--out", type=Path, default=FILES)
     args = parser.parse_args(argv)
 
-    recipe = dict(RECIPES[args.model])
+    versions = RECIPES[args.model]
+    version = args.version or max(versions)
+    if version not in versions:
+        parser.error(f"{args.model} has recipe versions {sorted(versions)}")
+    recipe = dict(versions[version])
     if args.epochs:
         recipe["epochs"] = args.epochs
     if args.lr:
@@ -69,69 +191,98 @@ def main(argv: list[str] | None = None) -> int:
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(max(1, os.cpu_count() or 1))
     seed_everything(args.seed)
-    train, val, test = mnist_splits(args.data, val_size=5000, seed=42)
-    augment = BatchRandomAffine(degrees=10, translate=0.1, scale=(0.9, 1.1)) \
-        if recipe["augment"] else None
-    train_loader = TensorLoader(train, int(recipe["batch_size"]), shuffle=True, seed=args.seed,
-                                transform=augment)
-    val_loader = TensorLoader(val, 1000)
-    model = tp3nets.get_model(args.model)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=float(recipe["lr"]),
-                                  weight_decay=float(recipe["weight_decay"]))
-    epochs = int(recipe["epochs"])
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=float(recipe["lr"]), epochs=epochs, steps_per_epoch=len(train_loader),
-        pct_start=0.2,
-    )
-    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=float(recipe["label_smoothing"]))
-    started = time.perf_counter()
-    history = fit(model, train_loader, epochs=epochs, optimizer=optimizer, loss_fn=loss_fn,
-                  val_loader=val_loader, scheduler=scheduler, scheduler_interval="step",
-                  precision=recipe["precision"], progress=None)  # type: ignore[arg-type]
-    train_seconds = time.perf_counter() - started
-    val_metrics = evaluate(model, val_loader, loss_fn=torch.nn.CrossEntropyLoss())
-    print(f"validation: {val_metrics}", flush=True)
+    train_set, val, test = mnist_splits(args.data, val_size=5000, seed=42)
+    described = {**recipe, "seed": args.seed, "version": version}
+
+    if args.finish:
+        states, history, seconds, extra = _load_candidate(args.finish, args.model, described)
+    else:
+        states, history, seconds, extra = train(args, recipe, train_set, val)
+    val_by_weights = {k: val_figures(_model_with(args.model, s), val) for k, s in states.items()}
+    for kind, figures in val_by_weights.items():
+        print(f"validation, {kind} weights: {json.dumps(figures)}", flush=True)
     if args.no_test:
+        if args.candidate:
+            _save_candidate(args.candidate, states, history, seconds, extra, described,
+                            val_by_weights)
+            print(f"kept the candidate in {args.candidate}; accept it with --finish", flush=True)
         return 0
+
+    chosen = str(recipe["weights"])
+    model = _model_with(args.model, states[chosen])
+    val_metrics = evaluate(model, TensorLoader(val, 1000), loss_fn=torch.nn.CrossEntropyLoss())
     test_metrics = evaluate(model, TensorLoader(test, 1000), loss_fn=torch.nn.CrossEntropyLoss())
     print(f"test (touched once): {test_metrics}", flush=True)
 
     args.out.mkdir(parents=True, exist_ok=True)
-    target = args.out / f"{args.model}_mnist_v1.safetensors"
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(target), metadata={"model": args.model, "format": "pt"})
+    target = args.out / f"{args.model}_mnist_v{version}.safetensors"
+    save_file(states[chosen], str(target), metadata={"model": args.model, "format": "pt"})
     digest = hashlib.sha256(target.read_bytes()).hexdigest()
+    command = f"python recipes/train_weights.py {args.model} --data DIR --seed {args.seed}"
+    if version != max(versions):
+        command += f" --version {version}"
     record = {
         "model": args.model,
+        "version": version,
         "file": target.name,
         "sha256": digest,
         "file_size": target.stat().st_size,
         "num_params": sum(p.numel() for p in model.parameters()),
         "recipe": {
-            "command": (
-                f"python recipes/train_weights.py {args.model} --data DIR --seed {args.seed}"
-            ),
+            "command": command,
             "optimizer": "AdamW", "scheduler": "OneCycleLR(pct_start=0.2), stepped per batch",
             **recipe, "seed": args.seed, "split": "55,000 train / 5,000 val, seed 42",
-            "augmentation": "BatchRandomAffine(degrees=10, translate=0.1, scale=(0.9, 1.1))"
-            if recipe["augment"] else "none",
+            "augmentation": AUGMENTATIONS[str(recipe["augment"])],
             "torch_version": torch.__version__,
             "hardware": f"{platform.processor() or platform.machine()}, "
                         f"{os.cpu_count()} CPU cores, no GPU",
-            "training_seconds": round(train_seconds, 1),
+            "training_seconds": round(seconds, 1),
         },
         "metrics": {
             "val_acc@1": round(100 * val_metrics["acc"], 2),
+            "val_perturbed": val_by_weights[chosen],
             "MNIST": {"acc@1": round(100 * test_metrics["acc"], 2),
                       "loss": round(test_metrics["loss"], 4)},
         },
-        "history": history.to_dict(),
+        "selection": {f"val_{k}": v for k, v in val_by_weights.items()} | extra,
+        "history": history if isinstance(history, dict) else history.to_dict(),
         "python": sys.version.split()[0],
     }
     (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / f"{args.model}.json").write_text(json.dumps(record, indent=2) + "\n")
+    name = args.model if version == 1 else f"{args.model}_v{version}"
+    (HERE / "results" / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps({k: v for k, v in record.items() if k != "history"}, indent=2))
     return 0
+
+
+def _save_candidate(path: Path, states: dict[str, dict[str, torch.Tensor]], history: Any,
+                    seconds: float, extra: dict[str, Any], described: dict[str, Any],
+                    val_by_weights: dict[str, Any]) -> None:
+    tensors = {f"{kind}/{k}": v for kind, state in states.items() for k, v in state.items()}
+    info = {"recipe": described, "history": history.to_dict(), "seconds": seconds,
+            "extra": extra, "validation": val_by_weights,
+            "torch_version": torch.__version__}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata={"candidate": json.dumps(info)})
+
+
+def _load_candidate(path: Path, model: str, described: dict[str, Any]
+                    ) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any], float,
+                               dict[str, Any]]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as fh:
+        info = json.loads(fh.metadata()["candidate"])
+    if info["recipe"] != json.loads(json.dumps(described)):
+        raise SystemExit(f"{path} was trained by {info['recipe']}, not by this recipe "
+                         f"({described}): train it again")
+    states: dict[str, dict[str, torch.Tensor]] = {}
+    for key, tensor in load_file(str(path)).items():
+        kind, name = key.split("/", 1)
+        states.setdefault(kind, {})[name] = tensor
+    print(f"finishing the candidate {path} of {model} (trained in {info['seconds']:.0f} s)")
+    return states, info["history"], float(info["seconds"]), {
+        **info["extra"], "finished_from_candidate": True}
 
 
 if __name__ == "__main__":

@@ -223,3 +223,28 @@ def test_model_checkpoint_save_best_only(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["best1.pt"]
     ckpt = load_checkpoint(tmp_path / "best1.pt")
     assert ckpt["history"]["epochs"][0]["loss"] == history["loss"][0]
+
+
+def test_on_train_epoch_end_runs_between_training_and_validation() -> None:
+    """The hook sees the epoch's training figures, before any val_* figure exists."""
+    model = nn.Linear(8, 3)
+    x, y = make_data()
+    seen: list[tuple[str, int, list[str]]] = []
+
+    class Order:
+        def on_epoch_start(self, state: FitState) -> None:
+            seen.append(("start", state.epoch, []))
+
+        def on_train_epoch_end(self, state: FitState) -> None:
+            seen.append(("train_end", state.epoch, sorted(state.logs)))
+
+        def on_epoch_end(self, state: FitState) -> None:
+            seen.append(("end", state.epoch, sorted(state.logs)))
+
+    fit(model, TensorLoader((x, y), 4), epochs=2, val_loader=TensorLoader((x, y), 8),
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1), callbacks=[Order()],
+        progress=False)
+    assert [s[:2] for s in seen] == [("start", 1), ("train_end", 1), ("end", 1),
+                                     ("start", 2), ("train_end", 2), ("end", 2)]
+    assert seen[1][2] == ["acc", "loss"]
+    assert "val_acc" in seen[2][2]

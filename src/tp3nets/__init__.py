@@ -12,7 +12,7 @@ from __future__ import annotations
 from . import calibration as calibration
 from . import samples
 from ._version import __version__
-from .callbacks import CSVLogger, EarlyStopping, ModelCheckpoint, TensorBoardLogger
+from .callbacks import EMA, CSVLogger, EarlyStopping, ModelCheckpoint, TensorBoardLogger
 from .layers import batch_relu
 from .models import (
     ConvNet2,
@@ -38,6 +38,7 @@ from .transforms import MNISTPreprocess
 from .weights import CheckpointError, Weights, WeightsEnum, load_state_dict
 
 __all__ = [
+    "EMA",
     "CSVLogger",
     "CheckpointError",
     "ConvNet2",

@@ -14,10 +14,12 @@ from typing import Any, Final, Literal, Protocol
 from torch import Tensor
 
 from ._checks import int_at_least
+from .ema import EMA
 from .loggers import CSVLogger, TensorBoardLogger
 from .state import FitState
 
 __all__ = [
+    "EMA",
     "CSVLogger",
     "Callback",
     "EarlyStopping",
@@ -37,8 +39,9 @@ _HIGHER_IS_BETTER: Final = frozenset({
 class Callback(Protocol):
     """Any object; :func:`~tp3nets.fit` calls whichever of these methods it defines.
 
-    ``on_fit_start``, ``on_epoch_start``, ``on_batch_end``, ``on_epoch_end`` and
-    ``on_fit_end`` each take the :class:`~tp3nets.state.FitState`; set its
+    ``on_fit_start``, ``on_epoch_start``, ``on_batch_end``, ``on_train_epoch_end`` (after
+    the epoch's training steps, before validation; ``logs`` holds the training figures),
+    ``on_epoch_end`` and ``on_fit_end`` each take the :class:`~tp3nets.state.FitState`; set its
     ``stop_training`` to end the run after the current epoch. A callback with
     ``state_dict()`` and ``load_state_dict(state)`` has its state saved in full checkpoints
     and given back when ``fit(..., resume_from=...)`` continues the run; that state must

@@ -10,15 +10,23 @@ from pathlib import Path
 from typing import Final
 
 import torch
-from torch import Tensor, nn
-from torch.nn import functional as F
+from torch import Tensor
 from torch.utils.data import TensorDataset
 
 from ._checks import int_at_least, int_seed
+from .augment import (
+    BatchGaussianNoise,
+    BatchRandomAffine,
+    BatchRandomContrast,
+    BatchRandomStrokeWidth,
+)
 
 __all__ = [
     "DATA_ENV",
+    "BatchGaussianNoise",
     "BatchRandomAffine",
+    "BatchRandomContrast",
+    "BatchRandomStrokeWidth",
     "TensorLoader",
     "TensorSubset",
     "default_data_root",
@@ -503,80 +511,3 @@ class TensorLoader:
         transform = self.transform
         for x, *rest in zip(*columns, strict=True):
             yield (x if transform is None else transform(x), *rest)
-
-
-class BatchRandomAffine(nn.Module):
-    """Random rotation, scaling and translation of a whole image batch in one resampling.
-
-    Each image gets its own transform, drawn from the global torch generator (so
-    :func:`tp3nets.seed_everything` and resumed checkpoints reproduce it). Applied as the
-    ``transform`` of a :class:`TensorLoader`, it costs one ``grid_sample`` per batch instead
-    of a PIL call per image.
-
-    Args:
-        degrees: maximal rotation, either way.
-        translate: maximal shift as a fraction of the image side (one number for both
-            axes).
-        scale: range of the zoom factor, ``(low, high)``.
-
-    Raises:
-        ValueError: a value that is not a finite number in its range.
-
-    Example:
-        >>> import torch
-        >>> aug = BatchRandomAffine(degrees=10, translate=0.1, scale=(0.9, 1.1))
-        >>> aug(torch.rand(5, 1, 28, 28)).shape
-        torch.Size([5, 1, 28, 28])
-    """
-
-    def __init__(
-        self,
-        degrees: float = 10.0,
-        translate: float = 0.1,
-        scale: tuple[float, float] = (0.9, 1.1),
-    ) -> None:
-        super().__init__()
-
-        def real(v: object) -> bool:
-            return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
-
-        pair = isinstance(scale, (tuple, list)) and len(scale) == 2 and all(map(real, scale))
-        if not (
-            real(degrees) and degrees >= 0 and real(translate) and 0 <= translate < 1
-            and pair and 0 < scale[0] <= scale[1]
-        ):
-            raise ValueError(
-                "BatchRandomAffine expects finite numbers: degrees >= 0 (the largest rotation "
-                "either way), 0 <= translate < 1 (the largest shift, one fraction for both "
-                f"axes) and scale = (low, high) with 0 < low <= high; got degrees={degrees!r}, "
-                f"translate={translate!r}, scale={scale!r}"
-            )
-        self.degrees = float(degrees)
-        self.translate = float(translate)
-        self.scale = (float(scale[0]), float(scale[1]))
-
-    def forward(self, x: Tensor) -> Tensor:
-        n = x.shape[0]
-        if n == 0:
-            return x
-        dev, f32 = x.device, torch.float32
-        angle = (torch.rand(n, device=dev, dtype=f32) * 2 - 1) * math.radians(self.degrees)
-        zoom = torch.empty(n, device=dev, dtype=f32).uniform_(*self.scale)
-        shift = (torch.rand(n, 2, device=dev, dtype=f32) * 2 - 1) * (2 * self.translate)
-        cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-        # A rotation of the pixels, written in affine_grid's coordinates, which run from -1
-        # to 1 along each side: on a non-square image the off-diagonal terms carry the
-        # aspect ratio (without it the rotation shears). For a square image it is 1.
-        ratio = x.shape[-2] / x.shape[-1]  # H / W
-        theta = torch.stack(
-            [torch.stack([cos, -sin * ratio, shift[:, 0]], 1),
-             torch.stack([sin / ratio, cos, shift[:, 1]], 1)],
-            1,
-        )  # (N, 2, 3): output → input coordinates
-        grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
-        out: Tensor = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros",
-                                    align_corners=False)
-        return out
-
-    def extra_repr(self) -> str:
-        return f"degrees={self.degrees}, translate={self.translate}, scale={self.scale}"

@@ -72,8 +72,8 @@ __all__ = [
     "train_one_epoch",
 ]
 
-_HOOKS: Final = ("on_fit_start", "on_epoch_start", "on_batch_end", "on_epoch_end",
-                  "on_fit_end")
+_HOOKS: Final = ("on_fit_start", "on_epoch_start", "on_batch_end", "on_train_epoch_end",
+                  "on_epoch_end", "on_fit_end")
 
 
 def fit(
@@ -140,7 +140,8 @@ def fit(
         grad_clip_norm: clip the gradients' global norm to this value.
         accumulate_grad_batches: batches whose gradients are summed per optimizer step.
         callbacks: objects with any of ``on_fit_start``, ``on_epoch_start``,
-            ``on_batch_end``, ``on_epoch_end``, ``on_fit_end``, each taking a
+            ``on_batch_end``, ``on_train_epoch_end`` (after the epoch's training, before
+            validation), ``on_epoch_end``, ``on_fit_end``, each taking a
             :class:`FitState`; setting ``state.stop_training`` ends the run after the
             current epoch.
         progress: ``True`` a tqdm bar per epoch plus a summary line, ``False`` silence,
@@ -351,6 +352,8 @@ class _FitRun:
             # BatchNorm statistics drift apart (each rank sees its part of every batch):
             # rank 0's, on every rank, for validation, checkpoints and whatever follows.
             dist_utils.broadcast_buffers(self.model)
+        state.logs = dict(logs)
+        _call(self.callbacks, "on_train_epoch_end", state)
         if self.val_loader is not None:
             logs.update({f"val_{k}": v for k, v in self._validate().items()})
         logs["lr"] = float(self.optimizer.param_groups[0]["lr"])
