@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from robustness import bundled_weights
 from safetensors.torch import save_file
 
 import tp3nets
@@ -73,6 +74,11 @@ def _already_calibrated(record: dict[str, Any], path: Path) -> bool:
     return "calibration" in record["recipe"] and record["sha256"] == digest
 
 
+def _weights(models: Any) -> list[tuple[str, str, Any]]:
+    """``(record key, model, member)`` of every bundled fp32 weights of ``models``."""
+    return [(key, m, member) for m in models for key, member in bundled_weights(m)]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=os.environ.get("TP3NETS_DATA", "../shared/datasets"))
@@ -86,15 +92,16 @@ def main(argv: list[str] | None = None) -> int:
 
     _, val, test = mnist_splits(args.data, val_size=VAL_SIZE, seed=SPLIT_SEED)
     fitted: dict[str, tuple[torch.nn.Module, float, dict[str, Any]]] = {}
-    for name in args.models:
-        results = HERE / "results" / f"{name}.json"
+    for key, model_name, member in _weights(args.models):
+        results = HERE / "results" / f"{key}.json"
         record = json.loads(results.read_text())
         path = FILES / record["file"]
         if _already_calibrated(record, path):
-            print(f"{name}: already calibrated (T={record['recipe']['calibration']['temperature']})"
+            print(f"{key}: already calibrated (T={record['recipe']['calibration']['temperature']})"
                   f"; retrain with train_weights.py to calibrate again", flush=True)
             continue
-        model = tp3nets.get_model(name, weights="DEFAULT")  # checks the recorded sha256
+        name = key
+        model = tp3nets.get_model(model_name, weights=member)  # checks the recorded sha256
         logits, target = collect_logits(model, TensorLoader(val, 1000), device="cpu")
         before = _figures(logits, target)
         print(f"{name}: validation before {before}", flush=True)
@@ -102,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             t = temperature_from_logits(logits, target, criterion=criterion, n_bins=N_BINS)
             print(f"  criterion={criterion}: T={t:.4f} validation after "
                   f"{_figures(logits / t, target)}", flush=True)
-        temperature = temperature_from_logits(logits, target, criterion=CRITERIA[name],
+        temperature = temperature_from_logits(logits, target, criterion=CRITERIA[model_name],
                                               n_bins=N_BINS)
         after = _figures(logits / temperature, target)
         fold_temperature(model, temperature)
@@ -117,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     # The test set, once, after every choice is made.
     panels: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]] = []
     rows = []
+    labels = {k: f"{type(member).__name__}.{member.name}" for k, _, member in _weights(MODELS)}
     for name, (model, temperature, val_figures) in fitted.items():
         logits, target = collect_logits(model, TensorLoader(test, 1000), device="cpu")
         after = _figures(logits, target)
@@ -131,13 +139,14 @@ def main(argv: list[str] | None = None) -> int:
         target_file = FILES / record["file"]
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, str(target_file),
-                  metadata={"model": name, "format": "pt", "temperature": repr(temperature)})
+                  metadata={"model": record["model"], "format": "pt",
+                            "temperature": repr(temperature)})
         record["sha256"] = hashlib.sha256(target_file.read_bytes()).hexdigest()
         record["file_size"] = target_file.stat().st_size
         record["recipe"]["calibration"] = {
             "command": COMMAND,
             "method": "temperature scaling, folded into the final Linear layer",
-            "criterion": CRITERIA[name],
+            "criterion": CRITERIA[record["model"]],
             "temperature": round(temperature, 6),
             "fitted_on": FITTED_ON,
             "n_bins": N_BINS,
@@ -150,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         record["metrics"]["MNIST"]["mean_confidence"] = after["mean_confidence"]
         results.write_text(json.dumps(record, indent=2) + "\n")
         rows.append({
-            "weights": f"{type(model).__name__}_Weights.MNIST_V1",
+            "weights": labels[name],
             "temperature": f"{temperature:.3f}",
             "val ECE before (%)": f"{val_figures['before']['ece']:.2f}",
             "val ECE after (%)": f"{val_figures['after']['ece']:.2f}",
@@ -159,11 +168,27 @@ def main(argv: list[str] | None = None) -> int:
             "test ECE after (%)": f"{after['ece']:.2f}",
             "test mean confidence after (%)": f"{after['mean_confidence']:.2f}",
         })
-        panels.append((type(model).__name__, logits * temperature, logits, target))
-    with (HERE / "results" / "calibration.csv").open("w", newline="") as fh:
+    # The table keeps the rows of the weights calibrated before (the order of _weights);
+    # the figure shows each model's DEFAULT weights, as trained and as calibrated.
+    table = HERE / "results" / "calibration.csv"
+    kept = {}
+    if table.is_file():
+        with table.open(newline="") as fh:
+            kept = {row["weights"]: row for row in csv.DictReader(fh)}
+    kept.update({row["weights"]: row for row in rows})
+    order = [labels[k] for k, _, _ in _weights(MODELS)]
+    with table.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(kept[w] for w in order if w in kept)
+    for key, model_name, member in _weights(args.models):
+        if member is not tp3nets.get_model_weights(model_name).DEFAULT:
+            continue
+        model = fitted[key][0] if key in fitted else tp3nets.get_model(model_name, weights=member)
+        t = float(json.loads((HERE / "results" / f"{key}.json").read_text())
+                  ["recipe"]["calibration"]["temperature"])
+        logits, target = collect_logits(model, TensorLoader(test, 1000), device="cpu")
+        panels.append((type(model).__name__, logits * t, logits, target))
     _figure(panels, args.figure)
     print("now run: python recipes/sync_meta.py", flush=True)
     return 0

@@ -4,13 +4,15 @@ For each model: load its fp32 weights (``*_Weights.DEFAULT``), fuse, calibrate o
 ``--calibration`` images drawn (seeded) from the 55,000-image training split, convert to
 int8 for the x86 backend, and report the fp32 and int8 accuracy on the 5,000 validation
 images. The 10,000 test images are touched once, at the end, for the figures recorded in
-meta. Writes ``src/tp3nets/weights/files/<model>_mnist_int8_v1.safetensors``,
-``recipes/results/quantized_<model>.json`` and ``src/tp3nets/weights/_quantized_records.py``.
+meta. Writes ``src/tp3nets/weights/files/<model>_mnist_int8_v<N>.safetensors`` (N: the
+version of the fp32 DEFAULT it comes from), ``recipes/results/quantized_<model>[_vN].json``
+and ``src/tp3nets/weights/_quantized_records.py``.
 
 Deterministic: the calibration sample is seeded and calibration runs on one thread (the
 histogram observers see bit-identical activations), so a rerun on the same fp32 weights
-writes the same files. A rerun after the fp32 weights change derives new int8 files from
-them. About a minute per model on 2 CPU cores.
+writes the same files. A new fp32 DEFAULT (MNIST_V2) gets a new int8 file beside the old
+one (MNIST_INT8_V2), so that published int8 weights never change. About a minute per model
+on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -109,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         int8_probs = probabilities(int8_models[name], test_x)
         int8_test = int8_probs.argmax(1)
         float_member = tp3nets.get_model_weights(name).DEFAULT
-        file = f"{name}_mnist_int8_v1.safetensors"
+        version = int(float_member.name.rsplit("_V", 1)[1])
+        key = name if version == 1 else f"{name}_v{version}"
+        file = f"{name}_mnist_int8_v{version}.safetensors"
         flat = quantization.encode_quantized_state(int8_models[name].state_dict())
         FILES.mkdir(parents=True, exist_ok=True)
         # One metadata key: safetensors writes several in a per-process random order,
@@ -158,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
                 "hardware": f"{platform.machine()}, {torch.get_num_threads()} CPU threads",
             },
         }
-        records[name] = record
-        (HERE / "results" / f"quantized_{name}.json").write_text(
+        records[key] = record
+        (HERE / "results" / f"quantized_{key}.json").write_text(
             json.dumps({**record, "selection_run": results[name],
                         "python": sys.version.split()[0]}, indent=2) + "\n"
         )

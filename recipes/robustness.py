@@ -17,7 +17,8 @@ noise      additive Gaussian noise, sigma 0.25 (pixels in [0, 1]), clamped to [0
 contrast   contrast scaled by 0.3 about the image's mean (a faint scan)
 ========== ==================================================================================
 
-Writes ``results/robustness.json`` (per model and perturbation: acc@1 in percent) and
+Measures every bundled fp32 weights of each model (MNIST_V1, MNIST_V2 …). Writes
+``results/robustness.json`` (per weights and perturbation: acc@1 in percent) and
 ``results/robustness.csv`` (the table of the models page), and prints the table; then
 ``sync_meta.py`` copies the figures into each weights' ``meta["metrics"]["MNIST-perturbed"]``.
 Accuracy does not depend on the folded temperature (``calibrate.py``), so the two recipes
@@ -35,6 +36,7 @@ import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -130,6 +132,19 @@ DESCRIPTIONS = {
 }
 
 
+def bundled_weights(model: str) -> list[tuple[str, Any]]:
+    """``(record key, member)`` of each bundled fp32 weights of ``model``, oldest first:
+    ``convnet4`` for MNIST_V1, ``convnet4_v2`` for MNIST_V2 (the names of results/*.json)."""
+    enum = tp3nets.get_model_weights(model)
+    out = []
+    for name, member in enum.__members__.items():
+        if name != member.name:
+            continue  # DEFAULT, an alias
+        version = int(name.rsplit("_V", 1)[1])
+        out.append((model if version == 1 else f"{model}_v{version}", member))
+    return out
+
+
 def perturbed(images: Tensor, name: str, index: int) -> Tensor:
     """The test images ``(N, 1, 28, 28)`` in [0, 1] under perturbation ``name``, seeded."""
     g = torch.Generator().manual_seed(SEED + index)
@@ -159,7 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit:
         images, labels = images[:args.limit], labels[:args.limit]
     clean = images.float() / 255  # (N, 1, 28, 28), as MNISTPreprocess gives
-    models = {n: tp3nets.get_model(n, weights="DEFAULT").eval() for n in args.models}
+    models, labels_of = {}, {}
+    for n in args.models:
+        for key, member in bundled_weights(n):
+            models[key] = tp3nets.get_model(n, weights=member).eval()
+            labels_of[key] = f"{type(member).__name__}.{member.name}"
     table: dict[str, dict[str, dict[str, float]]] = {n: {} for n in models}
     started = time.perf_counter()
     for name, model in models.items():
@@ -175,8 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     print("|" + " --- |" * (len(columns) + 1))
     rows = []
-    for name, model in models.items():
-        label = f"{type(model).__name__}_Weights.MNIST_V1"
+    for name in models:
+        label = labels_of[name]
         print(f"| {label} | " + " | ".join(f"{table[name][c]['acc@1']:.2f}" for c in columns)
               + " |")
         rows.append({"weights": label, **{c: f"{table[name][c]['acc@1']:.2f}" for c in columns}})

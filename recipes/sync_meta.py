@@ -21,18 +21,32 @@ MODELS = ("convnet2", "convnet3", "convnet4", "multinomial_logistic_regression")
 KEEP = ("file", "sha256", "file_size", "num_params", "recipe", "metrics")
 
 
+def record_files() -> list[Path]:
+    """``results/MODEL.json`` (version 1) and ``results/MODEL_vN.json`` of every model."""
+    found = []
+    for name in MODELS:
+        found.append(HERE / "results" / f"{name}.json")
+        found += sorted((HERE / "results").glob(f"{name}_v[0-9]*.json"))
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
     records = {}
-    for name in MODELS:
-        path = HERE / "results" / f"{name}.json"
+    latest: dict[str, str] = {}  # model -> the key of its newest record (its DEFAULT)
+    for path in record_files():
         data = json.loads(path.read_text())
+        key = path.stem
+        model = data["model"]
         digest = hashlib.sha256((FILES / data["file"]).read_bytes()).hexdigest()
         if digest != data["sha256"]:
             raise SystemExit(f"{path.name} records sha256 {data['sha256']} but "
                              f"{data['file']} has {digest}: rerun the recipe that wrote it")
-        records[data["model"]] = {k: data[k] for k in KEEP}
-        records[data["model"]]["history"] = [
+        records[key] = {k: data[k] for k in KEEP}
+        records[key]["version"] = data.get("version", 1)
+        if model not in latest or data.get("version", 1) > records[latest[model]]["version"]:
+            latest[model] = key
+        records[key]["history"] = [
             {k: round(v, 5) for k, v in row.items()} for row in data["history"]["epochs"]
         ]
     robustness = HERE / "results" / "robustness.json"
@@ -44,12 +58,18 @@ def main(argv: list[str] | None = None) -> int:
             }
     tta = HERE / "results" / "time_to_accuracy.json"
     if tta.is_file():
+        # Training from scratch to a target: a figure of the model's recipe, shown with
+        # its newest weights.
         data = json.loads(tta.read_text())
-        records["convnet4"]["time_to_accuracy"] = {
-            k: data[k]
-            for k in ("target_acc", "reached", "seconds_to_target", "epochs", "command",
-                      "settings", "hardware", "torch_version")
-        }
+        for model, run in data["models"].items():
+            records[latest[model]]["time_to_accuracy"] = {
+                "target_acc": run["target_acc"], "reached": run["reached"],
+                "median_seconds": run["median_seconds"],
+                "seconds": [r["seconds"] for r in run["runs"]],
+                "seeds": [r["seed"] for r in run["runs"]], "settings": run["settings"],
+                "command": data["command"], "hardware": data["hardware"],
+                "torch_version": data["torch_version"],
+            }
     body = pprint.pformat(records, indent=1, width=96, sort_dicts=True)
     TARGET.write_text(
         '"""Records of the bundled weight files, written by recipes/sync_meta.py.\n\n'

@@ -31,15 +31,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import tp3nets
+from tp3nets.augment import augmentation as named_augmentation
 from tp3nets.callbacks import EMA
-from tp3nets.data import (
-    BatchGaussianNoise,
-    BatchRandomAffine,
-    BatchRandomContrast,
-    BatchRandomStrokeWidth,
-    TensorLoader,
-    mnist_splits,
-)
+from tp3nets.data import TensorLoader, mnist_splits
 from tp3nets.training import evaluate, fit, seed_everything
 
 HERE = Path(__file__).resolve().parent
@@ -51,14 +45,23 @@ RECIPES: dict[str, dict[int, dict[str, Any]]] = {
     "multinomial_logistic_regression": {
         1: dict(epochs=40, batch_size=256, lr=2e-3, weight_decay=0.0, augment="none",
                 label_smoothing=0.0, precision="32", **_V1_COMMON),
+        2: dict(epochs=40, batch_size=256, lr=2e-3, weight_decay=0.0, augment="scan",
+                label_smoothing=0.0, precision="32", ema=0.999, weights="average",
+                channels_last=False),
     },
     "convnet2": {
         1: dict(epochs=40, batch_size=128, lr=2e-3, weight_decay=1e-4, augment="affine",
                 label_smoothing=0.0, precision="bf16", **_V1_COMMON),
+        2: dict(epochs=40, batch_size=128, lr=2e-3, weight_decay=1e-4, augment="scan",
+                label_smoothing=0.0, precision="bf16", ema=0.999, weights="average",
+                channels_last=True),
     },
     "convnet3": {
         1: dict(epochs=20, batch_size=128, lr=3e-3, weight_decay=1e-4, augment="affine",
                 label_smoothing=0.0, precision="bf16", **_V1_COMMON),
+        2: dict(epochs=20, batch_size=128, lr=3e-3, weight_decay=1e-4, augment="scan",
+                label_smoothing=0.0, precision="bf16", ema=0.999, weights="average",
+                channels_last=True),
     },
     "convnet4": {
         1: dict(epochs=12, batch_size=128, lr=4e-3, weight_decay=5e-4, augment="affine",
@@ -69,25 +72,16 @@ RECIPES: dict[str, dict[int, dict[str, Any]]] = {
     },
 }
 
-AUGMENTATIONS = {
-    "none": "none",
-    "affine": "BatchRandomAffine(degrees=10, translate=0.1, scale=(0.9, 1.1))",
-    "scan": "BatchRandomAffine(degrees=10, translate=0.1, scale=(0.9, 1.1)), "
-            "BatchRandomStrokeWidth(p_thin=0.15, p_thick=0.15), "
-            "BatchRandomContrast(factor=(0.2, 1.0), p=0.3), "
-            "BatchGaussianNoise(sigma=(0.0, 0.3), p=0.3)",
-}
-
-
 def augmentation(name: str) -> nn.Module | None:
-    affine = BatchRandomAffine(degrees=10, translate=0.1, scale=(0.9, 1.1))
-    if name == "none":
-        return None
-    if name == "affine":
-        return affine
-    return nn.Sequential(affine, BatchRandomStrokeWidth(p_thin=0.15, p_thick=0.15),
-                         BatchRandomContrast(factor=(0.2, 1.0), p=0.3),
-                         BatchGaussianNoise(sigma=(0.0, 0.3), p=0.3))
+    return None if name == "none" else named_augmentation(name)
+
+
+def describe(name: str) -> str:
+    module = augmentation(name)
+    if module is None:
+        return "none"
+    parts = list(module) if isinstance(module, nn.Sequential) else [module]
+    return ", ".join(repr(p) for p in parts)
 
 
 def val_figures(model: nn.Module, val: Any) -> dict[str, float]:
@@ -177,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--finish", type=Path,
                         help="turn a --candidate file of this recipe into the bundled file")
     parser.add_argument("--out", type=Path, default=FILES)
+    parser.add_argument("--results", type=Path, default=HERE / "results",
+                        help="the folder of the JSON record")
     args = parser.parse_args(argv)
 
     versions = RECIPES[args.model]
@@ -232,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             "command": command,
             "optimizer": "AdamW", "scheduler": "OneCycleLR(pct_start=0.2), stepped per batch",
             **recipe, "seed": args.seed, "split": "55,000 train / 5,000 val, seed 42",
-            "augmentation": AUGMENTATIONS[str(recipe["augment"])],
+            "augmentation": describe(str(recipe["augment"])),
             "torch_version": torch.__version__,
             "hardware": f"{platform.processor() or platform.machine()}, "
                         f"{os.cpu_count()} CPU cores, no GPU",
@@ -248,9 +244,9 @@ def main(argv: list[str] | None = None) -> int:
         "history": history if isinstance(history, dict) else history.to_dict(),
         "python": sys.version.split()[0],
     }
-    (HERE / "results").mkdir(exist_ok=True)
+    args.results.mkdir(parents=True, exist_ok=True)
     name = args.model if version == 1 else f"{args.model}_v{version}"
-    (HERE / "results" / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
+    (args.results / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps({k: v for k, v in record.items() if k != "history"}, indent=2))
     return 0
 

@@ -318,6 +318,42 @@ def test_train_writes_checkpoint_and_weights(
 
 
 @pytest.mark.mnist
+def test_train_with_ema_and_scan_augmentation_saves_the_average(
+    capsys: pytest.CaptureFixture[str], mnist_root: Path, tmp_path: Path
+) -> None:
+    """--ema keeps the average: the checkpoint's model and the bare weights are the average
+    (the EMA's state in the checkpoint holds the live weights apart); --augment scan runs."""
+    ckpt, weights = tmp_path / "last.pt", tmp_path / "w.safetensors"
+    code, out, err = run(capsys, *_train_args(mnist_root, "--epochs", "2", "--augment", "scan",
+                                              "--ema", "0.5", "--output", ckpt,
+                                              "--weights-out", weights))
+    assert code == 0, err
+    saved = load_checkpoint(ckpt)
+    assert saved["metadata"]["settings"]["augment"] == "scan"
+    assert saved["metadata"]["settings"]["ema"] == 0.5
+    ema_state = next(c["state"] for c in saved["callbacks"] if c and c["class"] == "EMA")
+    model = tp3nets.multinomial_logistic_regression(weights=str(weights))
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, saved["model"][key])
+        assert torch.equal(value, ema_state["average"][key])
+        assert not torch.equal(value, ema_state["live"][key])
+
+
+@pytest.mark.parametrize(("option", "needle"), [
+    (["--ema", "1"], "expected a number in (0, 1)"),
+    (["--ema", "0"], "expected a number in (0, 1)"),
+    (["--ema", "x"], "--ema"),
+    (["--augment", "rotate"], "invalid choice: 'rotate'"),
+])
+def test_train_refuses_bad_ema_and_augment(
+    capsys: pytest.CaptureFixture[str], option: list[str], needle: str, tmp_path: Path
+) -> None:
+    code, _, err = run(capsys, *_train_args(tmp_path, *option))
+    assert code == 2
+    assert needle in err
+
+
+@pytest.mark.mnist
 def test_train_output_fields_are_filled_in(
     capsys: pytest.CaptureFixture[str], mnist_root: Path, tmp_path: Path
 ) -> None:
@@ -428,7 +464,9 @@ def test_train_resume_of_an_unfinished_run_with_another_epochs_is_refused(
     (["--weight-decay", "0.1"], "was trained with --weight-decay 0.0001, not 0.1"),
     (["--seed", "7"], "was trained with --seed 0, not 7"),
     (["--split-seed", "1"], "was trained with --split-seed 42, not 1"),
-    (["--augment"], "was trained with --augment off, not on"),
+    (["--augment"], "was trained with --augment off, not affine"),
+    (["--augment", "scan"], "was trained with --augment off, not scan"),
+    (["--ema", "0.99"], "was trained with --ema off, not 0.99"),
     (["--label-smoothing", "0.1"], "was trained with --label-smoothing 0.0, not 0.1"),
     (["--batch-size", "32"], "was trained with --batch-size 64, not 32"),
     (["--val-size", "100"], "was trained with --val-size 200, not 100"),

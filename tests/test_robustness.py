@@ -99,12 +99,15 @@ def test_blur_keeps_the_ink_and_contrast_keeps_the_mean() -> None:
 
 def test_recorded_robustness_covers_every_model_and_perturbation() -> None:
     """results/robustness.json: each bundled model, clean plus every perturbation; its clean
-    figure is the recorded test accuracy; meta carries the perturbed figures."""
+    figure is the recorded test accuracy; meta carries the perturbed figures. Every bundled
+    fp32 weights (MNIST_V1, MNIST_V2 …) has its row."""
     record = json.loads((RECIPES / "results" / "robustness.json").read_text())
-    assert set(record["models"]) == set(tp3nets.list_models())
+    bundled = {key: member for name in tp3nets.list_models()
+               for key, member in rb.bundled_weights(name)}
+    assert set(record["models"]) == set(bundled)
     assert set(record["perturbations"]) == set(rb.PERTURBATIONS)
     for name, row in record["models"].items():
-        meta = tp3nets.get_model_weights(name).DEFAULT.meta
+        meta = bundled[name].meta
         assert row["clean"]["acc@1"] == pytest.approx(meta["metrics"]["MNIST"]["acc@1"], abs=0.005)
         assert set(row) == {"clean", *rb.PERTURBATIONS}
         assert meta["metrics"]["MNIST-perturbed"] == {k: v["acc@1"] for k, v in row.items()

@@ -17,17 +17,23 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import Final
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 __all__ = [
+    "AUGMENTATIONS",
     "BatchGaussianNoise",
     "BatchRandomAffine",
     "BatchRandomContrast",
     "BatchRandomStrokeWidth",
+    "augmentation",
 ]
+
+#: The names :func:`augmentation` knows.
+AUGMENTATIONS: Final = ("affine", "scan")
 
 
 def _real(v: object) -> bool:
@@ -274,3 +280,30 @@ class BatchRandomStrokeWidth(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p_thin={self.p_thin}, p_thick={self.p_thick}"
+
+
+def augmentation(name: str) -> nn.Module:
+    """The batch augmentation the bundled weights were trained with, by name.
+
+    ``"affine"``: :class:`BatchRandomAffine` ``(degrees=10, translate=0.1, scale=(0.9,
+    1.1))``, the CNNs' MNIST_V1 weights. ``"scan"``: the same, then
+    :class:`BatchRandomStrokeWidth` ``(0.15, 0.15)``, :class:`BatchRandomContrast`
+    ``((0.2, 1.0), p=0.3)`` and :class:`BatchGaussianNoise` ``((0.0, 0.3), p=0.3)``, the
+    MNIST_V2 weights (trained to keep their accuracy on thin, faint and noisy digits).
+    ``tp3nets train --augment [affine|scan]`` uses the same.
+
+    Raises:
+        ValueError: an unknown name.
+
+    Example:
+        >>> augmentation("scan")[0]
+        BatchRandomAffine(degrees=10.0, translate=0.1, scale=(0.9, 1.1))
+    """
+    affine = BatchRandomAffine(degrees=10, translate=0.1, scale=(0.9, 1.1))
+    if name == "affine":
+        return affine
+    if name == "scan":
+        return nn.Sequential(affine, BatchRandomStrokeWidth(p_thin=0.15, p_thick=0.15),
+                             BatchRandomContrast(factor=(0.2, 1.0), p=0.3),
+                             BatchGaussianNoise(sigma=(0.0, 0.3), p=0.3))
+    raise ValueError(f"unknown augmentation {name!r}; choose from {', '.join(AUGMENTATIONS)}")

@@ -326,6 +326,14 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _decay(text: str) -> float:
+    value = _non_negative_float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a number in (0, 1), such as 0.999, got {text!r}")
+    return value
+
+
 def _count(n: int, noun: str) -> str:
     """``1 epoch``, ``2 epochs``."""
     return f"{n} {noun}" + ("" if n == 1 else "s")

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import torch
 
+from ..augment import AUGMENTATIONS
 from . import _info, _run, _train
 from ._common import (
     PROG,
     REUSE_MEMORY_ENV,
+    _decay,
     _fraction,
     _non_negative_float,
     _non_negative_int,
@@ -121,8 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="32, bf16 (autocast, CPU or CUDA) or 16 (float16, CUDA only); "
                    "default: 32")
     p.add_argument("--seed", type=int, default=0, help="seed of the run (default: 0)")
-    p.add_argument("--augment", action="store_true",
-                   help="random rotation (10°), shift (10%%) and zoom (±10%%) of each batch")
+    p.add_argument("--augment", nargs="?", const="affine", default=None,
+                   choices=AUGMENTATIONS, metavar="{affine,scan}",
+                   help="augment each batch: affine (the default when given alone): random "
+                   "rotation (10°), shift (10%%) and zoom (±10%%); scan: also thinner or "
+                   "thicker strokes, faint contrast and noise, as the MNIST_V2 weights")
+    p.add_argument("--ema", type=_decay, default=None, metavar="DECAY",
+                   help="keep an exponential moving average of the weights (such as "
+                   "0.999): validated, checkpointed and saved instead of the last weights")
     _add_weights(p, None, "initial weights, to fine-tune")
     p.add_argument("--run-dir", type=Path, metavar="DIR",
                    help="the run's folder (default: a new runs/train/MODEL-N): the last "

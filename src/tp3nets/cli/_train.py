@@ -27,7 +27,7 @@ from ._common import (
 #: would not continue the run that was saved (--epochs is handled on its own).
 SETTINGS: Final = ("model", "optimizer", "lr", "weight_decay", "scheduler",
                    "label_smoothing", "precision", "seed", "split_seed", "val_size",
-                   "augment", "batch_size", "limit_train_batches")
+                   "augment", "ema", "batch_size", "limit_train_batches")
 #: The folder under which a run without --output gets a folder of its own.
 RUNS: Final = Path("runs") / "train"
 
@@ -75,8 +75,17 @@ def _option(name: str) -> str:
 
 def _shown(name: str, value: Any) -> str:
     if name == "augment":
-        return "on" if value else "off"
+        return str(value) if value else "off"
+    if name == "ema" and value is None:
+        return "off"
     return "the default" if value is None else str(value)
+
+
+def _saved_value(name: str, value: Any) -> Any:
+    """A setting as saved by an older tp3nets: ``--augment`` was a flag (True: affine)."""
+    if name == "augment" and isinstance(value, bool):
+        return "affine" if value else None
+    return value
 
 
 def _check_same_settings(path: Path, saved: dict[str, Any], args: argparse.Namespace) -> None:
@@ -87,6 +96,7 @@ def _check_same_settings(path: Path, saved: dict[str, Any], args: argparse.Names
     for name in SETTINGS:
         if name in ("model", "optimizer") or name not in saved:
             continue  # the optimizer's class is checked by the library, in its words
+        saved[name] = _saved_value(name, saved[name])
         if saved[name] != getattr(args, name):
             if name == "scheduler":
                 raise UsageError(
@@ -269,6 +279,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         ):
             _check_schedule_length(resume, resumed, scheduler)
     callbacks: list[Any] = [_Recorder(settings), saver]
+    if args.ema is not None:
+        from ..ema import EMA
+
+        callbacks.insert(1, EMA(decay=args.ema))
     if folder is not None:
         if val is not None:
             callbacks.append(ModelCheckpoint(folder / "best.pt", monitor="val_acc",
@@ -297,7 +311,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _loaders(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
     """The MNIST training and validation sets of the options, and their loaders."""
-    from ..data import BatchRandomAffine, TensorLoader, TensorSubset, load_mnist, train_val_split
+    from ..augment import augmentation
+    from ..data import TensorLoader, TensorSubset, load_mnist, train_val_split
 
     full = load_mnist(_data_dir(args.data), train=True, download=args.download)
     if args.val_size > 0:
@@ -307,8 +322,7 @@ def _loaders(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
     if args.limit_train_batches is not None:
         keep = args.limit_train_batches * args.batch_size
         train = TensorSubset(train, range(min(keep, len(train))))
-    augment = BatchRandomAffine(degrees=10, translate=0.1, scale=(0.9, 1.1)) \
-        if args.augment else None
+    augment = augmentation(args.augment) if args.augment else None
     train_loader = TensorLoader(train, args.batch_size, shuffle=True, seed=args.seed,
                                 transform=augment)
     val_loader = TensorLoader(val, 1000) if val is not None else None

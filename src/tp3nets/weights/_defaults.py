@@ -26,13 +26,14 @@ MNIST_META: Final[dict[str, Any]] = {
 mnist_transforms: Final = partial(MNISTPreprocess)
 
 
-def mnist_weights(model: str) -> Weights:
-    """The :class:`Weights` of the bundled MNIST file of ``model``, from its training record.
+def mnist_weights(model: str, version: int = 1) -> Weights:
+    """The :class:`Weights` of the bundled MNIST file ``version`` of ``model``, from its
+    training record.
 
     The sha256, file size, recipe and metrics come from ``_records.py``, which
     ``recipes/sync_meta.py`` writes from the training run's own output.
     """
-    record = RECORDS[model]
+    record = RECORDS[model if version == 1 else f"{model}_v{version}"]
     meta = {
         **MNIST_META,
         "num_params": record["num_params"],

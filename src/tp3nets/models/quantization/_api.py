@@ -288,8 +288,9 @@ def decode_quantized_state(
 # The bundled int8 weights and the builders
 
 
-def quantized_weights(model: str) -> Weights:
-    """The :class:`~tp3nets.Weights` of the bundled int8 file of ``model``.
+def quantized_weights(model: str, version: int = 1) -> Weights:
+    """The :class:`~tp3nets.Weights` of the bundled int8 file ``version`` of ``model``
+    (derived from the fp32 weights of the same version).
 
     The file name, sha256, size, calibration and accuracy come from
     ``tp3nets/weights/_quantized_records.py``, which ``recipes/quantize.py`` writes. Before
@@ -299,10 +300,10 @@ def quantized_weights(model: str) -> Weights:
     from ...weights._defaults import MNIST_META, mnist_transforms
     from ...weights._quantized_records import RECORDS
 
-    record = RECORDS.get(model)
+    record = RECORDS.get(model if version == 1 else f"{model}_v{version}")
     if record is None:
         return Weights(
-            file=f"{model}_mnist_int8_v1.safetensors",
+            file=f"{model}_mnist_int8_v{version}.safetensors",
             sha256="0" * 64,
             transforms=mnist_transforms,
             meta={**MNIST_META, "recipe": "python recipes/quantize.py (not run yet)"},

@@ -1,0 +1,92 @@
+"""The weight recipes' own logic: selection candidates, versions, time to accuracy."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+
+
+def _load(name: str) -> ModuleType:
+    if str(RECIPES) not in sys.path:
+        sys.path.insert(0, str(RECIPES))  # the recipes import each other, as scripts do
+    spec = importlib.util.spec_from_file_location(f"recipe_{name}", RECIPES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+tta = _load("time_to_accuracy")
+tw = _load("train_weights")
+sync = _load("sync_meta")
+
+
+def test_a_missed_run_counts_as_infinitely_slow_in_the_median() -> None:
+    runs: list[dict[str, Any]] = [{"seed": 0, "reached": True, "seconds": 90.0},
+                                  {"seed": 1, "reached": False, "seconds": None},
+                                  {"seed": 2, "reached": True, "seconds": 100.0}]
+    out = tta.summary("convnet4", 99.12, runs)
+    assert out["median_seconds"] == 100.0 and out["reached"] is False
+    out = tta.summary("convnet4", 99.12, runs[1:2] * 2 + runs[:1])
+    assert math.isinf(out["median_seconds"])
+
+
+def test_the_measured_settings_cannot_be_changed_on_the_command_line() -> None:
+    with pytest.raises(SystemExit):
+        tta.main(["--set", "epochs=2"])
+
+
+@pytest.mark.mnist
+def test_a_selection_run_stops_on_the_validation_images_and_writes_nothing(
+    mnist_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--select trains on the 55,000 split; the clock covers loading and evaluation; a
+    fractional schedule ends mid-epoch and is evaluated there."""
+    before = (RECIPES / "results" / "time_to_accuracy.json").read_bytes()
+    assert tta.main(["--data", str(mnist_root), "--select", "--models", "convnet2",
+                     "--seeds", "0", "--set", "epochs=0.05", "target=101"]) == 0
+    out = capsys.readouterr().out
+    assert "convnet2 seed 0:" in out and "after 0.05 epochs" in out
+    assert (RECIPES / "results" / "time_to_accuracy.json").read_bytes() == before
+
+
+def test_every_bundled_record_has_a_recipe_version() -> None:
+    """Each results/MODEL[_vN].json that sync_meta reads has its recipe in RECIPES, with the
+    command that reproduces it."""
+    for path in sync.record_files():
+        record = json.loads(path.read_text())
+        version = record.get("version", 1)
+        assert version in tw.RECIPES[record["model"]], path.name
+        assert record["file"] == f"{record['model']}_mnist_v{version}.safetensors"
+
+
+@pytest.mark.mnist
+def test_a_candidate_is_finished_only_by_its_own_recipe(mnist_root: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A --no-test --candidate run keeps what it trained; --finish with the same recipe
+    writes the file and the record from it without training; another seed is refused."""
+    monkeypatch.setitem(tw.RECIPES, "multinomial_logistic_regression", {
+        1: dict(tw.RECIPES["convnet4"][2], precision="32", epochs=1, batch_size=512)})
+    cand = tmp_path / "cand.safetensors"
+    common = ["multinomial_logistic_regression", "--data", str(mnist_root),
+              "--out", str(tmp_path / "files"), "--results", str(tmp_path / "results")]
+    assert tw.main([*common, "--no-test", "--candidate", str(cand)]) == 0
+    assert cand.is_file() and not (tmp_path / "files").exists()
+    with pytest.raises(SystemExit, match="not by this recipe"):
+        tw.main([*common, "--finish", str(cand), "--seed", "1"])
+    assert tw.main([*common, "--finish", str(cand)]) == 0
+    record = json.loads((tmp_path / "results" / "multinomial_logistic_regression.json")
+                        .read_text())
+    assert record["selection"]["finished_from_candidate"] is True
+    assert record["recipe"]["weights"] == "average"
+    assert set(record["selection"]) >= {"val_live", "val_average"}
+    assert (tmp_path / "files" / record["file"]).is_file()
