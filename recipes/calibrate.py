@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(kept[w] for w in order if w in kept)
-    for key, model_name, member in _weights(args.models):
+    for key, model_name, member in _weights(MODELS):
         if member is not tp3nets.get_model_weights(model_name).DEFAULT:
             continue
         model = fitted[key][0] if key in fitted else tp3nets.get_model(model_name, weights=member)

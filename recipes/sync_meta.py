@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         # Training from scratch to a target: a figure of the model's recipe, shown with
         # its newest weights.
         data = json.loads(tta.read_text())
+        if "models" not in data:
+            raise SystemExit(f"{tta} is in the format of an older time_to_accuracy.py: "
+                             f"rerun python recipes/time_to_accuracy.py")
         for model, run in data["models"].items():
             records[latest[model]]["time_to_accuracy"] = {
                 "target_acc": run["target_acc"], "reached": run["reached"],

@@ -160,3 +160,21 @@ def test_a_checkpoint_of_another_model_is_refused() -> None:
     ema.on_fit_start(S())  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="saved for another model"):
         ema.load_state_dict({"average": {"x": torch.zeros(1)}, "num_updates": 1})
+
+
+def test_a_fit_that_raised_leaves_no_second_update_behind() -> None:
+    """The same EMA in a new fit after one that failed mid-epoch counts each step once."""
+    model = make_model()
+    optimizer = sgd(model.parameters())
+    ema = EMA(decay=0.9)
+
+    class Boom:
+        def on_batch_end(self, state: object) -> None:
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        fit(model, TensorLoader(make_data(), 8), epochs=1, optimizer=optimizer,
+            callbacks=[ema, Boom()], progress=False)
+    fit(model, TensorLoader(make_data(), 8), epochs=1, optimizer=optimizer,
+        callbacks=[ema], progress=False)
+    assert ema.num_updates == 4

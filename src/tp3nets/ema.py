@@ -160,6 +160,8 @@ class EMA:
         with torch.no_grad():
             self._average = [t.detach().clone() for t in self._targets]
         self.num_updates, self._steps, self._live = 0, 0, None
+        if self._handle is not None:  # a previous fit that raised never reached on_fit_end
+            self._handle.remove()
         self._handle = state.optimizer.register_step_post_hook(self._after_step)
 
     def on_epoch_start(self, state: FitState) -> None:

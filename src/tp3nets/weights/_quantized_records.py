@@ -71,4 +71,26 @@ RECORDS: Final[dict[str, dict[str, Any]]] = {'convnet2': {'backend': 'x86',
               'sha256': 'b783a33b2e01e975102996e3fc4f878526310d699e06cacc4234d7f18dce51de',
               'unquantized': 'ConvNet4_Weights.MNIST_V1',
               'unquantized_metrics': {'MNIST': {'acc@1': 99.69}},
-              'unquantized_sha256': 'b73702dd124682d594930779f08bba250c918b0672a576198e0db43f5ad0252e'}}
+              'unquantized_sha256': 'b73702dd124682d594930779f08bba250c918b0672a576198e0db43f5ad0252e'},
+ 'convnet4_v2': {'backend': 'x86',
+                 'calibration': {'images': 512,
+                                 'seed': 0,
+                                 'source': 'MNIST training split (55,000 images, val seed 42), '
+                                           'seeded sample'},
+                 'file': 'convnet4_mnist_int8_v2.safetensors',
+                 'file_size': 1168640,
+                 'metrics': {'MNIST': {'acc@1': 99.73, 'agreement': 9999, 'ece': 0.1},
+                             'val_acc@1': 99.62},
+                 'num_params': 1148618,
+                 'quantization': 'post-training static int8 (torch.ao.quantization eager '
+                                 'mode): Conv-BN-ReLU and Linear-ReLU fused, per-channel '
+                                 'symmetric weights, histogram observers for activations (the '
+                                 "backend's default qconfig)",
+                 'recipe': {'command': 'python recipes/quantize.py --data DIR --calibration '
+                                       '512 --seed 0 --backend x86',
+                            'hardware': 'x86_64, 2 CPU threads',
+                            'torch_version': '2.14.1+cu130'},
+                 'sha256': '68de50279a5b5e398ddd088ce3cf33975951a663c04b894a566ca3753c42cd74',
+                 'unquantized': 'ConvNet4_Weights.MNIST_V2',
+                 'unquantized_metrics': {'MNIST': {'acc@1': 99.72}},
+                 'unquantized_sha256': '439b6182d234275e7e08b014281fc8c982ee3af3f46e749ce93c63af126d6055'}}

@@ -49,9 +49,11 @@ class QuantizableConvNet4(ConvNet4, QuantizableModel):
 
 
 class ConvNet4_QuantizedWeights(WeightsEnum):
-    """Int8 weights for :class:`QuantizableConvNet4`, derived from
-    :attr:`ConvNet4_Weights.MNIST_V1 <tp3nets.ConvNet4_Weights.MNIST_V1>` by
-    ``recipes/quantize.py``; ``meta`` gives the backend, calibration and accuracy.
+    """Int8 weights for :class:`QuantizableConvNet4`, derived by ``recipes/quantize.py``:
+    ``MNIST_INT8_V2`` (the DEFAULT) from :attr:`ConvNet4_Weights.MNIST_V2
+    <tp3nets.ConvNet4_Weights.MNIST_V2>`, ``MNIST_INT8_V1`` from :attr:`ConvNet4_Weights.MNIST_V1
+    <tp3nets.ConvNet4_Weights.MNIST_V1>`; ``meta`` gives the backend, calibration and
+    accuracy.
 
     Example:
         >>> ConvNet4_QuantizedWeights.DEFAULT.meta["backend"]
@@ -59,7 +61,8 @@ class ConvNet4_QuantizedWeights(WeightsEnum):
     """
 
     MNIST_INT8_V1 = quantized_weights("convnet4")
-    DEFAULT = MNIST_INT8_V1
+    MNIST_INT8_V2 = quantized_weights("convnet4", 2)
+    DEFAULT = MNIST_INT8_V2
 
 
 @register_model(name="quantized_convnet4", weights=ConvNet4_QuantizedWeights, quantized=True)
