@@ -98,7 +98,8 @@ def test_registry_finds_the_int8_weights_and_builder(name: str) -> None:
     assert tp3nets.get_model_weights(f"quantized_{name}") is enum
     assert tp3nets.get_model_weights(builder) is enum
     assert tp3nets.get_model_builder(f"Quantized_{name}") is builder
-    assert tp3nets.get_weight(f"{enum.__name__}.DEFAULT") is enum.MNIST_INT8_V1
+    assert tp3nets.get_weight(f"{enum.__name__}.DEFAULT") is enum.DEFAULT
+    assert tp3nets.get_weight(f"{enum.__name__}.MNIST_INT8_V1") is enum.MNIST_INT8_V1
     model = tp3nets.get_model(f"quantized_{name}", weights="DEFAULT", quantize=True)
     assert _is_int8(model)
     assert not model.training

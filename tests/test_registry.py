@@ -127,7 +127,9 @@ def test_get_model_weights_by_name_and_builder(name: str) -> None:
     assert tp3nets.get_model_weights(name) is enum
     assert tp3nets.get_model_weights(name.upper()) is enum
     assert tp3nets.get_model_weights(builder) is enum
-    assert enum.DEFAULT is enum.MNIST_V1
+    newest = max((m for k, m in enum.__members__.items() if k == m.name),
+                 key=lambda m: int(m.name.rsplit("_V", 1)[1]))
+    assert enum.DEFAULT is newest  # the newest weights are the DEFAULT, as in torchvision
 
 
 def test_get_model_weights_rejects_unregistered_builder() -> None:
@@ -144,15 +146,16 @@ def test_get_model_weights_rejects_unregistered_builder() -> None:
 def test_get_weight_by_qualified_name(name: str) -> None:
     """get_weight("<Enum>.DEFAULT") and "<Enum>.MNIST_V1" give the enum's member."""
     _, _, enum = EXPECTED[name]
-    assert tp3nets.get_weight(f"{enum.__name__}.DEFAULT") is enum.MNIST_V1
+    assert tp3nets.get_weight(f"{enum.__name__}.DEFAULT") is enum.DEFAULT
     assert tp3nets.get_weight(f"{enum.__name__}.MNIST_V1") is enum.MNIST_V1
 
 
 def test_get_weight_convnet4_default() -> None:
-    """get_weight("ConvNet4_Weights.DEFAULT") is ConvNet4_Weights.MNIST_V1."""
+    """get_weight("ConvNet4_Weights.DEFAULT") is ConvNet4_Weights.MNIST_V2; V1 is still there."""
     weight = tp3nets.get_weight("ConvNet4_Weights.DEFAULT")
     assert weight is ConvNet4_Weights.DEFAULT
-    assert weight is ConvNet4_Weights.MNIST_V1
+    assert weight is ConvNet4_Weights.MNIST_V2
+    assert tp3nets.get_weight("ConvNet4_Weights.MNIST_V1") is not weight
     assert weight.meta["categories"] == tuple("0123456789")
 
 

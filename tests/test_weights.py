@@ -156,15 +156,17 @@ def test_verify_accepts_members_and_their_names(name: str) -> None:
     assert enum_cls.verify("MNIST_V1") is enum_cls.MNIST_V1
     assert enum_cls.verify(f"{enum_cls.__name__}.MNIST_V1") is enum_cls.MNIST_V1
     assert tp3nets.get_weight(f"{enum_cls.__name__}.DEFAULT") is default
-    assert repr(default) == f"{enum_cls.__name__}.MNIST_V1"
+    assert repr(default) == f"{enum_cls.__name__}.{default.name}"
 
 
 def test_verify_rejects_unknown_names_with_suggestions() -> None:
     """An unknown name raises a ValueError listing the members and the close matches."""
-    with pytest.raises(ValueError, match=r"unknown weights 'MNIST_V2'.*did you mean MNIST_V1"):
-        tp3nets.ConvNet4_Weights.verify("MNIST_V2")
-    with pytest.raises(ValueError, match="available: MNIST_V1, DEFAULT"):
+    with pytest.raises(ValueError, match=r"unknown weights 'MNIST_V3'.*did you mean MNIST_V"):
+        tp3nets.ConvNet4_Weights.verify("MNIST_V3")
+    with pytest.raises(ValueError, match="available: MNIST_V1, MNIST_V2, DEFAULT"):
         tp3nets.convnet4(weights="IMAGENET1K_V1")
+    with pytest.raises(ValueError, match=r"unknown weights 'MNIST_V2'.*did you mean MNIST_V1"):
+        tp3nets.ConvNet3_Weights.verify("MNIST_V2")
 
 
 def test_verify_rejects_other_types_and_other_enums() -> None:
@@ -198,7 +200,8 @@ def test_builder_loads_the_bundled_weights(name: str) -> None:
     enum_cls = ENUMS[name]
     state = enum_cls.DEFAULT.get_state_dict()
     builder = tp3nets.get_model_builder(name)
-    for weights in (enum_cls.DEFAULT, "DEFAULT", "MNIST_V1", f"{enum_cls.__name__}.MNIST_V1"):
+    name_ = enum_cls.DEFAULT.name
+    for weights in (enum_cls.DEFAULT, "DEFAULT", name_, f"{enum_cls.__name__}.{name_}"):
         model = builder(weights=weights)
         _assert_same_state(model, state)
         assert model.training  # builders return training-mode models
@@ -293,7 +296,7 @@ def test_tampered_copy_named_by_a_new_weights_record(
 def test_missing_bundled_file_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A missing weights file raises CheckpointError naming it and suggesting a reinstall."""
     monkeypatch.setattr(_api, "_weights_dir", lambda: tmp_path)
-    with pytest.raises(CheckpointError, match=r"convnet4_mnist_v1.safetensors.*missing.*reinstall"):
+    with pytest.raises(CheckpointError, match=r"convnet4_mnist_v2.safetensors.*missing.*reinstall"):
         tp3nets.ConvNet4_Weights.DEFAULT.get_state_dict()
 
 
