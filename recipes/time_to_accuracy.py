@@ -3,9 +3,10 @@
 ``python recipes/time_to_accuracy.py --data DIR``
 
 Runs ConvNet4 to >= 99.12 % (the lab report's figure, which took its authors 40 minutes
-for 2 epochs) and ConvNet2 and ConvNet3 to >= 99 %, three seeds each, and writes
+for 2 epochs) and ConvNet3 to >= 99 %, three seeds each, and writes
 ``results/time_to_accuracy.json``: every run, the median per model, and the fastest zoo
-model to 99 % (ConvNet4's 99.12 % runs count for it at 99 % too).
+model to 99 % (ConvNet4's 99.12 % runs count for it at 99 % too; ConvNet2 and the
+logistic regression are left out, see SETTINGS).
 
 The clock runs from before the data is read to the end of the evaluation that first
 reaches the target: loading, building the model, training and evaluation all count. The
@@ -45,12 +46,12 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "convnet4": dict(target=99.12, epochs=1.0, batch_size=128, lr=4e-3, weight_decay=5e-4,
                      pct_start=0.25, precision="bf16", channels_last=True,
                      model=dict(dropout=0.0, classifier_dropout=0.0)),
-    "convnet3": dict(target=99.0, epochs=2.0, batch_size=128, lr=3e-3, weight_decay=1e-4,
+    "convnet3": dict(target=99.0, epochs=3.0, batch_size=128, lr=5e-3, weight_decay=1e-4,
                      pct_start=0.25, precision="bf16", channels_last=True,
                      model=dict(dropout=0.0)),
-    "convnet2": dict(target=99.0, epochs=3.0, batch_size=128, lr=2e-3, weight_decay=1e-4,
-                     pct_start=0.25, precision="32", channels_last=False,
-                     model=dict(dropout=0.0)),
+    # ConvNet2 is not measured: on validation one seed of three stayed under 99 % through a
+    # 10-epoch schedule (results/SELECTION.md), already slower than ConvNet3's 3 epochs.
+    # The logistic regression cannot reach 99 %.
 }
 
 
