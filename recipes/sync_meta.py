@@ -33,7 +33,7 @@ def record_files() -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
     records = {}
-    latest: dict[str, str] = {}  # model -> the key of its newest record (its DEFAULT)
+    model_of: dict[str, str] = {}  # record key (convnet4, convnet4_v2 ...) -> model
     for path in record_files():
         data = json.loads(path.read_text())
         key = path.stem
@@ -44,8 +44,7 @@ def main(argv: list[str] | None = None) -> int:
                              f"{data['file']} has {digest}: rerun the recipe that wrote it")
         records[key] = {k: data[k] for k in KEEP}
         records[key]["version"] = data.get("version", 1)
-        if model not in latest or data.get("version", 1) > records[latest[model]]["version"]:
-            latest[model] = key
+        model_of[key] = model
         records[key]["history"] = [
             {k: round(v, 5) for k, v in row.items()} for row in data["history"]["epochs"]
         ]
@@ -58,14 +57,14 @@ def main(argv: list[str] | None = None) -> int:
             }
     tta = HERE / "results" / "time_to_accuracy.json"
     if tta.is_file():
-        # Training from scratch to a target: a figure of the model's recipe, shown with
-        # its newest weights.
+        # Training from scratch to a target: a figure of the model and its training, not of
+        # one weight file; every version of the model's weights carries it.
         data = json.loads(tta.read_text())
         if "models" not in data:
             raise SystemExit(f"{tta} is in the format of an older time_to_accuracy.py: "
                              f"rerun python recipes/time_to_accuracy.py")
         for model, run in data["models"].items():
-            records[latest[model]]["time_to_accuracy"] = {
+            figure = {
                 "target_acc": run["target_acc"], "reached": run["reached"],
                 "median_seconds": run["median_seconds"],
                 "seconds": [r["seconds"] for r in run["runs"]],
@@ -73,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
                 "command": data["command"], "hardware": data["hardware"],
                 "torch_version": data["torch_version"],
             }
+            for key, record in records.items():
+                if model_of[key] == model:
+                    record["time_to_accuracy"] = figure
     body = pprint.pformat(records, indent=1, width=96, sort_dicts=True)
     TARGET.write_text(
         '"""Records of the bundled weight files, written by recipes/sync_meta.py.\n\n'

@@ -51,6 +51,11 @@ def _acc(name: str) -> float:
     return float(tp3nets.get_model_weights(name).DEFAULT.meta["metrics"]["MNIST"]["acc@1"])
 
 
+def _distinct_members(name: str) -> list[Any]:
+    enum_cls = tp3nets.get_model_weights(name)
+    return [m for k, m in enum_cls.__members__.items() if k == m.name]
+
+
 def _num_params(name: str) -> int:
     return sum(p.numel() for p in tp3nets.get_model(name).parameters())
 
@@ -226,11 +231,16 @@ def test_list_shows_models_params_weights_and_accuracy(capsys: pytest.CaptureFix
     code, out, err = run(capsys, "list")
     assert code == 0
     assert err == ""
+    lines = out.splitlines()
     for name in MODELS:
-        line = next(ln for ln in out.splitlines() if ln.startswith(name + " "))
-        assert f"{_num_params(name):,}" in line
-        assert "MNIST_V1 (DEFAULT)" in line
-        assert line.endswith(f"{_acc(name):.2f}%")
+        start = next(i for i, ln in enumerate(lines) if ln.startswith(name + " "))
+        assert f"{_num_params(name):,}" in lines[start]
+        members = _distinct_members(name)
+        block = lines[start:start + len(members)]  # one line per weights, first one first
+        for line, member in zip(block, members, strict=True):
+            default = " (DEFAULT)" if member is tp3nets.get_model_weights(name).DEFAULT else ""
+            assert f"{member.name}{default}" in line
+            assert line.endswith(f"{member.meta['metrics']['MNIST']['acc@1']:.2f}%")
 
 
 def test_list_json(capsys: pytest.CaptureFixture[str]) -> None:
@@ -244,12 +254,12 @@ def test_list_json(capsys: pytest.CaptureFixture[str]) -> None:
         assert row["num_params"] == _num_params(row["name"])
         assert row["input_size"] == [1, 28, 28]
         assert row["weights"] == [{
-            "name": "MNIST_V1",
-            "qualified_name": f"{enum_cls.__name__}.MNIST_V1",
-            "aliases": ["DEFAULT"],
-            "file": enum_cls.DEFAULT.file,
-            "acc@1": _acc(row["name"]),
-        }]
+            "name": m.name,
+            "qualified_name": f"{enum_cls.__name__}.{m.name}",
+            "aliases": ["DEFAULT"] if m is enum_cls.DEFAULT else [],
+            "file": m.file,
+            "acc@1": m.meta["metrics"]["MNIST"]["acc@1"],
+        } for m in _distinct_members(row["name"])]
 
 
 @pytest.mark.parametrize("name", MODELS)

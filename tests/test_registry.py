@@ -127,9 +127,10 @@ def test_get_model_weights_by_name_and_builder(name: str) -> None:
     assert tp3nets.get_model_weights(name) is enum
     assert tp3nets.get_model_weights(name.upper()) is enum
     assert tp3nets.get_model_weights(builder) is enum
-    newest = max((m for k, m in enum.__members__.items() if k == m.name),
-                 key=lambda m: int(m.name.rsplit("_V", 1)[1]))
-    assert enum.DEFAULT is newest  # the newest weights are the DEFAULT, as in torchvision
+    # ConvNet4's MNIST_V2 beats V1 on clean digits too; ConvNet2/3's V2 do not, and the
+    # DEFAULT stays V1 (recipes/results/SELECTION.md).
+    expected = "MNIST_V2" if name == "convnet4" else "MNIST_V1"
+    assert enum.DEFAULT is enum[expected]
 
 
 def test_get_model_weights_rejects_unregistered_builder() -> None:

@@ -166,7 +166,7 @@ def test_verify_rejects_unknown_names_with_suggestions() -> None:
     with pytest.raises(ValueError, match="available: MNIST_V1, MNIST_V2, DEFAULT"):
         tp3nets.convnet4(weights="IMAGENET1K_V1")
     with pytest.raises(ValueError, match=r"unknown weights 'MNIST_V2'.*did you mean MNIST_V1"):
-        tp3nets.ConvNet3_Weights.verify("MNIST_V2")
+        tp3nets.MultinomialLogisticRegression_Weights.verify("MNIST_V2")
 
 
 def test_verify_rejects_other_types_and_other_enums() -> None:
