@@ -288,9 +288,10 @@ def test_info_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert data["class"] == "ConvNet4"
     assert data["num_params"] == data["trainable_params"] == member.meta["num_params"]
     assert data["architecture"] == repr(tp3nets.convnet4())
-    weights, int8 = data["weights"]  # the fp32 set, then the int8 one
-    assert int8["quantized"]
-    assert not weights["quantized"]
+    # The fp32 sets (V1, V2), then the int8 ones; the DEFAULT is V2.
+    v1, weights, int8_v1, int8 = data["weights"]
+    assert int8["quantized"] and int8_v1["quantized"]
+    assert not weights["quantized"] and not v1["quantized"]
     assert weights["sha256"] == member.sha256
     assert weights["meta"]["metrics"] == json.loads(json.dumps(member.meta["metrics"]))
     assert weights["meta"]["categories"] == list(member.meta["categories"])
@@ -669,7 +670,7 @@ def test_train_fine_tunes_from_pretrained_weights(
         (["--weights", "DEFAULT", "--resume", "x.pt"],
          ["--weights and --resume both give the starting weights"]),
         (["--label-smoothing", "1.5"], ["expected a number in [0, 1), got '1.5'"]),
-        (["--weights", "MNIST_V9"], ["unknown weights 'MNIST_V9'", "did you mean MNIST_V1"]),
+        (["--weights", "MNIST_V9"], ["unknown weights 'MNIST_V9'", "did you mean MNIST_V"]),
     ],
 )
 def test_train_usage_errors(
@@ -775,7 +776,7 @@ def test_evaluate_a_trained_weights_file(
     ("weights", "needles"),
     [
         ("missing.safetensors", ["weights file not found", "missing.safetensors"]),
-        ("MNIST_V2", ["unknown weights 'MNIST_V2'", "did you mean MNIST_V1", ".safetensors"]),
+        ("MNIST_V3", ["unknown weights 'MNIST_V3'", "did you mean MNIST_V", ".safetensors"]),
     ],
 )
 def test_evaluate_bad_weights(
@@ -1177,9 +1178,11 @@ def test_quantized_models_through_the_command_line(
         assert f"from convnet4 ({member!r})" in out
     code, out, _ = run(capsys, "info", "convnet4")
     assert "ConvNet4_Weights.MNIST_V1" in out
-    assert "ConvNet4_QuantizedWeights.MNIST_INT8_V1 (DEFAULT)  [int8, x86 backend" in out
+    assert "ConvNet4_Weights.MNIST_V2 (DEFAULT)" in out
+    assert "ConvNet4_QuantizedWeights.MNIST_INT8_V1  [int8, x86 backend" in out
+    assert "ConvNet4_QuantizedWeights.MNIST_INT8_V2 (DEFAULT)  [int8, x86 backend" in out
     code, out, _ = run(capsys, "info", "convnet4", "--json")
-    assert [w["quantized"] for w in json.loads(out)["weights"]] == [False, True]
+    assert [w["quantized"] for w in json.loads(out)["weights"]] == [False, False, True, True]
     for argv, needle in [
         (["predict", MLR, "--samples", "--quantized"], "has no int8 weights"),
         (["predict", "convnet4", "--samples", "--quantized", "--weights", "w.safetensors"],

@@ -53,10 +53,10 @@ def test_a_selection_run_stops_on_the_validation_images_and_writes_nothing(
     fractional schedule ends mid-epoch and is evaluated there."""
     written = RECIPES / "results" / "time_to_accuracy.json"
     before = written.read_bytes() if written.exists() else None
-    assert tta.main(["--data", str(mnist_root), "--select", "--models", "convnet2",
+    assert tta.main(["--data", str(mnist_root), "--select", "--models", "convnet3",
                      "--seeds", "0", "--set", "epochs=0.05", "target=101"]) == 0
     out = capsys.readouterr().out
-    assert "convnet2 seed 0:" in out and "after 0.05 epochs" in out
+    assert "convnet3 seed 0:" in out and "after 0.05 epochs" in out
     assert (written.read_bytes() if written.exists() else None) == before
 
 

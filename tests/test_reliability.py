@@ -574,28 +574,30 @@ WEIGHT_NAME_CASES: list[tuple[str, Callable[[], Any], type[BaseException], str]]
     ("model-weights-typo", lambda: tp3nets.get_model_weights("convnet44"), ValueError,
      re.escape("unknown model 'convnet44'; did you mean convnet4")),
     ("member-typo", lambda: tp3nets.convnet2(weights="MNIST-V1"), ValueError,
-     re.escape("unknown weights 'MNIST-V1' for ConvNet2_Weights; available: MNIST_V1, DEFAULT; "
-               "did you mean MNIST_V1?")),
+     re.escape("unknown weights 'MNIST-V1' for ConvNet2_Weights; available: MNIST_V1, "
+               "MNIST_V2, DEFAULT; did you mean MNIST_V1, MNIST_V2?")),
     ("member-unrelated", lambda: tp3nets.convnet3(weights="IMAGENET1K_V1"), ValueError,
      re.escape("unknown weights 'IMAGENET1K_V1' for ConvNet3_Weights; available: MNIST_V1, "
-               "DEFAULT")),
+               "MNIST_V2, DEFAULT")),
     ("qualified-typo", lambda: tp3nets.get_weight("ConvNet4_Weight.DEFAULT"), ValueError,
      re.escape("unknown weights 'ConvNet4_Weight.DEFAULT'; did you mean "
                "ConvNet4_Weights.DEFAULT")),
-    ("qualified-member-typo", lambda: tp3nets.get_weight("ConvNet4_Weights.MNIST_V2"),
-     ValueError, re.escape("unknown weights 'MNIST_V2' for ConvNet4_Weights; available: "
-                           "MNIST_V1, DEFAULT; did you mean MNIST_V1?")),
+    ("qualified-member-typo", lambda: tp3nets.get_weight("ConvNet4_Weights.MNIST_V3"),
+     ValueError, re.escape("unknown weights 'MNIST_V3' for ConvNet4_Weights; available: "
+                           "MNIST_V1, MNIST_V2, DEFAULT; did you mean MNIST_V2, MNIST_V1?")),
     ("unqualified", lambda: tp3nets.get_weight("DEFAULT"), ValueError,
      re.escape("unknown weights 'DEFAULT'; did you mean ConvNet2_Weights.DEFAULT, "
                "ConvNet3_Weights.DEFAULT, ConvNet4_Weights.DEFAULT?")),
     ("member-of-another-model", lambda: tp3nets.convnet2(weights=tp3nets.ConvNet4_Weights.DEFAULT),
      TypeError, re.escape("weights must be a ConvNet2_Weights member, got "
-                          "ConvNet4_Weights.MNIST_V1 (weights of another model)")),
+                          "ConvNet4_Weights.MNIST_V2 (weights of another model)")),
     ("weights-int", lambda: tp3nets.convnet4(weights=3), TypeError,
      re.escape("weights must be None, a ConvNet4_Weights member or its name, got 3")),
     *[(f"num-classes-{name}", lambda n=name: tp3nets.get_model(n, weights="DEFAULT",
                                                                num_classes=5),
-       ValueError, re.escape(f"{CLASS[name]}_Weights.MNIST_V1 has 10 classes but num_classes=5 "
+       ValueError, re.escape(f"{CLASS[name]}_Weights."
+                             f"{tp3nets.get_model_weights(name).DEFAULT.name} has 10 classes "
+                             f"but num_classes=5 "
                              "was asked for; build with the pretrained head and call "
                              "model.reset_classifier(5) for a new task"))
       for name in MODELS],
@@ -615,7 +617,8 @@ def test_weight_name_is_refused_clearly(
 
 def test_get_weight_ignores_case() -> None:
     """Qualified weight names match in any case, as model names and member names do."""
-    assert tp3nets.get_weight("convnet4_weights.default") is tp3nets.ConvNet4_Weights.MNIST_V1
+    assert tp3nets.get_weight("convnet4_weights.default") is tp3nets.ConvNet4_Weights.MNIST_V2
+    assert tp3nets.get_weight("convnet4_weights.mnist_v1") is tp3nets.ConvNet4_Weights.MNIST_V1
 
 
 # --------------------------------------------------------------------------------------
@@ -986,7 +989,7 @@ def _cli_cases(d: Path) -> list[tuple[str, list[str], list[str]]]:
         ("train-data-without-mnist", ["train", "convnet2", *data, "--scheduler", "constant"],
          ["MNIST not found in", "empty-dir"]),
         ("train-weights-unknown", ["train", "convnet2", *data, "--weights", "MNIST_V9"],
-         ["unknown weights 'MNIST_V9'", "did you mean MNIST_V1"]),
+         ["unknown weights 'MNIST_V9'", "did you mean MNIST_V2, MNIST_V1"]),
         ("train-weights-truncated", ["train", "convnet2", *data, "--weights",
                                      str(d / "cut.safetensors")],
          ["cut.safetensors", "is not a readable safetensors file"]),
@@ -1015,8 +1018,8 @@ def _cli_cases(d: Path) -> list[tuple[str, list[str], list[str]]]:
         ("evaluate-data-missing", ["evaluate", "convnet2", "--data", str(d / "nope")],
          ["data folder", "does not exist"]),
         ("evaluate-data-without-mnist", ["evaluate", "convnet2", *data], ["MNIST not found"]),
-        ("evaluate-weights-unknown", ["evaluate", "convnet2", *data, "--weights", "MNIST_V2"],
-         ["unknown weights 'MNIST_V2'", "or give the path of a .safetensors or .pt file"]),
+        ("evaluate-weights-unknown", ["evaluate", "convnet2", *data, "--weights", "MNIST_V3"],
+         ["unknown weights 'MNIST_V3'", "or give the path of a .safetensors or .pt file"]),
         ("evaluate-weights-missing", ["evaluate", "convnet2", *data, "--weights",
                                       str(d / "none.safetensors")],
          ["weights file not found", "none.safetensors"]),
