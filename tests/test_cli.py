@@ -290,8 +290,10 @@ def test_info_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert data["architecture"] == repr(tp3nets.convnet4())
     # The fp32 sets (V1, V2), then the int8 ones; the DEFAULT is V2.
     v1, weights, int8_v1, int8 = data["weights"]
-    assert int8["quantized"] and int8_v1["quantized"]
-    assert not weights["quantized"] and not v1["quantized"]
+    assert int8["quantized"]
+    assert int8_v1["quantized"]
+    assert not weights["quantized"]
+    assert not v1["quantized"]
     assert weights["sha256"] == member.sha256
     assert weights["meta"]["metrics"] == json.loads(json.dumps(member.meta["metrics"]))
     assert weights["meta"]["categories"] == list(member.meta["categories"])
@@ -335,7 +337,7 @@ def test_train_with_ema_and_scan_augmentation_saves_the_average(
     """--ema keeps the average: the checkpoint's model and the bare weights are the average
     (the EMA's state in the checkpoint holds the live weights apart); --augment scan runs."""
     ckpt, weights = tmp_path / "last.pt", tmp_path / "w.safetensors"
-    code, out, err = run(capsys, *_train_args(mnist_root, "--epochs", "2", "--augment", "scan",
+    code, _out, err = run(capsys, *_train_args(mnist_root, "--epochs", "2", "--augment", "scan",
                                               "--ema", "0.5", "--output", ckpt,
                                               "--weights-out", weights))
     assert code == 0, err

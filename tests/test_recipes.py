@@ -19,7 +19,8 @@ def _load(name: str) -> ModuleType:
     if str(RECIPES) not in sys.path:
         sys.path.insert(0, str(RECIPES))  # the recipes import each other, as scripts do
     spec = importlib.util.spec_from_file_location(f"recipe_{name}", RECIPES / f"{name}.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -35,7 +36,8 @@ def test_a_missed_run_counts_as_infinitely_slow_in_the_median() -> None:
                                   {"seed": 1, "reached": False, "seconds": None},
                                   {"seed": 2, "reached": True, "seconds": 100.0}]
     out = tta.summary("convnet4", 99.12, runs)
-    assert out["median_seconds"] == 100.0 and out["reached"] is False
+    assert out["median_seconds"] == 100.0
+    assert out["reached"] is False
     out = tta.summary("convnet4", 99.12, runs[1:2] * 2 + runs[:1])
     assert math.isinf(out["median_seconds"])
 
@@ -56,7 +58,8 @@ def test_a_selection_run_stops_on_the_validation_images_and_writes_nothing(
     assert tta.main(["--data", str(mnist_root), "--select", "--models", "convnet3",
                      "--seeds", "0", "--set", "epochs=0.05", "target=101"]) == 0
     out = capsys.readouterr().out
-    assert "convnet3 seed 0:" in out and "after 0.05 epochs" in out
+    assert "convnet3 seed 0:" in out
+    assert "after 0.05 epochs" in out
     assert (written.read_bytes() if written.exists() else None) == before
 
 
@@ -81,7 +84,8 @@ def test_a_candidate_is_finished_only_by_its_own_recipe(mnist_root: Path, tmp_pa
     common = ["multinomial_logistic_regression", "--data", str(mnist_root),
               "--out", str(tmp_path / "files"), "--results", str(tmp_path / "results")]
     assert tw.main([*common, "--no-test", "--candidate", str(cand)]) == 0
-    assert cand.is_file() and not (tmp_path / "files").exists()
+    assert cand.is_file()
+    assert not (tmp_path / "files").exists()
     with pytest.raises(SystemExit, match="not by this recipe"):
         tw.main([*common, "--finish", str(cand), "--seed", "1"])
     assert tw.main([*common, "--finish", str(cand)]) == 0
