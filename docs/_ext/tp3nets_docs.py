@@ -363,7 +363,7 @@ class TimeToAccuracyDirective(SphinxDirective):
         out: list[nodes.Node] = [make_table(header, rows)]
         fields = [("Fastest zoo model to 99 %", str(data.get("fastest_to_99"))),
                   ("Rule", str(data.get("rule", ""))),
-                  ("Command", str(data.get("command", ""))),
+                  ("Command", nodes.literal(text=str(data.get("command", "")))),
                   ("Machine", f"{data.get('hardware')}, torch {data.get('torch_version')}")]
         out.append(_field_list(fields))
         return out
