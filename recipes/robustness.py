@@ -152,7 +152,8 @@ def perturbed(images: Tensor, name: str, index: int) -> Tensor:
     return out.clamp(0.0, 1.0)
 
 
-def _accuracy(model: torch.nn.Module, x: Tensor, y: Tensor) -> float:
+def accuracy(model: torch.nn.Module, x: Tensor, y: Tensor) -> float:
+    """Top-1 accuracy of ``model`` on ``x`` in percent, two decimals (batches of 1000)."""
     correct = 0
     with torch.inference_mode():
         for xb, yb in zip(x.split(1000), y.split(1000), strict=True):
@@ -182,11 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     table: dict[str, dict[str, dict[str, float]]] = {n: {} for n in models}
     started = time.perf_counter()
     for name, model in models.items():
-        table[name]["clean"] = {"acc@1": _accuracy(model, clean, labels)}
+        table[name]["clean"] = {"acc@1": accuracy(model, clean, labels)}
     for index, perturbation in enumerate(PERTURBATIONS):
         x = perturbed(clean, perturbation, index)
         for name, model in models.items():
-            table[name][perturbation] = {"acc@1": _accuracy(model, x, labels)}
+            table[name][perturbation] = {"acc@1": accuracy(model, x, labels)}
         print(f"{perturbation}: " + ", ".join(f"{n} {table[n][perturbation]['acc@1']:.2f}"
                                                for n in models), flush=True)
     columns = ["clean", *PERTURBATIONS]

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from robustness import PERTURBATIONS, perturbed
+from robustness import PERTURBATIONS, accuracy, perturbed
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -88,13 +88,8 @@ def val_figures(model: nn.Module, val: Any) -> dict[str, float]:
     images, labels = val.tensors
     clean = images.float() / 255
     model.eval()
-    out = {}
-    with torch.inference_mode():
-        for name, x in [("clean", clean),
-                        *((p, perturbed(clean, p, i)) for i, p in enumerate(PERTURBATIONS))]:
-            correct = sum(int(model(xb).argmax(1).eq(yb).sum())
-                          for xb, yb in zip(x.split(1000), labels.split(1000), strict=True))
-            out[name] = round(100 * correct / len(labels), 2)
+    out = {name: accuracy(model, x, labels) for name, x in [
+        ("clean", clean), *((p, perturbed(clean, p, i)) for i, p in enumerate(PERTURBATIONS))]}
     out["perturbed_mean"] = round(sum(out[p] for p in PERTURBATIONS) / len(PERTURBATIONS), 2)
     return out
 
