@@ -34,6 +34,7 @@ import tp3nets
 from tp3nets.calibration import expected_calibration_error
 from tp3nets.data import mnist_splits
 from tp3nets.models import quantization
+from tp3nets.weights._defaults import member_version, record_key
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src" / "tp3nets" / "weights"
@@ -111,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         int8_probs = probabilities(int8_models[name], test_x)
         int8_test = int8_probs.argmax(1)
         float_member = tp3nets.get_model_weights(name).DEFAULT
-        version = int(float_member.name.rsplit("_V", 1)[1])
-        key = name if version == 1 else f"{name}_v{version}"
+        version = member_version(float_member.name)
+        key = record_key(name, version)
         file = f"{name}_mnist_int8_v{version}.safetensors"
         flat = quantization.encode_quantized_state(int8_models[name].state_dict())
         FILES.mkdir(parents=True, exist_ok=True)

@@ -45,6 +45,7 @@ from torch import Tensor
 import tp3nets
 from tp3nets.augment import dilate, erode
 from tp3nets.data import load_mnist
+from tp3nets.weights._defaults import member_version, record_key
 
 HERE = Path(__file__).resolve().parent
 MODELS = ("multinomial_logistic_regression", "convnet2", "convnet3", "convnet4")
@@ -140,8 +141,7 @@ def bundled_weights(model: str) -> list[tuple[str, Any]]:
     for name, member in enum.__members__.items():
         if name != member.name:
             continue  # DEFAULT, an alias
-        version = int(name.rsplit("_V", 1)[1])
-        out.append((model if version == 1 else f"{model}_v{version}", member))
+        out.append((record_key(model, member_version(name)), member))
     return out
 
 

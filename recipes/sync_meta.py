@@ -43,7 +43,6 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{path.name} records sha256 {data['sha256']} but "
                              f"{data['file']} has {digest}: rerun the recipe that wrote it")
         records[key] = {k: data[k] for k in KEEP}
-        records[key]["version"] = data.get("version", 1)
         model_of[key] = model
         records[key]["history"] = [
             {k: round(v, 5) for k, v in row.items()} for row in data["history"]["epochs"]

@@ -35,6 +35,7 @@ from tp3nets.augment import augmentation as named_augmentation
 from tp3nets.callbacks import EMA
 from tp3nets.data import TensorLoader, mnist_splits
 from tp3nets.training import evaluate, fit, seed_everything
+from tp3nets.weights._defaults import record_key
 
 HERE = Path(__file__).resolve().parent
 FILES = HERE.parent / "src" / "tp3nets" / "weights" / "files"
@@ -231,8 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         "python": sys.version.split()[0],
     }
     args.results.mkdir(parents=True, exist_ok=True)
-    name = args.model if version == 1 else f"{args.model}_v{version}"
-    (args.results / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
+    results = args.results / f"{record_key(args.model, version)}.json"
+    results.write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps({k: v for k, v in record.items() if k != "history"}, indent=2))
     return 0
 

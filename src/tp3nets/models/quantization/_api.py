@@ -297,10 +297,10 @@ def quantized_weights(model: str, version: int = 1) -> Weights:
     the recipe has run a record is absent: the member then names a file that is not
     shipped, and loading it raises :class:`~tp3nets.CheckpointError`.
     """
-    from ...weights._defaults import MNIST_META, mnist_transforms
+    from ...weights._defaults import MNIST_META, mnist_transforms, record_key
     from ...weights._quantized_records import RECORDS
 
-    record = RECORDS.get(model if version == 1 else f"{model}_v{version}")
+    record = RECORDS.get(record_key(model, version))
     if record is None:
         return Weights(
             file=f"{model}_mnist_int8_v{version}.safetensors",
