@@ -64,6 +64,13 @@ RECIPES: dict[str, dict[int, dict[str, Any]]] = {
 }
 
 
+def recipe_command(model: str, version: int, seed: int) -> str:
+    """The command that trains this file again. It names the version, so that it keeps
+    meaning the same recipe when a later version becomes the default."""
+    return (f"python recipes/train_weights.py {model} --version {version} --data DIR "
+            f"--seed {seed}")
+
+
 def augmentation(name: str) -> nn.Module | None:
     return None if name == "none" else named_augmentation(name)
 
@@ -201,9 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     target = args.out / f"{args.model}_mnist_v{version}.safetensors"
     save_file(states[chosen], str(target), metadata={"model": args.model, "format": "pt"})
     digest = hashlib.sha256(target.read_bytes()).hexdigest()
-    command = f"python recipes/train_weights.py {args.model} --data DIR --seed {args.seed}"
-    if version != max(versions):
-        command += f" --version {version}"
+    command = recipe_command(args.model, version, args.seed)
     record = {
         "model": args.model,
         "version": version,

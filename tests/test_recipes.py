@@ -71,6 +71,10 @@ def test_every_bundled_record_has_a_recipe_version() -> None:
         version = record.get("version", 1)
         assert version in tw.RECIPES[record["model"]], path.name
         assert record["file"] == f"{record['model']}_mnist_v{version}.safetensors"
+        assert record["recipe"]["command"] == tw.recipe_command(
+            record["model"], version, record["recipe"]["seed"]), path.name
+        recipe = tw.RECIPES[record["model"]][version]
+        assert {k: record["recipe"][k] for k in recipe} == recipe, path.name
 
 
 @pytest.mark.mnist

@@ -304,7 +304,7 @@ RECORDS: Final[dict[str, dict[str, Any]]] = {'convnet2': {'file': 'convnet2_mnis
                           'val_acc@1': 99.36,
                           'val_ece': 0.141},
               'num_params': 789718,
-              'recipe': {'augment': True,
+              'recipe': {'augment': 'affine',
                          'augmentation': 'BatchRandomAffine(degrees=10, translate=0.1, '
                                          'scale=(0.9, 1.1))',
                          'batch_size': 128,
@@ -330,8 +330,10 @@ RECORDS: Final[dict[str, dict[str, Any]]] = {'convnet2': {'file': 'convnet2_mnis
                                                                    'ece': 0.179,
                                                                    'mean_confidence': 99.42,
                                                                    'nll': 0.0196}}},
-                         'command': 'python recipes/train_weights.py convnet2 --data DIR '
-                                    '--seed 0',
+                         'channels_last': False,
+                         'command': 'python recipes/train_weights.py convnet2 --version 1 '
+                                    '--data DIR --seed 0',
+                         'ema': None,
                          'epochs': 40,
                          'hardware': 'x86_64, 2 CPU cores, no GPU',
                          'label_smoothing': 0.0,
@@ -343,7 +345,8 @@ RECORDS: Final[dict[str, dict[str, Any]]] = {'convnet2': {'file': 'convnet2_mnis
                          'split': '55,000 train / 5,000 val, seed 42',
                          'torch_version': '2.14.1+cu130',
                          'training_seconds': 320.8,
-                         'weight_decay': 0.0001},
+                         'weight_decay': 0.0001,
+                         'weights': 'live'},
               'sha256': '939ec69b52506cd4709f9caa674a3834c7ca641191a72e3feac39473d39d663d'},
  'convnet2_v2': {'file': 'convnet2_mnist_v2.safetensors',
                  'file_size': 3159464,
@@ -683,8 +686,8 @@ RECORDS: Final[dict[str, dict[str, Any]]] = {'convnet2': {'file': 'convnet2_mnis
                                                                       'mean_confidence': 99.37,
                                                                       'nll': 0.025}}},
                             'channels_last': True,
-                            'command': 'python recipes/train_weights.py convnet2 --data DIR '
-                                       '--seed 0',
+                            'command': 'python recipes/train_weights.py convnet2 --version 2 '
+                                       '--data DIR --seed 0',
                             'ema': 0.999,
                             'epochs': 40,
                             'hardware': 'x86_64, 2 CPU cores, no GPU',
@@ -857,7 +860,7 @@ RECORDS: Final[dict[str, dict[str, Any]]] = {'convnet2': {'file': 'convnet2_mnis
                           'val_acc@1': 99.46,
                           'val_ece': 0.261},
               'num_params': 173962,
-              'recipe': {'augment': True,
+              'recipe': {'augment': 'affine',
                          'augmentation': 'BatchRandomAffine(degrees=10, translate=0.1, '
                                          'scale=(0.9, 1.1))',
                          'batch_size': 128,
@@ -883,8 +886,10 @@ RECORDS: Final[dict[str, dict[str, Any]]] = {'convnet2': {'file': 'convnet2_mnis
                                                                    'ece': 0.287,
                                                                    'mean_confidence': 99.65,
                                                                    'nll': 0.0181}}},
-                         'command': 'python recipes/train_weights.py convnet3 --data DIR '
-                                    '--seed 0',
+                         'channels_last': False,
+                         'command': 'python recipes/train_weights.py convnet3 --version 1 '
+                                    '--data DIR --seed 0',
+                         'ema': None,
                          'epochs': 20,
                          'hardware': 'x86_64, 2 CPU cores, no GPU (shared with other jobs '
                                      'during this run, so the training time overstates an idle '
@@ -898,7 +903,8 @@ RECORDS: Final[dict[str, dict[str, Any]]] = {'convnet2': {'file': 'convnet2_mnis
                          'split': '55,000 train / 5,000 val, seed 42',
                          'torch_version': '2.14.1+cu130',
                          'training_seconds': 1086.8,
-                         'weight_decay': 0.0001},
+                         'weight_decay': 0.0001,
+                         'weights': 'live'},
               'sha256': '5bdc92bccc64cc5fc5ba672131f6c60999ad1e7721b778fab114965921175986',
               'time_to_accuracy': {'command': 'python recipes/time_to_accuracy.py --data DIR',
                                    'hardware': 'x86_64, 2 CPU cores, no GPU',
@@ -1115,8 +1121,8 @@ RECORDS: Final[dict[str, dict[str, Any]]] = {'convnet2': {'file': 'convnet2_mnis
                                                                       'mean_confidence': 99.5,
                                                                       'nll': 0.0197}}},
                             'channels_last': True,
-                            'command': 'python recipes/train_weights.py convnet3 --data DIR '
-                                       '--seed 0',
+                            'command': 'python recipes/train_weights.py convnet3 --version 2 '
+                                       '--data DIR --seed 0',
                             'ema': 0.999,
                             'epochs': 20,
                             'hardware': 'x86_64, 2 CPU cores, no GPU',
@@ -1251,7 +1257,7 @@ RECORDS: Final[dict[str, dict[str, Any]]] = {'convnet2': {'file': 'convnet2_mnis
                           'val_acc@1': 99.7,
                           'val_ece': 0.155},
               'num_params': 1148618,
-              'recipe': {'augment': True,
+              'recipe': {'augment': 'affine',
                          'augmentation': 'BatchRandomAffine(degrees=10, translate=0.1, '
                                          'scale=(0.9, 1.1))',
                          'batch_size': 128,
@@ -1277,8 +1283,10 @@ RECORDS: Final[dict[str, dict[str, Any]]] = {'convnet2': {'file': 'convnet2_mnis
                                                                    'ece': 7.312,
                                                                    'mean_confidence': 92.43,
                                                                    'nll': 0.0845}}},
-                         'command': 'python recipes/train_weights.py convnet4 --data DIR '
-                                    '--seed 0',
+                         'channels_last': False,
+                         'command': 'python recipes/train_weights.py convnet4 --version 1 '
+                                    '--data DIR --seed 0',
+                         'ema': None,
                          'epochs': 12,
                          'hardware': 'x86_64, 2 CPU cores, no GPU (shared with other jobs '
                                      'during this run, so the training time overstates an idle '
@@ -1292,7 +1300,8 @@ RECORDS: Final[dict[str, dict[str, Any]]] = {'convnet2': {'file': 'convnet2_mnis
                          'split': '55,000 train / 5,000 val, seed 42',
                          'torch_version': '2.14.1+cu130',
                          'training_seconds': 4124.0,
-                         'weight_decay': 0.0005},
+                         'weight_decay': 0.0005,
+                         'weights': 'live'},
               'sha256': 'b73702dd124682d594930779f08bba250c918b0672a576198e0db43f5ad0252e',
               'time_to_accuracy': {'command': 'python recipes/time_to_accuracy.py --data DIR',
                                    'hardware': 'x86_64, 2 CPU cores, no GPU',
@@ -1454,8 +1463,8 @@ RECORDS: Final[dict[str, dict[str, Any]]] = {'convnet2': {'file': 'convnet2_mnis
                                                                       'mean_confidence': 92.18,
                                                                       'nll': 0.0881}}},
                             'channels_last': True,
-                            'command': 'python recipes/train_weights.py convnet4 --data DIR '
-                                       '--seed 0',
+                            'command': 'python recipes/train_weights.py convnet4 --version 2 '
+                                       '--data DIR --seed 0',
                             'ema': 0.999,
                             'epochs': 12,
                             'hardware': 'x86_64, 2 CPU cores, no GPU',
@@ -1787,7 +1796,7 @@ RECORDS: Final[dict[str, dict[str, Any]]] = {'convnet2': {'file': 'convnet2_mnis
                                                  'val_acc@1': 91.82,
                                                  'val_ece': 1.036},
                                      'num_params': 7850,
-                                     'recipe': {'augment': False,
+                                     'recipe': {'augment': 'none',
                                                 'augmentation': 'none',
                                                 'batch_size': 256,
                                                 'calibration': {'MNIST_before': {'acc@1': 92.86,
@@ -1820,9 +1829,11 @@ RECORDS: Final[dict[str, dict[str, Any]]] = {'convnet2': {'file': 'convnet2_mnis
                                                                                           'ece': 1.409,
                                                                                           'mean_confidence': 91.34,
                                                                                           'nll': 0.2849}}},
+                                                'channels_last': False,
                                                 'command': 'python recipes/train_weights.py '
                                                            'multinomial_logistic_regression '
-                                                           '--data DIR --seed 0',
+                                                           '--version 1 --data DIR --seed 0',
+                                                'ema': None,
                                                 'epochs': 40,
                                                 'hardware': 'x86_64, 2 CPU cores, no GPU '
                                                             '(shared with other jobs during '
@@ -1838,5 +1849,6 @@ RECORDS: Final[dict[str, dict[str, Any]]] = {'convnet2': {'file': 'convnet2_mnis
                                                 'split': '55,000 train / 5,000 val, seed 42',
                                                 'torch_version': '2.14.1+cu130',
                                                 'training_seconds': 12.6,
-                                                'weight_decay': 0.0},
+                                                'weight_decay': 0.0,
+                                                'weights': 'live'},
                                      'sha256': '267f41e10107bae215f5fa58b4566601e4df6a0d60aeeefe7031cb2579e81f85'}}
