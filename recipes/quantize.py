@@ -1,11 +1,12 @@
 """Derive the bundled int8 weights from the fp32 ones: ``python recipes/quantize.py --data DIR``.
 
-For each model: load its fp32 weights (``*_Weights.DEFAULT``), fuse, calibrate on
+For each model: load its fp32 weights (``*_Weights.DEFAULT``, or the member named by
+``--weights``: ``MNIST_V2`` …), fuse, calibrate on
 ``--calibration`` images drawn (seeded) from the 55,000-image training split, convert to
 int8 for the x86 backend, and report the fp32 and int8 accuracy on the 5,000 validation
 images. The 10,000 test images are touched once, at the end, for the figures recorded in
 meta. Writes ``src/tp3nets/weights/files/<model>_mnist_int8_v<N>.safetensors`` (N: the
-version of the fp32 DEFAULT it comes from), ``recipes/results/quantized_<model>[_vN].json``
+version of the fp32 weights it comes from), ``recipes/results/quantized_<model>[_vN].json``
 and ``src/tp3nets/weights/_quantized_records.py``.
 
 Deterministic: the calibration sample is seeded and calibration runs on one thread (the
@@ -58,6 +59,14 @@ def predictions(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
     return probabilities(model, images).argmax(1)
 
 
+def recipe_command(model: str, weights: str, calibration: int, seed: int, backend: str
+                   ) -> str:
+    """The command that derives this int8 file again: it names the model and the fp32
+    member, so that it keeps meaning the same file when the DEFAULT changes."""
+    return (f"python recipes/quantize.py --data DIR --models {model} --weights {weights} "
+            f"--calibration {calibration} --seed {seed} --backend {backend}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=None, help="folder holding MNIST/raw/")
@@ -65,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibration", type=int, default=512, help="training images")
     parser.add_argument("--seed", type=int, default=0, help="of the calibration sample")
     parser.add_argument("--backend", default="x86", choices=quantization.BACKENDS)
+    parser.add_argument("--weights", default="DEFAULT",
+                        help="the fp32 weights of each model to derive from: MNIST_V1, "
+                             "MNIST_V2 … (default: DEFAULT)")
     parser.add_argument("--no-test", action="store_true",
                         help="selection run: report validation only, write nothing")
     args = parser.parse_args(argv)
@@ -72,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(names) - set(MODELS))
     if unknown:
         parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
+    float_members: dict[str, Any] = {}
+    for name in names:
+        try:
+            float_members[name] = tp3nets.get_model_weights(name).verify(args.weights)
+        except ValueError as exc:
+            parser.error(str(exc))
 
     train, val, test = mnist_splits(args.data, val_size=5000, seed=42)
     train_x = train.tensors[0]  # uint8; scaled to [0, 1] below, as TensorLoader does
@@ -83,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     fp32_models: dict[str, torch.nn.Module] = {}
     for name in names:
         builder = getattr(quantization, name)
-        fp32 = builder(weights="DEFAULT").eval()  # the float Quantizable model, fp32 weights
+        # The float Quantizable model with the chosen fp32 weights.
+        fp32 = builder(weights=float_members[name]).eval()
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # bit-identical activations for the observers
         start = time.perf_counter()
@@ -111,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         fp32_test = predictions(fp32_models[name], test_x)
         int8_probs = probabilities(int8_models[name], test_x)
         int8_test = int8_probs.argmax(1)
-        float_member = tp3nets.get_model_weights(name).DEFAULT
+        float_member = float_members[name]
         version = member_version(float_member.name)
         key = record_key(name, version)
         file = f"{name}_mnist_int8_v{version}.safetensors"
@@ -157,8 +176,8 @@ def main(argv: list[str] | None = None) -> int:
                 "val_acc@1": results[name]["val_acc@1"],
             },
             "recipe": {
-                "command": f"python recipes/quantize.py --data DIR --calibration "
-                           f"{args.calibration} --seed {args.seed} --backend {args.backend}",
+                "command": recipe_command(name, float_member.name, args.calibration,
+                                          args.seed, args.backend),
                 "torch_version": torch.__version__,
                 "hardware": f"{platform.machine()}, {torch.get_num_threads()} CPU threads",
             },

@@ -25,6 +25,7 @@ from tp3nets.models.quantization import (
     quantize_model,
 )
 from tp3nets.weights import CheckpointError, _api
+from tp3nets.weights._defaults import member_version
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore::DeprecationWarning",
@@ -109,33 +110,49 @@ def test_registry_finds_the_int8_weights_and_builder(name: str) -> None:
 # bundled files and their meta
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_int8_file_matches_its_record(name: str) -> None:
-    """The shipped file has the recorded sha256 and size, is ~4x smaller than fp32, and was
-    derived from the fp32 weights bundled today."""
-    member = ENUMS[name].DEFAULT
+INT8_MEMBERS = [(name, member) for name in NAMES for member in ENUMS[name]]
+
+
+@pytest.mark.parametrize(("name", "member"), INT8_MEMBERS,
+                         ids=[f"{n}-{m.name}" for n, m in INT8_MEMBERS])
+def test_int8_file_matches_its_record(name: str, member: Any) -> None:
+    """Every shipped int8 file has the recorded sha256 and size, is ~4x smaller than fp32,
+    was derived from the bundled fp32 weights of its version, and its recorded command
+    names that model and those weights (so it still derives it when the DEFAULT moves)."""
     data = (FILES / member.file).read_bytes()
     assert hashlib.sha256(data).hexdigest() == member.sha256
     assert len(data) == member.meta["file_size"]
     assert member.meta["backend"] == "x86"
     assert member.meta["calibration"]["images"] == 512
     assert "training split" in member.meta["calibration"]["source"]
-    float_member = FLOAT_ENUMS[name].DEFAULT
+    version = member_version(member.name)
+    float_member = FLOAT_ENUMS[name][f"MNIST_V{version}"]
     assert member.meta["unquantized"] == repr(float_member)
     assert member.meta["unquantized_sha256"] == float_member.sha256, (
-        "the fp32 weights changed: rerun python recipes/quantize.py --data DIR"
+        f"the fp32 weights changed: rerun {member.meta['recipe']['command']}"
     )
     assert member.meta["num_params"] == float_member.meta["num_params"]
     assert len(data) < 0.4 * float_member.meta["file_size"]
+    assert member.meta["recipe"]["command"] == (
+        f"python recipes/quantize.py --data DIR --models {name} --weights {float_member.name} "
+        f"--calibration 512 --seed 0 --backend x86")
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_int8_accuracy_within_005_points_of_fp32(name: str) -> None:
-    """The recorded int8 MNIST test accuracy is within 0.05 points of the fp32 weights'."""
-    member = ENUMS[name].DEFAULT
+def test_int8_default_comes_from_the_fp32_default(name: str) -> None:
+    """The int8 DEFAULT is derived from the fp32 DEFAULT of the same model."""
+    assert ENUMS[name].DEFAULT.meta["unquantized"] == repr(FLOAT_ENUMS[name].DEFAULT)
+
+
+@pytest.mark.parametrize(("name", "member"), INT8_MEMBERS,
+                         ids=[f"{n}-{m.name}" for n, m in INT8_MEMBERS])
+def test_int8_accuracy_within_005_points_of_fp32(name: str, member: Any) -> None:
+    """Every int8 file's recorded MNIST test accuracy is within 0.05 points of that of the
+    fp32 weights it comes from."""
     int8 = member.meta["metrics"]["MNIST"]["acc@1"]
     fp32 = member.meta["unquantized_metrics"]["MNIST"]["acc@1"]
-    assert fp32 == FLOAT_ENUMS[name].DEFAULT.meta["metrics"]["MNIST"]["acc@1"]
+    float_member = FLOAT_ENUMS[name][f"MNIST_V{member_version(member.name)}"]
+    assert fp32 == float_member.meta["metrics"]["MNIST"]["acc@1"]
     assert abs(int8 - fp32) <= 0.05
 
 

@@ -99,3 +99,17 @@ def test_a_candidate_is_finished_only_by_its_own_recipe(mnist_root: Path, tmp_pa
     assert record["recipe"]["weights"] == "average"
     assert set(record["selection"]) >= {"val_live", "val_average"}
     assert (tmp_path / "files" / record["file"]).is_file()
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--weights", "MNIST_V9"], "unknown weights 'MNIST_V9' for ConvNet2_Weights"),
+    (["--models", "convnet4,convnet9"], "unknown model(s) convnet9"),
+])
+def test_quantize_refuses_unknown_weights_before_reading_data(
+        argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """quantize.py names a mistyped --weights or model and exits 2, before any data."""
+    quantize = _load("quantize")
+    with pytest.raises(SystemExit) as exc:
+        quantize.main(["--data", "/nonexistent", *argv])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err

@@ -20,14 +20,38 @@ RECORDS: Final[dict[str, dict[str, Any]]] = {'convnet2': {'backend': 'x86',
                               'Conv-BN-ReLU and Linear-ReLU fused, per-channel symmetric '
                               "weights, histogram observers for activations (the backend's "
                               'default qconfig)',
-              'recipe': {'command': 'python recipes/quantize.py --data DIR --calibration 512 '
-                                    '--seed 0 --backend x86',
+              'recipe': {'command': 'python recipes/quantize.py --data DIR --models convnet2 '
+                                    '--weights MNIST_V1 --calibration 512 --seed 0 --backend '
+                                    'x86',
                          'hardware': 'x86_64, 2 CPU threads',
                          'torch_version': '2.14.1+cu130'},
               'sha256': 'a3a23f723a8bb6b2f42d4e2ba1ead8a4f56f699f3147887294faa20db3c677d5',
               'unquantized': 'ConvNet2_Weights.MNIST_V1',
               'unquantized_metrics': {'MNIST': {'acc@1': 99.31}},
               'unquantized_sha256': '939ec69b52506cd4709f9caa674a3834c7ca641191a72e3feac39473d39d663d'},
+ 'convnet2_v2': {'backend': 'x86',
+                 'calibration': {'images': 512,
+                                 'seed': 0,
+                                 'source': 'MNIST training split (55,000 images, val seed 42), '
+                                           'seeded sample'},
+                 'file': 'convnet2_mnist_int8_v2.safetensors',
+                 'file_size': 801960,
+                 'metrics': {'MNIST': {'acc@1': 99.22, 'agreement': 9991, 'ece': 0.25},
+                             'val_acc@1': 99.32},
+                 'num_params': 789718,
+                 'quantization': 'post-training static int8 (torch.ao.quantization eager '
+                                 'mode): Conv-BN-ReLU and Linear-ReLU fused, per-channel '
+                                 'symmetric weights, histogram observers for activations (the '
+                                 "backend's default qconfig)",
+                 'recipe': {'command': 'python recipes/quantize.py --data DIR --models '
+                                       'convnet2 --weights MNIST_V2 --calibration 512 --seed 0 '
+                                       '--backend x86',
+                            'hardware': 'x86_64, 2 CPU threads',
+                            'torch_version': '2.14.1+cu130'},
+                 'sha256': '91e3f620a674ae1a8b89d2954592185881f435bd4522e55511e0090c9164318b',
+                 'unquantized': 'ConvNet2_Weights.MNIST_V2',
+                 'unquantized_metrics': {'MNIST': {'acc@1': 99.23}},
+                 'unquantized_sha256': '24d92b5e8bb3648f1413a849654471535b0a1a4f5a48fc839bbb0c090a51b6b3'},
  'convnet3': {'backend': 'x86',
               'calibration': {'images': 512,
                               'seed': 0,
@@ -42,8 +66,9 @@ RECORDS: Final[dict[str, dict[str, Any]]] = {'convnet2': {'backend': 'x86',
                               'Conv-BN-ReLU and Linear-ReLU fused, per-channel symmetric '
                               "weights, histogram observers for activations (the backend's "
                               'default qconfig)',
-              'recipe': {'command': 'python recipes/quantize.py --data DIR --calibration 512 '
-                                    '--seed 0 --backend x86',
+              'recipe': {'command': 'python recipes/quantize.py --data DIR --models convnet3 '
+                                    '--weights MNIST_V1 --calibration 512 --seed 0 --backend '
+                                    'x86',
                          'hardware': 'x86_64, 2 CPU threads',
                          'torch_version': '2.14.1+cu130'},
               'sha256': '567d8eb6dcf77c212d07583fa1b399ff1cd97c2d36a74f1af732087e5ccd435f',
@@ -64,8 +89,9 @@ RECORDS: Final[dict[str, dict[str, Any]]] = {'convnet2': {'backend': 'x86',
                               'Conv-BN-ReLU and Linear-ReLU fused, per-channel symmetric '
                               "weights, histogram observers for activations (the backend's "
                               'default qconfig)',
-              'recipe': {'command': 'python recipes/quantize.py --data DIR --calibration 512 '
-                                    '--seed 0 --backend x86',
+              'recipe': {'command': 'python recipes/quantize.py --data DIR --models convnet4 '
+                                    '--weights MNIST_V1 --calibration 512 --seed 0 --backend '
+                                    'x86',
                          'hardware': 'x86_64, 2 CPU threads',
                          'torch_version': '2.14.1+cu130'},
               'sha256': 'b783a33b2e01e975102996e3fc4f878526310d699e06cacc4234d7f18dce51de',
@@ -86,8 +112,9 @@ RECORDS: Final[dict[str, dict[str, Any]]] = {'convnet2': {'backend': 'x86',
                                  'mode): Conv-BN-ReLU and Linear-ReLU fused, per-channel '
                                  'symmetric weights, histogram observers for activations (the '
                                  "backend's default qconfig)",
-                 'recipe': {'command': 'python recipes/quantize.py --data DIR --calibration '
-                                       '512 --seed 0 --backend x86',
+                 'recipe': {'command': 'python recipes/quantize.py --data DIR --models '
+                                       'convnet4 --weights MNIST_V2 --calibration 512 --seed 0 '
+                                       '--backend x86',
                             'hardware': 'x86_64, 2 CPU threads',
                             'torch_version': '2.14.1+cu130'},
                  'sha256': '68de50279a5b5e398ddd088ce3cf33975951a663c04b894a566ca3753c42cd74',

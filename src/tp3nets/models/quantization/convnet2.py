@@ -47,9 +47,11 @@ class QuantizableConvNet2(ConvNet2, QuantizableModel):
 
 
 class ConvNet2_QuantizedWeights(WeightsEnum):
-    """Int8 weights for :class:`QuantizableConvNet2`, derived from
-    :attr:`ConvNet2_Weights.MNIST_V1 <tp3nets.ConvNet2_Weights.MNIST_V1>` by
-    ``recipes/quantize.py``; ``meta`` gives the backend, calibration and accuracy.
+    """Int8 weights for :class:`QuantizableConvNet2`, derived by ``recipes/quantize.py``:
+    ``MNIST_INT8_V1`` (the DEFAULT) from :attr:`ConvNet2_Weights.MNIST_V1
+    <tp3nets.ConvNet2_Weights.MNIST_V1>`, ``MNIST_INT8_V2`` (for thin, faint and noisy digits)
+    from :attr:`ConvNet2_Weights.MNIST_V2 <tp3nets.ConvNet2_Weights.MNIST_V2>`; ``meta`` gives the
+    backend, calibration and accuracy.
 
     Example:
         >>> ConvNet2_QuantizedWeights.DEFAULT.meta["backend"]
@@ -57,6 +59,7 @@ class ConvNet2_QuantizedWeights(WeightsEnum):
     """
 
     MNIST_INT8_V1 = quantized_weights("convnet2")
+    MNIST_INT8_V2 = quantized_weights("convnet2", 2)
     DEFAULT = MNIST_INT8_V1
 
 
