@@ -73,6 +73,7 @@ def test_every_bundled_record_has_a_recipe_version() -> None:
         assert record["file"] == f"{record['model']}_mnist_v{version}.safetensors"
         assert record["recipe"]["command"] == tw.recipe_command(
             record["model"], version, record["recipe"]["seed"]), path.name
+        assert f" {record['model']} --version {version} " in record["recipe"]["command"]
         recipe = tw.RECIPES[record["model"]][version]
         assert {k: record["recipe"][k] for k in recipe} == recipe, path.name
 
