@@ -145,6 +145,27 @@ def bundled_weights(model: str) -> list[tuple[str, Any]]:
     return out
 
 
+def _all_labels() -> dict[str, str]:
+    """Record key -> enum label of every bundled fp32 weights, in the table's order."""
+    return {key: f"{type(member).__name__}.{member.name}"
+            for n in MODELS for key, member in bundled_weights(n)}
+
+
+def _with_earlier_rows(path: Path, table: dict[str, dict[str, dict[str, float]]]
+                       ) -> dict[str, dict[str, dict[str, float]]]:
+    """``table`` (this run's weights) with the rows of the other bundled weights from the
+    earlier record, so that ``--models convnet4`` replaces only ConvNet4's rows. The earlier
+    rows are kept only if they were measured on the same perturbations and seed."""
+    if not path.is_file():
+        return table
+    earlier = json.loads(path.read_text())
+    if earlier.get("perturbations") != DESCRIPTIONS or earlier.get("seed") != SEED:
+        return table
+    bundled = _all_labels()
+    kept = {k: v for k, v in earlier.get("models", {}).items() if k in bundled and k not in table}
+    return {k: (table | kept)[k] for k in bundled if k in table or k in kept}
+
+
 def perturbed(images: Tensor, name: str, index: int) -> Tensor:
     """The test images ``(N, 1, 28, 28)`` in [0, 1] under perturbation ``name``, seeded."""
     g = torch.Generator().manual_seed(SEED + index)
@@ -194,15 +215,15 @@ def main(argv: list[str] | None = None) -> int:
     header = "| weights | " + " | ".join(columns) + " |"
     print(header)
     print("|" + " --- |" * (len(columns) + 1))
-    rows = []
     for name in models:
-        label = labels_of[name]
-        print(f"| {label} | " + " | ".join(f"{table[name][c]['acc@1']:.2f}" for c in columns)
-              + " |")
-        rows.append({"weights": label, **{c: f"{table[name][c]['acc@1']:.2f}" for c in columns}})
+        print(f"| {labels_of[name]} | "
+              + " | ".join(f"{table[name][c]['acc@1']:.2f}" for c in columns) + " |")
     if args.limit:
         print(f"--limit {args.limit}: a quick check, nothing written")
         return 0
+    table = _with_earlier_rows(args.out / "robustness.json", table)
+    rows = [{"weights": label, **{c: f"{table[key][c]['acc@1']:.2f}" for c in columns}}
+            for key, label in _all_labels().items() if key in table]
     record = {
         "command": COMMAND,
         "dataset": "MNIST test set (10,000 images), perturbed; acc@1 in percent",

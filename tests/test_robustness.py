@@ -125,3 +125,23 @@ def test_the_recipe_runs_on_a_slice_and_writes_nothing(
     assert "| MultinomialLogisticRegression_Weights.MNIST_V1 |" in out
     assert "nothing written" in out
     assert not list(tmp_path.iterdir())
+
+
+def test_a_run_on_some_models_keeps_the_rows_of_the_others(tmp_path: Path) -> None:
+    """robustness.py --models convnet4 replaces ConvNet4's rows and keeps the earlier rows of
+    the other bundled weights (in the table's order), drops rows of weights no longer
+    bundled, and keeps nothing measured on other perturbations."""
+    row = {c: {"acc@1": 50.0} for c in ["clean", *rb.PERTURBATIONS]}
+    new = {c: {"acc@1": 99.0} for c in ["clean", *rb.PERTURBATIONS]}
+    path = tmp_path / "robustness.json"
+    path.write_text(json.dumps({"perturbations": rb.DESCRIPTIONS, "seed": rb.SEED, "models": {
+        "convnet4": row, "convnet2": row, "convnet9": row}}))
+    merged = rb._with_earlier_rows(path, {"convnet4": new})
+    assert list(merged) == ["convnet2", "convnet4"]
+    assert merged["convnet4"] == new
+    assert merged["convnet2"] == row
+    path.write_text(json.dumps({"perturbations": {**rb.DESCRIPTIONS, "noise": "sigma 0.5"},
+                                "seed": rb.SEED, "models": {"convnet2": row}}))
+    assert rb._with_earlier_rows(path, {"convnet4": new}) == {"convnet4": new}
+    assert rb._with_earlier_rows(tmp_path / "absent.json", {"convnet4": new}) == {
+        "convnet4": new}
