@@ -288,12 +288,14 @@ def test_info_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert data["class"] == "ConvNet4"
     assert data["num_params"] == data["trainable_params"] == member.meta["num_params"]
     assert data["architecture"] == repr(tp3nets.convnet4())
-    # The fp32 sets (V1, V2), then the int8 ones; the DEFAULT is V2.
-    v1, weights, int8_v1, int8 = data["weights"]
+    # The fp32 sets (V1, V2, V3), then the int8 ones; the DEFAULT is V2.
+    v1, weights, v3, int8_v1, int8, int8_v3 = data["weights"]
     assert int8["quantized"]
     assert int8_v1["quantized"]
+    assert int8_v3["quantized"]
     assert not weights["quantized"]
     assert not v1["quantized"]
+    assert not v3["quantized"]
     assert weights["sha256"] == member.sha256
     assert weights["meta"]["metrics"] == json.loads(json.dumps(member.meta["metrics"]))
     assert weights["meta"]["categories"] == list(member.meta["categories"])
@@ -1183,8 +1185,10 @@ def test_quantized_models_through_the_command_line(
     assert "ConvNet4_Weights.MNIST_V2 (DEFAULT)" in out
     assert "ConvNet4_QuantizedWeights.MNIST_INT8_V1  [int8, x86 backend" in out
     assert "ConvNet4_QuantizedWeights.MNIST_INT8_V2 (DEFAULT)  [int8, x86 backend" in out
+    assert "ConvNet4_Weights.MNIST_V3\n" in out
+    assert "ConvNet4_QuantizedWeights.MNIST_INT8_V3  [int8, x86 backend" in out
     code, out, _ = run(capsys, "info", "convnet4", "--json")
-    assert [w["quantized"] for w in json.loads(out)["weights"]] == [False, False, True, True]
+    assert [w["quantized"] for w in json.loads(out)["weights"]] == [False] * 3 + [True] * 3
     for argv, needle in [
         (["predict", MLR, "--samples", "--quantized"], "has no int8 weights"),
         (["predict", "convnet4", "--samples", "--quantized", "--weights", "w.safetensors"],

@@ -582,9 +582,10 @@ WEIGHT_NAME_CASES: list[tuple[str, Callable[[], Any], type[BaseException], str]]
     ("qualified-typo", lambda: tp3nets.get_weight("ConvNet4_Weight.DEFAULT"), ValueError,
      re.escape("unknown weights 'ConvNet4_Weight.DEFAULT'; did you mean "
                "ConvNet4_Weights.DEFAULT")),
-    ("qualified-member-typo", lambda: tp3nets.get_weight("ConvNet4_Weights.MNIST_V3"),
-     ValueError, re.escape("unknown weights 'MNIST_V3' for ConvNet4_Weights; available: "
-                           "MNIST_V1, MNIST_V2, DEFAULT; did you mean MNIST_V2, MNIST_V1?")),
+    ("qualified-member-typo", lambda: tp3nets.get_weight("ConvNet4_Weights.MNIST_V4"),
+     ValueError, re.escape("unknown weights 'MNIST_V4' for ConvNet4_Weights; available: "
+                           "MNIST_V1, MNIST_V2, MNIST_V3, DEFAULT; did you mean MNIST_V3, "
+                           "MNIST_V2, MNIST_V1?")),
     ("unqualified", lambda: tp3nets.get_weight("DEFAULT"), ValueError,
      re.escape("unknown weights 'DEFAULT'; did you mean ConvNet2_Weights.DEFAULT, "
                "ConvNet3_Weights.DEFAULT, ConvNet4_Weights.DEFAULT?")),

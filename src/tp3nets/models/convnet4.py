@@ -133,11 +133,14 @@ class ConvNet4_Weights(WeightsEnum):
     ``MNIST_V2`` (the DEFAULT) was trained to read thin, thick, faint and noisy digits as
     well as clean ones (``tp3nets.augment.augmentation("scan")``) and with an exponential
     moving average of its weights; ``MNIST_V1``, the first release, stays available
-    unchanged. Both are calibrated; their figures are in ``meta``.
+    unchanged. ``MNIST_V3`` is V2's recipe trained twice as long: 0.07-0.17 point better on
+    thin, noisy and faint digits, 2 in 10,000 clean test digits fewer (99.70 %). All are
+    calibrated; their figures are in ``meta``.
     """
 
     MNIST_V1 = mnist_weights("convnet4")
     MNIST_V2 = mnist_weights("convnet4", 2)
+    MNIST_V3 = mnist_weights("convnet4", 3)
     DEFAULT = MNIST_V2
 
 

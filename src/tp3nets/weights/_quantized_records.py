@@ -120,4 +120,27 @@ RECORDS: Final[dict[str, dict[str, Any]]] = {'convnet2': {'backend': 'x86',
                  'sha256': '68de50279a5b5e398ddd088ce3cf33975951a663c04b894a566ca3753c42cd74',
                  'unquantized': 'ConvNet4_Weights.MNIST_V2',
                  'unquantized_metrics': {'MNIST': {'acc@1': 99.72}},
-                 'unquantized_sha256': '439b6182d234275e7e08b014281fc8c982ee3af3f46e749ce93c63af126d6055'}}
+                 'unquantized_sha256': '439b6182d234275e7e08b014281fc8c982ee3af3f46e749ce93c63af126d6055'},
+ 'convnet4_v3': {'backend': 'x86',
+                 'calibration': {'images': 512,
+                                 'seed': 0,
+                                 'source': 'MNIST training split (55,000 images, val seed 42), '
+                                           'seeded sample'},
+                 'file': 'convnet4_mnist_int8_v3.safetensors',
+                 'file_size': 1168640,
+                 'metrics': {'MNIST': {'acc@1': 99.7, 'agreement': 10000, 'ece': 0.07},
+                             'val_acc@1': 99.68},
+                 'num_params': 1148618,
+                 'quantization': 'post-training static int8 (torch.ao.quantization eager '
+                                 'mode): Conv-BN-ReLU and Linear-ReLU fused, per-channel '
+                                 'symmetric weights, histogram observers for activations (the '
+                                 "backend's default qconfig)",
+                 'recipe': {'command': 'python recipes/quantize.py --data DIR --models '
+                                       'convnet4 --weights MNIST_V3 --calibration 512 --seed 0 '
+                                       '--backend x86',
+                            'hardware': 'x86_64, 2 CPU threads',
+                            'torch_version': '2.14.1+cu130'},
+                 'sha256': '31c669c5a49402b8a97c3318fcf6b23b74533a7381f43fb7a0622a7fdf819e4f',
+                 'unquantized': 'ConvNet4_Weights.MNIST_V3',
+                 'unquantized_metrics': {'MNIST': {'acc@1': 99.7}},
+                 'unquantized_sha256': 'e2f25769d0dee30f56bb6749adab9ccfec28163bc5183d5eda7445e182e854c2'}}
