@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         save_file(state, str(target_file),
                   metadata={"model": record["model"], "format": "pt",
                             "temperature": repr(temperature)})
+        target_file.chmod(0o644)  # safetensors writes 0600; the wheel ships it readable
         record["sha256"] = hashlib.sha256(target_file.read_bytes()).hexdigest()
         record["file_size"] = target_file.stat().st_size
         record["recipe"]["calibration"] = {

@@ -209,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     target = args.out / f"{args.model}_mnist_v{version}.safetensors"
     save_file(states[chosen], str(target), metadata={"model": args.model, "format": "pt"})
+    target.chmod(0o644)  # safetensors writes 0600; the wheel ships it readable
     digest = hashlib.sha256(target.read_bytes()).hexdigest()
     command = recipe_command(args.model, version, args.seed)
     record = {
