@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from robustness import bundled_weights
+from robustness import bundled_weights, weight_labels
 from safetensors.torch import save_file
 
 import tp3nets
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     # The test set, once, after every choice is made.
     panels: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]] = []
     rows = []
-    labels = {k: f"{type(member).__name__}.{member.name}" for k, _, member in _weights(MODELS)}
+    labels = weight_labels()
     for name, (model, temperature, val_figures) in fitted.items():
         logits, target = collect_logits(model, TensorLoader(test, 1000), device="cpu")
         after = _figures(logits, target)

@@ -145,10 +145,10 @@ def bundled_weights(model: str) -> list[tuple[str, Any]]:
     return out
 
 
-def _all_labels() -> dict[str, str]:
-    """Record key -> enum label of every bundled fp32 weights, in the table's order."""
-    return {key: f"{type(member).__name__}.{member.name}"
-            for n in MODELS for key, member in bundled_weights(n)}
+def weight_labels() -> dict[str, str]:
+    """Record key -> label (``ConvNet4_Weights.MNIST_V2``) of every bundled fp32 weights,
+    in the table's order."""
+    return {key: repr(member) for n in MODELS for key, member in bundled_weights(n)}
 
 
 def _with_earlier_rows(path: Path, table: dict[str, dict[str, dict[str, float]]]
@@ -161,9 +161,8 @@ def _with_earlier_rows(path: Path, table: dict[str, dict[str, dict[str, float]]]
     earlier = json.loads(path.read_text())
     if earlier.get("perturbations") != DESCRIPTIONS or earlier.get("seed") != SEED:
         return table
-    bundled = _all_labels()
-    kept = {k: v for k, v in earlier.get("models", {}).items() if k in bundled and k not in table}
-    return {k: (table | kept)[k] for k in bundled if k in table or k in kept}
+    merged = {**earlier.get("models", {}), **table}
+    return {k: merged[k] for k in weight_labels() if k in merged}
 
 
 def perturbed(images: Tensor, name: str, index: int) -> Tensor:
@@ -196,11 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit:
         images, labels = images[:args.limit], labels[:args.limit]
     clean = images.float() / 255  # (N, 1, 28, 28), as MNISTPreprocess gives
-    models, labels_of = {}, {}
-    for n in args.models:
-        for key, member in bundled_weights(n):
-            models[key] = tp3nets.get_model(n, weights=member).eval()
-            labels_of[key] = f"{type(member).__name__}.{member.name}"
+    label_of = weight_labels()
+    models = {key: tp3nets.get_model(n, weights=member).eval()
+              for n in args.models for key, member in bundled_weights(n)}
     table: dict[str, dict[str, dict[str, float]]] = {n: {} for n in models}
     started = time.perf_counter()
     for name, model in models.items():
@@ -216,14 +213,14 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     print("|" + " --- |" * (len(columns) + 1))
     for name in models:
-        print(f"| {labels_of[name]} | "
+        print(f"| {label_of[name]} | "
               + " | ".join(f"{table[name][c]['acc@1']:.2f}" for c in columns) + " |")
     if args.limit:
         print(f"--limit {args.limit}: a quick check, nothing written")
         return 0
     table = _with_earlier_rows(args.out / "robustness.json", table)
     rows = [{"weights": label, **{c: f"{table[key][c]['acc@1']:.2f}" for c in columns}}
-            for key, label in _all_labels().items() if key in table]
+            for key, label in label_of.items() if key in table]
     record = {
         "command": COMMAND,
         "dataset": "MNIST test set (10,000 images), perturbed; acc@1 in percent",
