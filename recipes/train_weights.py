@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 from robustness import PERTURBATIONS, accuracy, perturbed
+from distill import Distiller, distiller, student_state
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -64,6 +65,11 @@ RECIPES: dict[str, dict[int, dict[str, Any]]] = {
 }
 #: ConvNet4 version 3: version 2 trained twice as long (24 epochs), the only change.
 RECIPES["convnet4"][3] = {**RECIPES["convnet4"][2], "epochs": 24}
+#: ConvNet4 version 4: version 2 taught by the bundled MNIST_V1-V3 weights (distill.py),
+#: the hard-label loss without label smoothing (the soft targets take its place).
+RECIPES["convnet4"][4] = {**RECIPES["convnet4"][2], "label_smoothing": 0.0, "distill": {
+    "teachers": ["MNIST_V1", "MNIST_V2", "MNIST_V3"], "temperature": 2.0, "alpha": 0.5,
+    "teacher_view": "the affine stage of the augmentation only"}}
 
 
 def recipe_command(model: str, version: int, seed: int) -> str:
@@ -112,10 +118,15 @@ def train(args: argparse.Namespace, recipe: dict[str, Any], train_set: Any, val:
           ) -> tuple[dict[str, dict[str, torch.Tensor]], Any, float, dict[str, Any]]:
     """Train by the recipe: the live (and averaged) state dicts, the history, the seconds
     and, with EMA, the live weights' validation accuracy per epoch."""
+    model: nn.Module = tp3nets.get_model(args.model)
+    transform = augmentation(recipe["augment"])
+    distilled = recipe.get("distill")
+    if distilled:
+        assert transform is not None
+        model, transform = distiller(model, args.model, distilled, transform)
     train_loader = TensorLoader(train_set, int(recipe["batch_size"]), shuffle=True,
-                                seed=args.seed, transform=augmentation(recipe["augment"]))
+                                seed=args.seed, transform=transform)
     val_loader = TensorLoader(val, 1000)
-    model = tp3nets.get_model(args.model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=float(recipe["lr"]),
                                   weight_decay=float(recipe["weight_decay"]))
     epochs = int(recipe["epochs"])
@@ -125,7 +136,8 @@ def train(args: argparse.Namespace, recipe: dict[str, Any], train_set: Any, val:
     )
     live = LiveValidation(val_loader)
     ema = EMA(decay=float(recipe["ema"])) if recipe["ema"] else None
-    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=float(recipe["label_smoothing"]))
+    loss_fn = (model.loss if isinstance(model, Distiller) else
+               torch.nn.CrossEntropyLoss(label_smoothing=float(recipe["label_smoothing"])))
     started = time.perf_counter()
     history = fit(model, train_loader, epochs=epochs, optimizer=optimizer, loss_fn=loss_fn,
                   val_loader=val_loader, scheduler=scheduler, scheduler_interval="step",
@@ -134,10 +146,12 @@ def train(args: argparse.Namespace, recipe: dict[str, Any], train_set: Any, val:
                   channels_last=bool(recipe["channels_last"]))
     seconds = time.perf_counter() - started
     model = model.to(memory_format=torch.contiguous_format)
-    states = {"live": _plain(model.state_dict() if ema is None else ema.live_state_dict(model))}
+    own = student_state if distilled else dict
+    states = {"live": _plain(own(model.state_dict() if ema is None else
+                                 ema.live_state_dict(model)))}
     extra: dict[str, Any] = {}
     if ema is not None:
-        states["average"] = _plain(model.state_dict())
+        states["average"] = _plain(own(model.state_dict()))
         extra["live_val_acc@1_per_epoch"] = live.rows
     return states, history, seconds, extra
 

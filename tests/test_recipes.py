@@ -11,6 +11,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+import torch
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
@@ -114,3 +115,75 @@ def test_quantize_refuses_unknown_weights_before_reading_data(
         quantize.main(["--data", "/nonexistent", *argv])
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+class _Recorder(torch.nn.Module):
+    """A teacher that remembers what it read and answers fixed logits."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.logits, self.seen = logits, []  # type: list[torch.Tensor]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.clone())
+        return self.logits.expand(x.shape[0], -1)
+
+
+def test_distillation_teachers_read_the_uncorrupted_view_and_stay_out_of_the_state() -> None:
+    """The teachers see the batch before the corruption, the student after it; the state
+    dict, parameters and .train() are the student's; in eval the loss is plain CE, in
+    training the mix of CE and tau^2 KL against the mean of the softened teachers."""
+    distill = _load("distill")
+    student = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    a, b = _Recorder(torch.tensor([[2.0, 0.0, 0.0]])), _Recorder(torch.tensor([[0.0, 2.0, 0.0]]))
+    wrapped = distill.Distiller(student, [a, b], _Zero(),
+                                temperature=2.0, alpha=0.25)
+    x, y = torch.rand(5, 1, 2, 2) + 0.5, torch.tensor([0, 1, 2, 0, 1])
+    wrapped.train()
+    out = wrapped(x)
+    assert torch.equal(a.seen[0], x) and torch.equal(b.seen[0], x)
+    assert torch.equal(out, student(torch.zeros_like(x)))  # the student read the corrupted view
+    assert not a.training and not b.training
+    assert set(wrapped.state_dict()) == {f"student.{k}" for k in student.state_dict()}
+    assert distill.student_state(wrapped.state_dict()).keys() == student.state_dict().keys()
+    assert len(list(wrapped.parameters())) == 2
+    soft = (torch.softmax(a.logits / 2, 1) + torch.softmax(b.logits / 2, 1)) / 2
+    kl = torch.nn.functional.kl_div(torch.log_softmax(out / 2, 1), soft.expand(5, -1),
+                                    reduction="batchmean")
+    expected = 0.75 * torch.nn.functional.cross_entropy(out, y) + 0.25 * 4 * kl
+    torch.testing.assert_close(wrapped.loss(out, y), expected)
+    wrapped.eval()
+    out = wrapped(x)
+    assert len(a.seen) == 1  # no teacher in eval
+    torch.testing.assert_close(wrapped.loss(out, y), torch.nn.functional.cross_entropy(out, y))
+    with pytest.raises(ValueError, match="not a Distiller"):
+        distill.student_state(student.state_dict())
+    with pytest.raises(ValueError, match="at least one teacher"):
+        distill.Distiller(student, [], _Zero(), temperature=1.0, alpha=0.5)
+
+
+class _Zero(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x)
+
+
+@pytest.mark.mnist
+def test_the_distilled_recipe_trains_the_student_alone(mnist_root: Path) -> None:
+    """ConvNet4 version 4 on a slice of MNIST: its teachers are the bundled V1-V3 files,
+    and what it keeps (live and averaged) are plain ConvNet4 state dicts."""
+    import argparse
+
+    import tp3nets
+    from tp3nets.data import mnist_splits
+
+    recipe = tw.RECIPES["convnet4"][4]
+    assert recipe["distill"]["teachers"] == ["MNIST_V1", "MNIST_V2", "MNIST_V3"]
+    train_set, val, _ = mnist_splits(mnist_root, val_size=5000, seed=42)
+    small = torch.utils.data.TensorDataset(*(t[:256] for t in train_set.tensors))
+    states, _, _, extra = tw.train(argparse.Namespace(model="convnet4", seed=0),
+                                   {**recipe, "epochs": 1}, small,
+                                   torch.utils.data.TensorDataset(*(t[:200] for t in val.tensors)))
+    keys = tp3nets.ConvNet4().state_dict().keys()
+    assert states.keys() == {"live", "average"}
+    assert all(s.keys() == keys for s in states.values())
+    assert len(extra["live_val_acc@1_per_epoch"]) == 1
