@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from robustness import PERTURBATIONS, accuracy, perturbed
 from distill import Distiller, distiller, student_state
+from robustness import PERTURBATIONS, accuracy, perturbed
 from safetensors.torch import load_file, save_file
 from torch import nn
 

@@ -122,7 +122,8 @@ class _Recorder(torch.nn.Module):
 
     def __init__(self, logits: torch.Tensor) -> None:
         super().__init__()
-        self.logits, self.seen = logits, []  # type: list[torch.Tensor]
+        self.logits = logits
+        self.seen: list[torch.Tensor] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.seen.append(x.clone())
@@ -141,9 +142,11 @@ def test_distillation_teachers_read_the_uncorrupted_view_and_stay_out_of_the_sta
     x, y = torch.rand(5, 1, 2, 2) + 0.5, torch.tensor([0, 1, 2, 0, 1])
     wrapped.train()
     out = wrapped(x)
-    assert torch.equal(a.seen[0], x) and torch.equal(b.seen[0], x)
+    assert torch.equal(a.seen[0], x)
+    assert torch.equal(b.seen[0], x)
     assert torch.equal(out, student(torch.zeros_like(x)))  # the student read the corrupted view
-    assert not a.training and not b.training
+    assert not a.training
+    assert not b.training
     assert set(wrapped.state_dict()) == {f"student.{k}" for k in student.state_dict()}
     assert distill.student_state(wrapped.state_dict()).keys() == student.state_dict().keys()
     assert len(list(wrapped.parameters())) == 2
