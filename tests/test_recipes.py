@@ -190,3 +190,19 @@ def test_the_distilled_recipe_trains_the_student_alone(mnist_root: Path) -> None
     assert states.keys() == {"live", "average"}
     assert all(s.keys() == keys for s in states.values())
     assert len(extra["live_val_acc@1_per_epoch"]) == 1
+
+
+def test_a_recipe_not_taken_runs_only_as_a_selection_run(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """ConvNet4 version 4 lost its validation rule: naming it without --no-test (which would
+    touch the test set and write a file) exits 2 before any data is read, and the default
+    version is the latest one taken."""
+    assert 4 in tw.NOT_TAKEN["convnet4"]
+    with pytest.raises(SystemExit) as exc:
+        tw.main(["convnet4", "--version", "4", "--data", "/nonexistent"])
+    assert exc.value.code == 2
+    assert "tried and not taken" in capsys.readouterr().err
+    assert tw.default_version("convnet4") == 3
+    assert tw.default_version("convnet2") == 2
+    for model, versions in tw.RECIPES.items():
+        assert set(tw.NOT_TAKEN.get(model, {})) < set(versions), model
