@@ -83,7 +83,7 @@ def teachers(model: str, members: list[str]) -> list[nn.Module]:
 
 
 def distiller(student: nn.Module, model: str, spec: dict[str, Any],
-              augmentation: nn.Module) -> tuple[Distiller, nn.Module]:
+              augmentation: nn.Module | None) -> tuple[Distiller, nn.Module]:
     """The wrapped student and the loader's transform (the augmentation's first, geometric
     stage); the teachers see that view and the student the rest of ``augmentation``."""
     if not isinstance(augmentation, nn.Sequential) or len(augmentation) < 2:

@@ -132,7 +132,6 @@ def train(args: argparse.Namespace, recipe: dict[str, Any], train_set: Any, val:
     transform = augmentation(recipe["augment"])
     distilled = recipe.get("distill")
     if distilled:
-        assert transform is not None
         model, transform = distiller(model, args.model, distilled, transform)
     train_loader = TensorLoader(train_set, int(recipe["batch_size"]), shuffle=True,
                                 seed=args.seed, transform=transform)

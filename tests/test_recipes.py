@@ -161,6 +161,9 @@ def test_distillation_teachers_read_the_uncorrupted_view_and_stay_out_of_the_sta
     torch.testing.assert_close(wrapped.loss(out, y), torch.nn.functional.cross_entropy(out, y))
     with pytest.raises(ValueError, match="not a Distiller"):
         distill.student_state(student.state_dict())
+    for augmentation in (None, torch.nn.Identity()):
+        with pytest.raises(ValueError, match="splits a Sequential augmentation"):
+            distill.distiller(student, "convnet4", {}, augmentation)
     with pytest.raises(ValueError, match="at least one teacher"):
         distill.Distiller(student, [], _Zero(), temperature=1.0, alpha=0.5)
 
