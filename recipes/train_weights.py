@@ -70,6 +70,9 @@ RECIPES["convnet4"][3] = {**RECIPES["convnet4"][2], "epochs": 24}
 RECIPES["convnet4"][4] = {**RECIPES["convnet4"][2], "label_smoothing": 0.0, "distill": {
     "teachers": ["MNIST_V1", "MNIST_V2", "MNIST_V3"], "temperature": 2.0, "alpha": 0.5,
     "teacher_view": "the affine stage of the augmentation only"}}
+#: ConvNet4 version 5: version 3 with an elastic distortion of half the training images
+#: after the random affine (augmentation "elastic-scan"), the only change.
+RECIPES["convnet4"][5] = {**RECIPES["convnet4"][3], "augment": "elastic-scan"}
 #: Recipes that were tried as selection runs and not taken (results/SELECTION.md says why):
 #: they stay reproducible with ``--no-test``, never touch the test set and write no weights.
 NOT_TAKEN: dict[str, dict[int, str]] = {

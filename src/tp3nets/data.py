@@ -15,6 +15,7 @@ from torch.utils.data import TensorDataset
 
 from ._checks import int_at_least, int_seed
 from .augment import (
+    BatchElasticDistortion,
     BatchGaussianNoise,
     BatchRandomAffine,
     BatchRandomContrast,
@@ -23,6 +24,7 @@ from .augment import (
 
 __all__ = [
     "DATA_ENV",
+    "BatchElasticDistortion",
     "BatchGaussianNoise",
     "BatchRandomAffine",
     "BatchRandomContrast",

@@ -124,10 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "default: 32")
     p.add_argument("--seed", type=int, default=0, help="seed of the run (default: 0)")
     p.add_argument("--augment", nargs="?", const="affine", default=None,
-                   choices=AUGMENTATIONS, metavar="{affine,scan}",
+                   choices=AUGMENTATIONS, metavar="{" + ",".join(AUGMENTATIONS) + "}",
                    help="augment each batch: affine (the default when given alone): random "
                    "rotation (10°), shift (10%%) and zoom (±10%%); scan: also thinner or "
-                   "thicker strokes, faint contrast and noise, as the MNIST_V2 weights")
+                   "thicker strokes, faint contrast and noise, as the MNIST_V2 weights; "
+                   "elastic-scan: scan with an elastic distortion after the affine stage")
     p.add_argument("--ema", type=_decay, default=None, metavar="DECAY",
                    help="keep an exponential moving average of the weights (such as "
                    "0.999): validated, checkpointed and saved instead of the last weights")
