@@ -354,6 +354,21 @@ def test_train_with_ema_and_scan_augmentation_saves_the_average(
         assert not torch.equal(value, ema_state["live"][key])
 
 
+@pytest.mark.mnist
+def test_train_with_the_elastic_scan_augmentation(
+    capsys: pytest.CaptureFixture[str], mnist_root: Path, tmp_path: Path
+) -> None:
+    """--augment elastic-scan trains and is recorded; --help names every augmentation."""
+    ckpt = tmp_path / "last.pt"
+    code, _out, err = run(capsys, *_train_args(mnist_root, "--epochs", "1", "--augment",
+                                              "elastic-scan", "--output", ckpt))
+    assert code == 0, err
+    assert load_checkpoint(ckpt)["metadata"]["settings"]["augment"] == "elastic-scan"
+    code, out, _ = run(capsys, "train", "--help")
+    assert code == 0
+    assert "{affine,scan,elastic-scan}" in out
+
+
 @pytest.mark.parametrize(("option", "needle"), [
     (["--ema", "1"], "expected a number in (0, 1)"),
     (["--ema", "0"], "expected a number in (0, 1)"),

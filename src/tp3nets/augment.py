@@ -58,6 +58,18 @@ def _range(who: str, name: str, value: object, low: float, high: float) -> tuple
     return float(value[0]), float(value[1])  # type: ignore[index]
 
 
+def _check_batch(module: nn.Module, x: object) -> None:
+    """Refuse what is not a float image batch, before torch fails deeper with less to say."""
+    if isinstance(x, Tensor) and x.dim() == 4 and x.is_floating_point():
+        return
+    got = (f"shape {tuple(x.shape)}, dtype {x.dtype}" if isinstance(x, Tensor)
+           else type(x).__name__)
+    raise ValueError(
+        f"{type(module).__name__} expects a float batch (N, C, H, W) with pixels in [0, 1] "
+        f"(what a TensorLoader gives; divide uint8 images by 255); got {got}"
+    )
+
+
 def _chosen(x: Tensor, p: float) -> Tensor:
     """One boolean per image, true with probability ``p``, shaped to broadcast over x."""
     mask = torch.rand(x.shape[0], device=x.device) < p
@@ -121,6 +133,7 @@ class BatchRandomAffine(nn.Module):
         self.scale = (float(scale[0]), float(scale[1]))
 
     def forward(self, x: Tensor) -> Tensor:
+        _check_batch(self, x)
         n = x.shape[0]
         if n == 0:
             return x
@@ -199,9 +212,7 @@ class BatchElasticDistortion(nn.Module):
         return k / norm
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 4:
-            raise ValueError(f"{type(self).__name__} expects a batch (N, C, H, W); "
-                             f"got shape {tuple(x.shape)}")
+        _check_batch(self, x)
         n, _, h, w = x.shape
         if n == 0 or h == 0 or w == 0:
             return x
@@ -250,6 +261,7 @@ class BatchRandomContrast(nn.Module):
         self.p = _probability("BatchRandomContrast", p)
 
     def forward(self, x: Tensor) -> Tensor:
+        _check_batch(self, x)
         if x.shape[0] == 0 or self.p == 0:
             return x
         mean = x.mean(dim=tuple(range(1, x.dim())), keepdim=True)
@@ -289,6 +301,7 @@ class BatchGaussianNoise(nn.Module):
         self.p = _probability("BatchGaussianNoise", p)
 
     def forward(self, x: Tensor) -> Tensor:
+        _check_batch(self, x)
         if x.shape[0] == 0 or self.p == 0:
             return x
         s = _uniform(x, *self.sigma) * _chosen(x, self.p)
@@ -348,6 +361,7 @@ class BatchRandomStrokeWidth(nn.Module):
             )
 
     def forward(self, x: Tensor) -> Tensor:
+        _check_batch(self, x)
         if x.shape[0] == 0 or self.p_thin + self.p_thick == 0:
             return x
         u = torch.rand(x.shape[0], device=x.device).view(-1, *([1] * (x.dim() - 1)))
