@@ -9,8 +9,9 @@ and resumed checkpoints reproduce them. They compose with :class:`~torch.nn.Sequ
                             BatchRandomContrast(), BatchGaussianNoise())
     loader = TensorLoader(train, 128, shuffle=True, transform=augment)
 
-:class:`BatchRandomAffine` and :class:`BatchElasticDistortion` are geometric; the others change what a scan changes: stroke
-width (pen, erosion and dilation), contrast (a faint scan) and sensor noise.
+:class:`BatchRandomAffine` and :class:`BatchElasticDistortion` are geometric; the others
+change what a scan changes: stroke width (pen, erosion and dilation), contrast (a faint
+scan) and sensor noise.
 """
 
 from __future__ import annotations
