@@ -194,9 +194,9 @@ class BatchElasticDistortion(nn.Module):
     def __init__(self, alpha: float = 34.0, sigma: float = 4.0, p: float = 0.5) -> None:
         super().__init__()
         who = type(self).__name__
-        if not (_real(alpha) and alpha >= 0):  # type: ignore[operator]
+        if not (_real(alpha) and alpha >= 0):
             raise ValueError(f"{who}: alpha must be a finite number >= 0 (pixels); got {alpha!r}")
-        if not (_real(sigma) and sigma > 0):  # type: ignore[operator]
+        if not (_real(sigma) and sigma > 0):
             raise ValueError(f"{who}: sigma must be a finite number > 0 (pixels); got {sigma!r}")
         self.alpha, self.sigma = float(alpha), float(sigma)
         self.p = _probability(who, p)
