@@ -73,6 +73,10 @@ RECIPES["convnet4"][4] = {**RECIPES["convnet4"][2], "label_smoothing": 0.0, "dis
 #: ConvNet4 version 5: version 3 with an elastic distortion of half the training images
 #: after the random affine (augmentation "elastic-scan"), the only change.
 RECIPES["convnet4"][5] = {**RECIPES["convnet4"][3], "augment": "elastic-scan"}
+#: ConvNet4 version 6: version 3 trained without dropout (a training setting: the model in
+#: eval mode has none, and the state dict is the same), the only change.
+RECIPES["convnet4"][6] = {**RECIPES["convnet4"][3], "model_config": {
+    "dropout": 0.0, "classifier_dropout": 0.0}}
 #: Recipes that were tried as selection runs and not taken (results/SELECTION.md says why):
 #: they stay reproducible with ``--no-test``, never touch the test set and write no weights.
 NOT_TAKEN: dict[str, dict[int, str]] = {
@@ -131,7 +135,7 @@ def train(args: argparse.Namespace, recipe: dict[str, Any], train_set: Any, val:
           ) -> tuple[dict[str, dict[str, torch.Tensor]], Any, float, dict[str, Any]]:
     """Train by the recipe: the live (and averaged) state dicts, the history, the seconds
     and, with EMA, the live weights' validation accuracy per epoch."""
-    model: nn.Module = tp3nets.get_model(args.model)
+    model: nn.Module = tp3nets.get_model(args.model, **recipe.get("model_config", {}))
     transform = augmentation(recipe["augment"])
     distilled = recipe.get("distill")
     if distilled:
