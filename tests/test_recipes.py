@@ -200,12 +200,47 @@ def test_a_recipe_not_taken_runs_only_as_a_selection_run(
     """ConvNet4 version 4 lost its validation rule: naming it without --no-test (which would
     touch the test set and write a file) exits 2 before any data is read, and the default
     version is the latest one taken."""
-    assert 4 in tw.NOT_TAKEN["convnet4"]
-    with pytest.raises(SystemExit) as exc:
-        tw.main(["convnet4", "--version", "4", "--data", "/nonexistent"])
-    assert exc.value.code == 2
-    assert "tried and not taken" in capsys.readouterr().err
+    assert {4, 5} <= set(tw.NOT_TAKEN["convnet4"])
+    for version in ("4", "5"):
+        with pytest.raises(SystemExit) as exc:
+            tw.main(["convnet4", "--version", version, "--data", "/nonexistent"])
+        assert exc.value.code == 2
+        assert f"version {version} of convnet4 was tried and not taken" in (
+            capsys.readouterr().err)
     assert tw.default_version("convnet4") == 3
     assert tw.default_version("convnet2") == 2
     for model, versions in tw.RECIPES.items():
         assert set(tw.NOT_TAKEN.get(model, {})) < set(versions), model
+
+
+def test_a_recipe_model_config_reaches_the_model_it_trains(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """ConvNet4 version 6 trains without dropout: its model_config goes to get_model (and
+    only there: the state dict it keeps loads into the lab's ConvNet4)."""
+    import argparse
+
+    import tp3nets
+
+    recipe = tw.RECIPES["convnet4"][6]
+    assert recipe["model_config"] == {"dropout": 0.0, "classifier_dropout": 0.0}
+    assert {k: v for k, v in recipe.items() if k != "model_config"} == tw.RECIPES["convnet4"][3]
+    built: list[torch.nn.Module] = []
+    real = tp3nets.get_model
+
+    def spy(name: str, **config: Any) -> torch.nn.Module:
+        built.append(real(name, **config))
+        return built[-1]
+
+    monkeypatch.setattr(tp3nets, "get_model", spy)
+    g = torch.Generator().manual_seed(0)
+    data = torch.utils.data.TensorDataset(
+        (torch.rand(64, 1, 28, 28, generator=g) * 255).to(torch.uint8),
+        torch.randint(0, 10, (64,), generator=g))
+    states, _, _, _ = tw.train(argparse.Namespace(model="convnet4", seed=0),
+                               {**recipe, "epochs": 1, "batch_size": 32, "ema": None,
+                                "precision": "32"}, data, data)
+    model = built[0]
+    drops = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert drops == [0.0, 0.0]
+    assert model.classifier_dropout == 0.0
+    tp3nets.ConvNet4().load_state_dict(states["live"])

@@ -383,7 +383,8 @@ def augmentation(name: str) -> nn.Module:
     ``((0.2, 1.0), p=0.3)`` and :class:`BatchGaussianNoise` ``((0.0, 0.3), p=0.3)``, the
     MNIST_V2 weights (trained to keep their accuracy on thin, faint and noisy digits).
     ``"elastic-scan"``: ``"scan"`` with a :class:`BatchElasticDistortion` ``(alpha=34,
-    sigma=4, p=0.5)`` after the affine stage (ConvNet4's version 5 recipe).
+    sigma=4, p=0.5)`` after the affine stage (tried for ConvNet4's bundled weights, as
+    recipe version 5, and not taken: see ``recipes/results/SELECTION.md``).
     ``tp3nets train --augment [affine|scan|elastic-scan]`` uses the same.
 
     Raises:
