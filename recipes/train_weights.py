@@ -37,6 +37,7 @@ from tp3nets.callbacks import EMA
 from tp3nets.data import TensorLoader, mnist_splits
 from tp3nets.training import evaluate, fit, seed_everything
 from tp3nets.weights._defaults import record_key
+from tp3nets.weights._records import RECORDS
 
 HERE = Path(__file__).resolve().parent
 FILES = HERE.parent / "src" / "tp3nets" / "weights" / "files"
@@ -86,8 +87,10 @@ NOT_TAKEN: dict[str, dict[int, str]] = {
 
 
 def default_version(model: str) -> int:
-    """The newest recipe version of ``model`` that was taken (what ``--version`` defaults to)."""
-    return max(set(RECIPES[model]) - set(NOT_TAKEN.get(model, {})))
+    """What ``--version`` defaults to: the newest recipe version of ``model`` whose weights
+    are bundled. A recipe not taken, or still in its selection run, is never the default."""
+    return max(v for v in RECIPES[model]
+               if v not in NOT_TAKEN.get(model, {}) and record_key(model, v) in RECORDS)
 
 
 def recipe_command(model: str, version: int, seed: int) -> str:

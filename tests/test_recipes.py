@@ -196,7 +196,7 @@ def test_the_distilled_recipe_trains_the_student_alone(mnist_root: Path) -> None
 
 
 def test_a_recipe_not_taken_runs_only_as_a_selection_run(
-        capsys: pytest.CaptureFixture[str]) -> None:
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """ConvNet4 version 4 lost its validation rule: naming it without --no-test (which would
     touch the test set and write a file) exits 2 before any data is read, and the default
     version is the latest one taken."""
@@ -208,6 +208,11 @@ def test_a_recipe_not_taken_runs_only_as_a_selection_run(
         assert f"version {version} of convnet4 was tried and not taken" in (
             capsys.readouterr().err)
     assert tw.default_version("convnet4") == 3
+    assert tw.default_version("convnet2") == 2
+    assert tw.default_version("multinomial_logistic_regression") == 1
+    # A recipe under selection (written, not yet trained to a bundled file) is not the
+    # default either.
+    monkeypatch.setitem(tw.RECIPES["convnet2"], 9, tw.RECIPES["convnet2"][2])
     assert tw.default_version("convnet2") == 2
     for model, versions in tw.RECIPES.items():
         assert set(tw.NOT_TAKEN.get(model, {})) < set(versions), model
