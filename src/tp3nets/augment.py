@@ -114,13 +114,9 @@ class BatchRandomAffine(nn.Module):
         scale: tuple[float, float] = (0.9, 1.1),
     ) -> None:
         super().__init__()
-
-        def real(v: object) -> bool:
-            return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
-
-        pair = isinstance(scale, (tuple, list)) and len(scale) == 2 and all(map(real, scale))
+        pair = isinstance(scale, (tuple, list)) and len(scale) == 2 and all(map(_real, scale))
         if not (
-            real(degrees) and degrees >= 0 and real(translate) and 0 <= translate < 1
+            _real(degrees) and degrees >= 0 and _real(translate) and 0 <= translate < 1
             and pair and 0 < scale[0] <= scale[1]
         ):
             raise ValueError(
