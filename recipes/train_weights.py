@@ -89,9 +89,9 @@ NOT_TAKEN: dict[str, dict[int, str]] = {
 
 def default_version(model: str) -> int:
     """What ``--version`` defaults to: the newest recipe version of ``model`` whose weights
-    are bundled. A recipe not taken, or still in its selection run, is never the default."""
-    return max(v for v in RECIPES[model]
-               if v not in NOT_TAKEN.get(model, {}) and record_key(model, v) in RECORDS)
+    are bundled. A recipe not taken, or still in its selection run, has none, so it is never
+    the default."""
+    return max(v for v in RECIPES[model] if record_key(model, v) in RECORDS)
 
 
 def recipe_command(model: str, version: int, seed: int) -> str:
