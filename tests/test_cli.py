@@ -118,6 +118,14 @@ def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None
         (["predict", "convnet2"], ["required: IMAGE"]),
         (["predict", "convnet2", "x.png", "--top", "0"], ["--top", "positive"]),
         (["export", "convnet2", "x.onnx", "--format", "tflite"], ["invalid choice: 'tflite'"]),
+        # a mistyped choice of any option names the close ones, case aside
+        (["train", "convnet2", "--augment", "elastic"],
+         ["invalid choice: 'elastic'; did you mean elastic-scan?"]),
+        (["train", "convnet2", "--precision", "BF16"],
+         ["invalid choice: 'BF16'; did you mean bf16? (choose from 32, bf16, 16)"]),
+        (["evaluate", "convnet2", "--split", "tst"], ["'tst'; did you mean test?"]),
+        (["export", "convnet2", "x.onnx", "--format", "torchscipt"],
+         ["did you mean torchscript?"]),
     ],
 )
 def test_bad_options_give_one_line_and_status_2(

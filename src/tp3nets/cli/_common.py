@@ -32,9 +32,25 @@ class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors: the message and where to find help, no usage dump."""
 
     def error(self, message: str) -> NoReturn:
-        if "invalid choice" in message and self.prog == PROG:
-            message = _suggest_command(message)
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        """As argparse's, with the close names of a mistyped choice (any option's, or the
+        command's), case aside: ``--precision BF16`` points at bf16."""
+        choices = action.choices
+        if choices is None or value in choices:
+            return
+        names = [str(c) for c in choices]
+        by_lower = {n.lower(): n for n in names}
+        given = str(value).lower()
+        close = [by_lower[given]] if given in by_lower else [
+            by_lower[c] for c in difflib.get_close_matches(given, list(by_lower), n=2)]
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        if isinstance(action, argparse._SubParsersAction):
+            raise argparse.ArgumentError(
+                None, f"unknown command {value!r}{hint} (commands: {', '.join(names)})")
+        raise argparse.ArgumentError(
+            action, f"invalid choice: {value!r}{hint} (choose from {', '.join(names)})")
 
     def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
         """As argparse's, except that an unknown option of a subcommand is reported by
@@ -58,16 +74,6 @@ class _Parser(argparse.ArgumentParser):
                 chosen: argparse.ArgumentParser = action.choices[name]
                 return chosen
         return None
-
-
-def _suggest_command(message: str) -> str:
-    # "argument command: invalid choice: 'trian' (choose from ...)"
-    start = message.find("'")
-    end = message.find("'", start + 1)
-    given = message[start + 1 : end] if 0 <= start < end else ""
-    close = difflib.get_close_matches(given, list(_COMMANDS), n=2)
-    hint = f"; did you mean {' or '.join(close)}?" if close else ""
-    return f"unknown command {given!r}{hint} (commands: {', '.join(_COMMANDS)})"
 
 
 # --------------------------------------------------------------------------------------
