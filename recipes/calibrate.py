@@ -30,7 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from robustness import bundled_weights, weight_labels
-from safetensors.torch import save_file
+from weights_file import write_weights
 
 import tp3nets
 from tp3nets.calibration import (
@@ -138,10 +138,9 @@ def main(argv: list[str] | None = None) -> int:
                              f"{recorded}: the weights are not those of the record")
         target_file = FILES / record["file"]
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(state, str(target_file),
-                  metadata={"model": record["model"], "format": "pt",
-                            "temperature": repr(temperature)})
-        target_file.chmod(0o644)  # safetensors writes 0600; the wheel ships it readable
+        write_weights(state, target_file,
+                      metadata={"model": record["model"], "format": "pt",
+                                "temperature": repr(temperature)})
         record["sha256"] = hashlib.sha256(target_file.read_bytes()).hexdigest()
         record["file_size"] = target_file.stat().st_size
         record["recipe"]["calibration"] = {

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
+from weights_file import write_weights
 
 import tp3nets
 from tp3nets.calibration import expected_calibration_error
@@ -138,11 +138,10 @@ def main(argv: list[str] | None = None) -> int:
         FILES.mkdir(parents=True, exist_ok=True)
         # One metadata key: safetensors writes several in a per-process random order,
         # which would change the file's sha256 from one run to the next.
-        save_file(flat, str(FILES / file), metadata={"tp3nets": json.dumps({
+        write_weights(flat, FILES / file, metadata={"tp3nets": json.dumps({
             "format": "tp3nets-int8-v1", "backend": args.backend,
             "derived_from": float_member.file, "derived_from_sha256": float_member.sha256,
         }, sort_keys=True)})
-        (FILES / file).chmod(0o644)  # safetensors writes 0600; the wheel ships it readable
         data = (FILES / file).read_bytes()
         int8_acc = round(100 * float((int8_test == test_y).float().mean()), 2)
         fp32_acc = round(100 * float((fp32_test == test_y).float().mean()), 2)

@@ -30,6 +30,7 @@ from distill import Distiller, distiller, student_state
 from robustness import PERTURBATIONS, accuracy, perturbed
 from safetensors.torch import load_file, save_file
 from torch import nn
+from weights_file import write_weights
 
 import tp3nets
 from tp3nets.augment import augmentation as named_augmentation
@@ -248,8 +249,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     target = args.out / f"{args.model}_mnist_v{version}.safetensors"
-    save_file(states[chosen], str(target), metadata={"model": args.model, "format": "pt"})
-    target.chmod(0o644)  # safetensors writes 0600; the wheel ships it readable
+    write_weights(states[chosen], target, metadata={"model": args.model, "format": "pt"})
     digest = hashlib.sha256(target.read_bytes()).hexdigest()
     command = recipe_command(args.model, version, args.seed)
     record = {
