@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import math
 import os
@@ -23,6 +24,7 @@ from tp3nets import cli
 from tp3nets.checkpoint import load_checkpoint
 from tp3nets.cli._train import _warmup_fraction
 from tp3nets.data import TensorLoader, load_mnist
+from tp3nets.samples import digit_paths
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:`torch.jit.*` is deprecated:FutureWarning",
@@ -873,7 +875,7 @@ def test_predict_sample_digits(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_predict_flags_blank_images(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    """An image with no ink still gets the model's answer, marked as meaningless."""
+    """An image with no ink is answered 'no digit' (blank), the model's guess beside it."""
     from PIL import Image
 
     paths = []
@@ -883,10 +885,17 @@ def test_predict_flags_blank_images(capsys: pytest.CaptureFixture[str], tmp_path
     code, out, err = run(capsys, "predict", "convnet4", *paths, DIGITS[0])
     assert code == 0, err
     lines = out.strip().splitlines()
-    assert all("[blank: no ink found" in line for line in lines[:2])
+    assert all(": no digit: blank: no ink on the picture (the model would say" in line
+               for line in lines[:2])
     assert "blank" not in lines[2]
+    assert "no digit" not in lines[2]
     code, out, err = run(capsys, "predict", "convnet4", *paths, DIGITS[0], "--json")
-    assert [r["blank"] for r in json.loads(out)["results"]] == [True, True, False]
+    results = json.loads(out)["results"]
+    assert [r["blank"] for r in results] == [True, True, False]
+    assert [r["no_digit"] for r in results] == [True, True, False]
+    assert [r["status"] for r in results] == ["no digit", "no digit", "digit"]
+    assert results[0]["label"] is None
+    assert results[2]["label"] == "0"
 
 
 def test_predict_matches_the_library(capsys: pytest.CaptureFixture[str]) -> None:
@@ -1093,7 +1102,12 @@ def test_predict_min_confidence_answers_unsure(capsys: pytest.CaptureFixture[str
     code, out, _ = run(capsys, "predict", "convnet4", str(DIGITS[7]), "--min-confidence", "1")
     assert code == 0
     assert out.startswith(f"{DIGITS[7]}: unsure (best: 7 (")
-    for bad in ("0", "1.5", "x"):
+    # 0 answers every digit, however unsure.
+    code, out, _ = run(capsys, "predict", "multinomial_logistic_regression", "--samples",
+                       "--min-confidence", "0", "--json")
+    assert code == 0
+    assert not any(r["unsure"] for r in json.loads(out)["results"])
+    for bad in ("-0.1", "1.5", "x"):
         code, _, err = run(capsys, "predict", "convnet4", "--samples", "--min-confidence", bad)
         assert code == 2
         _one_error_line(err, "--min-confidence", "expected a probability")
@@ -1109,7 +1123,7 @@ def test_predict_json_is_strict(capsys: pytest.CaptureFixture[str], tmp_path: Pa
         out[0] = math.nan
         return out
 
-    monkeypatch.setattr(tp3nets.training, "predict", nan_predict)
+    monkeypatch.setattr(tp3nets.reading, "predict", nan_predict)
     code, out, err = run(capsys, "predict", "convnet4", str(DIGITS[3]), "--json")
     assert code == 0, err
     assert "NaN" not in out
@@ -1168,6 +1182,135 @@ def test_a_typo_in_a_subcommand_option_points_to_that_subcommand(
     assert code == 2
     assert out == ""
     _one_error_line(err, *needles)
+
+
+# --------------------------------------------------------------------------------------
+# options anywhere among a command's positionals
+
+SAMPLES = [str(p) for p in digit_paths()[:3]]
+# Options with a value, a flag and an option with "=": predict's outputs depend on each.
+_PREDICT_OPTIONS = ["--top", "3", "--json", "--device=cpu"]
+_PREDICT_REFERENCE = ["predict", "convnet4", *SAMPLES, *_PREDICT_OPTIONS]  # options last
+
+
+@pytest.mark.parametrize("argv", [
+    pytest.param(["predict", "convnet4", *_PREDICT_OPTIONS, *SAMPLES], id="before-the-images"),
+    pytest.param(["predict", "convnet4", SAMPLES[0], "--json", SAMPLES[1], "--top", "3",
+                  SAMPLES[2], "--device=cpu"], id="mixed"),
+    pytest.param(["predict", "--json", "convnet4", "--top", "3", SAMPLES[0], SAMPLES[1],
+                  "--device=cpu", SAMPLES[2]], id="model-after-an-option"),
+    pytest.param(["predict", "--top", "3", "convnet4", SAMPLES[0], "--json", "--device=cpu",
+                  SAMPLES[1], SAMPLES[2]], id="model-and-images-between-options"),
+])
+def test_predict_takes_its_options_anywhere(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    """predict parses and answers the same whatever the place of its options among the
+    model and the images (argparse matched NAME and IMAGE... together, so the images after
+    an option were 'unrecognized arguments')."""
+    reference = cli.build_parser().parse_args(_PREDICT_REFERENCE)
+    assert reference.images == SAMPLES
+    assert cli.build_parser().parse_args(argv) == reference
+    code, expected, err = run(capsys, *_PREDICT_REFERENCE)
+    assert code == 0, err
+    code, out, err = run(capsys, *argv)
+    assert (code, err) == (0, "")
+    assert out == expected
+    results = json.loads(out)["results"]
+    assert len(results) == len(SAMPLES)
+    assert all(len(r["predictions"]) == 3 for r in results)
+
+
+# Each command's positionals and options; an option's value stays next to it.
+_PLACEMENTS = {
+    "list": ([], [["--json"]]),
+    "info": (["convnet4"], [["--json"], ["--history"]]),
+    "train": (["convnet4"], [["--epochs", "1"], ["--augment", "scan"], ["--quiet"]]),
+    "evaluate": (["convnet4"], [["--json"], ["--split", "val"], ["--limit=10"]]),
+    "predict": (["convnet4", "a.png", "b.png"], [["--json"], ["--top", "3"]]),
+    "export": (["convnet4", "out.onnx"], [["--format", "onnx"], ["--opset", "17"]]),
+}
+
+
+@pytest.mark.parametrize("command", list(_PLACEMENTS))
+def test_each_command_takes_its_options_anywhere(
+    capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """Every command parses to the same arguments with each option at any place among its
+    positionals, and --help or -h at any place prints that command's help."""
+    positionals, options = _PLACEMENTS[command]
+    assert command in cli._COMMANDS
+
+    def placed(where: tuple[int, ...], groups: list[list[str]]) -> list[str]:
+        argv = list(positionals)
+        # From the last place back, so the earlier places keep their index.
+        for at, group in sorted(zip(where, groups, strict=True), key=lambda p: -p[0]):
+            argv[at:at] = group
+        return [command, *argv]
+
+    reference = cli.build_parser().parse_args([command, *positionals, *itertools.chain(*options)])
+    places = itertools.product(range(len(positionals) + 1), repeat=len(options))
+    for where in places:
+        argv = placed(where, options)
+        assert cli.build_parser().parse_args(argv) == reference, argv
+    for where in range(len(positionals) + 1):
+        for flag in ("--help", "-h"):
+            code, out, err = run(capsys, *placed((where,), [[flag]]))
+            assert (code, err) == (0, ""), (where, flag)
+            assert out.startswith(f"usage: tp3nets {command} "), out
+
+
+def test_options_anywhere_keep_what_argparse_did(capsys: pytest.CaptureFixture[str]) -> None:
+    """Intermixed options keep argparse's ways: --augment alone takes its default (affine)
+    wherever it is, '--' ends the options (so '-x.png' and '--json' after it are images),
+    an option's missing value and a positional too many are still errors."""
+    parse = cli.build_parser().parse_args
+    for argv in (["train", "convnet4", "--augment", "--epochs", "1"],
+                 ["train", "--epochs", "1", "convnet4", "--augment"]):
+        args = parse(argv)
+        assert (args.model, args.augment, args.epochs) == ("convnet4", "affine", 1), argv
+    args = parse(["predict", "convnet4", "--top", "2", "a.png", "--", "-x.png", "--json"])
+    assert (args.model, args.images, args.top, args.json) == (
+        "convnet4", ["a.png", "-x.png", "--json"], 2, False)
+    for argv, needle in ((["predict", "convnet4", "a.png", "--top"], "--top: expected one"),
+                         (["export", "convnet4", "--opset", "17", "a.onnx", "b.onnx"],
+                          "unrecognized arguments: b.onnx")):
+        code, out, err = run(capsys, *argv)
+        assert (code, out) == (2, ""), argv
+        _one_error_line(err, needle)
+
+
+def test_a_file_named_like_an_option_after_double_dash(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """'--' ends the options after options were given too: 'predict convnet4 --json --
+    -x.png' classifies the file named -x.png (argparse alone left '-- -x.png' over)."""
+    (tmp_path / "-x.png").write_bytes(Path(SAMPLES[0]).read_bytes())
+    code, expected, err = run(capsys, "predict", "convnet4", "--json", "--device", "cpu",
+                              SAMPLES[0])
+    assert code == 0, err
+    code, out, err = run(capsys, "predict", "convnet4", "--json", "--device", "cpu", "--",
+                         "-x.png")
+    assert (code, err) == (0, "")
+    (result,) = json.loads(out)["results"]
+    assert "-x.png" in result.values()
+    assert result["predictions"] == json.loads(expected)["results"][0]["predictions"]
+
+
+@pytest.mark.parametrize("argv", [
+    pytest.param(["predict", "convnet4", "--json", "a.png", "--jsn", "b.png"], id="between"),
+    pytest.param(["predict", "convnet4", "--top", "2", "a.png", "--jsn"], id="last"),
+])
+def test_an_unknown_option_among_positionals_names_itself_and_the_close_one(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    """An unknown option among intermixed options and images is reported by the command,
+    with the close option name, in one line (argparse alone named the images after the
+    first option instead: 'unrecognized arguments: a.png --jsn b.png')."""
+    code, out, err = run(capsys, *argv)
+    assert (code, out) == (2, "")
+    _one_error_line(err, "tp3nets predict: error: unrecognized arguments: --jsn",
+                    "; did you mean --json?", "(see 'tp3nets predict --help')")
 
 
 def test_top_level_help_keeps_the_malloc_setting_under_a_performance_note(
@@ -1273,3 +1416,49 @@ def test_a_fifo_given_as_resume_is_named_and_never_waited_on(
         signal.alarm(0)
     assert code == 2
     _one_error_line(err, "is a FIFO")
+
+
+def test_predict_save_input_writes_what_the_model_saw(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """--save-input DIR writes the 28x28 image the model saw for each picture, named in
+    order, and JSON names the file; the image is the preprocessing's own output."""
+    from PIL import Image
+
+    code, out, err = run(capsys, "predict", "convnet4", DIGITS[4], DIGITS[9], "--json",
+                         "--save-input", tmp_path / "seen")
+    assert code == 0, err
+    results = json.loads(out)["results"]
+    files = [Path(r["input_image"]) for r in results]
+    assert [f.name for f in files] == ["0000_digit_4.png", "0001_digit_9.png"]
+    weights = tp3nets.ConvNet4_Weights.DEFAULT
+    for path, file in zip((DIGITS[4], DIGITS[9]), files, strict=True):
+        with Image.open(file) as img:
+            assert img.size == (28, 28)
+            assert img.mode == "L"
+            saved = torch.tensor(list(img.getdata()), dtype=torch.float32).view(1, 28, 28)
+        expected = weights.transforms()(Image.open(path))
+        assert float((saved / 255 - expected).abs().max()) <= 1 / 255 + 1e-6
+    (tmp_path / "file").write_text("x")
+    code, _, err = run(capsys, "predict", "convnet4", DIGITS[4], "--save-input",
+                       tmp_path / "file")
+    assert code == 2
+    _one_error_line(err, "--save-input", "is a file")
+
+
+def test_predict_answers_no_digit_for_several_digits(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Two sample digits side by side on one page are 'no digit' (several marks)."""
+    from PIL import Image
+
+    left, right = (Image.open(DIGITS[k]).convert("L").resize((84, 84)) for k in (1, 2))
+    page = Image.new("L", (240, 120), 255)
+    page.paste(left, (20, 18))
+    page.paste(right, (136, 18))
+    page.save(tmp_path / "12.png")
+    code, out, err = run(capsys, "predict", "convnet4", tmp_path / "12.png", "--json")
+    assert code == 0, err
+    (result,) = json.loads(out)["results"]
+    assert result["status"] == "no digit"
+    assert "several" in result["reason"]

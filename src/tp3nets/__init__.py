@@ -33,6 +33,7 @@ from .models import (
     list_models,
     multinomial_logistic_regression,
 )
+from .reading import DigitReading, read_digits
 from .training import History, evaluate, fit, predict, seed_everything, train_one_epoch
 from .transforms import MNISTPreprocess
 from .weights import CheckpointError, Weights, WeightsEnum, load_state_dict
@@ -47,6 +48,7 @@ __all__ = [
     "ConvNet3_Weights",
     "ConvNet4",
     "ConvNet4_Weights",
+    "DigitReading",
     "EarlyStopping",
     "History",
     "MNISTPreprocess",
@@ -71,6 +73,7 @@ __all__ = [
     "load_state_dict",
     "multinomial_logistic_regression",
     "predict",
+    "read_digits",
     "samples",
     "seed_everything",
     "train_one_epoch",

@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-__all__ = ["MNISTPreprocess"]
+from . import _locate
+
+__all__ = ["DigitImage", "MNISTPreprocess"]
 
 
-def _pil_to_gray_float(img: Any) -> Tensor:
-    """PIL image → float tensor (1, H, W) in [0, 1], upright, transparency on white."""
-    from PIL import Image, ImageOps
+def _pil_to_float(img: Any) -> Tensor:
+    """PIL image → float tensor (C, H, W) in [0, 1], upright; C is 1 or 3, plus a last
+    alpha channel where the image has transparency."""
+    from PIL import ImageOps
 
     img = ImageOps.exif_transpose(img)  # phone photos store their rotation in EXIF
-    if img.mode in ("RGBA", "LA", "PA", "P", "RGBa", "La") or "transparency" in img.info:
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(background, rgba)
     if img.mode in ("I", "F") or img.mode.startswith("I;16"):
         # 16- and 32-bit images: convert("L") would clip them at 255; scale by their range.
         f32 = img.convert("F")  # native-endian float32 samples
@@ -34,9 +34,19 @@ def _pil_to_gray_float(img: Any) -> Tensor:
         _check_finite(data, f"image (mode {img.mode})")
         x = (data / top).clamp_(0.0, 1.0)
         return x.reshape(1, img.height, img.width)
-    gray = img.convert("L")
-    data8 = torch.frombuffer(bytearray(gray.tobytes()), dtype=torch.uint8)
-    return data8.reshape(1, gray.height, gray.width).float().div_(255)
+    transparent = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+    gray = img.mode in ("1", "L", "LA", "La", "I", "F") or (
+        img.mode in ("P", "PA") and img.palette is not None and img.palette.mode == "L")
+    mode = ("LA" if gray else "RGBA") if transparent else ("L" if gray else "RGB")
+    if img.mode != mode:
+        img = img.convert(mode)
+    channels = len(mode)
+    if max(img.size) > 4 * _locate.WORK_SIDE and channels in (1, 3):
+        # A phone photo: shrink it in Pillow's C code before making floats of 12 Mpixels.
+        factor = max(img.size) // (2 * _locate.WORK_SIDE)
+        img = img.reduce(factor)
+    data8 = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
+    return data8.reshape(img.height, img.width, channels).permute(2, 0, 1).float().div_(255)
 
 
 def _check_finite(x: Tensor, what: str) -> None:
@@ -58,8 +68,9 @@ def _check_finite(x: Tensor, what: str) -> None:
             )
 
 
-def _to_gray_float(img: Any) -> Tensor:
-    """PIL image, NumPy array or tensor → float tensor (…, 1, H, W) in [0, 1]."""
+def _to_float(img: Any) -> Tensor:
+    """PIL image, NumPy array or tensor → float tensor (…, C, H, W) in [0, 1], C in 1 to 4
+    (gray, gray and alpha, RGB, RGBA)."""
     source: str | None = None
     numpy = sys.modules.get("numpy")
     if numpy is not None and isinstance(img, numpy.ndarray):
@@ -81,7 +92,7 @@ def _to_gray_float(img: Any) -> Tensor:
             )
         if img.width < 1 or img.height < 1:
             raise ValueError(f"MNISTPreprocess got an empty image of size {img.size}")
-        return _pil_to_gray_float(img)
+        return _pil_to_float(img)
     x = img
     if x.dim() == 2:
         x = x.unsqueeze(0)
@@ -110,82 +121,44 @@ def _to_gray_float(img: Any) -> Tensor:
                 f"got values from {low:g} to {high:g}; divide 0-255 values by 255, and give "
                 f"images before any Normalize"
             )
-    if x.shape[-3] == 4:
-        # Composite on white paper, as for PIL images with transparency.
-        alpha = x[..., 3:4, :, :]
-        x = x[..., :3, :, :] * alpha + (1.0 - alpha)
-    if x.shape[-3] == 3:
-        weights = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device)
-        x = (x * weights.view(3, 1, 1)).sum(dim=-3, keepdim=True)
-    return x.clamp(0.0, 1.0)
+    return x
 
 
-def _stretch(x: Tensor) -> Tensor:
-    """Map the background (the border's median) to 0 and the strongest ink to 1.
+def _resolve_alpha(x: Tensor) -> tuple[Tensor, bool | None]:
+    """(C, H, W) with an alpha channel last (C 2 or 4) → (C - 1, H, W) without, and whether
+    the ink is dark on light when the alpha channel tells it (``False``: the alpha channel
+    itself is the ink, light on dark).
 
-    Photographed or scanned paper is rarely pure white: without this, grey paper becomes a
-    grey MNIST background and the whole image looks like ink.
+    A canvas or sketchpad export draws strokes, of any colour, on a transparent ground: the
+    opaque part is the ink, whatever its colour, so the ink is the alpha channel itself
+    (light on dark, as MNIST). A picture that is mostly opaque (a photo with transparent
+    margins) is laid on a ground of the opposite brightness to its opaque part, so that the
+    margins read as paper.
     """
-    border = torch.cat([x[0, 0], x[0, -1], x[0, :, 0], x[0, :, -1]])
-    background = float(border.median())
-    top = float(x.max())
-    if top - background < 1e-3:
-        return x.clamp(0.0, 1.0)
-    return ((x - background) / (top - background)).clamp(0.0, 1.0)
+    alpha = x[-1:]
+    colour = x[:-1]
+    if float(alpha.min()) >= 0.98:
+        return colour, None
+    if float(alpha.mean()) < 0.5:
+        return alpha.clone(), False
+    content = float((colour.mean(0, keepdim=True) * alpha).sum() / alpha.sum().clamp_min(1e-6))
+    ground = 0.0 if content > 0.5 else 1.0
+    return colour * alpha + ground * (1.0 - alpha), None
 
 
-def _span(mass: Tensor, min_share: float = 0.05) -> tuple[int, int]:
-    """First and last index of the ink along one axis, ignoring specks of dust.
-
-    ``mass`` is the ink per row (or column). Runs of inked rows separated by blank ones
-    that hold less than ``min_share`` of the ink are dropped, so a dot of dust far from
-    the digit does not stretch its bounding box.
-    """
-    inked = torch.nonzero(mass > 0).flatten().tolist()
-    runs: list[tuple[int, int]] = []
-    start = prev = inked[0]
-    for i in inked[1:]:
-        if i != prev + 1:
-            runs.append((start, prev))
-            start = i
-        prev = i
-    runs.append((start, prev))
-    total = float(mass.sum())
-    weights = [float(mass[a : b + 1].sum()) for a, b in runs]
-    kept = [r for r, w in zip(runs, weights, strict=True) if w >= min_share * total]
-    if not kept:
-        kept = [runs[weights.index(max(weights))]]
-    return kept[0][0], kept[-1][1]
-
-
-def _fit_mnist_box(x: Tensor, size: int) -> Tensor:
-    """Crop one (1, H, W) digit to its ink, fit it in a 20/28 box, centre its mass."""
-    x = _stretch(x)
-    x = torch.where(x < 0.1, torch.zeros_like(x), x)  # MNIST's background is exactly 0
-    ink = x[0] > 0.15
-    if not bool(ink.any()):
-        return F.interpolate(x[None], size=(size, size), mode="bilinear", antialias=True)[0]
-    inked = x[0] * ink
-    top_row, bottom_row = _span(inked.sum(dim=1))
-    left_col, right_col = _span(inked.sum(dim=0))
-    crop = x[:, top_row : bottom_row + 1, left_col : right_col + 1]
-    if not bool((crop[0] > 0.15).any()):
-        # Scattered specks: the row and column spans, chosen apart, can miss each other's
-        # ink. Fall back to the bounding box of all the ink.
-        rows = torch.nonzero(ink.any(dim=1)).flatten()
-        cols = torch.nonzero(ink.any(dim=0)).flatten()
-        crop = x[:, int(rows[0]) : int(rows[-1]) + 1, int(cols[0]) : int(cols[-1]) + 1]
+def _mnist_box(crop: Tensor, size: int) -> Tensor:
+    """Fit a (1, h, w) ink crop in a 20/28 box and centre its mass, as MNIST's digits were."""
     box = max(1, round(size * 20 / 28))
     h, w = crop.shape[-2:]
     scale = box / max(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
     small = F.interpolate(crop[None], size=(nh, nw), mode="bilinear", antialias=True)[0]
     small = small.clamp(0.0, 1.0)
-    out = x.new_zeros(1, size, size)
+    out = crop.new_zeros(1, size, size)
     # Centre of mass to pixel (size/2, size/2): where it lies in MNIST (14.0 at 28, not 13.5).
     total = small.sum()
-    ys = torch.arange(nh, dtype=x.dtype, device=x.device)
-    xs = torch.arange(nw, dtype=x.dtype, device=x.device)
+    ys = torch.arange(nh, dtype=crop.dtype, device=crop.device)
+    xs = torch.arange(nw, dtype=crop.dtype, device=crop.device)
     if bool(total > 0):
         cy = float((small[0].sum(dim=1) * ys).sum() / total)
         cx = float((small[0].sum(dim=0) * xs).sum() / total)
@@ -197,24 +170,54 @@ def _fit_mnist_box(x: Tensor, size: int) -> Tensor:
     return out
 
 
-class MNISTPreprocess(nn.Module):
-    """Turn digit images into float tensors in [0, 1] shaped like MNIST (light ink on dark).
+@dataclass(frozen=True)
+class DigitImage:
+    """One picture as the model sees it, and whether it holds one digit.
 
-    This is the preprocessing every bundled MNIST weight set was trained with
-    (``weights.transforms()``): on MNIST images it equals torchvision's ``ToTensor()``, the
-    reference lab's own preprocessing, so the weights also work in pipelines built on it.
-    Other images are made to look like MNIST: turned upright (EXIF orientation), composited
-    on white where transparent, converted to grayscale, inverted when the background is
-    light (dark ink on white paper), and, unless they already are 28×28, stretched so that
-    the paper is black and the ink white, cropped to the ink, fitted in a 20×20 box and
-    centred by their centre of mass, as the MNIST digits were.
+    What :meth:`MNISTPreprocess.inspect` returns for each picture.
+
+    Attributes:
+        image: the ``(1, size, size)`` tensor the model is given (MNIST-like: light ink
+            on black, the digit in a 20×20 box centred by its mass).
+        found: whether the picture holds one digit. ``False`` for a blank picture, several
+            digits side by side, ruled lines or a texture only, ink only along the edges:
+            the model's answer for it means nothing.
+        reason: why no digit was found, in words (``None`` when one was).
+    """
+
+    image: Tensor = field(repr=False)
+    found: bool = True
+    reason: str | None = None
+
+
+class MNISTPreprocess(nn.Module):
+    """Turn digit pictures into float tensors in [0, 1] shaped like MNIST (light ink on dark).
+
+    This is the preprocessing of every bundled MNIST weight set (``weights.transforms()``):
+    on MNIST images it equals torchvision's ``ToTensor()``, the reference lab's own
+    preprocessing, so the weights also work in pipelines built on it. Pictures of any other
+    size (phone photos, scans, canvas exports) are made to look like MNIST:
+
+    * turned upright (EXIF orientation); a transparent picture (a canvas or sketchpad
+      export) reads its opaque part as the ink, whatever its colour;
+    * light ink on a dark ground or dark ink on light paper, told from the picture;
+    * the paper's own brightness estimated locally and divided out, so lighting ramps and
+      shadows are not ink; coloured ink on coloured paper read per channel;
+    * the digit's own strokes kept (connected ink), leaving out ruled lines, paper edges
+      and specks; then fitted in a 20×20 box and centred by its centre of mass in 28×28, as
+      the MNIST digits were.
+
+    :meth:`inspect` also tells whether a picture holds one digit at all (not a blank page,
+    a number of several digits, ruled paper or a texture); :func:`tp3nets.read_digits`
+    answers "no digit" for those.
 
     Args:
         size: output side.
-        invert: ``"auto"`` inverts images whose border is mostly light; ``True``/``False``
-            force it.
-        fit: ``"auto"`` crops and centres images that are not already ``size``×``size``;
-            ``True`` always, ``False`` only resizes.
+        invert: ``"auto"`` tells light ink on dark from dark ink on light from the picture;
+            ``True`` takes the ink as dark on light paper (and inverts it), ``False`` as
+            light on dark. Transparent pictures read their opaque part as ink either way.
+        fit: ``"auto"`` finds, crops and centres the digit in pictures that are not already
+            ``size``×``size``; ``True`` always, ``False`` only resizes.
 
     Raises:
         ValueError: a size, ``invert`` or ``fit`` option out of range, an image tensor of
@@ -225,7 +228,7 @@ class MNISTPreprocess(nn.Module):
 
     Shape:
         PIL image, tensor (H, W) or (C, H, W), NumPy (H, W) or (H, W, C) → (1, size, size);
-        (N, C, H, W) → (N, 1, size, size)
+        (N, C, H, W) → (N, 1, size, size); C is 1 (gray), 3 (RGB) or 4 (RGBA)
 
     Example:
         >>> import torch
@@ -235,6 +238,8 @@ class MNISTPreprocess(nn.Module):
         >>> out = pre(digit)
         >>> out.shape, float(out.max()), float(out[0, 0, 0])
         (torch.Size([1, 28, 28]), 1.0, 0.0)
+        >>> pre.inspect(torch.full((3, 100, 60), 200, dtype=torch.uint8)).reason
+        'blank: no ink on the picture'
     """
 
     def __init__(
@@ -255,30 +260,66 @@ class MNISTPreprocess(nn.Module):
         self.invert = invert
         self.fit = fit
 
-    def _one(self, x: Tensor) -> Tensor:  # (1, H, W) → (1, size, size)
-        if self.invert == "auto":
-            border = torch.cat([x[0, 0], x[0, -1], x[0, :, 0], x[0, :, -1]])
-            flip = float(border.mean()) > 0.5
-        else:
-            flip = bool(self.invert)
-        if flip:
-            x = 1.0 - x
+    def _one(self, x: Tensor, judge: bool) -> DigitImage:  # (C, H, W) → (1, size, size)
+        x = x.cpu() if x.device.type != "cpu" else x
+        dark_ink: bool | None = None if self.invert == "auto" else bool(self.invert)
+        if x.shape[0] in (2, 4):
+            x, polarity = _resolve_alpha(x)
+            if polarity is not None:
+                dark_ink = polarity
         same = tuple(x.shape[-2:]) == (self.size, self.size)
-        if self.fit is True or (self.fit == "auto" and not same):
-            return _fit_mnist_box(x, self.size)
-        if same:
-            return x
-        return F.interpolate(
-            x[None], size=(self.size, self.size), mode="bilinear", antialias=True
-        )[0].clamp(0.0, 1.0)
+        fit = self.fit is True or (self.fit == "auto" and not same)
+        if not fit:
+            # MNIST-sized (or fit=False): the picture as it is, only made light-on-dark and
+            # resized; the search for a digit still says whether there is one.
+            gray = _locate.luminance(x)
+            flip = (not _locate.light_ink(gray)) if dark_ink is None else dark_ink
+            plain = (1.0 - gray if flip else gray)[None]
+            if not same:
+                plain = F.interpolate(plain[None], size=(self.size, self.size),
+                                      mode="bilinear", antialias=True)[0].clamp(0.0, 1.0)
+            if not judge:
+                return DigitImage(plain, True)
+            found = _locate.locate_digit(x, dark_ink)
+            return DigitImage(plain, found.found, found.reason)
+        found = _locate.locate_digit(x, dark_ink)
+        if found.found or found.reason == _locate.SEVERAL or found.reason == _locate.TOO_WIDE:
+            image = _mnist_box(found.ink, self.size)
+        elif found.reason == _locate.BLANK:
+            image = x.new_zeros(1, self.size, self.size)
+        else:  # what the model would see of it: the whole ink map, resized
+            image = _mnist_box(found.ink, self.size)
+        return DigitImage(image, found.found, found.reason)
+
+    def _all(self, img: Any, judge: bool) -> list[DigitImage] | DigitImage:
+        x = _to_float(img)
+        if x.dim() == 4:
+            return [self._one(s, judge) for s in x]
+        return self._one(x, judge)
+
+    def inspect(self, img: Any) -> Any:
+        """Preprocess a picture (or a batch) and say whether it holds one digit.
+
+        Returns:
+            A :class:`DigitImage` for one picture; a list of them for an ``(N, C, H, W)``
+            batch.
+
+        Example:
+            >>> import torch
+            >>> paper = torch.full((1, 120, 200), 230, dtype=torch.uint8)
+            >>> paper[0, 30:90, 40:48] = 20; paper[0, 30:90, 140:148] = 20  # "1 1"
+            >>> MNISTPreprocess().inspect(paper).found
+            False
+        """
+        return self._all(img, judge=True)
 
     def forward(self, img: Any) -> Tensor:
-        x = _to_gray_float(img)
-        if x.dim() == 4:
-            if x.shape[0] == 0:
-                return x.new_zeros(0, 1, self.size, self.size)
-            return torch.stack([self._one(s) for s in x])
-        return self._one(x)
+        result = self._all(img, judge=False)
+        if isinstance(result, list):
+            if not result:
+                return torch.zeros(0, 1, self.size, self.size)
+            return torch.stack([r.image for r in result])
+        return result.image
 
     def extra_repr(self) -> str:
         return f"size={self.size}, invert={self.invert!r}, fit={self.fit!r}"

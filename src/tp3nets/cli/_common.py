@@ -29,7 +29,17 @@ class UsageError(ValueError):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors: the message and where to find help, no usage dump."""
+    """argparse with one-line errors: the message and where to find help, no usage dump.
+
+    A command's options go anywhere among its positionals: ``predict convnet4 --json a.png``,
+    ``predict convnet4 a.png --json`` and ``predict --json convnet4 a.png`` are the same
+    command (see :meth:`parse_known_args`).
+    """
+
+    # True while parse_known_intermixed_args runs: argparse's own implementation before
+    # Python 3.12.8 and 3.13.1 calls parse_known_args (twice), which must then parse as
+    # argparse does, not start intermixed parsing again.
+    _intermixing: bool = False
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
@@ -51,6 +61,36 @@ class _Parser(argparse.ArgumentParser):
                 None, f"unknown command {value!r}{hint} (commands: {', '.join(names)})")
         raise argparse.ArgumentError(
             action, f"invalid choice: {value!r}{hint} (choose from {', '.join(names)})")
+
+    def parse_known_args(
+        self, args: Any = None, namespace: Any = None
+    ) -> tuple[Any, list[str]]:
+        """As argparse's, except that a command's parser parses intermixed
+        (:meth:`~argparse.ArgumentParser.parse_known_intermixed_args`): its options may come
+        before, between or after its positionals.
+
+        argparse alone matches a run of positionals at once: at ``predict convnet4 a.png
+        --json b.png``, ``IMAGE...`` (``nargs="*"``) took ``a.png`` only and ``b.png`` was
+        an unrecognized argument (and at ``predict convnet4 --json a.png``, on Python 3.11,
+        ``IMAGE...`` was matched empty with ``NAME``). The top-level parser cannot parse
+        intermixed (parse_known_intermixed_args refuses its subcommands), but argparse
+        hands each command's arguments to that command's parser through this method,
+        which can.
+        """
+        if self._intermixing or not self._intermixable():
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+    def _intermixable(self) -> bool:
+        """Whether intermixed parsing applies: not to a parser with subcommands (a
+        ``PARSER`` positional) or one whose positional takes the rest (``REMAINDER``),
+        which parse_known_intermixed_args refuses with a TypeError."""
+        return not any(not a.option_strings and a.nargs in (argparse.PARSER, argparse.REMAINDER)
+                       for a in self._actions)
 
     def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
         """As argparse's, except that an unknown option of a subcommand is reported by

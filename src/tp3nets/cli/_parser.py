@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from ..augment import AUGMENTATIONS
+from ..reading import DEFAULT_MIN_CONFIDENCE
 from . import _info, _run, _train
 from ._common import (
     PROG,
@@ -18,8 +19,18 @@ from ._common import (
     _non_negative_int,
     _Parser,
     _positive,
-    _probability,
 )
+
+
+def _probability_or_zero(text: str) -> float:
+    """A probability in [0, 1]: ``--min-confidence 0`` answers every digit."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a probability, got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {text!r}")
+    return value
 
 
 def _add_model(p: argparse.ArgumentParser) -> None:
@@ -174,9 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="classify digit images (PNG, JPEG, ...)",
                        description="Classify images of handwritten or printed digits of any "
                        "size, preprocessed as the weights expect (grayscale, dark ink on "
-                       "light paper inverted, cropped, centred, resized to 28x28). An "
-                       "image in which no ink is found is marked blank (\"blank\": true "
-                       "in JSON): the model's answer for it means nothing.")
+                       "light paper inverted, the paper's lighting divided out, the digit's "
+                       "strokes found, cropped, centred, resized to 28x28). A picture with "
+                       "no single digit (blank, several digits, ruled lines, a texture) is "
+                       "answered 'no digit' (JSON: \"no_digit\": true, with a reason); the "
+                       "exit status stays 0.")
     _add_model(p)
     p.add_argument("images", nargs="*", metavar="IMAGE", help="image files")
     p.add_argument("--samples", action="store_true",
@@ -186,10 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=_positive(int, "an integer"), default=1, metavar="K",
                    help="show the K most probable classes with their probabilities "
                    "(default: 1)")
-    p.add_argument("--min-confidence", type=_probability, default=None, metavar="P",
+    p.add_argument("--min-confidence", type=_probability_or_zero,
+                   default=DEFAULT_MIN_CONFIDENCE, metavar="P",
                    help="answer 'unsure' for an image whose most probable class has a "
-                   "probability below P, in (0, 1] (JSON: \"unsure\": true); the exit "
-                   "status stays 0")
+                   "probability below P, in [0, 1] (JSON: \"unsure\": true; 0 answers "
+                   f"every digit; default: {DEFAULT_MIN_CONFIDENCE})")
+    p.add_argument("--save-input", type=Path, default=None, metavar="DIR",
+                   help="write the 28x28 image the model saw for each picture into DIR "
+                   "(PNG), to see what it read")
     _add_device(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_run._cmd_predict)

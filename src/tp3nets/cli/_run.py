@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import torch
 from torch import Tensor
@@ -115,7 +115,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .. import samples
     from ..images import open_image
-    from ..training import predict
+    from ..reading import read_digits
     from ..transforms import MNISTPreprocess
 
     if Path(args.model).suffix.lower() in _IMAGE_SUFFIXES or Path(args.model).is_file():
@@ -129,6 +129,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise UsageError("the following arguments are required: IMAGE (the image files to "
                          "classify), or --samples for the ten sample digits of tp3nets "
                          "(see 'tp3nets predict --help')")
+    if args.save_input is not None:
+        _check_output_dir("--save-input", args.save_input)
     # int8 kernels are the CPU's: --quantized with the default --device auto runs there.
     device = _device("cpu" if args.quantized and args.device == "auto" else args.device)
     model, member, source = (
@@ -139,42 +141,69 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if not 1 <= args.top <= num_classes:
         raise UsageError(f"--top must be between 1 and {num_classes}, got {args.top}")
     reference = member if member is not None else _default_member(args.model)
-    preprocess = reference.transforms() if reference is not None else MNISTPreprocess()
-    categories = [str(c) for c in reference.meta["categories"]] if reference is not None and \
-        len(reference.meta["categories"]) == num_classes else [str(i) for i in range(num_classes)]
-    batch = torch.stack([preprocess(open_image(path)) for path in images])
-    # A uniform input after preprocessing: no ink was found, whatever the model answers.
-    blank = (batch.flatten(1).amax(1) == batch.flatten(1).amin(1)).tolist()
-    probs = predict(model, batch, device=device).softmax(dim=1)
-    # As tp3nets.calibration.top_predictions, which refuses non-finite probabilities
-    # where the command reports them as null.
-    top_p, top_i = probs.topk(args.top, dim=1)
-    unsure = (top_p[:, 0] < args.min_confidence) | top_p[:, 0].isnan() \
-        if args.min_confidence is not None else torch.zeros(len(images), dtype=torch.bool)
+    if reference is not None and len(reference.meta["categories"]) != num_classes:
+        reference = None
+    threshold = args.min_confidence if args.min_confidence else None
+    readings = read_digits(
+        model, [open_image(path) for path in images], weights=reference,
+        transform=reference.transforms() if reference is not None else MNISTPreprocess(),
+        min_confidence=threshold, top=args.top, device=device)
+    saved = _save_inputs(args.save_input, images, readings) if args.save_input else None
     results = [
         {
             "image": path,
+            "status": r.status,
+            "label": r.label,
             "predictions": [
-                {"class": categories[i], "index": i, "probability": p}
-                for p, i in zip(ps, idx, strict=True)
+                {"class": name, "index": _index(reference, name), "probability": p}
+                for name, p in r.top
             ],
-            "blank": empty,
-            "unsure": doubt,
+            "no_digit": r.status == "no digit",
+            "reason": r.reason,
+            "blank": r.reason is not None and r.reason.startswith("blank"),
+            "unsure": r.status == "unsure",
+            **({"input_image": saved[i]} if saved else {}),
         }
-        for path, ps, idx, empty, doubt in zip(images, top_p.tolist(), top_i.tolist(), blank,
-                                               unsure.tolist(), strict=True)
+        for i, (path, r) in enumerate(zip(images, readings, strict=True))
     ]
     if args.json:
         print(_json({"model": args.model, "weights": source,
-                     "min_confidence": args.min_confidence, "results": results}))
+                     "min_confidence": threshold, "results": results}))
         return 0
     for res in results:
         shown = ", ".join(f"{p['class']} ({p['probability']:.4f})" for p in res["predictions"])
-        if res["unsure"]:
-            shown = f"unsure (best: {shown}; below --min-confidence {args.min_confidence:g})"
-        note = "  [blank: no ink found, the answer means nothing]" if res["blank"] else ""
-        print(f"{res['image']}: {shown}{note}")
+        if res["no_digit"]:
+            shown = f"no digit: {res['reason']} (the model would say {shown})"
+        elif res["unsure"]:
+            shown = f"unsure (best: {shown}; below --min-confidence {threshold:g})"
+        print(f"{res['image']}: {shown}")
     return 0
+
+
+def _index(reference: Any, name: str) -> int:
+    if reference is None:
+        return int(name)
+    return [str(c) for c in reference.meta["categories"]].index(name)
+
+
+def _check_output_dir(option: str, folder: Path) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{option} {str(folder)!r} is a file; give a folder")
+
+
+def _save_inputs(folder: Path, images: list[str], readings: list[Any]) -> list[str]:
+    """Write the 28x28 image the model saw for each picture, as PNG, into ``folder``."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i, (path, reading) in enumerate(zip(images, readings, strict=True)):
+        pixels = (reading.image[0].clamp(0, 1) * 255).round().to(torch.uint8)
+        out = folder / f"{i:04d}_{Path(path).stem}.png"
+        Image.frombytes("L", (pixels.shape[1], pixels.shape[0]),
+                        bytes(pixels.flatten().tolist())).save(out)
+        written.append(str(out))
+    return written
 
 
 # --------------------------------------------------------------------------------------

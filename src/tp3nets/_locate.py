@@ -1,0 +1,423 @@
+"""Finding the one digit in a real picture: the engine behind :class:`~tp3nets.MNISTPreprocess`.
+
+A phone photo, a scan or a canvas export is turned into an *ink map* (0 where the paper
+is, 1 where the ink is darkest) in four steps, each for one way real pictures differ
+from MNIST:
+
+1. **Polarity.** Light ink on a dark ground (a canvas, chalk) or dark ink on light paper,
+   told from which tail of the brightness histogram lies farther from the picture's border
+   (the paper).
+2. **The paper's own brightness, divided out.** A morphological closing (a maximum then a
+   minimum filter, wider than any pen stroke) keeps the paper and fills the ink; dividing
+   by it removes lighting ramps, vignettes and the edge of a cast shadow, which one
+   background level for the whole sheet cannot (closings keep ramps and steps as they are).
+   Colour ink on colour paper is read per channel, so blue ink or a yellow marker counts.
+3. **A robust ink threshold.** The noise level of the paper (its median absolute
+   deviation) and the strongest ink set it; pencil on grey paper and marker on white
+   both work, and a picture whose strongest "ink" is no stronger than paper grain is
+   blank.
+4. **The digit's own strokes.** Connected components of the ink, rather than every dark
+   pixel: ruled and squared paper lines, paper edges and table along the border, and
+   specks are left out; several digits side by side, textures and ink only at the edges are
+   reported as *not one digit*.
+
+Everything is computed on a working copy whose longer side is at most :data:`WORK_SIDE`
+pixels, so a 12-megapixel photo costs milliseconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+__all__ = ["Located", "locate_digit"]
+
+#: The longer side of the working copy of a picture (pixels).
+WORK_SIDE: Final = 384
+#: Ink weaker than this (a fraction of the paper's brightness) is no ink at all.
+MIN_CONTRAST: Final = 0.15
+#: Reasons for "no digit", as :attr:`Located.reason` gives them.
+BLANK: Final = "blank: no ink on the picture"
+EDGES_ONLY: Final = "ink only along the picture's edges (paper edge, table, shadow)"
+LINES_ONLY: Final = "only ruled or squared lines, no digit"
+SEVERAL: Final = "several marks side by side (a number of several digits, or text)"
+TOO_WIDE: Final = "a mark much wider than a digit (a line, a word)"
+TEXTURE: Final = "ink all over the picture (a texture or pattern), no single digit"
+SPECKS: Final = "only specks, no stroke of a digit"
+
+
+@dataclass(frozen=True)
+class Located:
+    """What :func:`locate_digit` found.
+
+    Attributes:
+        ink: ``(1, h, w)`` float tensor in [0, 1], MNIST polarity (ink light on black),
+            cropped to the digit's strokes; the whole ink map (all zero when blank) when
+            no single digit was found.
+        found: whether one digit was found.
+        reason: why not, when ``found`` is false.
+    """
+
+    ink: Tensor
+    found: bool
+    reason: str | None = None
+
+
+def luminance(x: Tensor) -> Tensor:
+    """(C, H, W) with C in (1, 3) → (H, W) luminance (ITU-R 601, as Pillow's ``L``)."""
+    if x.shape[0] == 1:
+        return x[0]
+    weights = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device)
+    return (x * weights.view(3, 1, 1)).sum(dim=0)
+
+
+def to_working_size(x: Tensor, side: int = WORK_SIDE) -> Tensor:
+    """Shrink (C, H, W) so that its longer side is at most ``side`` (area averaging)."""
+    h, w = x.shape[-2:]
+    if max(h, w) <= side:
+        return x
+    scale = side / max(h, w)
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    return F.interpolate(x[None], size=size, mode="area")[0]
+
+
+def light_ink(lum: Tensor) -> bool:
+    """Whether the ink is lighter than the ground (a canvas, chalk, MNIST itself).
+
+    The ground is the median of the picture's border. Near the darkest end of the
+    picture's range, the ink is light; near the brightest, dark. In between (a shadow
+    across the border), the picture's shading (a local mean) is taken away and the ink is
+    whichever tail of what remains reaches farther: a shadow's edge adds as much to both
+    tails, sparse ink to one. A tie (a blank page) reads as dark ink.
+    """
+    h, w = lum.shape
+    band = max(1, round(0.03 * min(h, w)))
+    border = torch.cat([lum[:band].flatten(), lum[-band:].flatten(),
+                        lum[:, :band].flatten(), lum[:, -band:].flatten()])
+    ground = float(border.median())
+    low, high = _quantiles(lum, (0.002, 0.998))
+    if high - low < 1e-3:
+        return False
+    place = (ground - low) / (high - low)
+    if place < 0.25 or place > 0.75:
+        return place < 0.25
+    step = max(1, min(h, w) // 64)
+    small = F.avg_pool2d(lum[None, None], step, stride=step, ceil_mode=True) if step > 1 \
+        else lum[None, None]
+    k = max(3, (min(small.shape[-2:]) // 4) | 1)
+    shading = F.avg_pool2d(F.pad(small, (k // 2,) * 4, mode="replicate"), k, stride=1)
+    shading = F.interpolate(shading, size=(h, w), mode="bilinear", align_corners=False)
+    low, high = _quantiles(lum - shading[0, 0], (0.002, 0.998))
+    return high > -low + 1e-3
+
+
+def _quantiles(x: Tensor, qs: tuple[float, ...]) -> list[float]:
+    flat = x.flatten().float()
+    if flat.numel() > 1 << 16:  # quantile's cost grows with n; a strided sample is enough
+        flat = flat[:: flat.numel() // (1 << 16) + 1]
+    values: list[float] = torch.quantile(flat, torch.tensor(qs)).tolist()
+    return values
+
+
+def _closing(x: Tensor, k: int, along: int | None = None) -> Tensor:
+    """Grey-level closing of (C, H, W) with a k×k square (k odd): maximum, then minimum;
+    with ``along`` 1 (0), a k×1 column (1×k row) instead.
+
+    Each filter runs as a row pass and a column pass (a square's maximum is separable), so
+    the cost grows with k, not k².
+    """
+    pad = k // 2
+    # The picture's edge pixels continue outside it: a closing then keeps a lighting ramp
+    # that reaches the edge, where a window cut short by the edge would brighten it.
+    grown = F.pad(x[None], (2 * pad, 2 * pad, 2 * pad, 2 * pad), mode="replicate")
+    windows = [(1, k), (k, 1)] if along is None else [(k, 1)] if along == 1 else [(1, k)]
+    for window in windows:
+        grown = F.max_pool2d(grown, window, stride=1)
+    for window in windows:
+        grown = -F.max_pool2d(-grown, window, stride=1)
+    if along == 1:
+        return grown[0, :, :, 2 * pad : grown.shape[-1] - 2 * pad]
+    if along == 0:
+        return grown[0, :, 2 * pad : grown.shape[-2] - 2 * pad, :]
+    return grown[0]
+
+
+def paper_brightness(x: Tensor, stroke: float | None = None) -> Tensor:
+    """The paper's brightness under each pixel of (C, H, W), dark ink on light paper.
+
+    A first estimate comes from a copy shrunk by a maximum filter (which keeps the paper,
+    not the ink) to a shorter side of about 64, closed with a window of a third of it and
+    enlarged back: it fills any stroke, but blurs the edge of a shadow. Given the strokes'
+    width, a closing at full size with a window a little wider than a stroke follows the
+    shadow's edge exactly, and the darker of the two is the paper.
+    """
+    _c, h, w = x.shape
+    step = max(1, min(h, w) // 64)
+    small = F.max_pool2d(x[None], step, stride=step, ceil_mode=True)[0] if step > 1 else x
+    k = max(3, (min(small.shape[-2:]) // 3) | 1)
+    coarse = _closing(small, k)
+    coarse = F.avg_pool2d(coarse[None], 3, stride=1, padding=1, count_include_pad=False)[0]
+    if coarse.shape[-2:] != (h, w):
+        coarse = F.interpolate(coarse[None], size=(h, w), mode="bilinear",
+                               align_corners=False)[0]
+    if stroke is None:
+        return coarse
+    fine = _closing(x, max(3, round(2.5 * stroke + 2) | 1))
+    return torch.minimum(coarse, fine)
+
+
+def stroke_width(mask: Tensor) -> float:
+    """The strokes' width in pixels: twice the area of the largest piece of ink over its
+    outline's length, once ruled lines are taken out (their hairlines would make every
+    stroke look thin, and a closing narrower than a stroke loses the stroke)."""
+    import numpy as np
+    from scipy import ndimage
+
+    mask, _ = _remove_ruled_lines(mask)
+    labels, count = ndimage.label(mask.numpy(), structure=np.ones((3, 3), dtype=bool))
+    if count == 0:
+        return 1.0
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    largest = torch.from_numpy(labels == int(sizes.argmax()))
+    area = int(largest.sum())
+    inner = -F.max_pool2d(-largest[None, None].float(), 3, stride=1, padding=1)[0, 0] > 0
+    outline = area - int((largest & inner).sum())
+    return max(1.0, 2.0 * area / max(outline, 1))
+
+
+def ink_map(x: Tensor, invert: bool | None = None) -> Tensor:
+    """(C, H, W) picture in [0, 1], C in (1, 3) → (H, W) ink strength in [0, 1].
+
+    ``invert``: ``True`` for dark ink on light paper, ``False`` for light ink on dark,
+    ``None`` to tell from the picture. Two passes: the first finds the strokes against a
+    coarse estimate of the paper, the second divides by a paper estimate that follows
+    shadows' edges, made with the strokes' width.
+    """
+    lum = luminance(x)
+    dark_ink = not light_ink(lum) if invert is None else invert
+    if not dark_ink:
+        x = 1.0 - x
+    if x.shape[0] == 3:
+        # Luminance is what cameras and JPEG keep sharpest; the colour channels (half the
+        # resolution in a JPEG) are read only for ink that luminance hardly sees (a yellow
+        # marker, a light colour on paper of another colour).
+        gray = lum[None] if dark_ink else 1.0 - lum[None]
+        first = _darkness(gray, paper_brightness(gray))
+        if _threshold(first)[1] >= 0.3:
+            x = gray
+        else:
+            first = _darkness(x, paper_brightness(x))
+    else:
+        first = _darkness(x, paper_brightness(x))
+    mask = first > _threshold(first)[0]
+    return _darkness(x, paper_brightness(x, stroke_width(mask)))
+
+
+def _darkness(x: Tensor, paper: Tensor) -> Tensor:
+    ink = (1.0 - x / paper.clamp_min(0.02)).clamp_(0.0, 1.0)
+    return ink.amax(dim=0) if ink.shape[0] > 1 else ink[0]
+
+
+def _threshold(ink: Tensor) -> tuple[float, float]:
+    """The ink threshold and the strongest ink's level of an ink map.
+
+    The threshold clears the paper's grain (six robust standard deviations above its
+    median) and a third of the strongest ink; the level is the 99.9th percentile, so a
+    few hot pixels do not set it.
+    """
+    flat = ink.flatten()
+    sample = flat[:: flat.numel() // (1 << 16) + 1] if flat.numel() > 1 << 16 else flat
+    median = float(sample.median())
+    spread = float((sample - median).abs().median()) * 1.4826
+    level = float(torch.quantile(flat.float() if flat.numel() <= 1 << 24 else sample,
+                                 0.999))
+    return max(median + 6.0 * spread, 0.35 * level, 0.08), level
+
+
+@dataclass
+class _Part:
+    """One connected piece of ink."""
+
+    label: int
+    top: int
+    left: int
+    bottom: int  # exclusive
+    right: int  # exclusive
+    mass: float
+    pixels: int
+
+    @property
+    def height(self) -> int:
+        return self.bottom - self.top
+
+    @property
+    def width(self) -> int:
+        return self.right - self.left
+
+
+def _remove_ruled_lines(mask: Tensor) -> tuple[Tensor, bool]:
+    """Clear rows (and columns) crossed by long straight lines, when there are at least two
+    of them (ruled or squared paper); a single long stroke, such as a cropped "7"'s bar, is
+    left alone. Returns the mask and whether any line was removed."""
+    h, w = mask.shape
+    removed = False
+    out = mask.clone()
+    for axis, length in ((1, w), (0, h)):
+        if length < 40:
+            continue
+        counts = mask.sum(dim=axis).float()
+        full = counts >= 0.7 * length
+        # Bands of adjacent line rows count once.
+        starts = int((full[1:] & ~full[:-1]).sum()) + int(full[0])
+        if starts < 2:
+            continue
+        near = counts >= 0.3 * length
+        lines = full.clone()
+        lines[1:] |= full[:-1] & near[1:]
+        lines[:-1] |= full[1:] & near[:-1]
+        if axis == 1:
+            out[lines, :] = False
+        else:
+            out[:, lines] = False
+        # A digit's strokes cross the lines: where ink lies just above and below a cleared
+        # row (left and right of a cleared column), the stroke goes on through it.
+        bridged = _closing(out[None].float(), 7, along=axis)[0] > 0
+        if axis == 1:
+            out[lines, :] = mask[lines, :] & bridged[lines, :]
+        else:
+            out[:, lines] = mask[:, lines] & bridged[:, lines]
+        removed = True
+    return out, removed
+
+
+def _parts(mask: Tensor, ink: Tensor) -> tuple[Tensor, list[_Part]]:
+    """Label the 8-connected pieces of ``mask``, with their boxes and ink mass."""
+    import numpy as np
+    from scipy import ndimage
+
+    m = mask.cpu().numpy()
+    labels_np, count = ndimage.label(m, structure=np.ones((3, 3), dtype=bool))
+    if count == 0:
+        return torch.from_numpy(labels_np.astype(np.int64)), []
+    ink_np = ink.cpu().numpy()
+    index = np.arange(1, count + 1)
+    masses = ndimage.sum_labels(ink_np, labels_np, index)
+    pixels = ndimage.sum_labels(m, labels_np, index)
+    parts = [
+        _Part(i + 1, s[0].start, s[1].start, s[0].stop, s[1].stop, float(masses[i]),
+              int(pixels[i]))
+        for i, s in enumerate(ndimage.find_objects(labels_np))
+        if s is not None
+    ]
+    return torch.from_numpy(labels_np.astype(np.int64)), parts
+
+
+def _touches_edges(part: _Part, labels: Tensor) -> bool:
+    """Whether a piece runs along the picture's edge for a quarter of a side or more (a
+    paper edge, a table, a shadow), rather than touching it at a point."""
+    h, w = labels.shape
+    edges = ((labels[0], w), (labels[-1], w), (labels[:, 0], h), (labels[:, -1], h))
+    return any(int((edge == part.label).sum()) >= 0.25 * side for edge, side in edges)
+
+
+def _groups(parts: list[_Part]) -> list[list[_Part]]:
+    """Pieces whose columns overlap (the bar and body of a "5", a "4" in two strokes) form
+    one group; groups side by side are separate marks."""
+    groups: list[list[_Part]] = []
+    for part in sorted(parts, key=lambda p: p.left):
+        for group in groups:
+            left = min(p.left for p in group)
+            right = max(p.right for p in group)
+            overlap = min(right, part.right) - max(left, part.left)
+            if overlap >= 0.3 * min(part.width, right - left):
+                group.append(part)
+                break
+        else:
+            groups.append([part])
+    return groups
+
+
+def _box(group: list[_Part]) -> tuple[int, int, int, int]:
+    return (min(p.top for p in group), min(p.left for p in group),
+            max(p.bottom for p in group), max(p.right for p in group))
+
+
+def locate_digit(x: Tensor, invert: bool | None = None) -> Located:
+    """Find the one digit in a (C, H, W) picture in [0, 1] (C in 1, 3), any size.
+
+    Args:
+        x: the picture (already composited or turned into ink for transparent pictures).
+        invert: ``True`` for dark ink on light paper, ``False`` for light ink on a dark
+            ground, ``None`` to tell from the picture.
+
+    Returns:
+        A :class:`Located` with the digit's ink cropped to its strokes, or why there is no
+        single digit.
+    """
+    work = to_working_size(x.float())
+    ink = ink_map(work, invert)
+    h, w = ink.shape
+    threshold, level = _threshold(ink)
+    if level < MIN_CONTRAST:
+        return Located(torch.zeros(1, h, w), False, BLANK)
+    mask = ink > threshold
+    mask, had_lines = _remove_ruled_lines(mask)
+    labels, parts = _parts(mask, ink)
+    # Hysteresis: a piece is ink only if it holds some strong ink.
+    strong = 0.5 * level
+    if parts:
+        import numpy as np
+        from scipy import ndimage
+
+        peaks = ndimage.maximum(ink.numpy(), labels.numpy(), [p.label for p in parts])
+        parts = [p for p, peak in zip(parts, np.atleast_1d(peaks), strict=True)
+                 if peak >= strong]
+    edge_parts = [p for p in parts if _touches_edges(p, labels)]
+    parts = [p for p in parts if p not in edge_parts]
+    whole = ink.clamp(0.0, 1.0)[None]
+    if not parts:
+        reason = LINES_ONLY if had_lines else EDGES_ONLY if edge_parts else BLANK
+        return Located(torch.zeros_like(whole) if reason == BLANK else whole, False, reason)
+    biggest = max(p.mass for p in parts)
+    significant = [p for p in parts if p.mass >= 0.1 * biggest]
+    if sum(p.pixels for p in parts) > 0.35 * h * w or len(significant) >= 8:
+        return Located(whole, False, TEXTURE)
+    groups = _groups(significant)
+    masses = [sum(p.mass for p in g) for g in groups]
+    main = groups[masses.index(max(masses))]
+    top, left, bottom, right = _box(main)
+    tallest = max(_box(g)[2] - _box(g)[0] for g in groups)
+    marks = [g for g, m in zip(groups, masses, strict=True)
+             if m >= 0.15 * max(masses) and _box(g)[2] - _box(g)[0] >= 0.4 * tallest]
+    # Small pieces near the digit belong to it (a dot, a broken stroke); far ones are specks.
+    grow_y, grow_x = round(0.15 * (bottom - top)) + 1, round(0.15 * (right - left)) + 1
+    chosen = [p for p in parts if p in main or (
+        p.top >= top - grow_y and p.bottom <= bottom + grow_y
+        and p.left >= left - grow_x and p.right <= right + grow_x)]
+    top, left, bottom, right = _box(chosen)
+    keep = torch.zeros(h, w, dtype=torch.bool)
+    for p in chosen:
+        keep[top:bottom, left:right] |= labels[top:bottom, left:right] == p.label
+    # Keep the soft edge of the strokes (anti-aliasing) around the thresholded ink.
+    keep = F.max_pool2d(keep[None, None].float(), 3, stride=1, padding=1)[0, 0] > 0
+    strokes = torch.where(keep, ink, torch.zeros_like(ink))
+    core = ink[keep & (ink > threshold)]
+    full = float(torch.quantile(core.float(), 0.9)) if core.numel() else level
+    # Ink from the threshold's half (the soft edge of a stroke, blur between strokes) up to
+    # the strokes' core maps to 0..1: MNIST's strokes are saturated with a thin soft edge.
+    floor = 0.5 * threshold
+    crop = ((strokes[top:bottom, left:right] - floor) / max(full - floor, 1e-3)).clamp(0, 1)
+    crop = torch.where(crop < 0.1, torch.zeros_like(crop), crop)[None]
+    height, width = bottom - top, right - left
+    if len(marks) >= 2:
+        return Located(crop, False, SEVERAL)
+    if width > 1.6 * height and width > 4:
+        return Located(crop, False, TOO_WIDE)
+    if max(height, width) < max(3, 0.02 * max(h, w)):
+        return Located(crop, False, SPECKS)
+    return Located(crop, True, None)

@@ -1,0 +1,301 @@
+"""Digits as people give them: photos, canvases, scans and prints are read; pictures without
+one digit are answered "no digit" (read_digits, MNISTPreprocess.inspect).
+
+The pictures are made here from the ten sample digits that ship with tp3nets (never from
+the MNIST test images): each digit's ink is enlarged, then drawn as pen on lit paper, as
+strokes on a transparent canvas, and so on.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageFilter
+from torch import Tensor
+
+import tp3nets
+from tp3nets import MNISTPreprocess, read_digits
+from tp3nets.reading import DEFAULT_MIN_CONFIDENCE
+
+WEIGHTS = tp3nets.ConvNet4_Weights.DEFAULT
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    return tp3nets.convnet4(weights=WEIGHTS).eval()
+
+
+def _ink(label: int, side: int) -> np.ndarray:
+    """The sample digit's ink (1 = ink), enlarged to a side x side float array."""
+    x = MNISTPreprocess()(tp3nets.samples.digit(label))  # (1, 28, 28), light on dark
+    big = torch.nn.functional.interpolate(x[None], size=(side, side), mode="bicubic")[0, 0]
+    ink: np.ndarray = big.clamp(0, 1).numpy()
+    return ink
+
+
+def _jpeg(img: Image.Image, quality: int = 75) -> Image.Image:
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, "JPEG", quality=quality)
+    buf.seek(0)
+    out = Image.open(buf)
+    out.load()
+    return out
+
+
+def _lit_paper(h: int, w: int, rng: np.random.Generator, shadow: bool = True) -> np.ndarray:
+    """Grey, grainy paper lit unevenly: a ramp across the sheet and a shadow wedge."""
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    light = 0.55 + 0.4 * xx + 0.1 * yy
+    if shadow:
+        light = np.where(yy > 0.25 + 0.6 * xx, light * 0.55, light)
+    paper = 0.85 * light + rng.normal(0.0, 0.015, (h, w))
+    return np.clip(paper, 0.0, 1.0)
+
+
+def photo(label: int, rng: np.random.Generator, ink_rgb: tuple[float, ...] = (0.1, 0.1, 0.45)
+          ) -> Image.Image:
+    """A phone photo: pen on grey paper under uneven light, off-centre, blurred, JPEG."""
+    h, w = 300, 400
+    paper = _lit_paper(h, w, rng)
+    side = 110
+    ink = np.zeros((h, w))
+    top, left = 40, 230  # off-centre, partly in the shadow
+    ink[top:top + side, left:left + side] = _ink(label, side)
+    rgb = np.stack([paper * (1 - ink + ink * c) for c in ink_rgb], axis=-1)
+    img = Image.fromarray((rgb * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(1))
+    return _jpeg(img, 70)
+
+
+def canvas(label: int, background: str) -> Image.Image:
+    """A 280x280 sketchpad export: thick strokes, white or black or coloured, on a
+    transparent, black or white ground."""
+    ink = (_ink(label, 200) > 0.35).astype(np.float32)
+    alpha = np.zeros((280, 280), np.float32)
+    alpha[30:230, 60:260] = ink  # off-centre
+    a8 = (alpha * 255).astype(np.uint8)
+    if background == "transparent-white":
+        return Image.merge("RGBA", [Image.fromarray(a8)] * 3 + [Image.fromarray(a8)])
+    if background == "transparent-black":
+        zero = Image.new("L", (280, 280), 0)
+        return Image.merge("RGBA", [zero, zero, zero, Image.fromarray(a8)])
+    if background == "transparent-red":
+        r = Image.new("L", (280, 280), 220)
+        z = Image.new("L", (280, 280), 30)
+        return Image.merge("RGBA", [r, z, z, Image.fromarray(a8)])
+    if background == "white-on-black":
+        return Image.fromarray(a8).convert("RGB")
+    return Image.fromarray(255 - a8).convert("RGB")  # black on white
+
+
+def printed_page(labels: list[int], rng: np.random.Generator) -> Image.Image:
+    """Dark digits side by side on white paper, as a written number."""
+    h, w = 160, 100 * len(labels) + 40
+    page = np.ones((h, w))
+    for i, label in enumerate(labels):
+        page[30:120, 30 + i * 100:120 + i * 100] -= 0.9 * _ink(label, 90)
+    page += rng.normal(0.0, 0.01, page.shape)
+    return Image.fromarray((np.clip(page, 0, 1) * 255).astype(np.uint8))
+
+
+def _status(model: torch.nn.Module, pictures: list[Image.Image]) -> list[tuple[str, str | None]]:
+    return [(r.status, r.label) for r in read_digits(model, pictures, weights=WEIGHTS)]
+
+
+@pytest.mark.parametrize("label", range(10))
+def test_phone_photos_under_uneven_light_are_read(model: torch.nn.Module, label: int) -> None:
+    """A pen digit photographed on grey paper, across a shadow's edge and a lighting ramp,
+    off-centre, JPEG: read as that digit (one background level for the sheet failed)."""
+    rng = np.random.default_rng(label)
+    assert _status(model, [photo(label, rng)]) == [("digit", str(label))]
+
+
+@pytest.mark.parametrize("ink_rgb", [(0.05, 0.05, 0.05), (0.1, 0.15, 0.7), (0.8, 0.1, 0.1)])
+def test_coloured_ink_is_read(model: torch.nn.Module, ink_rgb: tuple[float, ...]) -> None:
+    """Black, blue and red ink all read as ink."""
+    rng = np.random.default_rng(1)
+    assert _status(model, [photo(3, rng, ink_rgb)]) == [("digit", "3")]
+
+
+@pytest.mark.parametrize("background", ["transparent-white", "transparent-black",
+                                        "transparent-red", "white-on-black", "black-on-white"])
+def test_canvas_exports_are_read(model: torch.nn.Module, background: str) -> None:
+    """Sketchpad strokes of any colour on a transparent ground (the opaque part is the ink),
+    and opaque canvases of either polarity, are read for every digit."""
+    pictures = [canvas(label, background) for label in range(10)]
+    assert _status(model, pictures) == [("digit", str(k)) for k in range(10)]
+
+
+def test_transparent_strokes_are_not_blank() -> None:
+    """White strokes on a transparent ground give the strokes, not an empty picture."""
+    seen = MNISTPreprocess().inspect(canvas(7, "transparent-white"))
+    assert seen.found
+    assert float(seen.image.sum()) > 20
+
+
+BLANKS: dict[str, Callable[[np.random.Generator], Image.Image]] = {
+    "white page": lambda rng: Image.new("L", (200, 150), 250),
+    "grey page": lambda rng: Image.new("RGB", (300, 200), (128, 128, 128)),
+    "dark page": lambda rng: Image.new("L", (120, 90), 20),
+    "lighting ramp": lambda rng: Image.fromarray(
+        (np.tile(np.linspace(60, 240, 320), (240, 1))).astype(np.uint8)),
+    "photographed blank sheet": lambda rng: _jpeg(Image.fromarray(
+        (_lit_paper(240, 320, rng) * 255).astype(np.uint8)), 60),
+    "transparent canvas": lambda rng: Image.new("RGBA", (280, 280), (0, 0, 0, 0)),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BLANKS))
+def test_blank_pictures_are_no_digit(model: torch.nn.Module, kind: str) -> None:
+    """Blank pages (white, grey, dark, a lighting ramp, a photographed empty sheet, an empty
+    canvas) are answered "no digit", never a confident class."""
+    (reading,) = read_digits(model, [BLANKS[kind](np.random.default_rng(0))], weights=WEIGHTS)
+    assert reading.status == "no digit", reading
+    assert reading.reason is not None
+    assert reading.label is None
+
+
+@pytest.mark.parametrize("labels", [[1, 2], [4, 0, 7], [3, 3, 8, 5]])
+def test_several_digits_side_by_side_are_no_digit(
+    model: torch.nn.Module, labels: list[int]
+) -> None:
+    """A number of two to four digits is not one digit."""
+    rng = np.random.default_rng(len(labels))
+    (reading,) = read_digits(model, [printed_page(labels, rng)], weights=WEIGHTS)
+    assert reading.status == "no digit"
+    assert reading.reason is not None
+    assert "several" in reading.reason
+
+
+def _ruled(h: int = 240, w: int = 320, squared: bool = False) -> np.ndarray:
+    page = np.full((h, w), 0.95)
+    page[20::30, :] = 0.55
+    if squared:
+        page[:, 15::30] = 0.55
+    return page
+
+
+@pytest.mark.parametrize("squared", [False, True])
+def test_ruled_and_squared_paper_alone_is_no_digit(
+    model: torch.nn.Module, squared: bool
+) -> None:
+    """Ruled or squared paper without a digit is "no digit"."""
+    img = Image.fromarray((_ruled(squared=squared) * 255).astype(np.uint8))
+    (reading,) = read_digits(model, [img], weights=WEIGHTS)
+    assert reading.status == "no digit"
+
+
+@pytest.mark.parametrize("label", [2, 5, 7])
+def test_a_digit_on_ruled_paper_is_read_without_the_lines(
+    model: torch.nn.Module, label: int
+) -> None:
+    """The lines of ruled paper are left out of the digit."""
+    page = _ruled()
+    page[45:195, 100:250] *= 1 - 0.9 * _ink(label, 150)
+    img = Image.fromarray((page * 255).astype(np.uint8))
+    assert _status(model, [img]) == [("digit", str(label))]
+
+
+def test_textures_are_no_digit(model: torch.nn.Module) -> None:
+    """Ink all over the picture (a random texture) is not a digit."""
+    rng = np.random.default_rng(3)
+    noise = torch.from_numpy(rng.random((1, 1, 30, 40))).float()
+    texture = torch.nn.functional.interpolate(noise, size=(240, 320), mode="bicubic")[0, 0]
+    img = Image.fromarray(((texture > 0.5).numpy() * 200 + 30).astype(np.uint8))
+    (reading,) = read_digits(model, [img], weights=WEIGHTS)
+    assert reading.status == "no digit"
+
+
+def test_the_paper_edge_and_table_are_left_out(model: torch.nn.Module) -> None:
+    """A dark table along the picture's edge (the sheet does not fill the photo) is not ink."""
+    rng = np.random.default_rng(5)
+    page = _lit_paper(300, 400, rng, shadow=False)
+    page[:, :70] = 0.12  # the table
+    page[60:200, 180:320] *= 1 - 0.9 * _ink(4, 140)
+    img = _jpeg(Image.fromarray((page * 255).astype(np.uint8)))
+    assert _status(model, [img]) == [("digit", "4")]
+
+
+def test_specks_far_from_the_digit_are_left_out() -> None:
+    """Dust far from the digit does not widen its box: the digit fills the 20x20 box."""
+    page = np.ones((200, 200))
+    page[50:150, 50:150] -= 0.9 * _ink(1, 100)
+    page[10:13, 185:188] = 0.0  # dust
+    out = MNISTPreprocess()(Image.fromarray((page * 255).astype(np.uint8)))
+    rows = torch.nonzero(out[0].amax(1) > 0.2).flatten()
+    assert int(rows[-1] - rows[0] + 1) >= 19
+
+
+def test_the_model_sees_what_inspect_returns(model: torch.nn.Module) -> None:
+    """read_digits' image is inspect's, and the preprocessing's forward gives it too."""
+    img = photo(6, np.random.default_rng(6))
+    pre = WEIGHTS.transforms()
+    seen = pre.inspect(img)
+    (reading,) = read_digits(model, [img], weights=WEIGHTS)
+    torch.testing.assert_close(reading.image, seen.image)
+    torch.testing.assert_close(pre(img), seen.image)
+    assert seen.image.shape == (1, 28, 28)
+
+
+def test_unsure_below_the_threshold(model: torch.nn.Module) -> None:
+    """Below min_confidence the answer is "unsure" with no label; None answers every digit."""
+    img = tp3nets.samples.digit(7)
+    (sure,) = read_digits(model, [img], weights=WEIGHTS, min_confidence=None)
+    assert sure.status == "digit"
+    assert sure.label == "7"
+    (doubt,) = read_digits(model, [img], weights=WEIGHTS, min_confidence=1.0)
+    if doubt.probability < 1.0:
+        assert doubt.status == "unsure"
+        assert doubt.label is None
+    assert doubt.top[0][0] == "7"
+    assert 0 < DEFAULT_MIN_CONFIDENCE < 1
+
+
+def test_read_digits_takes_paths_arrays_and_tensors(model: torch.nn.Module) -> None:
+    """Files, PIL images, NumPy arrays and tensors give the same answer."""
+    path = tp3nets.samples.digit_path(3)
+    img = tp3nets.samples.digit(3)
+    array = np.asarray(img)
+    tensor: Tensor = torch.from_numpy(array.copy())
+    if tensor.dim() == 3:
+        tensor = tensor.permute(2, 0, 1)
+    readings = read_digits(model, [path, str(path), img, array, tensor], weights=WEIGHTS)
+    assert {(r.status, r.label) for r in readings} == {("digit", "3")}
+
+
+def test_read_digits_refuses_bad_arguments(model: torch.nn.Module) -> None:
+    """Bad thresholds, top, a single picture not in a list, and no pictures say what is wrong."""
+    img = tp3nets.samples.digit(1)
+    with pytest.raises(ValueError, match=r"min_confidence must be in \(0, 1\]"):
+        read_digits(model, [img], min_confidence=0)
+    with pytest.raises(ValueError, match=r"min_confidence must be in \(0, 1\]"):
+        read_digits(model, [img], min_confidence=1.5)
+    with pytest.raises(ValueError, match=r"top must be an int in \[1, 10\]"):
+        read_digits(model, [img], top=11)
+    with pytest.raises(ValueError, match="wrap one picture in a list"):
+        read_digits(model, img)
+    with pytest.raises(ValueError, match="wrap one picture in a list"):
+        read_digits(model, "digit.png")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="no pictures"):
+        read_digits(model, [])
+
+
+@pytest.mark.parametrize("name", ["convnet2", "convnet3", "multinomial_logistic_regression"])
+def test_no_digit_holds_for_every_bundled_model(name: str) -> None:
+    """"No digit" comes from the picture, so every model's weights abstain on a blank page,
+    not only ConvNet4's DEFAULT."""
+    weights = tp3nets.get_model_weights(name).DEFAULT
+    model = tp3nets.get_model(name, weights=weights).eval()
+    blank = Image.new("RGBA", (280, 280), (255, 255, 255, 0))
+    (reading,) = read_digits(model, [blank], weights=weights)
+    assert reading.status == "no digit"
+
+
+def test_a_4000x3000_photo_is_read(model: torch.nn.Module) -> None:
+    """A 12-megapixel photo is read (worked on at a reduced size)."""
+    small = photo(2, np.random.default_rng(2))
+    big = small.resize((4000, 3000), Image.Resampling.BILINEAR)
+    assert _status(model, [big]) == [("digit", "2")]
