@@ -1,0 +1,319 @@
+"""ConvNet4 for pictures as people give them: ``python recipes/train_real.py --data DIR``.
+
+ConvNet4 recipe version 7 (``ConvNet4_Weights.MNIST_REAL_V7``): the DEFAULT weights
+(``MNIST_V2``) fine-tuned on MNIST plus realistic pictures made by
+``benchmarks/real_inputs.py`` from the ``"train"`` split only (the 55,000 training images'
+handwriting, font set A): phone photos, canvas exports, printed digits and low-resolution
+scans, each read through ``MNISTPreprocess`` exactly as users' pictures are, plus pictures
+that hold no digit (blank pages, letters, several digits, ruled paper, scribbles,
+textures, symbols) taught as "no class": their target is the uniform distribution
+(outlier exposure, Hendrycks et al. 2019), so the model's confidence on them is low.
+
+Selection follows the rule of ``results/SELECTION.md`` (ConvNet4 version 7), fixed before
+the figures were seen, on validation data only: the MNIST validation split and the
+``"val"`` split of the realistic pictures (other handwriting, font set B). The temperature
+is then fitted (NLL) on both together and folded into the last layer; the MNIST test set
+is read once, at the end, and only when the rule takes the candidate.
+
+``--no-test`` is the selection run: validation figures only, nothing written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "benchmarks"))
+
+import real_inputs  # noqa: E402
+from weights_file import write_weights  # noqa: E402
+
+import tp3nets  # noqa: E402
+from tp3nets.augment import augmentation  # noqa: E402
+from tp3nets.calibration import (  # noqa: E402
+    expected_calibration_error,
+    fold_temperature,
+    temperature_from_logits,
+)
+from tp3nets.callbacks import EMA  # noqa: E402
+from tp3nets.data import TensorLoader, mnist_splits  # noqa: E402
+from tp3nets.training import fit, seed_everything  # noqa: E402
+
+FILES = HERE.parent / "src" / "tp3nets" / "weights" / "files"
+VERSION = 7
+MEMBER = "MNIST_REAL_V7"
+START_FROM = "MNIST_V2"
+#: Training pictures per kind, from the "train" split (made once, cached).
+TRAIN_COUNTS = {"photo": 6000, "canvas": 4000, "printed": 6000, "lowres": 3000,
+                **{kind: 1000 for kind in real_inputs.NON_DIGIT_KINDS}}
+#: Validation pictures per kind, from the "val" split.
+VAL_COUNT = 300
+RECIPE = dict(start_from=START_FROM, epochs=5, batch_size=128, lr=1e-3, weight_decay=5e-4,
+              label_smoothing=0.1, augment="scan", ema=0.999, weights="average",
+              precision="bf16", channels_last=True, outlier_target="uniform",
+              train_counts=TRAIN_COUNTS, val_count=VAL_COUNT)
+#: The rule of results/SELECTION.md, fixed before the figures were seen.
+MIN_MNIST_VAL = 99.55
+MIN_REAL_GAIN = 2.0
+MIN_REJECTED = 90.0
+MIN_CONFIDENCE = 0.9
+
+
+def _make(args: tuple[str, str, int, int, int, str]) -> tuple[torch.Tensor, list[int], int]:
+    """Pictures [start, stop) of one kind, preprocessed: (n, 1, 28, 28) uint8, labels
+    (-1 for no digit), and how many the preprocessing found no digit in."""
+    kind, split, start, stop, seed, data = args
+    torch.set_num_threads(1)
+    sources = real_inputs.load_sources(split, data)
+    pre = tp3nets.MNISTPreprocess()
+    images, labels, missed = [], [], 0
+    for i in range(start, stop):
+        picture, label = real_inputs.make_one(kind, i, sources, seed=seed)
+        seen = pre.inspect(picture)
+        missed += not seen.found
+        images.append((seen.image * 255).round().to(torch.uint8))
+        labels.append(-1 if label is None else int(label))
+    return torch.stack(images), labels, missed
+
+
+def make_pictures(split: str, counts: dict[str, int], seed: int, data: str,
+                  workers: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Each kind's pictures of ``split`` as the model sees them, with their labels."""
+    jobs = [(kind, split, a, min(a + 500, n), seed, data)
+            for kind, n in counts.items() for a in range(0, n, 500)]
+    with ProcessPoolExecutor(workers) as pool:
+        done = list(pool.map(_make, jobs))
+    out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for (kind, *_), (images, labels, _) in zip(jobs, done, strict=True):
+        x, y = out.get(kind, (torch.zeros(0, 1, 28, 28, dtype=torch.uint8),
+                              torch.zeros(0, dtype=torch.int64)))
+        out[kind] = (torch.cat([x, images]), torch.cat([y, torch.tensor(labels)]))
+    return out
+
+
+def soft_targets(labels: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """One-hot targets smoothed by ``smoothing``; the uniform distribution for -1."""
+    target = torch.full((len(labels), 10), 0.1)
+    digit = labels >= 0
+    hot = F.one_hot(labels[digit], 10).float()
+    target[digit] = hot * (1 - smoothing) + smoothing / 10
+    return target
+
+
+@torch.no_grad()
+def probabilities(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    model.eval()
+    out = [model(images[i:i + 1000].float() / 255).float().softmax(1)
+           for i in range(0, len(images), 1000)]
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def logits_of(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model(images[i:i + 1000].float() / 255).float()
+                      for i in range(0, len(images), 1000)])
+
+
+def real_figures(model: torch.nn.Module,
+                 sets: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, Any]:
+    """Per kind: top-1 (%) and ECE (%) for digit kinds; rejected at MIN_CONFIDENCE (%) for
+    the others (the preprocessing's own "no digit" is not counted here: this is the model's
+    share)."""
+    figures: dict[str, Any] = {}
+    for kind, (images, labels) in sets.items():
+        probs = probabilities(model, images)
+        top = probs.max(1).values
+        if kind in real_inputs.DIGIT_KINDS:
+            acc = float(probs.argmax(1).eq(labels).double().mean()) * 100
+            ece = expected_calibration_error(probs, labels, 15) * 100
+            figures[kind] = {"acc@1": round(acc, 2), "ece": round(ece, 2)}
+        else:
+            rejected = float((top < MIN_CONFIDENCE).double().mean()) * 100
+            figures[kind] = {"rejected": round(rejected, 2)}
+    return figures
+
+
+def mnist_val(model: torch.nn.Module, val: Any) -> float:
+    images, labels = val.tensors
+    return round(float(probabilities(model, images).argmax(1).eq(labels).double().mean())
+                 * 100, 2)
+
+
+def decide(cand: dict[str, Any], base: dict[str, Any]) -> tuple[bool, list[str]]:
+    """The rule of SELECTION.md (version 7)."""
+    digits = list(real_inputs.DIGIT_KINDS)
+    others = list(real_inputs.NON_DIGIT_KINDS)
+    c_mean = sum(cand["real"][k]["acc@1"] for k in digits) / len(digits)
+    b_mean = sum(base["real"][k]["acc@1"] for k in digits) / len(digits)
+    rejected = sum(cand["real"][k]["rejected"] for k in others) / len(others)
+    checks = [
+        (cand["mnist_val"] >= MIN_MNIST_VAL,
+         f"MNIST validation {cand['mnist_val']} % >= {MIN_MNIST_VAL} %"),
+        (c_mean >= b_mean + MIN_REAL_GAIN,
+         f"realistic mean top-1 {c_mean:.2f} % >= {b_mean:.2f} + {MIN_REAL_GAIN} points"),
+        (all(cand["real"][k]["acc@1"] >= base["real"][k]["acc@1"] for k in digits),
+         "no realistic digit kind below the DEFAULT"),
+        (rejected >= MIN_REJECTED,
+         f"non-digit pictures rejected by the model at {MIN_CONFIDENCE}: {rejected:.2f} % "
+         f">= {MIN_REJECTED} %"),
+    ]
+    return all(ok for ok, _ in checks), [("pass: " if ok else "FAIL: ") + text
+                                         for ok, text in checks]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=os.environ.get("TP3NETS_DATA", "../shared/datasets"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--cache", type=Path,
+                        default=Path.home() / ".cache" / "tp3nets" / "real_v7.pt",
+                        help="where the preprocessed pictures are kept between runs")
+    parser.add_argument("--no-test", action="store_true",
+                        help="selection run: validation figures only, nothing written")
+    parser.add_argument("--results", type=Path, default=HERE / "results")
+    parser.add_argument("--out", type=Path, default=FILES)
+    args = parser.parse_args(argv)
+
+    seed_everything(args.seed)
+    started = time.perf_counter()
+    if args.cache.is_file():
+        cached = torch.load(args.cache)
+        train_real, val_real = cached["train"], cached["val"]
+    else:
+        train_real = make_pictures("train", TRAIN_COUNTS, args.seed, args.data, args.workers)
+        val_real = make_pictures("val", {k: VAL_COUNT for k in real_inputs.KINDS}, args.seed,
+                                 args.data, args.workers)
+        args.cache.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"train": train_real, "val": val_real}, args.cache)
+    print(f"pictures ready in {time.perf_counter() - started:.0f} s", flush=True)
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+    train_set, val, test = mnist_splits(args.data, val_size=5000, seed=42)
+    mnist_x, mnist_y = train_set.tensors if hasattr(train_set, "tensors") else train_set
+    images = torch.cat([mnist_x, *(x for x, _ in train_real.values())])
+    labels = torch.cat([mnist_y, *(y for _, y in train_real.values())])
+    targets = soft_targets(labels, float(RECIPE["label_smoothing"]))
+
+    base = tp3nets.convnet4(weights=START_FROM)
+    base_figures = {"mnist_val": mnist_val(base, val), "real": real_figures(base, val_real)}
+    print("DEFAULT on validation:", json.dumps(base_figures), flush=True)
+
+    model = tp3nets.convnet4(weights=START_FROM)
+    loader = TensorLoader((images, targets), int(RECIPE["batch_size"]), shuffle=True,
+                          seed=args.seed, transform=augmentation(str(RECIPE["augment"])))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=float(RECIPE["lr"]),
+                                  weight_decay=float(RECIPE["weight_decay"]))
+    epochs = int(RECIPE["epochs"])
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=float(RECIPE["lr"]), epochs=epochs,
+        steps_per_epoch=len(loader), pct_start=0.2)
+    ema = EMA(decay=float(RECIPE["ema"]))
+    t0 = time.perf_counter()
+    history = fit(model, loader, epochs=epochs, optimizer=optimizer,
+                  loss_fn=torch.nn.CrossEntropyLoss(), val_loader=TensorLoader(val, 1000),
+                  scheduler=scheduler, scheduler_interval="step",
+                  precision=str(RECIPE["precision"]), callbacks=[ema],
+                  channels_last=bool(RECIPE["channels_last"]), progress=None)
+    seconds = time.perf_counter() - t0
+    model = model.to(memory_format=torch.contiguous_format).eval()
+    cand = {"mnist_val": mnist_val(model, val), "real": real_figures(model, val_real)}
+    print("candidate on validation:", json.dumps(cand), flush=True)
+    taken, reasons = decide(cand, base_figures)
+    print("\n".join(reasons), flush=True)
+    print("TAKEN" if taken else "NOT TAKEN", flush=True)
+    selection = {"default": base_figures, "candidate": cand, "rule": reasons, "taken": taken}
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / f"convnet4_v{VERSION}_selection.json").write_text(
+        json.dumps(selection, indent=2) + "\n")
+    if args.no_test or not taken:
+        return 0
+
+    # Calibration: the temperature that minimises the NLL on the MNIST validation split
+    # and the realistic validation digits together.
+    val_x, val_y = val.tensors
+    real_x = torch.cat([val_real[k][0] for k in real_inputs.DIGIT_KINDS])
+    real_y = torch.cat([val_real[k][1] for k in real_inputs.DIGIT_KINDS])
+    cal_logits = logits_of(model, torch.cat([val_x, real_x]))
+    cal_target = torch.cat([val_y, real_y])
+    before_val = _figures(logits_of(model, val_x), val_y)
+    temperature = float(temperature_from_logits(cal_logits, cal_target, criterion="nll"))
+    fold_temperature(model, temperature)
+    after_val = _figures(logits_of(model, val_x), val_y)
+    after_real = real_figures(model, val_real)
+    test_x, test_y = test.tensors
+    test_logits = logits_of(model, test_x)
+    test = _figures(test_logits, test_y)
+    print(f"test (touched once): {test}", flush=True)
+
+    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    target = args.out / f"convnet4_mnist_v{VERSION}.safetensors"
+    write_weights(state, target, metadata={"model": "convnet4", "format": "pt",
+                                           "temperature": repr(temperature)})
+    digest = hashlib.sha256(target.read_bytes()).hexdigest()
+    fitted_on = ("validation split: the 5,000 MNIST training images held out by "
+                 "mnist_splits(val_size=5000, seed=42), with the realistic validation "
+                 f"digits ({VAL_COUNT} a kind of {', '.join(real_inputs.DIGIT_KINDS)}, "
+                 "split 'val' of benchmarks/real_inputs.py)")
+    record = {
+        "model": "convnet4", "version": VERSION, "file": target.name, "sha256": digest,
+        "file_size": target.stat().st_size,
+        "num_params": sum(p.numel() for p in model.parameters()),
+        "recipe": {
+            "command": "python recipes/train_real.py --data DIR --seed "
+                       f"{args.seed}",
+            "optimizer": "AdamW", "scheduler": "OneCycleLR(pct_start=0.2), stepped per batch",
+            **RECIPE, "seed": args.seed, "split": "55,000 train / 5,000 val, seed 42",
+            "augmentation": repr(augmentation(str(RECIPE["augment"]))),
+            "torch_version": torch.__version__,
+            "hardware": f"{platform.processor() or platform.machine()}, "
+                        f"{os.cpu_count()} CPU cores, no GPU",
+            "training_seconds": round(seconds, 1),
+            "calibration": {
+                "temperature": temperature, "criterion": "nll", "n_bins": 15,
+                "fitted_on": fitted_on,
+                "command": "python recipes/train_real.py --data DIR",
+                "validation": {"before": before_val, "after": after_val},
+                # A temperature changes no prediction: the logits before folding are the
+                # ones after, times T.
+                "MNIST_before": {"acc@1": _figures(test_logits * temperature,
+                                                   test_y)["acc@1"]},
+            },
+        },
+        "metrics": {
+            "val_acc@1": after_val["acc@1"], "val_ece": after_val["ece"],
+            "MNIST": test,
+            "real_val": after_real,
+        },
+        "selection": selection,
+        "history": history.to_dict(),
+        "python": sys.version.split()[0],
+    }
+    (args.results / f"convnet4_v{VERSION}.json").write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in record.items() if k != "history"}, indent=2))
+    return 0
+
+
+def _figures(logits: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    probs = logits.softmax(1)
+    return {"acc@1": round(float(probs.argmax(1).eq(target).double().mean()) * 100, 2),
+            "loss": round(float(F.cross_entropy(logits, target)), 4),
+            "ece": round(expected_calibration_error(probs, target, 15) * 100, 3)}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
