@@ -38,6 +38,8 @@ __all__ = ["Located", "locate_digit"]
 
 #: The longer side of the working copy of a picture (pixels).
 WORK_SIDE: Final = 384
+#: Pictures whose longer side is at most this are taken as crops of one digit (padded).
+SMALL_SIDE: Final = 96
 #: Ink weaker than this (a fraction of the paper's brightness) is no ink at all.
 MIN_CONTRAST: Final = 0.15
 #: Reasons for "no digit", as :attr:`Located.reason` gives them.
@@ -124,26 +126,20 @@ def _quantiles(x: Tensor, qs: tuple[float, ...]) -> list[float]:
 
 
 def _closing(x: Tensor, k: int, along: int | None = None) -> Tensor:
-    """Grey-level closing of (C, H, W) with a k×k square (k odd): maximum, then minimum;
-    with ``along`` 1 (0), a k×1 column (1×k row) instead.
+    """Grey-level closing of (C, H, W) with a k×k square: maximum, then minimum; with
+    ``along`` 1 (0), a k×1 column (1×k row) instead.
 
-    Each filter runs as a row pass and a column pass (a square's maximum is separable), so
-    the cost grows with k, not k².
+    scipy's filters run a square as a row pass and a column pass at a cost per pixel that
+    does not grow with k. The picture's edge pixels continue outside it (``nearest``): a
+    closing then keeps a lighting ramp that reaches the edge, where a window cut short by
+    the edge would brighten it.
     """
-    pad = k // 2
-    # The picture's edge pixels continue outside it: a closing then keeps a lighting ramp
-    # that reaches the edge, where a window cut short by the edge would brighten it.
-    grown = F.pad(x[None], (2 * pad, 2 * pad, 2 * pad, 2 * pad), mode="replicate")
-    windows = [(1, k), (k, 1)] if along is None else [(k, 1)] if along == 1 else [(1, k)]
-    for window in windows:
-        grown = F.max_pool2d(grown, window, stride=1)
-    for window in windows:
-        grown = -F.max_pool2d(-grown, window, stride=1)
-    if along == 1:
-        return grown[0, :, :, 2 * pad : grown.shape[-1] - 2 * pad]
-    if along == 0:
-        return grown[0, :, 2 * pad : grown.shape[-2] - 2 * pad, :]
-    return grown[0]
+    from scipy import ndimage
+
+    size = (1, k, k) if along is None else (1, k, 1) if along == 1 else (1, 1, k)
+    array = x.detach().cpu().float().numpy()
+    closed = ndimage.grey_closing(array, size=size, mode="nearest")
+    return torch.from_numpy(closed)
 
 
 def paper_brightness(x: Tensor, stroke: float | None = None) -> Tensor:
@@ -318,28 +314,52 @@ def _parts(mask: Tensor, ink: Tensor) -> tuple[Tensor, list[_Part]]:
 
 
 def _touches_edges(part: _Part, labels: Tensor) -> bool:
-    """Whether a piece runs along the picture's edge for a quarter of a side or more (a
-    paper edge, a table, a shadow), rather than touching it at a point."""
+    """Whether a piece is the picture's edge rather than a digit: it runs along an edge for
+    a quarter of a side or more (a paper edge, a table, a shadow), or reaches from one side
+    to the opposite one (a margin line, the edge of a sheet), where a digit touches the edge
+    at a point. Small pictures are padded first (:func:`locate_digit`), so a tightly cropped
+    digit never counts as an edge."""
     h, w = labels.shape
+    if (part.top == 0 and part.bottom == h) or (part.left == 0 and part.right == w):
+        return True
     edges = ((labels[0], w), (labels[-1], w), (labels[:, 0], h), (labels[:, -1], h))
     return any(int((edge == part.label).sum()) >= 0.25 * side for edge, side in edges)
 
 
+def _pad_with_border(x: Tensor) -> Tensor:
+    """(C, H, W) with a margin of a quarter of its longer side, filled with the median colour
+    of its border."""
+    h, w = x.shape[-2:]
+    border = torch.cat([x[:, 0], x[:, -1], x[:, :, 0], x[:, :, -1]], dim=1)
+    colour = border.median(dim=1).values
+    m = max(2, max(h, w) // 4)
+    out = colour.view(-1, 1, 1).expand(-1, h + 2 * m, w + 2 * m).clone()
+    out[:, m : m + h, m : m + w] = x
+    return out
+
+
 def _groups(parts: list[_Part]) -> list[list[_Part]]:
-    """Pieces whose columns overlap (the bar and body of a "5", a "4" in two strokes) form
-    one group; groups side by side are separate marks."""
+    """Pieces whose columns overlap and that lie close above one another (the bar and body
+    of a "5", a "4" in two strokes) form one group; groups side by side, or far apart, are
+    separate marks."""
     groups: list[list[_Part]] = []
     for part in sorted(parts, key=lambda p: p.left):
         for group in groups:
-            left = min(p.left for p in group)
-            right = max(p.right for p in group)
+            top, left, bottom, right = _box(group)
             overlap = min(right, part.right) - max(left, part.left)
-            if overlap >= 0.3 * min(part.width, right - left):
+            gap = max(top - part.bottom, part.top - bottom, 0)
+            if overlap >= 0.3 * min(part.width, right - left) and gap <= 0.3 * max(
+                    part.height, bottom - top):
                 group.append(part)
                 break
         else:
             groups.append([part])
     return groups
+
+
+def _spans(box: tuple[int, int, int, int], h: int, w: int) -> bool:
+    top, left, bottom, right = box
+    return (top == 0 and bottom == h) or (left == 0 and right == w)
 
 
 def _box(group: list[_Part]) -> tuple[int, int, int, int]:
@@ -360,6 +380,11 @@ def locate_digit(x: Tensor, invert: bool | None = None) -> Located:
         single digit.
     """
     work = to_working_size(x.float())
+    if max(work.shape[-2:]) <= SMALL_SIDE:
+        # A small picture is a crop of one digit (a low-resolution scan, a cut-out box of a
+        # form): its strokes may touch its edges. A margin of its own border's colour lets
+        # the closing see paper around them and keeps them from counting as the edge.
+        work = _pad_with_border(work)
     ink = ink_map(work, invert)
     h, w = ink.shape
     threshold, level = _threshold(ink)
@@ -372,28 +397,43 @@ def locate_digit(x: Tensor, invert: bool | None = None) -> Located:
     strong = 0.5 * level
     if parts:
         import numpy as np
-        from scipy import ndimage
 
-        peaks = ndimage.maximum(ink.numpy(), labels.numpy(), [p.label for p in parts])
-        parts = [p for p, peak in zip(parts, np.atleast_1d(peaks), strict=True)
-                 if peak >= strong]
+        with_strong = set(np.unique(labels.numpy()[ink.numpy() >= strong]).tolist())
+        parts = [p for p in parts if p.label in with_strong]
+    whole = ink.clamp(0.0, 1.0)[None]
+    if sum(p.pixels for p in parts) > 0.35 * h * w:
+        return Located(whole, False, TEXTURE)
     edge_parts = [p for p in parts if _touches_edges(p, labels)]
     parts = [p for p in parts if p not in edge_parts]
-    whole = ink.clamp(0.0, 1.0)[None]
     if not parts:
         reason = LINES_ONLY if had_lines else EDGES_ONLY if edge_parts else BLANK
         return Located(torch.zeros_like(whole) if reason == BLANK else whole, False, reason)
     biggest = max(p.mass for p in parts)
     significant = [p for p in parts if p.mass >= 0.1 * biggest]
-    if sum(p.pixels for p in parts) > 0.35 * h * w or len(significant) >= 8:
-        return Located(whole, False, TEXTURE)
     groups = _groups(significant)
+    # A group reaching from one side of the picture to the other is an edge (a table's
+    # strip cut into grain, a margin line), not a digit.
+    groups = [g for g in groups if not _spans(_box(g), h, w)]
+    if not groups:
+        return Located(whole, False, EDGES_ONLY)
     masses = [sum(p.mass for p in g) for g in groups]
     main = groups[masses.index(max(masses))]
     top, left, bottom, right = _box(main)
+    comparable = sum(m >= 0.3 * max(masses) for m in masses)
+    if comparable >= 6:
+        return Located(whole, False, TEXTURE)
     tallest = max(_box(g)[2] - _box(g)[0] for g in groups)
-    marks = [g for g, m in zip(groups, masses, strict=True)
-             if m >= 0.15 * max(masses) and _box(g)[2] - _box(g)[0] >= 0.4 * tallest]
+    marks = sorted((g for g, m in zip(groups, masses, strict=True)
+                    if m >= 0.15 * max(masses) and _box(g)[2] - _box(g)[0] >= 0.5 * tallest),
+                   key=lambda g: _box(g)[1])
+    # Marks side by side are the digits of a number when a gap parts them and together they
+    # are wider than a digit, or the gap is wide: the halves of a "0" or an "8" broken in a
+    # blocky scan are parted by a gap but no wider together than one digit.
+    together = (_box([p for g in marks for p in g])[3] - _box([p for g in marks for p in g])[1]
+                if marks else 0)
+    apart = [(gap := _box(b)[1] - _box(a)[3]) >= 0.03 * tallest
+             and (together >= 0.9 * tallest or gap >= 0.25 * tallest)
+             for a, b in zip(marks, marks[1:])]
     # Small pieces near the digit belong to it (a dot, a broken stroke); far ones are specks.
     grow_y, grow_x = round(0.15 * (bottom - top)) + 1, round(0.15 * (right - left)) + 1
     chosen = [p for p in parts if p in main or (
@@ -414,9 +454,9 @@ def locate_digit(x: Tensor, invert: bool | None = None) -> Located:
     crop = ((strokes[top:bottom, left:right] - floor) / max(full - floor, 1e-3)).clamp(0, 1)
     crop = torch.where(crop < 0.1, torch.zeros_like(crop), crop)[None]
     height, width = bottom - top, right - left
-    if len(marks) >= 2:
+    if any(apart):
         return Located(crop, False, SEVERAL)
-    if width > 1.6 * height and width > 4:
+    if width > 2.5 * height and width > 4:
         return Located(crop, False, TOO_WIDE)
     if max(height, width) < max(3, 0.02 * max(h, w)):
         return Located(crop, False, SPECKS)

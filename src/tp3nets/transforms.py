@@ -20,7 +20,8 @@ def _pil_to_float(img: Any) -> Tensor:
     alpha channel where the image has transparency."""
     from PIL import ImageOps
 
-    img = ImageOps.exif_transpose(img)  # phone photos store their rotation in EXIF
+    if img.getexif().get(0x0112, 1) != 1:  # phone photos store their rotation in EXIF
+        img = ImageOps.exif_transpose(img)  # (a copy, so only when there is one to apply)
     if img.mode in ("I", "F") or img.mode.startswith("I;16"):
         # 16- and 32-bit images: convert("L") would clip them at 255; scale by their range.
         f32 = img.convert("F")  # native-endian float32 samples
@@ -41,10 +42,10 @@ def _pil_to_float(img: Any) -> Tensor:
     if img.mode != mode:
         img = img.convert(mode)
     channels = len(mode)
-    if max(img.size) > 4 * _locate.WORK_SIDE and channels in (1, 3):
-        # A phone photo: shrink it in Pillow's C code before making floats of 12 Mpixels.
-        factor = max(img.size) // (2 * _locate.WORK_SIDE)
-        img = img.reduce(factor)
+    if max(img.size) >= 2 * _locate.WORK_SIDE and channels in (1, 3):
+        # A phone photo: shrink it by whole factors (box averaging, in Pillow's C code)
+        # before making floats of 12 Mpixels; _locate brings it to its working size.
+        img = img.reduce(max(img.size) // _locate.WORK_SIDE)
     data8 = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
     return data8.reshape(img.height, img.width, channels).permute(2, 0, 1).float().div_(255)
 
