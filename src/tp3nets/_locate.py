@@ -27,6 +27,7 @@ pixels, so a 12-megapixel photo costs milliseconds.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Final
 
@@ -433,7 +434,7 @@ def locate_digit(x: Tensor, invert: bool | None = None) -> Located:
                 if marks else 0)
     apart = [(gap := _box(b)[1] - _box(a)[3]) >= 0.03 * tallest
              and (together >= 0.9 * tallest or gap >= 0.25 * tallest)
-             for a, b in zip(marks, marks[1:])]
+             for a, b in itertools.pairwise(marks)]
     # Small pieces near the digit belong to it (a dot, a broken stroke); far ones are specks.
     grow_y, grow_x = round(0.15 * (bottom - top)) + 1, round(0.15 * (right - left)) + 1
     chosen = [p for p in parts if p in main or (
