@@ -27,6 +27,7 @@ QUICK = {
     "bench_evaluate.py": ["--models", "mlr,convnet2"],
     "bench_threads.py": ["--threads", "1"],  # still 2 child processes
     "bench_shortcuts.py": ["--shortcuts", "step,blocks"],
+    "bench_real_inputs.py": ["--models", "convnet2"],
 }
 
 
