@@ -278,6 +278,33 @@ def figure(path: str, kinds: Sequence[str], sets: dict[str, list[tuple[Image.Ima
     print(f"wrote {path}")
 
 
+def write_csv(path: str, rows: list[dict[str, Any]], digit_kinds: list[str],
+              other_kinds: list[str]) -> None:
+    """The docs' summary: per weights, each digit kind's top-1 and ECE, the confident errors
+    and abstentions over the realistic digit kinds, and the pictures without a digit
+    rejected (the worst kind and the mean)."""
+    import csv
+
+    real = [k for k in digit_kinds if k != CONTROL]
+    header = ["Weights", *(f"{k} acc / ECE %" for k in digit_kinds),
+              "wrong at >=0.99 %", "abstained %", "no digit: rejected % (worst kind)"]
+    out = []
+    for weights in dict.fromkeys(r["weights"] for r in rows):
+        mine = {r["kind"]: r for r in rows if r["weights"] == weights}
+        line = [weights, *(f"{mine[k]['acc %']:.1f} / {mine[k]['ECE %']:.1f}"
+                           for k in digit_kinds)]
+        line.append(f"{np.mean([mine[k]['errors at >=0.99 %'] for k in real]):.2f}")
+        line.append(f"{np.mean([mine[k]['abstain %'] for k in real]):.1f}")
+        rejected = [mine[k]["rejected %"] for k in other_kinds]
+        line.append(f"{np.mean(rejected):.1f} ({min(rejected):.1f})" if rejected else "-")
+        out.append(line)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=DEFAULT_DATA, help="folder holding MNIST/raw/")
@@ -300,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="a handful of pictures: checks that it runs")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the results")
+    parser.add_argument("--csv", default=None, metavar="PATH",
+                        help="also write the summary table of the docs' models page")
     parser.add_argument("--figure", default=None, metavar="PNG",
                         help="write a grid of pictures and what the model saw")
     args = parser.parse_args(argv)
@@ -449,6 +478,8 @@ def main(argv: list[str] | None = None) -> int:
                f"Per kind: the first two pictures, then the first ones it gets wrong (red)",
                picks,
                threshold=args.min_confidence)
+    if args.csv:
+        write_csv(args.csv, rows, digit_kinds, other_kinds)
     write_json(args.json, {
         "benchmark": "real_inputs", "machine": info,
         "settings": {k: v for k, v in vars(args).items() if k not in ("json",)},
