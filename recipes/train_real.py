@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     print("TAKEN" if taken else "NOT TAKEN", flush=True)
     selection = {"default": base_figures, "candidate": cand, "rule": reasons, "taken": taken}
     args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / f"convnet4_v{VERSION}_selection.json").write_text(
+    (args.results / f"convnet4_real_v{VERSION}_selection.json").write_text(
         json.dumps(selection, indent=2) + "\n")
     if args.no_test or not taken:
         return 0

@@ -9,7 +9,9 @@ strokes on a transparent canvas, and so on.
 from __future__ import annotations
 
 import io
+from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -299,3 +301,27 @@ def test_a_4000x3000_photo_is_read(model: torch.nn.Module) -> None:
     small = photo(2, np.random.default_rng(2))
     big = small.resize((4000, 3000), Image.Resampling.BILINEAR)
     assert _status(model, [big]) == [("digit", "2")]
+
+
+def test_inspect_takes_batches() -> None:
+    """inspect() of an (N, C, H, W) batch gives one DigitImage per picture, in order."""
+    batch = torch.full((3, 1, 60, 80), 240, dtype=torch.uint8)
+    batch[1, 0, 10:50, 35:42] = 10  # a "1" in the middle picture only
+    seen = MNISTPreprocess().inspect(batch)
+    assert [s.found for s in seen] == [False, True, False]
+    assert all(s.image.shape == (1, 28, 28) for s in seen)
+    torch.testing.assert_close(torch.stack([s.image for s in seen]),
+                               MNISTPreprocess()(batch))
+
+
+@pytest.mark.mnist
+def test_mnist_digits_are_found(mnist_root: Path) -> None:
+    """Nearly every MNIST training digit is one digit to inspect() (the "no digit" tests do
+    not refuse real digits); and each image passes unchanged."""
+    from tp3nets.data import load_mnist
+
+    images = load_mnist(mnist_root, train=True).tensors[0][:1000]
+    seen = MNISTPreprocess().inspect(images)
+    found = sum(s.found for s in seen)
+    assert found >= 990, Counter(s.reason for s in seen if not s.found)
+    torch.testing.assert_close(torch.stack([s.image for s in seen]), images.float() / 255)
