@@ -64,6 +64,8 @@ RECIPE = dict(start_from=START_FROM, epochs=5, batch_size=128, lr=1e-3, weight_d
               label_smoothing=0.1, augment="scan", ema=0.999, weights="average",
               precision="bf16", channels_last=True, outlier_target="uniform",
               train_counts=TRAIN_COUNTS, val_count=VAL_COUNT)
+#: Tried and not taken (results/SELECTION.md): it runs only as a selection run, --no-test.
+NOT_TAKEN = "realistic validation mean 96.59 % against the rule's 98.00 % (SELECTION.md)"
 #: The rule of results/SELECTION.md, fixed before the figures were seen.
 MIN_MNIST_VAL = 99.55
 MIN_REAL_GAIN = 2.0
@@ -187,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=HERE / "results")
     parser.add_argument("--out", type=Path, default=FILES)
     args = parser.parse_args(argv)
+    if NOT_TAKEN and not args.no_test:
+        parser.error(f"version {VERSION} was tried and not taken ({NOT_TAKEN}): it runs only "
+                     "as a selection run, --no-test")
 
     seed_everything(args.seed)
     started = time.perf_counter()
