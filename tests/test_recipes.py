@@ -67,9 +67,19 @@ def test_a_selection_run_stops_on_the_validation_images_and_writes_nothing(
 def test_every_bundled_record_has_a_recipe_version() -> None:
     """Each results/MODEL[_vN].json that sync_meta reads has its recipe in RECIPES, with the
     command that reproduces it."""
+    real = _load("train_real")
     for path in sync.record_files():
         record = json.loads(path.read_text())
         version = record.get("version", 1)
+        if record["recipe"]["command"].startswith("python recipes/train_real.py"):
+            # The realistic-pictures versions have their own recipe file.
+            assert version in real.VERSIONS, path.name
+            assert version not in real.NOT_TAKEN, path.name
+            assert record["file"] == f"{record['model']}_mnist_v{version}.safetensors"
+            assert f" --version {version} " in record["recipe"]["command"]
+            assert {k: record["recipe"][k] for k in real.RECIPE} == json.loads(
+                json.dumps(real.RECIPE)), path.name
+            continue
         assert version in tw.RECIPES[record["model"]], path.name
         assert record["file"] == f"{record['model']}_mnist_v{version}.safetensors"
         assert record["recipe"]["command"] == tw.recipe_command(
@@ -249,3 +259,15 @@ def test_a_recipe_model_config_reaches_the_model_it_trains(
     assert drops == [0.0, 0.0]
     assert model.classifier_dropout == 0.0
     tp3nets.ConvNet4().load_state_dict(states["live"])
+
+
+def test_the_realistic_recipe_not_taken_runs_only_as_a_selection_run(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """train_real.py --version 7 (not taken) refuses to run without --no-test, before any
+    picture is made or data read."""
+    real = _load("train_real")
+    with pytest.raises(SystemExit) as stop:
+        real.main(["--version", "7", "--data", "/nonexistent"])
+    assert stop.value.code == 2
+    assert "tried and not taken" in capsys.readouterr().err
