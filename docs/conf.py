@@ -164,6 +164,8 @@ tp3nets_api_modules = [
     "tp3nets.checkpoint",
     "tp3nets.weights",
     "tp3nets.transforms",
+    "tp3nets.reading",
+    "tp3nets.demo",
     "tp3nets.images",
     "tp3nets.samples",
     "tp3nets.layers",

@@ -475,6 +475,11 @@ def locate_digit(x: Tensor, invert: bool | None = None) -> Located:
     apart = [(gap := _box(b)[1] - _box(a)[3]) >= 0.03 * tallest
              and (together >= 0.9 * tallest or gap >= 0.25 * tallest)
              for a, b in itertools.pairwise(marks)]
+    # Marks too close to be digits of a number are pieces of this one (the bowl and bar of
+    # a thin serif "5", a "4" whose strokes part): they join the digit.
+    if main in marks and not any(apart):
+        main = [p for g in marks for p in g]
+        top, left, bottom, right = _box(main)
     # Small pieces near the digit belong to it (a dot, a broken stroke); far ones are specks.
     grow_y, grow_x = round(0.15 * (bottom - top)) + 1, round(0.15 * (right - left)) + 1
     chosen = [p for p in parts if p in main or (

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 PROG: Final = "tp3nets"
-_COMMANDS: Final = ("list", "info", "train", "evaluate", "predict", "export")
+_COMMANDS: Final = ("list", "info", "train", "evaluate", "predict", "export", "demo")
 # Set to 0 to leave glibc's malloc settings as they are; see _tune_malloc.
 REUSE_MEMORY_ENV: Final = "TP3NETS_REUSE_FREED_MEMORY"
 _EXPORT_SUFFIXES: Final = {".onnx": "onnx", ".pt": "torchscript", ".pth": "torchscript",

@@ -9,7 +9,7 @@ import torch
 
 from ..augment import AUGMENTATIONS
 from ..reading import DEFAULT_MIN_CONFIDENCE
-from . import _info, _run, _train
+from . import _demo, _info, _run, _train
 from ._common import (
     PROG,
     REUSE_MEMORY_ENV,
@@ -225,4 +225,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=("script", "trace"), default=None,
                    help="TorchScript method (default: script)")
     p.set_defaults(func=_run._cmd_export)
+
+    _demo.add_parser(sub)
     return parser
