@@ -24,7 +24,7 @@ if (_SRC / "tp3nets").is_dir() and str(_SRC) not in _sys.path:
     _sys.path.insert(0, str(_SRC))
 
 # Module names torch.hub checks before loading (importlib.util.find_spec).
-dependencies = ["torch", "torchvision", "safetensors", "typing_extensions", "tqdm", "PIL"]
+dependencies = ["torch", "torchvision", "safetensors", "typing_extensions", "tqdm", "PIL", "scipy"]
 
 from tp3nets.models import (  # noqa: E402
     convnet2,

@@ -1348,13 +1348,15 @@ def test_quantized_models_through_the_command_line(
         assert f"from convnet4 ({member!r})" in out
     code, out, _ = run(capsys, "info", "convnet4")
     assert "ConvNet4_Weights.MNIST_V1" in out
-    assert "ConvNet4_Weights.MNIST_V2 (DEFAULT)" in out
+    assert "ConvNet4_Weights.MNIST_V2\n" in out
+    assert "ConvNet4_Weights.MNIST_REAL_V8 (DEFAULT)" in out
     assert "ConvNet4_QuantizedWeights.MNIST_INT8_V1  [int8, x86 backend" in out
-    assert "ConvNet4_QuantizedWeights.MNIST_INT8_V2 (DEFAULT)  [int8, x86 backend" in out
+    assert "ConvNet4_QuantizedWeights.MNIST_INT8_V2  [int8, x86 backend" in out
+    assert "ConvNet4_QuantizedWeights.MNIST_INT8_V8 (DEFAULT)  [int8, x86 backend" in out
     assert "ConvNet4_Weights.MNIST_V3\n" in out
     assert "ConvNet4_QuantizedWeights.MNIST_INT8_V3  [int8, x86 backend" in out
     code, out, _ = run(capsys, "info", "convnet4", "--json")
-    assert [w["quantized"] for w in json.loads(out)["weights"]] == [False] * 3 + [True] * 3
+    assert [w["quantized"] for w in json.loads(out)["weights"]] == [False] * 4 + [True] * 4
     for argv, needle in [
         (["predict", MLR, "--samples", "--quantized"], "has no int8 weights"),
         (["predict", "convnet4", "--samples", "--quantized", "--weights", "w.safetensors"],

@@ -35,7 +35,7 @@ from tp3nets import cli
 REPO = Path(__file__).resolve().parent.parent
 SCREENSHOT = REPO / "docs" / "_static" / "demo.png"
 EXTRA = "pip install 'tp3nets[demo]'"
-DEFAULT = "convnet4-mnist-v2"  # ConvNet4's default weights, in the page's element ids
+DEFAULT = "convnet4-mnist-real-v8"  # ConvNet4's default weights, in the page's element ids
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
@@ -207,7 +207,7 @@ def test_choices_every_bundled_weight_set_fp32_and_int8() -> None:
         for member in tp3nets.get_model_weights(name):
             assert any(c.model == name and c.weights is member and not c.quantized
                        for c in choices), (name, member)
-    assert "convnet4 · MNIST_V2 (DEFAULT)" in labels
+    assert "convnet4 · MNIST_REAL_V8 (DEFAULT)" in labels
     assert any(c.quantized for c in choices)
     assert all(c.slug.replace("-", "").isalnum() for c in choices)
 
@@ -429,9 +429,9 @@ def test_page_in_a_browser(chromium: str, demo_process: tuple[str, subprocess.Po
             _wait_for(page, f"#tp3nets-reading-{DEFAULT}", lambda t: t.startswith("5 · "),
                       "the uploaded sample 5")
             page.click("#tp3nets-models input")
-            page.get_by_role("option", name="convnet4 · MNIST_INT8_V2 (DEFAULT)").click()
+            page.get_by_role("option", name="convnet4 · MNIST_INT8_V8 (DEFAULT)").click()
             page.keyboard.press("Escape")
-            _wait_for(page, "#tp3nets-reading-convnet4-mnist-int8-v2",
+            _wait_for(page, "#tp3nets-reading-convnet4-mnist-int8-v8",
                       lambda t: t.startswith("5 · "), "the int8 ConvNet4 on the sample 5")
         finally:
             context.close()

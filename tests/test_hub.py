@@ -49,7 +49,7 @@ def test_hub_load_without_weights_is_untrained_and_takes_kwargs() -> None:
 def test_hub_get_weight_resolves_names() -> None:
     """The weight look-up entry point resolves a full weights name."""
     get_weight = torch.hub.load(str(REPO), "get_weight", "ConvNet4_Weights.DEFAULT", source="local")
-    assert get_weight is tp3nets.ConvNet4_Weights.MNIST_V2
+    assert get_weight is tp3nets.ConvNet4_Weights.MNIST_REAL_V8
 
 
 def test_hubconf_declares_the_package_dependencies() -> None:

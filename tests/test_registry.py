@@ -127,9 +127,10 @@ def test_get_model_weights_by_name_and_builder(name: str) -> None:
     assert tp3nets.get_model_weights(name) is enum
     assert tp3nets.get_model_weights(name.upper()) is enum
     assert tp3nets.get_model_weights(builder) is enum
-    # ConvNet4's MNIST_V2 beats V1 on clean digits too; ConvNet2/3's V2 do not, and the
-    # DEFAULT stays V1 (recipes/results/SELECTION.md).
-    expected = "MNIST_V2" if name == "convnet4" else "MNIST_V1"
+    # ConvNet4's DEFAULT is the weights for realistic pictures, taken by their rule;
+    # ConvNet2/3's V2 read fewer clean digits than V1, which stays the DEFAULT
+    # (recipes/results/SELECTION.md).
+    expected = "MNIST_REAL_V8" if name == "convnet4" else "MNIST_V1"
     assert enum.DEFAULT is enum[expected]
 
 
@@ -152,10 +153,11 @@ def test_get_weight_by_qualified_name(name: str) -> None:
 
 
 def test_get_weight_convnet4_default() -> None:
-    """get_weight("ConvNet4_Weights.DEFAULT") is ConvNet4_Weights.MNIST_V2; V1 is still there."""
+    """get_weight("ConvNet4_Weights.DEFAULT") is ConvNet4_Weights.MNIST_REAL_V8; V1 is still
+    there."""
     weight = tp3nets.get_weight("ConvNet4_Weights.DEFAULT")
     assert weight is ConvNet4_Weights.DEFAULT
-    assert weight is ConvNet4_Weights.MNIST_V2
+    assert weight is ConvNet4_Weights.MNIST_REAL_V8
     assert tp3nets.get_weight("ConvNet4_Weights.MNIST_V1") is not weight
     assert weight.meta["categories"] == tuple("0123456789")
 

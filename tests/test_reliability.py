@@ -584,14 +584,14 @@ WEIGHT_NAME_CASES: list[tuple[str, Callable[[], Any], type[BaseException], str]]
                "ConvNet4_Weights.DEFAULT")),
     ("qualified-member-typo", lambda: tp3nets.get_weight("ConvNet4_Weights.MNIST_V4"),
      ValueError, re.escape("unknown weights 'MNIST_V4' for ConvNet4_Weights; available: "
-                           "MNIST_V1, MNIST_V2, MNIST_V3, DEFAULT; did you mean MNIST_V3, "
-                           "MNIST_V2, MNIST_V1?")),
+                           "MNIST_V1, MNIST_V2, MNIST_V3, MNIST_REAL_V8, DEFAULT; did you "
+                           "mean MNIST_V3, MNIST_V2, MNIST_V1?")),
     ("unqualified", lambda: tp3nets.get_weight("DEFAULT"), ValueError,
      re.escape("unknown weights 'DEFAULT'; did you mean ConvNet2_Weights.DEFAULT, "
                "ConvNet3_Weights.DEFAULT, ConvNet4_Weights.DEFAULT?")),
     ("member-of-another-model", lambda: tp3nets.convnet2(weights=tp3nets.ConvNet4_Weights.DEFAULT),
      TypeError, re.escape("weights must be a ConvNet2_Weights member, got "
-                          "ConvNet4_Weights.MNIST_V2 (weights of another model)")),
+                          "ConvNet4_Weights.MNIST_REAL_V8 (weights of another model)")),
     ("weights-int", lambda: tp3nets.convnet4(weights=3), TypeError,
      re.escape("weights must be None, a ConvNet4_Weights member or its name, got 3")),
     *[(f"num-classes-{name}", lambda n=name: tp3nets.get_model(n, weights="DEFAULT",
@@ -618,7 +618,8 @@ def test_weight_name_is_refused_clearly(
 
 def test_get_weight_ignores_case() -> None:
     """Qualified weight names match in any case, as model names and member names do."""
-    assert tp3nets.get_weight("convnet4_weights.default") is tp3nets.ConvNet4_Weights.MNIST_V2
+    assert tp3nets.get_weight("convnet4_weights.default") is (
+        tp3nets.ConvNet4_Weights.MNIST_REAL_V8)
     assert tp3nets.get_weight("convnet4_weights.mnist_v1") is tp3nets.ConvNet4_Weights.MNIST_V1
 
 

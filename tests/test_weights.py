@@ -163,7 +163,7 @@ def test_verify_rejects_unknown_names_with_suggestions() -> None:
     """An unknown name raises a ValueError listing the members and the close matches."""
     with pytest.raises(ValueError, match=r"unknown weights 'MNIST_V4'.*did you mean MNIST_V"):
         tp3nets.ConvNet4_Weights.verify("MNIST_V4")
-    with pytest.raises(ValueError, match="available: MNIST_V1, MNIST_V2, MNIST_V3, DEFAULT"):
+    with pytest.raises(ValueError, match="available: MNIST_V1, MNIST_V2, MNIST_V3, MNIST_REAL_V8, DEFAULT"):
         tp3nets.convnet4(weights="IMAGENET1K_V1")
     with pytest.raises(ValueError, match=r"unknown weights 'MNIST_V2'.*did you mean MNIST_V1"):
         tp3nets.MultinomialLogisticRegression_Weights.verify("MNIST_V2")
@@ -296,7 +296,7 @@ def test_tampered_copy_named_by_a_new_weights_record(
 def test_missing_bundled_file_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A missing weights file raises CheckpointError naming it and suggesting a reinstall."""
     monkeypatch.setattr(_api, "_weights_dir", lambda: tmp_path)
-    with pytest.raises(CheckpointError, match=r"convnet4_mnist_v2.safetensors.*missing.*reinstall"):
+    with pytest.raises(CheckpointError, match=r"convnet4_mnist_v8.safetensors.*missing.*reinstall"):
         tp3nets.ConvNet4_Weights.DEFAULT.get_state_dict()
 
 
@@ -683,7 +683,10 @@ def test_meta_records_a_validation_fitted_calibration(name: str) -> None:
     assert float(calibration["temperature"]) > 0
     assert "validation split" in calibration["fitted_on"]
     assert "val_size=5000, seed=42" in calibration["fitted_on"]
-    assert calibration["command"].startswith("python recipes/calibrate.py")
+    # calibrate.py, or train_real.py for the realistic-pictures weights (fitted there on
+    # the MNIST validation split and realistic validation pictures together)
+    assert calibration["command"].startswith(("python recipes/calibrate.py",
+                                              "python recipes/train_real.py"))
     assert calibration["validation"]["after"]["ece"] == metrics["val_ece"]
     assert 0.0 <= float(metrics["MNIST"]["ece"]) <= 1.0
     # a temperature never changes a prediction: the accuracy before folding is the same

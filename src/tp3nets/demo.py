@@ -20,7 +20,7 @@ From Python, ``serve(build_demo())`` is ``tp3nets demo``; :func:`build_demo` ret
 Example:
     >>> from tp3nets.demo import available_choices
     >>> [c.label for c in available_choices() if c.model == "convnet4"][:3]
-    ['convnet4 · MNIST_V1', 'convnet4 · MNIST_V2 (DEFAULT)', 'convnet4 · MNIST_V3']
+    ['convnet4 · MNIST_V1', 'convnet4 · MNIST_V2', 'convnet4 · MNIST_V3']
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ class ModelChoice:
 
     @property
     def label(self) -> str:
-        """The page's name for it, such as ``convnet4 · MNIST_V2 (DEFAULT)``."""
+        """The page's name for it, such as ``convnet4 · MNIST_REAL_V8 (DEFAULT)``."""
         if self.source is not None:
             return f"{self.model} · {os.path.basename(self.source)}"
         name = getattr(self.weights, "name", str(self.weights))

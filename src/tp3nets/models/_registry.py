@@ -166,7 +166,7 @@ def get_weight(name: str) -> WeightsEnum:
 
     Example:
         >>> get_weight("ConvNet4_Weights.DEFAULT")
-        ConvNet4_Weights.MNIST_V2
+        ConvNet4_Weights.MNIST_REAL_V8
     """
     enum_name, _, member = name.strip().partition(".")
     for enum_cls in _WEIGHTS.values():

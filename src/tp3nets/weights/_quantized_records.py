@@ -143,4 +143,27 @@ RECORDS: Final[dict[str, dict[str, Any]]] = {'convnet2': {'backend': 'x86',
                  'sha256': '31c669c5a49402b8a97c3318fcf6b23b74533a7381f43fb7a0622a7fdf819e4f',
                  'unquantized': 'ConvNet4_Weights.MNIST_V3',
                  'unquantized_metrics': {'MNIST': {'acc@1': 99.7}},
-                 'unquantized_sha256': 'e2f25769d0dee30f56bb6749adab9ccfec28163bc5183d5eda7445e182e854c2'}}
+                 'unquantized_sha256': 'e2f25769d0dee30f56bb6749adab9ccfec28163bc5183d5eda7445e182e854c2'},
+ 'convnet4_v8': {'backend': 'x86',
+                 'calibration': {'images': 512,
+                                 'seed': 0,
+                                 'source': 'MNIST training split (55,000 images, val seed 42), '
+                                           'seeded sample'},
+                 'file': 'convnet4_mnist_int8_v8.safetensors',
+                 'file_size': 1168640,
+                 'metrics': {'MNIST': {'acc@1': 99.71, 'agreement': 10000, 'ece': 0.14},
+                             'val_acc@1': 99.62},
+                 'num_params': 1148618,
+                 'quantization': 'post-training static int8 (torch.ao.quantization eager '
+                                 'mode): Conv-BN-ReLU and Linear-ReLU fused, per-channel '
+                                 'symmetric weights, histogram observers for activations (the '
+                                 "backend's default qconfig)",
+                 'recipe': {'command': 'python recipes/quantize.py --data DIR --models '
+                                       'convnet4 --weights MNIST_REAL_V8 --calibration 512 '
+                                       '--seed 0 --backend x86',
+                            'hardware': 'x86_64, 2 CPU threads',
+                            'torch_version': '2.14.1+cu130'},
+                 'sha256': '97c15cf249d59384483b155c8ca918dd625ed5f0df8745ad83c965d542bef0f9',
+                 'unquantized': 'ConvNet4_Weights.MNIST_REAL_V8',
+                 'unquantized_metrics': {'MNIST': {'acc@1': 99.71}},
+                 'unquantized_sha256': '04c96ba6628070d38aae888322223e1ca92aa1133ed0065d6d8e8262d276c3b0'}}

@@ -111,7 +111,15 @@ def _check(model: nn.Module, target: Path, shape: tuple[int, ...]) -> None:
     except ImportError:  # the check is a courtesy of the optional runtime
         return
     session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
-    x = torch.rand(16, *shape, generator=torch.Generator().manual_seed(0))
+    if tuple(shape) == (1, 28, 28):
+        # Digits, not noise: on noise a model taught that non-digits have no class (the
+        # weights for realistic pictures) gives nearly equal logits, whose order one int8
+        # rounding step can swap.
+        from ...samples import digit_batch
+
+        x = digit_batch()[0]
+    else:
+        x = torch.rand(16, *shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected: Tensor = model(x)
     got = torch.from_numpy(session.run(None, {"images": x.numpy()})[0])

@@ -50,10 +50,10 @@ class QuantizableConvNet4(ConvNet4, QuantizableModel):
 
 class ConvNet4_QuantizedWeights(WeightsEnum):
     """Int8 weights for :class:`QuantizableConvNet4`, derived by ``recipes/quantize.py``
-    from the fp32 weights of the same version: ``MNIST_INT8_V2`` (the DEFAULT) from
-    :attr:`ConvNet4_Weights.MNIST_V2 <tp3nets.ConvNet4_Weights.MNIST_V2>`, ``MNIST_INT8_V1``
-    and ``MNIST_INT8_V3`` from ``MNIST_V1`` and ``MNIST_V3``; ``meta`` gives the backend,
-    calibration and accuracy.
+    from the fp32 weights of the same version: ``MNIST_INT8_V8`` (the DEFAULT) from
+    :attr:`ConvNet4_Weights.MNIST_REAL_V8 <tp3nets.ConvNet4_Weights.MNIST_REAL_V8>`,
+    ``MNIST_INT8_V1``, ``MNIST_INT8_V2`` and ``MNIST_INT8_V3`` from ``MNIST_V1``,
+    ``MNIST_V2`` and ``MNIST_V3``; ``meta`` gives the backend, calibration and accuracy.
 
     Example:
         >>> ConvNet4_QuantizedWeights.DEFAULT.meta["backend"]
@@ -63,7 +63,8 @@ class ConvNet4_QuantizedWeights(WeightsEnum):
     MNIST_INT8_V1 = quantized_weights("convnet4")
     MNIST_INT8_V2 = quantized_weights("convnet4", 2)
     MNIST_INT8_V3 = quantized_weights("convnet4", 3)
-    DEFAULT = MNIST_INT8_V2
+    MNIST_INT8_V8 = quantized_weights("convnet4", 8)
+    DEFAULT = MNIST_INT8_V8
 
 
 @register_model(name="quantized_convnet4", weights=ConvNet4_QuantizedWeights, quantized=True)
