@@ -298,14 +298,11 @@ def test_info_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert data["class"] == "ConvNet4"
     assert data["num_params"] == data["trainable_params"] == member.meta["num_params"]
     assert data["architecture"] == repr(tp3nets.convnet4())
-    # The fp32 sets (V1, V2, V3), then the int8 ones; the DEFAULT is V2.
-    v1, weights, v3, int8_v1, int8, int8_v3 = data["weights"]
-    assert int8["quantized"]
-    assert int8_v1["quantized"]
-    assert int8_v3["quantized"]
-    assert not weights["quantized"]
-    assert not v1["quantized"]
-    assert not v3["quantized"]
+    # The fp32 sets (V1, V2, V3, REAL_V8), then the int8 ones; the DEFAULT is REAL_V8.
+    v1, v2, v3, weights, *int8s = data["weights"]
+    assert len(int8s) == 4
+    assert all(w["quantized"] for w in int8s)
+    assert not any(w["quantized"] for w in (v1, v2, v3, weights))
     assert weights["sha256"] == member.sha256
     assert weights["meta"]["metrics"] == json.loads(json.dumps(member.meta["metrics"]))
     assert weights["meta"]["categories"] == list(member.meta["categories"])
