@@ -77,7 +77,10 @@ def _to_float(img: Any) -> Tensor:
     if numpy is not None and isinstance(img, numpy.ndarray):
         source = "image array"
         # ToTensor's convention: (H, W) or (H, W, C), uint8 in [0, 255] or floats in [0, 1].
-        array = torch.from_numpy(numpy.ascontiguousarray(img))
+        contiguous = numpy.ascontiguousarray(img)
+        if not contiguous.flags.writeable:  # np.asarray(pil_image) is read-only
+            contiguous = contiguous.copy()
+        array = torch.from_numpy(contiguous)
         if array.dim() == 3 and array.shape[-1] in (1, 3, 4):
             array = array.permute(2, 0, 1)
         img = array

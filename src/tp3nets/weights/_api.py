@@ -202,7 +202,7 @@ class Weights:
         >>> from tp3nets import ConvNet4_Weights
         >>> w = ConvNet4_Weights.DEFAULT.value
         >>> w.file, len(w.sha256)
-        ('convnet4_mnist_v2.safetensors', 64)
+        ('convnet4_mnist_v8.safetensors', 64)
     """
 
     file: str
