@@ -1435,7 +1435,8 @@ def test_predict_save_input_writes_what_the_model_saw(
         with Image.open(file) as img:
             assert img.size == (28, 28)
             assert img.mode == "L"
-            saved = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).float().view(1, 28, 28)
+            pixels = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
+            saved = pixels.float().view(1, 28, 28)
         expected = weights.transforms()(Image.open(path))
         assert float((saved / 255 - expected).abs().max()) <= 1 / 255 + 1e-6
     (tmp_path / "file").write_text("x")

@@ -163,7 +163,8 @@ def test_verify_rejects_unknown_names_with_suggestions() -> None:
     """An unknown name raises a ValueError listing the members and the close matches."""
     with pytest.raises(ValueError, match=r"unknown weights 'MNIST_V4'.*did you mean MNIST_V"):
         tp3nets.ConvNet4_Weights.verify("MNIST_V4")
-    with pytest.raises(ValueError, match="available: MNIST_V1, MNIST_V2, MNIST_V3, MNIST_REAL_V8, DEFAULT"):
+    with pytest.raises(ValueError,
+                       match="available: MNIST_V1, MNIST_V2, MNIST_V3, MNIST_REAL_V8, DEFAULT"):
         tp3nets.convnet4(weights="IMAGENET1K_V1")
     with pytest.raises(ValueError, match=r"unknown weights 'MNIST_V2'.*did you mean MNIST_V1"):
         tp3nets.MultinomialLogisticRegression_Weights.verify("MNIST_V2")
