@@ -287,12 +287,10 @@ class MNISTPreprocess(nn.Module):
             found = _locate.locate_digit(x, dark_ink)
             return DigitImage(plain, found.found, found.reason)
         found = _locate.locate_digit(x, dark_ink)
-        if found.found or found.reason == _locate.SEVERAL or found.reason == _locate.TOO_WIDE:
-            image = _mnist_box(found.ink, self.size)
-        elif found.reason == _locate.BLANK:
-            image = x.new_zeros(1, self.size, self.size)
-        else:  # what the model would see of it: the whole ink map, resized
-            image = _mnist_box(found.ink, self.size)
+        # Without one digit, the model still sees what was found (the largest mark, or the
+        # whole ink map): its answer is what read_digits reports beside "no digit".
+        image = (x.new_zeros(1, self.size, self.size) if found.reason == _locate.BLANK
+                 else _mnist_box(found.ink, self.size))
         return DigitImage(image, found.found, found.reason)
 
     def _all(self, img: Any, judge: bool) -> list[DigitImage] | DigitImage:
