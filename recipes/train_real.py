@@ -121,18 +121,15 @@ def soft_targets(labels: torch.Tensor, smoothing: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def probabilities(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-    model.eval()
-    out = [model(images[i:i + 1000].float() / 255).float().softmax(1)
-           for i in range(0, len(images), 1000)]
-    return torch.cat(out)
-
-
-@torch.no_grad()
 def logits_of(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The model's logits for uint8 images, in batches of 1,000."""
     model.eval()
     return torch.cat([model(images[i:i + 1000].float() / 255).float()
                       for i in range(0, len(images), 1000)])
+
+
+def probabilities(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    return logits_of(model, images).softmax(1)
 
 
 def real_figures(model: torch.nn.Module,

@@ -213,7 +213,8 @@ def ink_map(x: Tensor, invert: bool | None = None) -> Tensor:
         first = _darkness(x, paper_brightness(x))
     # The strokes' width is measured on the strongest ink only: a shadow's edge (weaker
     # than a pen) would make a wide "stroke" and a closing too wide to follow it.
-    mask = first > max(_threshold(first)[0], 0.6 * _threshold(first)[1])
+    threshold, level = _threshold(first)
+    mask = first > max(threshold, 0.6 * level)
     return _darkness(x, paper_brightness(x, stroke_width(mask)))
 
 

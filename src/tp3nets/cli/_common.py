@@ -355,13 +355,14 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
-def _probability(text: str) -> float:
+def _probability_or_zero(text: str) -> float:
+    """A probability in [0, 1]: ``--min-confidence 0`` answers every digit."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a probability, got {text!r}") from None
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a probability in (0, 1], got {text!r}")
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {text!r}")
     return value
 
 

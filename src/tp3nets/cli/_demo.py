@@ -8,7 +8,14 @@ from typing import Any
 
 import torch
 
-from ._common import PROG, UsageError, _default_member, _load_model, _load_quantized
+from ._common import (
+    PROG,
+    UsageError,
+    _default_member,
+    _load_model,
+    _load_quantized,
+    _probability_or_zero,
+)
 
 
 def _port(text: str) -> int:
@@ -99,19 +106,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--quantized", action="store_true",
                    help="the int8 model of --model with its bundled int8 weights "
                    "(ConvNet2/3/4; --weights then names an int8 member)")
-    p.add_argument("--min-confidence", type=_probability_zero, metavar="P",
+    p.add_argument("--min-confidence", type=_probability_or_zero, metavar="P",
                    default=DEFAULT_MIN_CONFIDENCE,
                    help="answer 'not sure' below this probability, in [0, 1], at first "
                    f"(the page has a slider; 0 answers every digit; default: "
                    f"{DEFAULT_MIN_CONFIDENCE})")
     p.set_defaults(func=_cmd_demo)
 
-
-def _probability_zero(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a probability, got {text!r}") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {text!r}")
-    return value

@@ -19,18 +19,8 @@ from ._common import (
     _non_negative_int,
     _Parser,
     _positive,
+    _probability_or_zero,
 )
-
-
-def _probability_or_zero(text: str) -> float:
-    """A probability in [0, 1]: ``--min-confidence 0`` answers every digit."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a probability, got {text!r}") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {text!r}")
-    return value
 
 
 def _add_model(p: argparse.ArgumentParser) -> None:
