@@ -6,13 +6,13 @@ import math
 import os
 import re
 import string
-import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Final, Literal, Protocol
 
 from torch import Tensor
 
+from . import _warn
 from ._checks import int_at_least
 from .ema import EMA
 from .loggers import CSVLogger, TensorBoardLogger
@@ -87,11 +87,11 @@ def _better(mode: str, value: float, best: float, min_delta: float) -> bool:
 
 
 def _nonfinite_warning(who: str, monitor: str, value: float, epoch: int, what: str) -> None:
-    warnings.warn(
-        f"{who}: {monitor} is {value} at epoch {epoch}, so {what}; a non-finite figure "
-        f"usually means NaN or inf in the data (check the validation set) or a diverging "
-        f"run",
-        UserWarning, stacklevel=3,
+    _warn.warn(
+        f"{who}: {monitor} is {value} at epoch {epoch}, so {what} (and so for any later "
+        f"epoch where it is not finite; said once a run); a non-finite figure usually means "
+        f"NaN or inf in the data (check the validation set) or a diverging run",
+        once=(who, monitor),
     )
 
 

@@ -8,7 +8,6 @@ import io
 import os
 import re
 import sys
-import warnings
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ import torch
 from torch import Tensor, nn
 from typing_extensions import Self
 
+from .. import _warn
 from .._files import DigestError, NotRegularFileError, read_regular_file
 
 if TYPE_CHECKING:
@@ -535,11 +535,9 @@ def _fit_keys(model: nn.Module, state: dict[str, Tensor], source: str) -> dict[s
         prefix = common[:end]
         stripped = {k[end:]: v for k, v in state.items()}
         if _own_keys(model, stripped) == own:
-            warnings.warn(
+            _warn.warn(
                 f"{source}: removed the prefix {prefix!r} that every key carries, so that "
-                f"its keys fit {type(model).__name__}",
-                UserWarning,
-                stacklevel=3,
+                f"its keys fit {type(model).__name__}"
             )
             return stripped
     return state
