@@ -296,7 +296,7 @@ class _FitRun:
                 ckpt, source = load_checkpoint(resume_from, device="cpu"), str(resume_from)
             self.state.epoch, history = restore_checkpoint(
                 ckpt, self.model, self.optimizer, self.scheduler, self.precision.scaler,
-                source=source,
+                source=source, callbacks=self.callbacks,
             )
             history.monitor, history.mode = self.monitor, self.monitor_mode
             self.state.history = history
@@ -306,7 +306,7 @@ class _FitRun:
             dist_utils.check_same_batches(self.train_loader, "train_loader")
         _call(self.callbacks, "on_fit_start", self.state)
         if ckpt is not None:
-            restore_callbacks(ckpt, self.callbacks)
+            restore_callbacks(ckpt, self.callbacks, source=source)
             # A run that a callback stopped stays stopped, as it would have without a break.
             self.state.stop_training = bool(ckpt.get("stop_training", False))
 
