@@ -6,7 +6,7 @@ the mode, then read through :func:`~tp3nets.images.open_image` and
 and ``tp3nets predict`` must read the same digit. Multi-frame files give their first
 frame (or the one asked for); broken files are one line naming the file.
 
-Each case records ``bad_input`` (category ``image files``) for ``tests/_fault_report.py``.
+Each case records ``bad_input`` (category ``images``) for ``tests/_fault_report.py``.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def test_every_mode_reads_as_the_gray_picture(
 ) -> None:
     """In every mode the model sees the gray picture's input (a dark digit on light
     paper stays one; 16-bit and float values scaled by their depth, nothing clipped)."""
-    record_property("bad_input", "image files")
+    record_property("bad_input", "images")
     reference = MNISTPreprocess()(_gray())
     x = _model_input(_picture(name, tmp_path))
     assert x.shape == reference.shape
@@ -145,7 +145,7 @@ def test_a_multi_frame_file_gives_its_first_frame(
 ) -> None:
     """An animated GIF, an APNG, a multi-page TIFF: the first frame, unless ``frame``
     names another; a frame that is not there is one clear error."""
-    record_property("bad_input", "image files")
+    record_property("bad_input", "images")
     path = _frames(fmt, tmp_path)
     first = open_image(path)
     assert np.asarray(first.convert("L")).min() < 100  # the digit's ink
@@ -168,7 +168,7 @@ def test_predict_reads_every_mode(
     name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], record_property: Recorder
 ) -> None:
     """``tp3nets predict`` reads the digit in each mode as in gray, no traceback."""
-    record_property("bad_input", "image files")
+    record_property("bad_input", "images")
     _gray().save(tmp_path / "gray.png")
     code, gray_out, _ = _run_cli(capsys, "predict", "convnet4", tmp_path / "gray.png")
     assert code == 0
@@ -204,7 +204,7 @@ def test_a_broken_image_is_one_line(
 ) -> None:
     """Truncated and corrupt files, non-images with image names, decompression bombs:
     ImageFileError in Python; one line naming the file, exit 1, from the CLI."""
-    record_property("bad_input", "image files")
+    record_property("bad_input", "images")
     make, words = BROKEN[case]
     path = tmp_path / "digit.png"
     path.write_bytes(make())
