@@ -8,7 +8,7 @@ Modes:
 * ``uneven``: rank 0 is given 10 batches, rank 1 six; fit must refuse before the first
   step, naming the ranks, instead of waiting forever in the gradient all-reduce.
 * ``stall``: rank 1 sleeps in its second epoch; rank 0 must give up after
-  ``TP3NETS_DIST_TIMEOUT`` seconds with a message naming itself and the cause.
+  ``TP3NETS_DIST_TIMEOUT`` seconds with a message naming itself, rank 1 and the cause.
 * ``full`` / ``part`` / ``rest``: batch 15 over 2 ranks (shards of 8 and 7) with dropout,
   3 epochs straight, or 2 epochs and then a resume to 3; each rank writes its final
   weights to ``OUT/MODE-rank{r}.pt``.

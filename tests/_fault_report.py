@@ -4,7 +4,8 @@
 
 The tests of ``tests/test_reliability.py``, ``tests/test_properties.py``,
 ``tests/test_faults.py`` and the fault tests of ``test_checkpoint.py``,
-``test_training.py``, ``test_cli.py`` and ``test_distributed.py`` record what they try
+``test_training.py``, ``test_cli.py``, ``test_distributed.py``, ``test_warnings.py`` and
+``test_images.py`` record what they try
 through pytest's ``record_property``: ``bad_input`` (a wrong input, by category),
 ``good_input`` (a generated input that is valid), ``defined_behaviour`` (NaN/inf, empty
 batches, memory layouts), ``fault`` (a fault injected), ``recovered`` (a run that ended as
@@ -23,7 +24,8 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 FILES = ["test_reliability.py", "test_properties.py", "test_faults.py", "test_checkpoint.py",
-         "test_training.py", "test_cli.py", "test_distributed.py"]
+         "test_training.py", "test_cli.py", "test_distributed.py", "test_warnings.py",
+         "test_images.py"]
 
 
 class _Collector:

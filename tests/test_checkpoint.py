@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +157,8 @@ def test_optimizer_state_that_does_not_fit_is_refused(tmp_path: Path) -> None:
     _run(tmp_path, "tensor")
     model = TinyNet()
     opt = torch.optim.Adam(model.head.parameters())
-    with pytest.raises(CheckpointError, match="the optimizer state does not fit the Adam given"):
+    with pytest.raises(CheckpointError, match=r"field .optimizer.param_groups\[0\].params. lists 4 "
+                       r"parameters, the optimizer.s group 2"):
         fit(model, TensorLoader(make_data(8, 0), 4), epochs=5, optimizer=opt,
             resume_from=tmp_path / "epoch2.pt")
 
@@ -433,3 +435,187 @@ def test_resume_from_a_loaded_checkpoint_dict(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="resume_from: field 'epoch'"):
         fit(model, TensorLoader(make_data(40, seed=1), 8), epochs=4, optimizer=opt,
             scheduler=sched, progress=False, resume_from={**ckpt, "epoch": "2"})
+
+
+# -- crafted checkpoints: well-formed fields, wrong inside -------------------------------
+
+from tp3nets.ema import EMA  # noqa: E402
+
+
+def _callbacks(folder: Path) -> list[Any]:
+    return [ModelCheckpoint(folder / "last.pt"), EarlyStopping(patience=10), EMA(decay=0.9)]
+
+
+def _fit_args(model: nn.Module, folder: Path) -> dict[str, Any]:
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    return dict(optimizer=opt, scheduler=torch.optim.lr_scheduler.StepLR(opt, 1, gamma=0.7),
+                val_loader=TensorLoader(make_data(16, seed=2), 8), progress=False,
+                callbacks=_callbacks(folder))
+
+
+@pytest.fixture(scope="module")
+def every_state(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A real checkpoint holding every kind of state: RNGs, Adam, StepLR, and the states
+    of ModelCheckpoint, EarlyStopping (with its best weights) and EMA."""
+    folder = tmp_path_factory.mktemp("every_state")
+    seed_everything(0)
+    model = TinyNet()
+    fit(model, TensorLoader(make_data(40, seed=1), 8), epochs=2, **_fit_args(model, folder))
+    return load_checkpoint(folder / "last.pt")
+
+
+def _set(path: str, value: Any) -> Any:
+    """A change to one field of a checkpoint, ``path`` a list of keys."""
+    keys = path.split("/")
+
+    def change(ck: dict[str, Any]) -> None:
+        target: Any = ck
+        for key in keys[:-1]:
+            target = target[int(key) if key.isdigit() else key]
+        last = int(keys[-1]) if keys[-1].isdigit() else keys[-1]
+        if value is _DELETE:
+            del target[last]
+        else:
+            target[last] = value(target[last]) if callable(value) else value
+    return change
+
+
+_DELETE = object()
+_BYTES = torch.uint8
+CRAFTED: dict[str, tuple[Any, str]] = {
+    # RNG states of every kind, here and for each torchrun rank.
+    "torch RNG of 3 bytes": (_set("rng/torch", torch.zeros(3, dtype=_BYTES)), "rng.torch"),
+    "torch RNG as floats": (_set("rng/torch", lambda t: t.float()), "rng.torch"),
+    "torch RNG as a list": (_set("rng/torch", lambda t: t.tolist()), "rng.torch"),
+    "python RNG truncated": (_set("rng/python", lambda v: v[:100]), "rng.python"),
+    "python RNG position past the end": (_set("rng/python/624", 9999), "rng.python"),
+    "python RNG with a word of text": (_set("rng/python/3", "x"), "rng.python"),
+    "numpy RNG of 10 words": (_set("rng/numpy/keys", lambda t: t[:10]), "rng.numpy.keys"),
+    "numpy RNG negative word": (_set("rng/numpy/keys/0", -1), "rng.numpy.keys"),
+    "numpy RNG position 700": (_set("rng/numpy/pos", 700), "rng.numpy.pos"),
+    "numpy RNG without gauss": (_set("rng/numpy/gauss", _DELETE), "rng.numpy"),
+    "numpy RNG has_gauss 7": (_set("rng/numpy/has_gauss", 7), "rng.numpy.has_gauss"),
+    "CUDA RNG states as floats": (_set("rng/cuda", [torch.zeros(16)]), "rng.cuda[0]"),
+    "CUDA RNG states not a list": (_set("rng/cuda", "abc"), "rng.cuda"),
+    "an unknown RNG": (_set("rng/jax", torch.zeros(2)), "rng"),
+    "a rank's torch RNG of 3 bytes": (
+        _set("rng_ranks", [{"torch": torch.zeros(3, dtype=_BYTES)}]), "rng_ranks[0].torch"),
+    # Optimizer state against the parameters.
+    "Adam exp_avg of another shape": (
+        _set("optimizer/state/0/exp_avg", torch.zeros(3)), "optimizer.state[0].exp_avg"),
+    "Adam exp_avg transposed": (
+        _set("optimizer/state/0/exp_avg", lambda t: t.T.contiguous()),
+        "optimizer.state[0].exp_avg"),
+    "Adam exp_avg_sq of integers": (
+        _set("optimizer/state/2/exp_avg_sq", lambda t: t.long()),
+        "optimizer.state[2].exp_avg_sq"),
+    "Adam step negative": (_set("optimizer/state/1/step", torch.tensor(-3.0)),
+                           "optimizer.state[1].step"),
+    "Adam step as text": (_set("optimizer/state/1/step", "3"), "optimizer.state[1].step"),
+    "state of a parameter no group lists": (
+        _set("optimizer/state/99", {"step": torch.tensor(1.0)}), "optimizer.state[99]"),
+    "a parameter's state not a dict": (_set("optimizer/state/0", 5), "optimizer.state[0]"),
+    "an extra parameter group": (
+        _set("optimizer/param_groups", lambda g: [*g, dict(g[0], params=[7])]),
+        "optimizer.param_groups"),
+    "a group with fewer parameters": (
+        _set("optimizer/param_groups/0/params", lambda p: p[:2]),
+        "optimizer.param_groups[0].params"),
+    "a group without lr": (_set("optimizer/param_groups/0/lr", _DELETE),
+                           "optimizer.param_groups[0].lr"),
+    "a group with lr as text": (_set("optimizer/param_groups/0/lr", "0.1"),
+                                "optimizer.param_groups[0].lr"),
+    "a group with three betas": (_set("optimizer/param_groups/0/betas", (0.9, 0.99, 0.1)),
+                                 "optimizer.param_groups[0].betas"),
+    "a group with eps NaN": (_set("optimizer/param_groups/0/eps", float("nan")),
+                             "optimizer.param_groups[0].eps"),
+    # Scheduler state against the scheduler.
+    "scheduler last_epoch as text": (_set("scheduler/last_epoch", "2"), "scheduler.last_epoch"),
+    "scheduler base_lrs for two groups": (_set("scheduler/base_lrs", [0.1, 0.1]),
+                                          "scheduler.base_lrs"),
+    "scheduler gamma a list": (_set("scheduler/gamma", [0.7]), "scheduler.gamma"),
+    # Callback states: ModelCheckpoint [0], EarlyStopping [1], EMA [2].
+    "ModelCheckpoint last_saved a number": (_set("callbacks/0/state/last_saved", 3),
+                                            "callbacks[0]"),
+    "ModelCheckpoint without best": (_set("callbacks/0/state/best", _DELETE), "callbacks[0]"),
+    "EarlyStopping best as text": (_set("callbacks/1/state/best", "low"), "callbacks[1]"),
+    "EarlyStopping wait negative": (_set("callbacks/1/state/wait", -1), "callbacks[1]"),
+    "EarlyStopping best weights of another shape": (
+        _set("callbacks/1/state/best_state/head.weight", torch.zeros(4, 16)), "callbacks[1]"),
+    "EMA average of another shape": (
+        _set("callbacks/2/state/average/head.bias", torch.zeros(5)), "callbacks[2]"),
+    "EMA average lacking a tensor": (
+        _set("callbacks/2/state/average/head.bias", _DELETE), "callbacks[2]"),
+    "EMA num_updates negative": (_set("callbacks/2/state/num_updates", -5), "callbacks[2]"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CRAFTED))
+def test_a_crafted_checkpoint_is_refused_before_anything_changes(
+    case: str, every_state: dict[str, Any], tmp_path: Path, record_property: Any
+) -> None:
+    """A checkpoint written by the project's own save, then one field made wrong inside
+    (well-formed, but not fitting the generators, the parameters, the scheduler or the
+    callbacks): resume_from raises CheckpointError naming the file and the field, before
+    any step and with the model, the optimizer and the RNG untouched."""
+    import copy
+
+    record_property("bad_input", "crafted checkpoint fields")
+    change, field = CRAFTED[case]
+    ck = copy.deepcopy(every_state)
+    change(ck)
+    path = save_checkpoint(ck, tmp_path / "crafted.pt")
+    seed_everything(5)
+    model = TinyNet()
+    args = _fit_args(model, tmp_path)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    with pytest.raises(CheckpointError) as info:
+        fit(model, TensorLoader(make_data(40, seed=1), 8), epochs=4, resume_from=path, **args)
+    message = str(info.value)
+    assert str(path) in message, message
+    assert f"'{field}" in message, message
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert len(args["optimizer"].state) == 0
+    assert args["scheduler"].last_epoch == 0
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_the_unchanged_crafted_checkpoint_resumes(
+    every_state: dict[str, Any], tmp_path: Path
+) -> None:
+    """The checks refuse the changed field, not the checkpoint: saved back unchanged,
+    it resumes."""
+    path = save_checkpoint(every_state, tmp_path / "same.pt")
+    model = TinyNet()
+    history = fit(model, TensorLoader(make_data(40, seed=1), 8), epochs=3, resume_from=path,
+                  **_fit_args(model, tmp_path))
+    assert [int(row["epoch"]) for row in history] == [1, 2, 3]
+
+
+SCALER_CRAFTED: dict[str, tuple[Any, str]] = {
+    "an empty scaler state": (lambda s: {}, "scaler"),
+    "a negative scale": (lambda s: {**s, "scale": -1.0}, "scaler.scale"),
+    "an infinite scale": (lambda s: {**s, "scale": float("inf")}, "scaler.scale"),
+    "a scale as text": (lambda s: {**s, "scale": "big"}, "scaler.scale"),
+    "a growth tracker of a fraction": (lambda s: {**s, "_growth_tracker": 0.5},
+                                       "scaler._growth_tracker"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SCALER_CRAFTED))
+def test_a_crafted_gradient_scaler_state_is_refused(
+    case: str, every_state: dict[str, Any], record_property: Any
+) -> None:
+    """The gradient scaler's state is checked against the scaler before anything loads."""
+    record_property("bad_input", "crafted checkpoint fields")
+    change, field = SCALER_CRAFTED[case]
+    live = torch.amp.GradScaler("cpu")
+    ck = dict(every_state, scaler=change(torch.amp.GradScaler("cpu").state_dict()))
+    model = TinyNet()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError, match=rf"crafted\.pt: field '{re.escape(field)}"):
+        restore_checkpoint(ck, model, opt, None, live, source="crafted.pt")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert len(opt.state) == 0

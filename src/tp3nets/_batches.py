@@ -109,8 +109,8 @@ def nothing_counted(y: Any, loss_fn: Callable[..., Tensor]) -> bool:
 
 
 def skipped_warning(counts: Mapping[str, int], where: str, *, training: bool) -> None:
-    """One warning for the batches a pass left out, by reason."""
-    import warnings
+    """One warning for the batches a pass left out, by reason (once a run in fit)."""
+    from . import _warn
 
     words = {
         "ignored": "had no target to count (every label was the loss's ignore_index)",
@@ -120,11 +120,11 @@ def skipped_warning(counts: Mapping[str, int], where: str, *, training: bool) ->
     }
     for reason, n in counts.items():
         if n:
-            warnings.warn(
+            _warn.warn(
                 f"{where}: {n} batch{'es' if n > 1 else ''} {words[reason]} and "
                 f"{'were' if n > 1 else 'was'} left out of "
                 + ("the training and the figures" if training else "the figures"),
-                UserWarning, stacklevel=3,
+                once=("skipped", training, reason),  # not per epoch: once a run
             )
 
 

@@ -146,11 +146,44 @@ def explain_timeout(exc: BaseException, where: str) -> BaseException | None:
         "timeout" not in text.lower()
     )):
         return None
+    stalled = stalled_ranks()
+    who = (
+        f"rank{'s' if len(stalled) > 1 else ''} {', '.join(map(str, stalled))} stalled or "
+        f"died (did not reach it)" if stalled else "a rank has stalled or died"
+    )
     return RuntimeError(
         f"rank {rank()}: waited more than {timeout_seconds():g} s for the other ranks "
-        f"during {where}: a rank has stalled or died (set {TIMEOUT_ENV} to wait longer). "
+        f"during {where}: {who} (set {TIMEOUT_ENV} to wait longer or shorter). "
         f"torch said: {text.strip().splitlines()[0] if text.strip() else type(exc).__name__}"
     )
+
+
+_WAITED: Final = "tp3nets/timed_out/"
+
+
+def stalled_ranks() -> list[int]:
+    """After this rank's collective timed out: the ranks that did not time out too.
+
+    Every rank whose collective times out says so in the process group's store, then
+    waits a short grace (a fifth of the timeout, 1 to 10 s) for the others to say so:
+    the ranks that stay silent never reached the collective, so they are the ones that
+    stalled (or died). An empty list when the store cannot tell.
+    """
+    import time
+
+    try:
+        store = dist.distributed_c10d._get_default_store()
+        world, me = world_size(), rank()
+        store.set_timeout(datetime.timedelta(seconds=5))
+        store.set(f"{_WAITED}{me}", "1")
+        said = {me}
+        deadline = time.monotonic() + min(10.0, max(1.0, timeout_seconds() / 5))
+        while len(said) < world and time.monotonic() < deadline:
+            said.update(r for r in range(world) if store.check([f"{_WAITED}{r}"]))
+            time.sleep(0.1)
+    except Exception:  # the store's host (rank 0) gone, or no store: no names
+        return []
+    return [r for r in range(world) if r not in said]
 
 
 def all_reduce_sum(t: Tensor) -> None:

@@ -6,13 +6,14 @@ import math
 import os
 import re
 import string
-import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Final, Literal, Protocol
 
-from torch import Tensor
+from torch import Tensor, nn
 
+from . import _state_checks as checks
+from . import _warn
 from ._checks import int_at_least
 from .ema import EMA
 from .loggers import CSVLogger, TensorBoardLogger
@@ -46,7 +47,11 @@ class Callback(Protocol):
     ``state_dict()`` and ``load_state_dict(state)`` has its state saved in full checkpoints
     and given back when ``fit(..., resume_from=...)`` continues the run; that state must
     hold only tensors, numbers, strings, lists and dicts (NumPy numbers and numeric arrays
-    are converted), which a safe load reads back. Callbacks with a
+    are converted), which a safe load reads back. A callback may also define
+    ``check_state_dict(state, model)``, which raises a ``ValueError`` saying what does not
+    fit: it is called when the checkpoint is read, before anything is restored, so that
+    a state that does not fit stops the run before it changes the model or takes a step.
+    Callbacks with a
     true ``runs_last`` attribute (:class:`ModelCheckpoint`) have their hooks called after
     the others', so that a checkpoint holds the others' state at the end of the epoch.
 
@@ -87,11 +92,11 @@ def _better(mode: str, value: float, best: float, min_delta: float) -> bool:
 
 
 def _nonfinite_warning(who: str, monitor: str, value: float, epoch: int, what: str) -> None:
-    warnings.warn(
-        f"{who}: {monitor} is {value} at epoch {epoch}, so {what}; a non-finite figure "
-        f"usually means NaN or inf in the data (check the validation set) or a diverging "
-        f"run",
-        UserWarning, stacklevel=3,
+    _warn.warn(
+        f"{who}: {monitor} is {value} at epoch {epoch}, so {what} (and so for any later "
+        f"epoch where it is not finite; said once a run); a non-finite figure usually means "
+        f"NaN or inf in the data (check the validation set) or a diverging run",
+        once=(who, monitor),
     )
 
 
@@ -147,8 +152,24 @@ class EarlyStopping:
             "best_state": self._best_state,
         }
 
+    def check_state_dict(self, state: dict[str, Any], model: nn.Module | None = None) -> None:
+        """Refuse a :meth:`state_dict` that does not fit (its best weights checked against
+        ``model``'s), before anything is loaded.
+
+        Raises:
+            ValueError: naming the entry.
+        """
+        checks.number(state.get("best"), "best")
+        checks.number(state.get("best_epoch"), "best_epoch", low=0, whole=True)
+        checks.number(state.get("wait"), "wait", low=0, whole=True)
+        if state.get("stopped_epoch") is not None:
+            checks.number(state["stopped_epoch"], "stopped_epoch", low=0, whole=True)
+        if state.get("best_state") is not None and model is not None:
+            checks.tensors_like(state["best_state"], model.state_dict(), "best_state")
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`state_dict`."""
+        self.check_state_dict(state)
         self.best = float(state["best"])
         self.best_epoch = int(state["best_epoch"])
         self.wait = int(state["wait"])
@@ -265,8 +286,20 @@ class ModelCheckpoint:
         """The best figure so far and the last file written, for full checkpoints."""
         return {"best": self.best, "last_saved": str(self.last_saved or "")}
 
+    def check_state_dict(self, state: dict[str, Any], model: nn.Module | None = None) -> None:
+        """Refuse a :meth:`state_dict` that does not fit, before anything is loaded.
+
+        Raises:
+            ValueError: naming the entry.
+        """
+        checks.number(state.get("best"), "best")
+        if not isinstance(state.get("last_saved"), str):
+            raise checks.StateMismatchError(
+                "last_saved", f"must be a file name or '', got {state.get('last_saved')!r}")
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`state_dict`."""
+        self.check_state_dict(state)
         self.best = float(state["best"])
         self.last_saved = Path(state["last_saved"]) if state["last_saved"] else None
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import random
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 
 from . import _distributed as dist_utils
+from . import _state_checks as checks
 from ._atomic import write_atomically
 from ._files import read_regular_file
 from .devices import bare_module
@@ -25,6 +27,7 @@ from .weights._api import (
     _first_line,
     _sniff_bytes,
     _uncompiled,
+    fitted_state,
 )
 
 __all__ = [
@@ -317,6 +320,23 @@ def check_checkpoint(ckpt: dict[str, Any], *, source: str = "the checkpoint") ->
         )
     ):
         raise bad("callbacks", "a list of {'class', 'state'} entries")
+    ranks = ckpt.get("rng_ranks")
+    if ranks is not None and not isinstance(ranks, list):
+        raise bad("rng_ranks", "a list of RNG states, one a rank, or None")
+    with _fields_of(source):
+        if ckpt.get("rng") is not None:
+            checks.rng_state(ckpt["rng"], "rng")
+        for r, rng in enumerate(ranks or []):
+            checks.rng_state(rng, f"rng_ranks[{r}]")
+
+
+@contextlib.contextmanager
+def _fields_of(source: str) -> Iterator[None]:
+    """A saved state that does not fit, as a CheckpointError naming the file and field."""
+    try:
+        yield
+    except checks.StateMismatchError as exc:
+        raise CheckpointError(f"{source}: {exc}") from None
 
 
 def _check_history(ckpt: dict[str, Any], bad: Any) -> None:
@@ -342,15 +362,21 @@ def restore_checkpoint(
     scaler: Any,
     *,
     source: str,
+    callbacks: Sequence[Any] = (),
 ) -> tuple[int, History]:
     """Load a checkpoint's states into the run's objects; return ``(epoch, history)``.
 
+    Everything is checked first (:func:`check_resumable`, the callbacks' states
+    included), so a checkpoint that does not fit changes nothing. The callbacks' states
+    are given back later, by :func:`restore_callbacks`, after their ``on_fit_start``.
+
     Raises:
         CheckpointError: the checkpoint was saved from another model class, with another
-            optimizer or scheduler class, or without the scheduler given; its weights or
-            optimizer state do not fit. Nothing is loaded when the classes differ.
+            optimizer or scheduler class, or without the scheduler given; its weights,
+            optimizer, scheduler, scaler or callback states do not fit.
     """
-    check_resumable(ckpt, model, optimizer, scheduler, source=source)
+    check_resumable(ckpt, model, optimizer, scheduler, source=source, scaler=scaler,
+                    callbacks=callbacks)
     bare = bare_module(model)
     load_weights_into(bare, ckpt["model"], source=source)
     if ckpt.get("optimizer") is not None:
@@ -383,6 +409,8 @@ def check_resumable(
     scheduler: Any,
     *,
     source: str = "the checkpoint",
+    scaler: Any = None,
+    callbacks: Sequence[Any] = (),
 ) -> None:
     """Refuse to resume ``ckpt`` into a run it does not belong to, before loading anything.
 
@@ -392,8 +420,14 @@ def check_resumable(
     scheduler's would silently give another schedule. ``optimizer=None`` checks the model
     alone (for a check before the optimizer is built).
 
+    Then every state is checked against what it will be loaded into, so that none
+    fails inside torch or at the first step: the optimizer's groups and per-parameter
+    state (shapes, kinds, steps) against the parameters, the scheduler's and the
+    gradient scaler's against theirs, and each callback's through its
+    ``check_state_dict(state, model)`` where it has one.
+
     Raises:
-        CheckpointError: naming ``source`` and what differs.
+        CheckpointError: naming ``source``, the field and what differs.
     """
     check_checkpoint(ckpt, source=source)
     bare = bare_module(model)
@@ -401,6 +435,7 @@ def check_resumable(
         raise CheckpointError(
             f"{source} was saved from a {ckpt.get('model_class')}, not a {type(bare).__name__}"
         )
+    fitted_state(bare, ckpt["model"], source=source)  # loads nothing
     if optimizer is None:
         return
     saved = ckpt.get("optimizer_class")  # absent from checkpoints of tp3nets <= 0.1.0
@@ -420,14 +455,58 @@ def check_resumable(
             f"{source} was saved with the {saved} scheduler, not the "
             f"{type(scheduler).__name__} given; resume with the same scheduler"
         )
+    with _fields_of(source):
+        if ckpt.get("optimizer") is not None:
+            checks.optimizer_state(ckpt["optimizer"], optimizer)
+        if scheduler is not None and ckpt.get("scheduler") is not None:
+            checks.like(ckpt["scheduler"], scheduler.state_dict(), "scheduler")
+        if scaler is not None and ckpt.get("scaler") is not None:
+            checks.scaler_state(ckpt["scaler"], scaler.state_dict())
+    _check_callbacks_fit(ckpt, callbacks, bare, source)
 
 
-def restore_callbacks(ckpt: dict[str, Any], callbacks: Sequence[Any]) -> None:
-    """Give each callback back its saved state (matched by position and class name)."""
-    saved = ckpt.get("callbacks") or []
-    for cb, entry in zip(callbacks, saved, strict=False):
-        if entry is None or entry.get("class") != type(cb).__name__:
-            continue
+def _callback_entries(
+    ckpt: dict[str, Any], callbacks: Sequence[Any]
+) -> Iterator[tuple[int, Any, dict[str, Any]]]:
+    """``(index, callback, saved entry)`` for each callback whose state is restored:
+    matched by position and class name."""
+    for i, (cb, entry) in enumerate(zip(callbacks, ckpt.get("callbacks") or [], strict=False)):
+        if entry is not None and entry.get("class") == type(cb).__name__:
+            yield i, cb, entry
+
+
+def _callback_error(source: str, i: int, entry: dict[str, Any], exc: Exception) -> CheckpointError:
+    return CheckpointError(
+        f"{source}: field 'callbacks[{i}]' (the state of {entry['class']}) does not fit: "
+        f"{_first_line(exc)}"
+    )
+
+
+def _check_callbacks_fit(
+    ckpt: dict[str, Any], callbacks: Sequence[Any], model: nn.Module, source: str
+) -> None:
+    for i, cb, entry in _callback_entries(ckpt, callbacks):
+        check = getattr(cb, "check_state_dict", None)
+        if callable(check):
+            try:
+                check(entry["state"], model)
+            except (ValueError, TypeError, KeyError) as exc:
+                raise _callback_error(source, i, entry, exc) from None
+
+
+def restore_callbacks(
+    ckpt: dict[str, Any], callbacks: Sequence[Any], *, source: str = "the checkpoint"
+) -> None:
+    """Give each callback back its saved state (matched by position and class name).
+
+    Raises:
+        CheckpointError: a callback's ``load_state_dict`` refused its state (a
+            ``ValueError``, ``TypeError`` or ``KeyError``), naming the file and the field.
+    """
+    for i, cb, entry in _callback_entries(ckpt, callbacks):
         load = getattr(cb, "load_state_dict", None)
         if callable(load):
-            load(entry["state"])
+            try:
+                load(entry["state"])
+            except (ValueError, TypeError, KeyError) as exc:
+                raise _callback_error(source, i, entry, exc) from None

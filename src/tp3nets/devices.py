@@ -4,7 +4,6 @@ included) and moving batches there."""
 from __future__ import annotations
 
 import sys
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from . import _distributed as dist_utils
+from . import _warn
 
 __all__ = ["resolve_device"]
 
@@ -65,12 +65,12 @@ def resolve_device(
             if dist_utils.gpus_for_every_process():
                 return torch.device("cuda", dist_utils.local_rank())
             if dist_utils.local_rank() == 0:
-                warnings.warn(
+                _warn.warn(
                     f"torchrun started {dist_utils.local_world_size()} processes on this "
                     f"node, which has {torch.cuda.device_count()} CUDA device(s): not enough "
                     f"for one each, so they run where the model is; pass device='cpu' to "
                     f"say so, or start at most {torch.cuda.device_count()} processes a node",
-                    UserWarning, stacklevel=3,
+                    once="processes per device",
                 )
         first = next(model.parameters(), None) if model is not None else None
         if first is not None and first.device.type != "meta":

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from . import _state_checks as checks
 from .state import FitState
 
 __all__ = ["EMA"]
@@ -189,6 +190,22 @@ class EMA:
             "live": None if self._live is None else dict(
                 zip(self._names, (t.clone() for t in self._live), strict=True)),
         }
+
+    def check_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
+        """Refuse a :meth:`state_dict` that does not fit ``model`` (the average's and the
+        live weights' names, shapes and kinds; the counters), before anything is loaded.
+
+        Raises:
+            ValueError: naming the entry.
+        """
+        tracked = {n: t for n, t in [*model.named_parameters(), *model.named_buffers()]
+                   if t.is_floating_point()}
+        checks.tensors_like(state.get("average"), tracked, "average")
+        if state.get("live") is not None:
+            checks.tensors_like(state["live"], tracked, "live")
+        checks.number(state.get("num_updates"), "num_updates", low=0, whole=True)
+        if state.get("steps") is not None:
+            checks.number(state["steps"], "steps", low=0, whole=True)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`state_dict` (after ``on_fit_start``, as fit calls it)."""

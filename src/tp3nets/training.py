@@ -21,7 +21,6 @@ import math
 import os
 import sys
 import time
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final, Literal
 
@@ -29,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from . import _distributed as dist_utils
+from . import _warn
 from ._batches import check_loader, default_unpack
 from ._checks import int_at_least
 from ._malloc import reuse_freed_memory
@@ -190,20 +190,21 @@ def fit(
         >>> len(history), sorted(history.keys())
         (2, ['acc', 'epoch', 'loss', 'lr', 'time'])
     """
-    run = _FitRun(
-        model, train_loader, val_loader, epochs=epochs, optimizer=optimizer, loss_fn=loss_fn,
-        metrics=metrics, device=device, scheduler=scheduler,
-        scheduler_interval=scheduler_interval, precision=precision,
-        grad_clip_norm=grad_clip_norm, accumulate_grad_batches=accumulate_grad_batches,
-        callbacks=callbacks, progress=progress, channels_last=channels_last,
-        compile=compile, monitor=monitor, monitor_mode=monitor_mode, unpack=unpack,
-    )
-    run.start(resume_from)
-    for epoch in range(run.state.epoch + 1, run.epochs + 1):
-        if run.state.stop_training:
-            break
-        run.run_epoch(epoch)
-    return run.finish()
+    with _warn.once_per_run():  # a warning that holds every epoch is said once
+        run = _FitRun(
+            model, train_loader, val_loader, epochs=epochs, optimizer=optimizer,
+            loss_fn=loss_fn, metrics=metrics, device=device, scheduler=scheduler,
+            scheduler_interval=scheduler_interval, precision=precision,
+            grad_clip_norm=grad_clip_norm, accumulate_grad_batches=accumulate_grad_batches,
+            callbacks=callbacks, progress=progress, channels_last=channels_last,
+            compile=compile, monitor=monitor, monitor_mode=monitor_mode, unpack=unpack,
+        )
+        run.start(resume_from)
+        for epoch in range(run.state.epoch + 1, run.epochs + 1):
+            if run.state.stop_training:
+                break
+            run.run_epoch(epoch)
+        return run.finish()
 
 
 class _FitRun:
@@ -281,7 +282,6 @@ class _FitRun:
             is_main=self.is_main, scaler=self.precision.scaler, callbacks=self.callbacks,
             figures=self.figures,
         )
-        self.warned_nonfinite = False
 
     def start(self, resume_from: str | os.PathLike[str] | Mapping[str, Any] | None) -> None:
         """Resume from a checkpoint if asked, wrap the model for torchrun or
@@ -296,7 +296,7 @@ class _FitRun:
                 ckpt, source = load_checkpoint(resume_from, device="cpu"), str(resume_from)
             self.state.epoch, history = restore_checkpoint(
                 ckpt, self.model, self.optimizer, self.scheduler, self.precision.scaler,
-                source=source,
+                source=source, callbacks=self.callbacks,
             )
             history.monitor, history.mode = self.monitor, self.monitor_mode
             self.state.history = history
@@ -306,7 +306,7 @@ class _FitRun:
             dist_utils.check_same_batches(self.train_loader, "train_loader")
         _call(self.callbacks, "on_fit_start", self.state)
         if ckpt is not None:
-            restore_callbacks(ckpt, self.callbacks)
+            restore_callbacks(ckpt, self.callbacks, source=source)
             # A run that a callback stopped stays stopped, as it would have without a break.
             self.state.stop_training = bool(ckpt.get("stop_training", False))
 
@@ -374,13 +374,12 @@ class _FitRun:
         """Say it once, loudly, when the monitored figure is NaN or infinite: the best
         epoch, the callbacks and ReduceLROnPlateau cannot use it."""
         value = row.get(self.monitor)
-        if self.warned_nonfinite or value is None or math.isfinite(value):
+        if value is None or math.isfinite(value):
             return
-        self.warned_nonfinite = True
-        warnings.warn(
+        _warn.warn(
             f"fit: the monitored {self.monitor} is {value} at epoch {int(row['epoch'])}; "
             f"it cannot pick a best epoch (NaN or inf in the validation data, or a "
-            f"diverging run?)", UserWarning, stacklevel=4,
+            f"diverging run?)", once=("fit monitor", self.monitor),
         )
 
     def _train(self, epoch: int) -> dict[str, float]:

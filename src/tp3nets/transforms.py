@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from . import _locate
+from .images import standard_mode
 
 __all__ = ["DigitImage", "MNISTPreprocess"]
 
@@ -22,26 +23,13 @@ def _pil_to_float(img: Any) -> Tensor:
 
     if img.getexif().get(0x0112, 1) != 1:  # phone photos store their rotation in EXIF
         img = ImageOps.exif_transpose(img)  # (a copy, so only when there is one to apply)
-    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
-        # 16- and 32-bit images: convert("L") would clip them at 255; scale by their range.
-        f32 = img.convert("F")  # native-endian float32 samples
-        data = torch.frombuffer(bytearray(f32.tobytes()), dtype=torch.float32)
-        if img.mode.startswith("I;16"):
-            top = 65535.0
-        elif img.mode == "F" and float(data.max()) <= 1.0:
-            top = 1.0
-        else:
-            top = max(float(data.max()), 1.0)
-        _check_finite(data, f"image (mode {img.mode})")
-        x = (data / top).clamp_(0.0, 1.0)
-        return x.reshape(1, img.height, img.width)
-    transparent = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
-    gray = img.mode in ("1", "L", "LA", "La", "I", "F") or (
-        img.mode in ("P", "PA") and img.palette is not None and img.palette.mode == "L")
-    mode = ("LA" if gray else "RGBA") if transparent else ("L" if gray else "RGB")
-    if img.mode != mode:
-        img = img.convert(mode)
-    channels = len(mode)
+    mode = img.mode
+    img = standard_mode(img)  # every Pillow mode: L, LA, RGB, RGBA, or F in [0, 1]
+    if img.mode == "F":  # 16- and 32-bit images, scaled by their depth, not clipped
+        data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.float32)
+        _check_finite(data, f"image (mode {mode})")
+        return data.reshape(1, img.height, img.width)
+    channels = len(img.mode)
     if max(img.size) >= 2 * _locate.WORK_SIDE and channels in (1, 3):
         # A phone photo: shrink it by whole factors (box averaging, in Pillow's C code)
         # before making floats of 12 Mpixels; _locate brings it to its working size.

@@ -8,7 +8,6 @@ import io
 import os
 import re
 import sys
-import warnings
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ import torch
 from torch import Tensor, nn
 from typing_extensions import Self
 
+from .. import _warn
 from .._files import DigestError, NotRegularFileError, read_regular_file
 
 if TYPE_CHECKING:
@@ -535,11 +535,9 @@ def _fit_keys(model: nn.Module, state: dict[str, Tensor], source: str) -> dict[s
         prefix = common[:end]
         stripped = {k[end:]: v for k, v in state.items()}
         if _own_keys(model, stripped) == own:
-            warnings.warn(
+            _warn.warn(
                 f"{source}: removed the prefix {prefix!r} that every key carries, so that "
-                f"its keys fit {type(model).__name__}",
-                UserWarning,
-                stacklevel=3,
+                f"its keys fit {type(model).__name__}", once=("prefix", source, prefix)
             )
             return stripped
     return state
@@ -589,6 +587,18 @@ def load_weights_into(
         ...
         tp3nets.weights._api.CheckpointError: net.pt does not fit ConvNet2: ...
     """
+    model.load_state_dict(fitted_state(model, state_dict, source=source), strict=True)
+
+
+def fitted_state(
+    model: nn.Module, state_dict: Mapping[str, Tensor], *, source: str = "checkpoint"
+) -> dict[str, Tensor]:
+    """``state_dict`` checked against ``model`` and keyed as it expects, loading nothing:
+    what :func:`load_weights_into` loads, for a check before anything is loaded.
+
+    Raises:
+        CheckpointError: as :func:`load_weights_into`.
+    """
     if not isinstance(state_dict, Mapping):
         raise CheckpointError(
             f"{source} does not hold a state dict (a mapping of tensors), but a "
@@ -634,4 +644,4 @@ def load_weights_into(
             f"{source} does not fit {type(model).__name__}: " + "; ".join(parts) + hint
         )
     _check_dtypes(model, state_dict, source)
-    model.load_state_dict(state_dict, strict=True)
+    return dict(state_dict)
