@@ -43,6 +43,9 @@ WORK_SIDE: Final = 384
 SMALL_SIDE: Final = 96
 #: Ink weaker than this (a fraction of the paper's brightness) is no ink at all.
 MIN_CONTRAST: Final = 0.15
+#: Pieces whose outline is softer than this (the brightness gradient across it over their
+#: darkness, in 1/pixel: an edge about 1/SOFT_EDGE pixels wide) are shading, not ink.
+SOFT_EDGE: Final = 0.1
 #: Reasons for "no digit", as :attr:`Located.reason` gives them.
 BLANK: Final = "blank: no ink on the picture"
 EDGES_ONLY: Final = "ink only along the picture's edges (paper edge, table, shadow)"
@@ -51,6 +54,7 @@ SEVERAL: Final = "several marks side by side (a number of several digits, or tex
 TOO_WIDE: Final = "a mark much wider than a digit (a line, a word)"
 TEXTURE: Final = "ink all over the picture (a texture or pattern), no single digit"
 SPECKS: Final = "only specks, no stroke of a digit"
+SHADE: Final = "only shadows or shading (soft edges), no ink"
 
 
 @dataclass(frozen=True)
@@ -108,11 +112,22 @@ def light_ink(lum: Tensor) -> bool:
     place = (ground - low) / (high - low)
     if place < 0.25 or place > 0.75:
         return place < 0.25
-    step = max(1, min(h, w) // 64)
+    # A shadow or a table along the border: the picture's own median is the ground where
+    # the ink covers less than half of it (a big, bold digit can cover much of the border).
+    place = (float(_quantiles(lum, (0.5,))[0]) - low) / (high - low)
+    if place < 0.35 or place > 0.65:
+        return place < 0.35
+    from scipy import ndimage
+
+    step = max(1, min(h, w) // 32)  # a median filter's cost grows with its window
     small = F.avg_pool2d(lum[None, None], step, stride=step, ceil_mode=True) if step > 1 \
         else lum[None, None]
     k = max(3, (min(small.shape[-2:]) // 4) | 1)
-    shading = F.avg_pool2d(F.pad(small, (k // 2,) * 4, mode="replicate"), k, stride=1)
+    # A local median, not a mean: it is the ground's level wherever the ground is most of
+    # the window, so the ink stands out on one side only, even for thick strokes (a mean
+    # pulled towards thick ink puts the paper beside it in the other tail).
+    shading = torch.from_numpy(ndimage.median_filter(small[0, 0].numpy(), size=k,
+                                                     mode="nearest"))[None, None]
     shading = F.interpolate(shading, size=(h, w), mode="bilinear", align_corners=False)
     low, high = _quantiles(lum - shading[0, 0], (0.002, 0.998))
     return high > -low + 1e-3
@@ -195,6 +210,19 @@ def ink_map(x: Tensor, invert: bool | None = None) -> Tensor:
     coarse estimate of the paper, the second divides by a paper estimate that follows
     shadows' edges, made with the strokes' width.
     """
+    return _ink(x, invert).ink
+
+
+@dataclass(frozen=True)
+class _Ink:
+    """An ink map and what it was measured on."""
+
+    ink: Tensor  # (H, W) ink strength: 1 - picture / paper, in [0, 1]
+    drop: Tensor  # (H, W) paper - picture, unclamped: the ink's darkness in absolute terms
+    source: Tensor  # (C, H, W) the picture as read (dark ink), whose edges tell ink from shade
+
+
+def _ink(x: Tensor, invert: bool | None = None) -> _Ink:
     lum = luminance(x)
     dark_ink = not light_ink(lum) if invert is None else invert
     if not dark_ink:
@@ -214,8 +242,19 @@ def ink_map(x: Tensor, invert: bool | None = None) -> Tensor:
     # The strokes' width is measured on the strongest ink only: a shadow's edge (weaker
     # than a pen) would make a wide "stroke" and a closing too wide to follow it.
     threshold, level = _threshold(first)
-    mask = first > max(threshold, 0.6 * level)
-    return _darkness(x, paper_brightness(x, stroke_width(mask)))
+    # (The noise threshold is capped: a dark table's grain, divided by little, can lift it
+    # above the strongest ink and leave no stroke to measure.)
+    mask = first > max(min(threshold, 0.8 * level), 0.6 * level)
+    paper = paper_brightness(x, stroke_width(mask))
+    drop = paper - x
+    drop = drop.amax(dim=0) if drop.shape[0] > 1 else drop[0]
+    if max(drop.shape) > 2 * SMALL_SIDE:
+        drop = _mean3(drop)
+    return _Ink(_darkness(x, paper), drop, x)
+
+
+def _mean3(x: Tensor) -> Tensor:
+    return F.avg_pool2d(x[None, None], 3, stride=1, padding=1, count_include_pad=False)[0, 0]
 
 
 def _darkness(x: Tensor, paper: Tensor) -> Tensor:
@@ -225,20 +264,24 @@ def _darkness(x: Tensor, paper: Tensor) -> Tensor:
         return ink
     # A 3x3 mean on photo-sized pictures: sensor noise, strongest where dark paper was
     # divided by little, falls by three; strokes two pixels wide and more keep their core.
-    return F.avg_pool2d(ink[None, None], 3, stride=1, padding=1, count_include_pad=False)[0, 0]
+    return _mean3(ink)
 
 
-def _threshold(ink: Tensor) -> tuple[float, float]:
+def _threshold(ink: Tensor, where: Tensor | None = None) -> tuple[float, float]:
     """The ink threshold and the strongest ink's level of an ink map.
 
     The threshold clears the paper's grain (six robust standard deviations above its
     median) and a third of the strongest ink; the level is the 99.9th percentile, so a
-    few hot pixels do not set it.
+    few hot pixels do not set it. With ``where``, the level is that of the pixels it
+    marks (the others count as no ink).
     """
     flat = ink.flatten()
     sample = flat[:: flat.numel() // (1 << 16) + 1] if flat.numel() > 1 << 16 else flat
     median = float(sample.median())
     spread = float((sample - median).abs().median()) * 1.4826
+    if where is not None:
+        flat = torch.where(where.flatten(), flat, torch.zeros_like(flat))
+        sample = flat[:: flat.numel() // (1 << 16) + 1] if flat.numel() > 1 << 16 else flat
     level = float(torch.quantile(flat.float() if flat.numel() <= 1 << 24 else sample,
                                  0.999))
     return max(median + 6.0 * spread, 0.35 * level, 0.08), level
@@ -320,6 +363,54 @@ def _parts(mask: Tensor, ink: Tensor) -> tuple[Tensor, list[_Part]]:
         if s is not None
     ]
     return torch.from_numpy(labels_np.astype(np.int64)), parts
+
+
+def _noise_floor(drop: Tensor) -> float:
+    """The darkness (paper - picture, absolute) that the paper's own noise and grain reach:
+    six robust standard deviations above its median. Dividing by the paper makes the noise
+    of a dark table or a deep shadow as strong as ink; in absolute terms it stays small."""
+    flat = drop.flatten()
+    sample = flat[:: flat.numel() // (1 << 16) + 1] if flat.numel() > 1 << 16 else flat
+    median = float(sample.median())
+    spread = float((sample - median).abs().median()) * 1.4826
+    return max(median + 6.0 * spread, 0.02)
+
+
+def _edge_sharpness(labels: Tensor, parts: list[_Part], source: Tensor,
+                    drop: Tensor) -> dict[int, float]:
+    """Per piece: how steep the picture is across its outline, for its darkness (the
+    median, over a band of three pixels along the outline, of the brightness gradient over
+    the piece's median darkness; 1 / the edge's width in pixels).
+
+    Ink is laid on paper with an edge as sharp as the lens and the pen make it (one to
+    three pixels); a shadow's or a lighting ramp's edge is soft, and where the paper's
+    estimate fills the narrow tip of a shadow, that piece's outline runs on into the shadow
+    with no edge at all."""
+    import numpy as np
+    from scipy import ndimage
+
+    if not parts:
+        return {}
+    img = source.mean(dim=0) if source.shape[0] > 1 else source[0]
+    if max(img.shape) > 2 * SMALL_SIDE:
+        img = _mean3(img)
+    a = img.numpy()
+    gy = np.zeros_like(a)
+    gx = np.zeros_like(a)
+    gy[1:-1] = (a[2:] - a[:-2]) / 2
+    gx[:, 1:-1] = (a[:, 2:] - a[:, :-2]) / 2
+    grad = np.hypot(gx, gy)
+    lab = labels.numpy()
+    outer = ndimage.grey_dilation(lab, size=3)
+    inner = ndimage.grey_erosion(lab, size=3)
+    band = np.where(outer != inner, outer, 0)
+    index = np.array([p.label for p in parts])
+    # (Medians of the labelled pixels only: ndimage.median sorts the whole picture.)
+    on_band, on_ink = band > 0, lab > 0
+    edge = ndimage.median(grad[on_band], band[on_band], index)
+    dark = ndimage.median(drop.numpy()[on_ink], lab[on_ink], index)
+    return {int(i): float(e) / max(float(d), 1e-3)
+            for i, e, d in zip(index, np.atleast_1d(edge), np.atleast_1d(dark), strict=True)}
 
 
 def _touches_edges(part: _Part, labels: Tensor) -> bool:
@@ -421,25 +512,47 @@ def locate_digit(x: Tensor, invert: bool | None = None) -> Located:
         A :class:`Located` with the digit's ink cropped to its strokes, or why there is no
         single digit.
     """
+    import numpy as np
+
     work = to_working_size(x.float())
-    if max(work.shape[-2:]) <= SMALL_SIDE:
+    small = max(work.shape[-2:]) <= SMALL_SIDE
+    if small:
         # A small picture is a crop of one digit (a low-resolution scan, a cut-out box of a
         # form): its strokes may touch its edges. A margin of its own border's colour lets
         # the closing see paper around them and keeps them from counting as the edge.
         work = _pad_with_border(work)
-    ink = ink_map(work, invert)
+    measured = _ink(work, invert)
+    ink = measured.ink
     h, w = ink.shape
-    threshold, level = _threshold(ink)
+    # Ink is darker than the paper by more than the paper's noise, in absolute terms: a
+    # dark table's or a deep shadow's noise, divided by little paper, is not.
+    allowed = measured.drop > _noise_floor(measured.drop)
+    threshold, level = _threshold(ink, allowed)
     if level < MIN_CONTRAST:
         return Located(torch.zeros(1, h, w), False, BLANK)
-    mask = ink > threshold
-    mask, had_lines = _remove_ruled_lines(mask)
-    labels, parts = _parts(mask, ink)
+    shaded = False
+    for _ in range(2):
+        mask = (ink > threshold) & allowed
+        mask, had_lines = _remove_ruled_lines(mask)
+        labels, parts = _parts(mask, ink)
+        sharpness = _edge_sharpness(labels, parts, measured.source, measured.drop)
+        shade = [p.label for p in parts if sharpness[p.label] < SOFT_EDGE]
+        if not shade:
+            break
+        # Shading (a shadow's soft edge, the tip of a shadow the paper's estimate filled)
+        # is not ink: the threshold and the strongest ink's level are taken again without
+        # it, so a shadow's depth does not set how dark the digit must be.
+        shaded = True
+        region = torch.from_numpy(np.isin(labels.numpy(), shade))
+        region = F.max_pool2d(region[None, None].float(), 5, stride=1, padding=2)[0, 0] > 0
+        allowed = allowed & ~region
+        threshold, level = _threshold(ink, allowed)
+        if level < MIN_CONTRAST:
+            return Located(ink.clamp(0.0, 1.0)[None], False, SHADE)
+    parts = [p for p in parts if sharpness[p.label] >= SOFT_EDGE]
     # Hysteresis: a piece is ink only if it holds some strong ink.
     strong = 0.5 * level
     if parts:
-        import numpy as np
-
         with_strong = set(np.unique(labels.numpy()[ink.numpy() >= strong]).tolist())
         parts = [p for p in parts if p.label in with_strong]
     whole = ink.clamp(0.0, 1.0)[None]
@@ -448,7 +561,8 @@ def locate_digit(x: Tensor, invert: bool | None = None) -> Located:
     edge_parts = _edge_parts(parts, labels, mask)
     parts = [p for p in parts if p not in edge_parts]
     if not parts:
-        reason = LINES_ONLY if had_lines else EDGES_ONLY if edge_parts else BLANK
+        reason = (LINES_ONLY if had_lines else EDGES_ONLY if edge_parts else SHADE if shaded
+                  else BLANK)
         return Located(torch.zeros_like(whole) if reason == BLANK else whole, False, reason)
     biggest = max(p.mass for p in parts)
     significant = [p for p in parts if p.mass >= 0.1 * biggest]
@@ -492,12 +606,20 @@ def locate_digit(x: Tensor, invert: bool | None = None) -> Located:
         keep[top:bottom, left:right] |= labels[top:bottom, left:right] == p.label
     # Keep the soft edge of the strokes (anti-aliasing) around the thresholded ink.
     keep = F.max_pool2d(keep[None, None].float(), 3, stride=1, padding=1)[0, 0] > 0
-    strokes = torch.where(keep, ink, torch.zeros_like(ink))
     core = ink[keep & (ink > threshold)]
     full = float(torch.quantile(core.float(), 0.9)) if core.numel() else level
-    # Ink from the threshold's half (the soft edge of a stroke, blur between strokes) up to
-    # the strokes' core maps to 0..1: MNIST's strokes are saturated with a thin soft edge.
-    floor = 0.5 * threshold
+    if small:
+        # A low-resolution digit (an 8x8 scan, upscaled): a pixel half covered by a stroke
+        # is half as dark, and a threshold made for sharp strokes would cut the strokes
+        # where they cross pixel boundaries. All the ink in the digit's box counts, down to
+        # the paper's noise.
+        strokes = torch.where(allowed, ink, torch.zeros_like(ink))
+        floor = 0.1 * full
+    else:
+        strokes = torch.where(keep, ink, torch.zeros_like(ink))
+        # Ink from the threshold's half (the soft edge of a stroke, blur between strokes) up
+        # to the strokes' core maps to 0..1: MNIST's strokes are saturated with a thin edge.
+        floor = 0.5 * threshold
     crop = ((strokes[top:bottom, left:right] - floor) / max(full - floor, 1e-3)).clamp(0, 1)
     crop = torch.where(crop < 0.1, torch.zeros_like(crop), crop)[None]
     height, width = bottom - top, right - left
