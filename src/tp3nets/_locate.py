@@ -46,6 +46,9 @@ MIN_CONTRAST: Final = 0.15
 #: Pieces whose outline is softer than this (the brightness gradient across it over their
 #: darkness, in 1/pixel: an edge about 1/SOFT_EDGE pixels wide) are shading, not ink.
 SOFT_EDGE: Final = 0.1
+#: Pieces with more than this share of a ring just outside them no brighter than their
+#: ink are the edge of something darker (a table, a shadow), not ink on paper.
+OPEN_OUTLINE: Final = 0.35
 #: Reasons for "no digit", as :attr:`Located.reason` gives them.
 BLANK: Final = "blank: no ink on the picture"
 EDGES_ONLY: Final = "ink only along the picture's edges (paper edge, table, shadow)"
@@ -95,11 +98,13 @@ def to_working_size(x: Tensor, side: int = WORK_SIDE) -> Tensor:
 def light_ink(lum: Tensor) -> bool:
     """Whether the ink is lighter than the ground (a canvas, chalk, MNIST itself).
 
-    The ground is the median of the picture's border. Near the darkest end of the
-    picture's range, the ink is light; near the brightest, dark. In between (a shadow
-    across the border), the picture's shading (a local mean) is taken away and the ink is
-    whichever tail of what remains reaches farther: a shadow's edge adds as much to both
-    tails, sparse ink to one. A tie (a blank page) reads as dark ink.
+    The ground is the median of the picture's border, where the border is of one level.
+    Near the darkest end of the picture's range, the ink is light; near the brightest,
+    dark. Otherwise (a shadow or a table along the border) the picture's own median is
+    the ground when it lies near one end. In between, the picture's shading (a local
+    median) is taken away and the ink is whichever tail of what remains reaches farther:
+    a shadow's edge adds to both tails, sparse ink to one. Light ink must reach clearly
+    farther (a deep shadow lifts the light tail), and a tie (a blank page) reads as dark.
     """
     h, w = lum.shape
     band = max(1, round(0.03 * min(h, w)))
@@ -110,13 +115,15 @@ def light_ink(lum: Tensor) -> bool:
     if high - low < 1e-3:
         return False
     place = (ground - low) / (high - low)
-    if place < 0.25 or place > 0.75:
+    quartiles = _quantiles(border, (0.25, 0.75))
+    # (A border half in a shadow or on a table is no one level: then it does not decide.)
+    if (place < 0.25 or place > 0.75) and quartiles[1] - quartiles[0] < 0.3 * (high - low):
         return place < 0.25
     # A shadow or a table along the border: the picture's own median is the ground where
     # the ink covers less than half of it (a big, bold digit can cover much of the border).
     place = (float(_quantiles(lum, (0.5,))[0]) - low) / (high - low)
-    if place < 0.35 or place > 0.65:
-        return place < 0.35
+    if place < 0.2 or place > 0.65:
+        return place < 0.2
     from scipy import ndimage
 
     step = max(1, min(h, w) // 32)  # a median filter's cost grows with its window
@@ -130,7 +137,10 @@ def light_ink(lum: Tensor) -> bool:
                                                      mode="nearest"))[None, None]
     shading = F.interpolate(shading, size=(h, w), mode="bilinear", align_corners=False)
     low, high = _quantiles(lum - shading[0, 0], (0.002, 0.998))
-    return high > -low + 1e-3
+    # A deep shadow over much of a window puts its median at the shadow's level and the lit
+    # paper beside it in the light tail: light ink must reach clearly farther to count.
+    # (Dark ink on light paper is what photos of writing hold.)
+    return high > 1.5 * -low + 1e-3
 
 
 def _quantiles(x: Tensor, qs: tuple[float, ...]) -> list[float]:
@@ -254,6 +264,7 @@ def _ink(x: Tensor, invert: bool | None = None) -> _Ink:
 
 
 def _mean3(x: Tensor) -> Tensor:
+    """(H, W) averaged over 3×3 windows, the same size."""
     return F.avg_pool2d(x[None, None], 3, stride=1, padding=1, count_include_pad=False)[0, 0]
 
 
@@ -385,7 +396,8 @@ def _edge_sharpness(labels: Tensor, parts: list[_Part], source: Tensor,
     Ink is laid on paper with an edge as sharp as the lens and the pen make it (one to
     three pixels); a shadow's or a lighting ramp's edge is soft, and where the paper's
     estimate fills the narrow tip of a shadow, that piece's outline runs on into the shadow
-    with no edge at all."""
+    with no edge at all. A piece that is not brighter-bounded (much of a ring just outside
+    it is no brighter than it) scores 0: it is the edge of a table or a shadow."""
     import numpy as np
     from scipy import ndimage
 
@@ -407,10 +419,21 @@ def _edge_sharpness(labels: Tensor, parts: list[_Part], source: Tensor,
     index = np.array([p.label for p in parts])
     # (Medians of the labelled pixels only: ndimage.median sorts the whole picture.)
     on_band, on_ink = band > 0, lab > 0
-    edge = ndimage.median(grad[on_band], band[on_band], index)
-    dark = ndimage.median(drop.numpy()[on_ink], lab[on_ink], index)
-    return {int(i): float(e) / max(float(d), 1e-3)
-            for i, e, d in zip(index, np.atleast_1d(edge), np.atleast_1d(dark), strict=True)}
+    edge = np.atleast_1d(ndimage.median(grad[on_band], band[on_band], index))
+    dark = np.atleast_1d(ndimage.median(drop.numpy()[on_ink], lab[on_ink], index))
+    # Ink lies on paper: two pixels outside its outline the picture is brighter all around
+    # it. Where much of that ring is no brighter than the piece, the piece is the light
+    # edge of something darker (a strip along a table, a shadow's tip) or a part of it.
+    level = np.atleast_1d(ndimage.median(a[on_ink], lab[on_ink], index))
+    near = ndimage.grey_dilation(lab, size=5)
+    ring = (near > 0) & (outer == 0)
+    bright = np.zeros(int(lab.max()) + 1, dtype=np.float64)
+    bright[index] = level + 0.3 * dark
+    dim = (a < bright[near]) & ring
+    counts = np.bincount(near[ring], minlength=len(bright))
+    open_part = np.bincount(near[dim], minlength=len(bright)) / np.maximum(counts, 1)
+    return {int(i): 0.0 if open_part[i] > OPEN_OUTLINE else float(e) / max(float(d), 1e-3)
+            for i, e, d in zip(index, edge, dark, strict=True)}
 
 
 def _touches_edges(part: _Part, labels: Tensor) -> bool:
