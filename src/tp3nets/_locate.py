@@ -49,6 +49,8 @@ SOFT_EDGE: Final = 0.1
 #: Pieces with more than this share of a ring just outside them no brighter than their
 #: ink are the edge of something darker (a table, a shadow), not ink on paper.
 OPEN_OUTLINE: Final = 0.35
+#: Pieces fainter than this share of the darkest piece (in absolute terms) are grain.
+FAINT: Final = 0.4
 #: Reasons for "no digit", as :attr:`Located.reason` gives them.
 BLANK: Final = "blank: no ink on the picture"
 EDGES_ONLY: Final = "ink only along the picture's edges (paper edge, table, shadow)"
@@ -436,6 +438,25 @@ def _edge_sharpness(labels: Tensor, parts: list[_Part], source: Tensor,
             for i, e, d in zip(index, edge, dark, strict=True)}
 
 
+def _darker_than_grain(parts: list[_Part], labels: Tensor, drop: Tensor) -> list[_Part]:
+    """The pieces whose darkness in absolute terms (the median of paper - picture) is at
+    least :data:`FAINT` of the darkest sizeable piece's. Dividing by the paper makes the
+    grain of a dark table as strong as ink on the sheet; the ink's own darkness does not
+    vary so much within one digit."""
+    from scipy import ndimage
+
+    if len(parts) < 2:
+        return parts
+    lab = labels.numpy()
+    on = lab > 0
+    index = [p.label for p in parts]
+    dark = dict(zip(index, ndimage.median(drop.numpy()[on], lab[on], index).tolist(),
+                    strict=True))
+    biggest = max(p.mass for p in parts)
+    darkest = max(dark[p.label] for p in parts if p.mass >= 0.1 * biggest)
+    return [p for p in parts if dark[p.label] >= FAINT * darkest]
+
+
 def _touches_edges(part: _Part, labels: Tensor) -> bool:
     """Whether a piece is the picture's edge rather than a digit: it runs along an edge for
     a quarter of a side or more (a paper edge, a table, a shadow), or reaches from one side
@@ -573,6 +594,7 @@ def locate_digit(x: Tensor, invert: bool | None = None) -> Located:
         if level < MIN_CONTRAST:
             return Located(ink.clamp(0.0, 1.0)[None], False, SHADE)
     parts = [p for p in parts if sharpness[p.label] >= SOFT_EDGE]
+    parts = _darker_than_grain(parts, labels, measured.drop)
     # Hysteresis: a piece is ink only if it holds some strong ink.
     strong = 0.5 * level
     if parts:
