@@ -258,11 +258,14 @@ def _ink(x: Tensor, invert: bool | None = None) -> _Ink:
     # above the strongest ink and leave no stroke to measure.)
     mask = first > max(min(threshold, 0.8 * level), 0.6 * level)
     paper = paper_brightness(x, stroke_width(mask))
+    return _Ink(_darkness(x, paper), _drop(paper, x), x)
+
+
+def _drop(paper: Tensor, x: Tensor) -> Tensor:
+    """(H, W) paper - picture: the ink's darkness in absolute terms (3x3 mean on photos)."""
     drop = paper - x
     drop = drop.amax(dim=0) if drop.shape[0] > 1 else drop[0]
-    if max(drop.shape) > 2 * SMALL_SIDE:
-        drop = _mean3(drop)
-    return _Ink(_darkness(x, paper), drop, x)
+    return _mean3(drop) if max(drop.shape) > 2 * SMALL_SIDE else drop
 
 
 def _mean3(x: Tensor) -> Tensor:
@@ -399,7 +402,7 @@ def _edge_sharpness(labels: Tensor, parts: list[_Part], source: Tensor,
     three pixels); a shadow's or a lighting ramp's edge is soft, and where the paper's
     estimate fills the narrow tip of a shadow, that piece's outline runs on into the shadow
     with no edge at all. A piece that is not brighter-bounded (much of a ring just outside
-    it is no brighter than it) scores 0: it is the edge of a table or a shadow."""
+    it is no brighter than it) scores -1: it is the edge of a table or a shadow."""
     import numpy as np
     from scipy import ndimage
 
@@ -434,7 +437,7 @@ def _edge_sharpness(labels: Tensor, parts: list[_Part], source: Tensor,
     dim = (a < bright[near]) & ring
     counts = np.bincount(near[ring], minlength=len(bright))
     open_part = np.bincount(near[dim], minlength=len(bright)) / np.maximum(counts, 1)
-    return {int(i): 0.0 if open_part[i] > OPEN_OUTLINE else float(e) / max(float(d), 1e-3)
+    return {int(i): -1.0 if open_part[i] > OPEN_OUTLINE else float(e) / max(float(d), 1e-3)
             for i, e, d in zip(index, edge, dark, strict=True)}
 
 
@@ -580,7 +583,11 @@ def locate_digit(x: Tensor, invert: bool | None = None) -> Located:
         mask, had_lines = _remove_ruled_lines(mask)
         labels, parts = _parts(mask, ink)
         sharpness = _edge_sharpness(labels, parts, measured.source, measured.drop)
-        shade = [p.label for p in parts if sharpness[p.label] < SOFT_EDGE]
+        # Soft, and much softer than the sharpest piece: a blurred photo of a thick
+        # marker has soft edges all over, and then every piece is as soft.
+        sharpest = max(sharpness.values(), default=0.0)
+        shade = [p.label for p in parts
+                 if sharpness[p.label] < min(SOFT_EDGE, 0.5 * sharpest)]
         if not shade:
             break
         # Shading (a shadow's soft edge, the tip of a shadow the paper's estimate filled)
@@ -593,7 +600,7 @@ def locate_digit(x: Tensor, invert: bool | None = None) -> Located:
         threshold, level = _threshold(ink, allowed)
         if level < MIN_CONTRAST:
             return Located(ink.clamp(0.0, 1.0)[None], False, SHADE)
-    parts = [p for p in parts if sharpness[p.label] >= SOFT_EDGE]
+    parts = [p for p in parts if p.label not in shade]
     parts = _darker_than_grain(parts, labels, measured.drop)
     # Hysteresis: a piece is ink only if it holds some strong ink.
     strong = 0.5 * level
