@@ -1,12 +1,12 @@
 """Finding the one digit in a real picture: the engine behind :class:`~tp3nets.MNISTPreprocess`.
 
 A phone photo, a scan or a canvas export is turned into an *ink map* (0 where the paper
-is, 1 where the ink is darkest) in four steps, each for one way real pictures differ
+is, 1 where the ink is darkest) in five steps, each for one way real pictures differ
 from MNIST:
 
 1. **Polarity.** Light ink on a dark ground (a canvas, chalk) or dark ink on light paper,
-   told from which tail of the brightness histogram lies farther from the picture's border
-   (the paper).
+   told from where the picture's border (the paper) or, when a shadow or a table makes
+   the border uneven, the picture's median lies in its brightness range (:func:`light_ink`).
 2. **The paper's own brightness, divided out.** A morphological closing (a maximum then a
    minimum filter, wider than any pen stroke) keeps the paper and fills the ink; dividing
    by it removes lighting ramps, vignettes and the edge of a cast shadow, which one
@@ -15,8 +15,12 @@ from MNIST:
 3. **A robust ink threshold.** The noise level of the paper (its median absolute
    deviation) and the strongest ink set it; pencil on grey paper and marker on white
    both work, and a picture whose strongest "ink" is no stronger than paper grain is
-   blank.
-4. **The digit's own strokes.** Connected components of the ink, rather than every dark
+   blank. Ink must also be darker than the paper by more than its noise in absolute terms
+   (the noise of a dark table, divided by little, is not ink).
+4. **Shading is not ink.** Pieces with a soft outline (much softer than the sharpest
+   piece) or without brighter paper around them (a strip along a table, a shadow's tip)
+   are left out, and the threshold is taken again without them.
+5. **The digit's own strokes.** Connected components of the ink, rather than every dark
    pixel: ruled and squared paper lines, paper edges and table along the border, and
    specks are left out; several digits side by side, textures and ink only at the edges are
    reported as *not one digit*.
