@@ -221,6 +221,81 @@ def test_the_paper_edge_and_table_are_left_out(model: torch.nn.Module) -> None:
     assert _status(model, [img]) == [("digit", "4")]
 
 
+def _in_shadow(label: int) -> Image.Image:
+    """A phone photo where the phone's shadow, soft-edged and deep, covers most of the sheet
+    and its border; the digit is written in the lit corner."""
+    rng = np.random.default_rng(label)
+    h, w = 300, 400
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    shadow = 1 / (1 + np.exp(-np.clip((xx + yy - 260) / np.sqrt(2) / 6.0, -30, 30)))
+    paper = 0.9 * (1 - 0.6 * shadow) + rng.normal(0.0, 0.01, (h, w))
+    ink = np.zeros((h, w))
+    ink[20:120, 20:120] = _ink(label, 100)
+    page = np.clip(paper * (1 - 0.8 * ink), 0, 1)
+    img = Image.fromarray((page * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(0.8))
+    return _jpeg(img)
+
+
+@pytest.mark.parametrize("label", range(10))
+def test_a_digit_beside_a_deep_soft_shadow_is_read(model: torch.nn.Module, label: int) -> None:
+    """The shadow covers most of the border, so the border's level is the shadow's (not the
+    paper's), and its soft edge is no ink: the digit is found, read, and the model sees it
+    alone (its ink fits MNIST's 20x20 box)."""
+    img = _in_shadow(label)
+    seen = MNISTPreprocess().inspect(img)
+    assert seen.found, seen.reason
+    assert _status(model, [img]) == [("digit", str(label))]
+    rows = torch.nonzero(seen.image[0].amax(1) > 0.1).flatten()
+    cols = torch.nonzero(seen.image[0].amax(0) > 0.1).flatten()
+    assert int(rows[-1] - rows[0] + 1) <= 21
+    assert int(cols[-1] - cols[0] + 1) <= 21
+
+
+def _low_resolution(label: int) -> Image.Image:
+    """A digit scanned at 8x8 as the UCI digits were (a 32x32 bitmap, each pixel the share of
+    a 4x4 block that is ink), on light paper, upscaled to 48x48 without smoothing."""
+    bits = MNISTPreprocess()(tp3nets.samples.digit(label))[0].numpy() > 0.5
+    ys, xs = np.nonzero(bits)
+    crop = bits[ys.min():ys.max() + 1, xs.min():xs.max() + 1].astype(np.uint8) * 255
+    k = 32 / max(crop.shape)
+    fitted = Image.fromarray(crop).resize(
+        (max(1, round(crop.shape[1] * k)), max(1, round(crop.shape[0] * k))),
+        Image.Resampling.NEAREST)
+    square = np.zeros((32, 32))
+    top, left = (32 - fitted.height) // 2, (32 - fitted.width) // 2
+    square[top:top + fitted.height, left:left + fitted.width] = np.asarray(fitted) > 127
+    small = square.reshape(8, 4, 8, 4).mean(axis=(1, 3))
+    img = Image.fromarray((240 - 220 * small).astype(np.uint8))
+    return img.resize((48, 48), Image.Resampling.NEAREST)
+
+
+def test_low_resolution_digits_keep_their_half_covered_pixels(model: torch.nn.Module) -> None:
+    """An 8x8 digit's pixels are partly covered: all of its ink counts, not only what a
+    threshold made for sharp strokes keeps, so every one is found and nearly all are read."""
+    pictures = [_low_resolution(label) for label in range(10)]
+    assert all(MNISTPreprocess().inspect(img).found for img in pictures)
+    read = _status(model, pictures)
+    assert sum(r == ("digit", str(label)) for label, r in enumerate(read)) >= 9
+
+
+def test_a_blurred_bold_digit_is_ink_not_shade(model: torch.nn.Module) -> None:
+    """Thick marker strokes with soft (blurred) edges are ink: a piece counts as shading only
+    when it is much softer than the sharpest one, and here every piece is as soft."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    h, w = 260, 220
+    yy, xx = np.mgrid[0:h, 0:w] / 260
+    paper = 0.8 - 0.15 * xx - 0.1 * yy + rng.normal(0.0, 0.01, (h, w))
+    pictures = []
+    for label in range(10):
+        ink = np.zeros((h, w))
+        ink[20:220, 10:210] = ndimage.grey_dilation(_ink(label, 200), size=9)
+        page = np.clip(paper * (1 - 0.7 * ink), 0, 1)
+        pictures.append(_jpeg(Image.fromarray((page * 255).astype(np.uint8))))
+    assert _status(model, pictures) == [("digit", str(label)) for label in range(10)]
+
+
 def test_specks_far_from_the_digit_are_left_out() -> None:
     """Dust far from the digit does not widen its box: the digit fills the 20x20 box."""
     page = np.ones((200, 200))

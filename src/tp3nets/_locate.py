@@ -1,12 +1,12 @@
 """Finding the one digit in a real picture: the engine behind :class:`~tp3nets.MNISTPreprocess`.
 
 A phone photo, a scan or a canvas export is turned into an *ink map* (0 where the paper
-is, 1 where the ink is darkest) in four steps, each for one way real pictures differ
+is, 1 where the ink is darkest) in five steps, each for one way real pictures differ
 from MNIST:
 
 1. **Polarity.** Light ink on a dark ground (a canvas, chalk) or dark ink on light paper,
-   told from which tail of the brightness histogram lies farther from the picture's border
-   (the paper).
+   told from where the picture's border (the paper) or, when a shadow or a table makes
+   the border uneven, the picture's median lies in its brightness range (:func:`light_ink`).
 2. **The paper's own brightness, divided out.** A morphological closing (a maximum then a
    minimum filter, wider than any pen stroke) keeps the paper and fills the ink; dividing
    by it removes lighting ramps, vignettes and the edge of a cast shadow, which one
@@ -15,8 +15,12 @@ from MNIST:
 3. **A robust ink threshold.** The noise level of the paper (its median absolute
    deviation) and the strongest ink set it; pencil on grey paper and marker on white
    both work, and a picture whose strongest "ink" is no stronger than paper grain is
-   blank.
-4. **The digit's own strokes.** Connected components of the ink, rather than every dark
+   blank. Ink must also be darker than the paper by more than its noise in absolute terms
+   (the noise of a dark table, divided by little, is not ink).
+4. **Shading is not ink.** Pieces with a soft outline (much softer than the sharpest
+   piece) or without brighter paper around them (a strip along a table, a shadow's tip)
+   are left out, and the threshold is taken again without them.
+5. **The digit's own strokes.** Connected components of the ink, rather than every dark
    pixel: ruled and squared paper lines, paper edges and table along the border, and
    specks are left out; several digits side by side, textures and ink only at the edges are
    reported as *not one digit*.
@@ -43,6 +47,14 @@ WORK_SIDE: Final = 384
 SMALL_SIDE: Final = 96
 #: Ink weaker than this (a fraction of the paper's brightness) is no ink at all.
 MIN_CONTRAST: Final = 0.15
+#: Pieces whose outline is softer than this (the brightness gradient across it over their
+#: darkness, in 1/pixel: an edge about 1/SOFT_EDGE pixels wide) are shading, not ink.
+SOFT_EDGE: Final = 0.1
+#: Pieces with more than this share of a ring just outside them no brighter than their
+#: ink are the edge of something darker (a table, a shadow), not ink on paper.
+OPEN_OUTLINE: Final = 0.35
+#: Pieces fainter than this share of the darkest piece (in absolute terms) are grain.
+FAINT: Final = 0.4
 #: Reasons for "no digit", as :attr:`Located.reason` gives them.
 BLANK: Final = "blank: no ink on the picture"
 EDGES_ONLY: Final = "ink only along the picture's edges (paper edge, table, shadow)"
@@ -51,6 +63,7 @@ SEVERAL: Final = "several marks side by side (a number of several digits, or tex
 TOO_WIDE: Final = "a mark much wider than a digit (a line, a word)"
 TEXTURE: Final = "ink all over the picture (a texture or pattern), no single digit"
 SPECKS: Final = "only specks, no stroke of a digit"
+SHADE: Final = "only shadows or shading (soft edges), no ink"
 
 
 @dataclass(frozen=True)
@@ -91,11 +104,13 @@ def to_working_size(x: Tensor, side: int = WORK_SIDE) -> Tensor:
 def light_ink(lum: Tensor) -> bool:
     """Whether the ink is lighter than the ground (a canvas, chalk, MNIST itself).
 
-    The ground is the median of the picture's border. Near the darkest end of the
-    picture's range, the ink is light; near the brightest, dark. In between (a shadow
-    across the border), the picture's shading (a local mean) is taken away and the ink is
-    whichever tail of what remains reaches farther: a shadow's edge adds as much to both
-    tails, sparse ink to one. A tie (a blank page) reads as dark ink.
+    The ground is the median of the picture's border, where the border is of one level.
+    Near the darkest end of the picture's range, the ink is light; near the brightest,
+    dark. Otherwise (a shadow or a table along the border) the picture's own median is
+    the ground when it lies near one end. In between, the picture's shading (a local
+    median) is taken away and the ink is whichever tail of what remains reaches farther:
+    a shadow's edge adds to both tails, sparse ink to one. Light ink must reach clearly
+    farther (a deep shadow lifts the light tail), and a tie (a blank page) reads as dark.
     """
     h, w = lum.shape
     band = max(1, round(0.03 * min(h, w)))
@@ -106,16 +121,32 @@ def light_ink(lum: Tensor) -> bool:
     if high - low < 1e-3:
         return False
     place = (ground - low) / (high - low)
-    if place < 0.25 or place > 0.75:
+    quartiles = _quantiles(border, (0.25, 0.75))
+    # (A border half in a shadow or on a table is no one level: then it does not decide.)
+    if (place < 0.25 or place > 0.75) and quartiles[1] - quartiles[0] < 0.3 * (high - low):
         return place < 0.25
-    step = max(1, min(h, w) // 64)
+    # A shadow or a table along the border: the picture's own median is the ground where
+    # the ink covers less than half of it (a big, bold digit can cover much of the border).
+    place = (float(_quantiles(lum, (0.5,))[0]) - low) / (high - low)
+    if place < 0.2 or place > 0.65:
+        return place < 0.2
+    from scipy import ndimage
+
+    step = max(1, min(h, w) // 32)  # a median filter's cost grows with its window
     small = F.avg_pool2d(lum[None, None], step, stride=step, ceil_mode=True) if step > 1 \
         else lum[None, None]
     k = max(3, (min(small.shape[-2:]) // 4) | 1)
-    shading = F.avg_pool2d(F.pad(small, (k // 2,) * 4, mode="replicate"), k, stride=1)
+    # A local median, not a mean: it is the ground's level wherever the ground is most of
+    # the window, so the ink stands out on one side only, even for thick strokes (a mean
+    # pulled towards thick ink puts the paper beside it in the other tail).
+    shading = torch.from_numpy(ndimage.median_filter(small[0, 0].numpy(), size=k,
+                                                     mode="nearest"))[None, None]
     shading = F.interpolate(shading, size=(h, w), mode="bilinear", align_corners=False)
     low, high = _quantiles(lum - shading[0, 0], (0.002, 0.998))
-    return high > -low + 1e-3
+    # A deep shadow over much of a window puts its median at the shadow's level and the lit
+    # paper beside it in the light tail: light ink must reach clearly farther to count.
+    # (Dark ink on light paper is what photos of writing hold.)
+    return high > 1.5 * -low + 1e-3
 
 
 def _quantiles(x: Tensor, qs: tuple[float, ...]) -> list[float]:
@@ -195,6 +226,19 @@ def ink_map(x: Tensor, invert: bool | None = None) -> Tensor:
     coarse estimate of the paper, the second divides by a paper estimate that follows
     shadows' edges, made with the strokes' width.
     """
+    return _ink(x, invert).ink
+
+
+@dataclass(frozen=True)
+class _Ink:
+    """An ink map and what it was measured on."""
+
+    ink: Tensor  # (H, W) ink strength: 1 - picture / paper, in [0, 1]
+    drop: Tensor  # (H, W) paper - picture, unclamped: the ink's darkness in absolute terms
+    source: Tensor  # (C, H, W) the picture as read (dark ink), whose edges tell ink from shade
+
+
+def _ink(x: Tensor, invert: bool | None = None) -> _Ink:
     lum = luminance(x)
     dark_ink = not light_ink(lum) if invert is None else invert
     if not dark_ink:
@@ -214,8 +258,23 @@ def ink_map(x: Tensor, invert: bool | None = None) -> Tensor:
     # The strokes' width is measured on the strongest ink only: a shadow's edge (weaker
     # than a pen) would make a wide "stroke" and a closing too wide to follow it.
     threshold, level = _threshold(first)
-    mask = first > max(threshold, 0.6 * level)
-    return _darkness(x, paper_brightness(x, stroke_width(mask)))
+    # (The noise threshold is capped: a dark table's grain, divided by little, can lift it
+    # above the strongest ink and leave no stroke to measure.)
+    mask = first > max(min(threshold, 0.8 * level), 0.6 * level)
+    paper = paper_brightness(x, stroke_width(mask))
+    return _Ink(_darkness(x, paper), _drop(paper, x), x)
+
+
+def _drop(paper: Tensor, x: Tensor) -> Tensor:
+    """(H, W) paper - picture: the ink's darkness in absolute terms (3x3 mean on photos)."""
+    drop = paper - x
+    drop = drop.amax(dim=0) if drop.shape[0] > 1 else drop[0]
+    return _mean3(drop) if max(drop.shape) > 2 * SMALL_SIDE else drop
+
+
+def _mean3(x: Tensor) -> Tensor:
+    """(H, W) averaged over 3×3 windows, the same size."""
+    return F.avg_pool2d(x[None, None], 3, stride=1, padding=1, count_include_pad=False)[0, 0]
 
 
 def _darkness(x: Tensor, paper: Tensor) -> Tensor:
@@ -225,20 +284,24 @@ def _darkness(x: Tensor, paper: Tensor) -> Tensor:
         return ink
     # A 3x3 mean on photo-sized pictures: sensor noise, strongest where dark paper was
     # divided by little, falls by three; strokes two pixels wide and more keep their core.
-    return F.avg_pool2d(ink[None, None], 3, stride=1, padding=1, count_include_pad=False)[0, 0]
+    return _mean3(ink)
 
 
-def _threshold(ink: Tensor) -> tuple[float, float]:
+def _threshold(ink: Tensor, where: Tensor | None = None) -> tuple[float, float]:
     """The ink threshold and the strongest ink's level of an ink map.
 
     The threshold clears the paper's grain (six robust standard deviations above its
     median) and a third of the strongest ink; the level is the 99.9th percentile, so a
-    few hot pixels do not set it.
+    few hot pixels do not set it. With ``where``, the level is that of the pixels it
+    marks (the others count as no ink).
     """
     flat = ink.flatten()
     sample = flat[:: flat.numel() // (1 << 16) + 1] if flat.numel() > 1 << 16 else flat
     median = float(sample.median())
     spread = float((sample - median).abs().median()) * 1.4826
+    if where is not None:
+        flat = torch.where(where.flatten(), flat, torch.zeros_like(flat))
+        sample = flat[:: flat.numel() // (1 << 16) + 1] if flat.numel() > 1 << 16 else flat
     level = float(torch.quantile(flat.float() if flat.numel() <= 1 << 24 else sample,
                                  0.999))
     return max(median + 6.0 * spread, 0.35 * level, 0.08), level
@@ -320,6 +383,85 @@ def _parts(mask: Tensor, ink: Tensor) -> tuple[Tensor, list[_Part]]:
         if s is not None
     ]
     return torch.from_numpy(labels_np.astype(np.int64)), parts
+
+
+def _noise_floor(drop: Tensor) -> float:
+    """The darkness (paper - picture, absolute) that the paper's own noise and grain reach:
+    six robust standard deviations above its median. Dividing by the paper makes the noise
+    of a dark table or a deep shadow as strong as ink; in absolute terms it stays small."""
+    flat = drop.flatten()
+    sample = flat[:: flat.numel() // (1 << 16) + 1] if flat.numel() > 1 << 16 else flat
+    median = float(sample.median())
+    spread = float((sample - median).abs().median()) * 1.4826
+    return max(median + 6.0 * spread, 0.02)
+
+
+def _edge_sharpness(labels: Tensor, parts: list[_Part], source: Tensor,
+                    drop: Tensor) -> dict[int, float]:
+    """Per piece: how steep the picture is across its outline, for its darkness (the
+    median, over a band of three pixels along the outline, of the brightness gradient over
+    the piece's median darkness; 1 / the edge's width in pixels).
+
+    Ink is laid on paper with an edge as sharp as the lens and the pen make it (one to
+    three pixels); a shadow's or a lighting ramp's edge is soft, and where the paper's
+    estimate fills the narrow tip of a shadow, that piece's outline runs on into the shadow
+    with no edge at all. A piece that is not brighter-bounded (much of a ring just outside
+    it is no brighter than it) scores -1: it is the edge of a table or a shadow."""
+    import numpy as np
+    from scipy import ndimage
+
+    if not parts:
+        return {}
+    img = source.mean(dim=0) if source.shape[0] > 1 else source[0]
+    if max(img.shape) > 2 * SMALL_SIDE:
+        img = _mean3(img)
+    a = img.numpy()
+    gy = np.zeros_like(a)
+    gx = np.zeros_like(a)
+    gy[1:-1] = (a[2:] - a[:-2]) / 2
+    gx[:, 1:-1] = (a[:, 2:] - a[:, :-2]) / 2
+    grad = np.hypot(gx, gy)
+    lab = labels.numpy()
+    outer = ndimage.grey_dilation(lab, size=3)
+    inner = ndimage.grey_erosion(lab, size=3)
+    band = np.where(outer != inner, outer, 0)
+    index = np.array([p.label for p in parts])
+    # (Medians of the labelled pixels only: ndimage.median sorts the whole picture.)
+    on_band, on_ink = band > 0, lab > 0
+    edge = np.atleast_1d(ndimage.median(grad[on_band], band[on_band], index))
+    dark = np.atleast_1d(ndimage.median(drop.numpy()[on_ink], lab[on_ink], index))
+    # Ink lies on paper: two pixels outside its outline the picture is brighter all around
+    # it. Where much of that ring is no brighter than the piece, the piece is the light
+    # edge of something darker (a strip along a table, a shadow's tip) or a part of it.
+    level = np.atleast_1d(ndimage.median(a[on_ink], lab[on_ink], index))
+    near = ndimage.grey_dilation(lab, size=5)
+    ring = (near > 0) & (outer == 0)
+    bright = np.zeros(int(lab.max()) + 1, dtype=np.float64)
+    bright[index] = level + 0.3 * dark
+    dim = (a < bright[near]) & ring
+    counts = np.bincount(near[ring], minlength=len(bright))
+    open_part = np.bincount(near[dim], minlength=len(bright)) / np.maximum(counts, 1)
+    return {int(i): -1.0 if open_part[i] > OPEN_OUTLINE else float(e) / max(float(d), 1e-3)
+            for i, e, d in zip(index, edge, dark, strict=True)}
+
+
+def _darker_than_grain(parts: list[_Part], labels: Tensor, drop: Tensor) -> list[_Part]:
+    """The pieces whose darkness in absolute terms (the median of paper - picture) is at
+    least :data:`FAINT` of the darkest sizeable piece's. Dividing by the paper makes the
+    grain of a dark table as strong as ink on the sheet; the ink's own darkness does not
+    vary so much within one digit."""
+    from scipy import ndimage
+
+    if len(parts) < 2:
+        return parts
+    lab = labels.numpy()
+    on = lab > 0
+    index = [p.label for p in parts]
+    dark = dict(zip(index, ndimage.median(drop.numpy()[on], lab[on], index).tolist(),
+                    strict=True))
+    biggest = max(p.mass for p in parts)
+    darkest = max(dark[p.label] for p in parts if p.mass >= 0.1 * biggest)
+    return [p for p in parts if dark[p.label] >= FAINT * darkest]
 
 
 def _touches_edges(part: _Part, labels: Tensor) -> bool:
@@ -421,25 +563,52 @@ def locate_digit(x: Tensor, invert: bool | None = None) -> Located:
         A :class:`Located` with the digit's ink cropped to its strokes, or why there is no
         single digit.
     """
+    import numpy as np
+
     work = to_working_size(x.float())
-    if max(work.shape[-2:]) <= SMALL_SIDE:
+    small = max(work.shape[-2:]) <= SMALL_SIDE
+    if small:
         # A small picture is a crop of one digit (a low-resolution scan, a cut-out box of a
         # form): its strokes may touch its edges. A margin of its own border's colour lets
         # the closing see paper around them and keeps them from counting as the edge.
         work = _pad_with_border(work)
-    ink = ink_map(work, invert)
+    measured = _ink(work, invert)
+    ink = measured.ink
     h, w = ink.shape
-    threshold, level = _threshold(ink)
+    # Ink is darker than the paper by more than the paper's noise, in absolute terms: a
+    # dark table's or a deep shadow's noise, divided by little paper, is not.
+    allowed = measured.drop > _noise_floor(measured.drop)
+    threshold, level = _threshold(ink, allowed)
     if level < MIN_CONTRAST:
         return Located(torch.zeros(1, h, w), False, BLANK)
-    mask = ink > threshold
-    mask, had_lines = _remove_ruled_lines(mask)
-    labels, parts = _parts(mask, ink)
+    shaded = False
+    for _ in range(2):
+        mask = (ink > threshold) & allowed
+        mask, had_lines = _remove_ruled_lines(mask)
+        labels, parts = _parts(mask, ink)
+        sharpness = _edge_sharpness(labels, parts, measured.source, measured.drop)
+        # Soft, and much softer than the sharpest piece: a blurred photo of a thick
+        # marker has soft edges all over, and then every piece is as soft.
+        sharpest = max(sharpness.values(), default=0.0)
+        shade = [p.label for p in parts
+                 if sharpness[p.label] < min(SOFT_EDGE, 0.5 * sharpest)]
+        if not shade:
+            break
+        # Shading (a shadow's soft edge, the tip of a shadow the paper's estimate filled)
+        # is not ink: the threshold and the strongest ink's level are taken again without
+        # it, so a shadow's depth does not set how dark the digit must be.
+        shaded = True
+        region = torch.from_numpy(np.isin(labels.numpy(), shade))
+        region = F.max_pool2d(region[None, None].float(), 5, stride=1, padding=2)[0, 0] > 0
+        allowed = allowed & ~region
+        threshold, level = _threshold(ink, allowed)
+        if level < MIN_CONTRAST:
+            return Located(ink.clamp(0.0, 1.0)[None], False, SHADE)
+    parts = [p for p in parts if p.label not in shade]
+    parts = _darker_than_grain(parts, labels, measured.drop)
     # Hysteresis: a piece is ink only if it holds some strong ink.
     strong = 0.5 * level
     if parts:
-        import numpy as np
-
         with_strong = set(np.unique(labels.numpy()[ink.numpy() >= strong]).tolist())
         parts = [p for p in parts if p.label in with_strong]
     whole = ink.clamp(0.0, 1.0)[None]
@@ -448,7 +617,8 @@ def locate_digit(x: Tensor, invert: bool | None = None) -> Located:
     edge_parts = _edge_parts(parts, labels, mask)
     parts = [p for p in parts if p not in edge_parts]
     if not parts:
-        reason = LINES_ONLY if had_lines else EDGES_ONLY if edge_parts else BLANK
+        reason = (LINES_ONLY if had_lines else EDGES_ONLY if edge_parts else SHADE if shaded
+                  else BLANK)
         return Located(torch.zeros_like(whole) if reason == BLANK else whole, False, reason)
     biggest = max(p.mass for p in parts)
     significant = [p for p in parts if p.mass >= 0.1 * biggest]
@@ -492,12 +662,20 @@ def locate_digit(x: Tensor, invert: bool | None = None) -> Located:
         keep[top:bottom, left:right] |= labels[top:bottom, left:right] == p.label
     # Keep the soft edge of the strokes (anti-aliasing) around the thresholded ink.
     keep = F.max_pool2d(keep[None, None].float(), 3, stride=1, padding=1)[0, 0] > 0
-    strokes = torch.where(keep, ink, torch.zeros_like(ink))
     core = ink[keep & (ink > threshold)]
     full = float(torch.quantile(core.float(), 0.9)) if core.numel() else level
-    # Ink from the threshold's half (the soft edge of a stroke, blur between strokes) up to
-    # the strokes' core maps to 0..1: MNIST's strokes are saturated with a thin soft edge.
-    floor = 0.5 * threshold
+    if small:
+        # A low-resolution digit (an 8x8 scan, upscaled): a pixel half covered by a stroke
+        # is half as dark, and a threshold made for sharp strokes would cut the strokes
+        # where they cross pixel boundaries. All the ink in the digit's box counts, down to
+        # the paper's noise.
+        strokes = torch.where(allowed, ink, torch.zeros_like(ink))
+        floor = 0.1 * full
+    else:
+        strokes = torch.where(keep, ink, torch.zeros_like(ink))
+        # Ink from the threshold's half (the soft edge of a stroke, blur between strokes) up
+        # to the strokes' core maps to 0..1: MNIST's strokes are saturated with a thin edge.
+        floor = 0.5 * threshold
     crop = ((strokes[top:bottom, left:right] - floor) / max(full - floor, 1e-3)).clamp(0, 1)
     crop = torch.where(crop < 0.1, torch.zeros_like(crop), crop)[None]
     height, width = bottom - top, right - left
