@@ -152,9 +152,10 @@ def main(argv: list[str] | None = None) -> int:
             "num_params": float_member.meta["num_params"],
             "backend": args.backend,
             "quantization": (
-                "post-training static int8 (torch.ao.quantization eager mode): Conv-BN-ReLU "
-                "and Linear-ReLU fused, per-channel symmetric weights, histogram observers "
-                "for activations (the backend's default qconfig)"
+                "post-training static int8 (tp3nets quantize_model on plain int8 tensors, "
+                "the numerics of torch.ao.quantization's eager mode): Conv-BN-ReLU and "
+                "Linear-ReLU fused, per-channel symmetric weights, histogram observers for "
+                "activations (the backend's default qconfig)"
             ),
             "calibration": {
                 "images": args.calibration,

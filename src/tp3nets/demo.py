@@ -33,7 +33,6 @@ import re
 import socket
 import threading
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -117,12 +116,8 @@ class ModelChoice:
 
         if not self.quantized:
             return get_model_builder(self.model)(weights=self.weights).eval()
-        with warnings.catch_warnings():
-            # torch.ao's own deprecation notes, about its internals.
-            warnings.filterwarnings("ignore", message=".*quant_min and quant_max.*")
-            warnings.filterwarnings("ignore", message=".*quantized tensor creation.*")
-            return get_model_builder(f"quantized_{self.model}")(
-                weights=self.weights, quantize=True).eval()
+        return get_model_builder(f"quantized_{self.model}")(
+            weights=self.weights, quantize=True).eval()
 
 
 def _default(model: str, quantized: bool) -> Any:

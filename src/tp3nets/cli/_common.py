@@ -8,7 +8,6 @@ import json
 import math
 import os
 import tempfile
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, NoReturn
@@ -228,11 +227,7 @@ def _load_quantized(
     member = enum_cls.verify(weights if weights is not None else "DEFAULT")
     if member is None:
         raise UsageError("--quantized needs int8 weights: --weights DEFAULT or a member name")
-    with warnings.catch_warnings():
-        # torch.ao's own deprecation notes, about its internals, not the user's command.
-        warnings.filterwarnings("ignore", message=".*quant_min and quant_max.*")
-        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
-        model = get_model_builder(f"quantized_{key}")(weights=member, quantize=True)
+    model = get_model_builder(f"quantized_{key}")(weights=member, quantize=True)
     return model, member, repr(member)
 
 

@@ -11,6 +11,7 @@ from .._registry import register_model
 from .._utils import _eager_annotations
 from ..convnet2 import ConvNet2, ConvNet2_Weights
 from ._api import Backend, QuantizableModel, _build_quantized, quantized_weights
+from ._int8 import Kernel
 
 __all__ = ["ConvNet2_QuantizedWeights", "QuantizableConvNet2", "convnet2"]
 
@@ -30,6 +31,8 @@ class QuantizableConvNet2(ConvNet2, QuantizableModel):
 
     _fuse_groups = (("layer1.0", "layer1.1"), ("classifier.1", "classifier.2"))
 
+    _features_path = "layer1"
+
     def __init__(self, num_classes: int = 10, **kwargs: Any) -> None:
         super().__init__(num_classes, **kwargs)
         self._add_stubs()
@@ -37,8 +40,7 @@ class QuantizableConvNet2(ConvNet2, QuantizableModel):
     @_eager_annotations
     def forward_features(self, x: Tensor) -> Tensor:
         self._check_input(x)  # on the float input, before it is quantized
-        out: Tensor = self.layer1(self.quant(x))
-        return out
+        return self._features_out(self.layer1(self.quant(x)))
 
     @_eager_annotations
     def forward(self, x: Tensor) -> Tensor:
@@ -70,6 +72,7 @@ def convnet2(
     progress: bool = True,
     quantize: bool = False,
     backend: Backend | None = None,
+    kernel: Kernel | None = None,
     **kwargs: Any,
 ) -> QuantizableConvNet2:
     """Build a :class:`QuantizableConvNet2`: int8 with ``quantize=True``, else float.
@@ -80,7 +83,9 @@ def convnet2(
             :func:`tp3nets.convnet2`.
         progress: accepted for torchvision compatibility; nothing is downloaded.
         quantize: return the int8 model (in eval mode).
-        backend: the quantized engine; the weights' own (``x86``) by default.
+        backend: the calibration scheme; the weights' own (``x86``) by default.
+        kernel: the int8 kernels, ``"onednn"`` or ``"reference"``; ``None`` picks oneDNN
+            where this PyTorch has its int8 operators on plain tensors.
         **kwargs: passed to :class:`QuantizableConvNet2`.
 
     Returns:
@@ -101,5 +106,5 @@ def convnet2(
     """
     return _build_quantized(
         QuantizableConvNet2, ConvNet2_Weights, ConvNet2_QuantizedWeights, weights, quantize,
-        backend, kwargs,
+        backend, kwargs, kernel,
     )

@@ -11,6 +11,7 @@ from .._registry import register_model
 from .._utils import _eager_annotations
 from ..convnet3 import ConvNet3, ConvNet3_Weights
 from ._api import Backend, QuantizableModel, _build_quantized, quantized_weights
+from ._int8 import Kernel
 
 __all__ = ["ConvNet3_QuantizedWeights", "QuantizableConvNet3", "convnet3"]
 
@@ -36,6 +37,8 @@ class QuantizableConvNet3(ConvNet3, QuantizableModel):
         ("classifier.4", "classifier.5"),
     )
 
+    _features_path = "layer1"
+
     def __init__(self, num_classes: int = 10, **kwargs: Any) -> None:
         super().__init__(num_classes, **kwargs)
         self._add_stubs()
@@ -43,8 +46,7 @@ class QuantizableConvNet3(ConvNet3, QuantizableModel):
     @_eager_annotations
     def forward_features(self, x: Tensor) -> Tensor:
         self._check_input(x)  # on the float input, before it is quantized
-        out: Tensor = self.layer1(self.quant(x))
-        return out
+        return self._features_out(self.layer1(self.quant(x)))
 
     @_eager_annotations
     def forward(self, x: Tensor) -> Tensor:
@@ -73,6 +75,7 @@ def convnet3(
     progress: bool = True,
     quantize: bool = False,
     backend: Backend | None = None,
+    kernel: Kernel | None = None,
     **kwargs: Any,
 ) -> QuantizableConvNet3:
     """Build a :class:`QuantizableConvNet3`: int8 with ``quantize=True``, else float.
@@ -83,7 +86,9 @@ def convnet3(
             :func:`tp3nets.convnet3`.
         progress: accepted for torchvision compatibility; nothing is downloaded.
         quantize: return the int8 model (in eval mode).
-        backend: the quantized engine; the weights' own (``x86``) by default.
+        backend: the calibration scheme; the weights' own (``x86``) by default.
+        kernel: the int8 kernels, ``"onednn"`` or ``"reference"``; ``None`` picks oneDNN
+            where this PyTorch has its int8 operators on plain tensors.
         **kwargs: passed to :class:`QuantizableConvNet3`.
 
     Returns:
@@ -104,5 +109,5 @@ def convnet3(
     """
     return _build_quantized(
         QuantizableConvNet3, ConvNet3_Weights, ConvNet3_QuantizedWeights, weights, quantize,
-        backend, kwargs,
+        backend, kwargs, kernel,
     )

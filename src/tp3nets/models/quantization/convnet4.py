@@ -11,6 +11,7 @@ from .._registry import register_model
 from .._utils import _eager_annotations
 from ..convnet4 import ConvNet4, ConvNet4_Weights
 from ._api import Backend, QuantizableModel, _build_quantized, quantized_weights
+from ._int8 import Kernel
 
 __all__ = ["ConvNet4_QuantizedWeights", "QuantizableConvNet4", "convnet4"]
 
@@ -39,8 +40,7 @@ class QuantizableConvNet4(ConvNet4, QuantizableModel):
     @_eager_annotations
     def forward_features(self, x: Tensor) -> Tensor:
         self._check_input(x)  # on the float input, before it is quantized
-        out: Tensor = self.features(self.quant(x))
-        return out
+        return self._features_out(self.features(self.quant(x)))
 
     @_eager_annotations
     def forward(self, x: Tensor) -> Tensor:
@@ -74,6 +74,7 @@ def convnet4(
     progress: bool = True,
     quantize: bool = False,
     backend: Backend | None = None,
+    kernel: Kernel | None = None,
     **kwargs: Any,
 ) -> QuantizableConvNet4:
     """Build a :class:`QuantizableConvNet4`: int8 with ``quantize=True``, else float.
@@ -84,7 +85,9 @@ def convnet4(
             :func:`tp3nets.convnet4`.
         progress: accepted for torchvision compatibility; nothing is downloaded.
         quantize: return the int8 model (in eval mode).
-        backend: the quantized engine; the weights' own (``x86``) by default.
+        backend: the calibration scheme; the weights' own (``x86``) by default.
+        kernel: the int8 kernels, ``"onednn"`` or ``"reference"``; ``None`` picks oneDNN
+            where this PyTorch has its int8 operators on plain tensors.
         **kwargs: passed to :class:`QuantizableConvNet4`.
 
     Returns:
@@ -105,5 +108,5 @@ def convnet4(
     """
     return _build_quantized(
         QuantizableConvNet4, ConvNet4_Weights, ConvNet4_QuantizedWeights, weights, quantize,
-        backend, kwargs,
+        backend, kwargs, kernel,
     )
