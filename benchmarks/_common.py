@@ -40,6 +40,25 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_flags() -> dict[str, bool]:
+    """The CPU's vector extensions that decide torch's and ONNX Runtime's kernels."""
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    return {
+        "AVX2": "avx2" in flags,
+        "AVX-512": "avx512f" in flags,
+        "VNNI": bool({"avx512_vnni", "avx_vnni"} & flags),
+        "AMX": "amx_tile" in flags,
+        "bf16": bool({"avx512_bf16", "amx_bf16"} & flags),
+    }
+
+
 def add_memory_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--reuse-freed-memory", action="store_true",
@@ -71,6 +90,7 @@ def machine(device: str = "cpu", malloc: str = "default") -> dict[str, Any]:
     """The facts a timing depends on."""
     info: dict[str, Any] = {
         "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -86,7 +106,8 @@ def machine(device: str = "cpu", malloc: str = "default") -> dict[str, Any]:
 
 def print_machine(info: dict[str, Any]) -> None:
     gpu = f", GPU {info['gpu']}" if "gpu" in info else ""
-    print(f"machine: {info['cpu']}, {info['cores']} cores ({info['torch_threads']} torch "
+    flags = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in info.get("cpu_flags", {}).items())
+    print(f"machine: {info['cpu']} ({flags}), {info['cores']} cores ({info['torch_threads']} torch "
           f"threads){gpu}; torch {info['torch']}, tp3nets {info['tp3nets']}, "
           f"Python {info['python']}; device {info['device']}; malloc {info['malloc']}")
 

@@ -1,5 +1,6 @@
-"""Inference speed of the bundled models: fp32, fp32 with BatchNorm folded, bf16 and int8,
-side by side, at batch 1 (latency) and at larger batches (throughput).
+"""Inference speed of the bundled models: fp32, fp32 with BatchNorm folded, bf16, int8, and
+ONNX Runtime on tp3nets' own exports (fp32 and int8 QDQ), side by side, at batch 1
+(latency) and at larger batches (throughput).
 
     python benchmarks/bench_evaluate.py --data ../shared/datasets
     python benchmarks/bench_evaluate.py --models convnet4 --batch-sizes 1,64 --repeats 7
@@ -9,10 +10,15 @@ Each repeat times every variant once, in turn (so a busy neighbour slows them al
 the same MNIST test images; the table gives per variant the median time, images/s, and the
 median (and range) of its per-repeat speed-up over fp32. Batch 1 runs ``--latency-images``
 single-image forwards; larger batches run ``--limit`` images. int8 is the bundled
-``*_QuantizedWeights`` model (``tp3nets.models.quantization``); the logistic regression has
-none, so its int8 row is dynamic quantization of its one Linear layer, to show whether it
-pays. ``32+fold`` is fp32 with BatchNorm folded into the convolutions
-(:func:`tp3nets.models.fold_batchnorm`). The footer compares fp32 with this CPU's FLOP
+``*_QuantizedWeights`` model (``tp3nets.models.quantization``) on its default kernel
+(oneDNN's int8 operators on plain tensors where PyTorch has them); ``int8-ref`` the same
+model on the float reference kernel. The logistic regression has no int8 weights, so its
+int8 row is torch.ao's dynamic quantization of its one Linear layer, to show whether it
+pays. ``ort32`` and ``ort-int8`` run the file ``tp3nets.export.export_onnx`` (fp32) and
+``export_quantized_onnx`` (int8, QDQ) write, in an ONNX Runtime session on the CPU with as
+many intra-op threads as torch uses: the engine a user would otherwise deploy the model
+with (left out when onnxruntime is not installed). ``32+fold`` is fp32 with BatchNorm
+folded into the convolutions (:func:`tp3nets.models.fold_batchnorm`). The footer compares fp32 with this CPU's FLOP
 floor: the images/s a model would reach if every multiply-add ran at the speed of a large
 fp32 matrix product measured here.
 """
@@ -20,8 +26,11 @@ fp32 matrix product measured here.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
+import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -52,7 +61,7 @@ BUILDERS = {
     "convnet3": "convnet3",
     "convnet4": "convnet4",
 }
-VARIANTS = ("32", "32+fold", "bf16", "int8")
+VARIANTS = ("32", "32+fold", "bf16", "int8", "int8-ref", "ort32", "ort-int8")
 
 
 def multiply_adds(model: nn.Module, shape: tuple[int, ...]) -> int:
@@ -90,10 +99,41 @@ def matmul_floor(repeats: int = 5, n: int = 1024) -> float:
     return n**3 / best
 
 
-def build(name: str, variant: str) -> Callable[[Tensor], Tensor]:
-    """The forward function of ``name`` in ``variant``."""
+def ort_session(model: nn.Module, int8: bool, folder: str) -> Callable[[Tensor], Tensor]:
+    """``model`` exported to ONNX and run by ONNX Runtime (CPU, torch's thread count)."""
+    import onnxruntime
+
+    from tp3nets.export import export_onnx
+
+    path = Path(folder) / ("int8.onnx" if int8 else "fp32.onnx")
+    if int8:
+        quantization.export_quantized_onnx(model, path)
+    else:
+        export_onnx(model, path)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(str(path), options,
+                                           providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def run(x: Tensor) -> Tensor:
+        return torch.from_numpy(session.run(None, {name: x.numpy()})[0])
+    return run
+
+
+def build(name: str, variant: str, folder: str) -> Callable[[Tensor], Tensor] | None:
+    """The forward function of ``name`` in ``variant`` (``None``: not available here)."""
     builder = BUILDERS[name]
     fp32 = tp3nets.get_model(builder, weights="DEFAULT").eval()
+    if variant.startswith("ort"):
+        if importlib.util.find_spec("onnxruntime") is None or (
+            name == "mlr" and variant == "ort-int8"
+        ):
+            return None
+        int8 = variant == "ort-int8"
+        model = getattr(quantization, builder)(weights="DEFAULT", quantize=True) if int8 else fp32
+        return ort_session(model, int8, folder)
     if variant == "32":
         return fp32
     if variant == "32+fold":
@@ -104,13 +144,20 @@ def build(name: str, variant: str) -> Callable[[Tensor], Tensor]:
                 return fp32(x).float()
         return bf16
     if name == "mlr":
-        return torch.ao.quantization.quantize_dynamic(fp32, {nn.Linear}, dtype=torch.qint8)
-    return getattr(quantization, builder)(weights="DEFAULT", quantize=True)
+        if variant == "int8-ref":
+            return None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.ao's deprecation notes
+            return torch.ao.quantization.quantize_dynamic(fp32, {nn.Linear}, dtype=torch.qint8)
+    kernel = "reference" if variant == "int8-ref" else None
+    return getattr(quantization, builder)(weights="DEFAULT", quantize=True, kernel=kernel)
 
 
 def measure(name: str, batch: int, images: Tensor, labels: Tensor,
             args: argparse.Namespace) -> list[dict[str, Any]]:
-    models = {v: build(name, v) for v in args.variants}
+    with tempfile.TemporaryDirectory() as folder:
+        built = {v: build(name, v, folder) for v in args.variants}
+    models = {v: m for v, m in built.items() if m is not None}
     if batch == 1:
         images, labels = images[: args.latency_images], labels[: args.latency_images]
     batches = list(images.split(batch))
@@ -203,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
             count = args.latency_images if batch == 1 else args.limit
             rows += measure(name, batch, images[:count], labels[:count], args)
     floor = matmul_floor(1 if args.quick else 5)
-    notes = [f"median of {args.repeats} interleaved run(s) after a warm-up run; "
+    notes = [f"median of {args.repeats} interleaved run(s) after a warm-up run; int8 kernel "
+             f"{quantization._int8.default_kernel()}; "
              f"fp32 matmul floor on {torch.get_num_threads()} thread(s): "
              f"{floor / 1e9:.1f} G multiply-adds/s"]
     for name in names:

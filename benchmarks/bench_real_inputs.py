@@ -69,24 +69,6 @@ BINS = 15
 CERTAIN = 0.99
 
 
-def cpu_flags() -> dict[str, bool]:
-    """The CPU's vector extensions that decide torch's kernels."""
-    flags: set[str] = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    return {
-        "AVX2": "avx2" in flags,
-        "AVX-512": "avx512f" in flags,
-        "VNNI": bool({"avx512_vnni", "avx_vnni"} & flags),
-        "AMX": "amx_tile" in flags,
-    }
-
-
 def control_set(data: str, n: int, seed: int) -> list[tuple[Image.Image, int | None]]:
     """``n`` images of the bench half of the validation split, as 28×28 PNG files read back."""
     images, labels = ri.read_mnist_training_set(str(Path(data).expanduser().resolve()))
@@ -350,10 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     data = str(Path(args.data).expanduser().resolve())
 
     info = machine("cpu")
-    info["cpu_flags"] = cpu_flags()
     print_machine(info)
-    print("cpu flags: " + ", ".join(f"{k} {'yes' if v else 'no'}"
-                                     for k, v in info["cpu_flags"].items()))
 
     start = time.perf_counter()
     sources = ri.load_sources("bench", data)
