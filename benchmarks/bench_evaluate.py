@@ -18,9 +18,9 @@ pays. ``ort32`` and ``ort-int8`` run the file ``tp3nets.export.export_onnx`` (fp
 ``export_quantized_onnx`` (int8, QDQ) write, in an ONNX Runtime session on the CPU with as
 many intra-op threads as torch uses: the engine a user would otherwise deploy the model
 with (left out when onnxruntime is not installed). ``32+fold`` is fp32 with BatchNorm
-folded into the convolutions (:func:`tp3nets.models.fold_batchnorm`). The footer compares fp32 with this CPU's FLOP
-floor: the images/s a model would reach if every multiply-add ran at the speed of a large
-fp32 matrix product measured here.
+folded into the convolutions (:func:`tp3nets.models.fold_batchnorm`). The footer compares
+fp32 with this CPU's FLOP floor: the images/s a model would reach if every multiply-add ran
+at the speed of a large fp32 matrix product measured here.
 """
 
 from __future__ import annotations
