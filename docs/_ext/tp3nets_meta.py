@@ -155,9 +155,13 @@ def machine_of(data: Any) -> str:
         if isinstance(value, str) and value:
             return value
         if isinstance(value, dict) and value:
-            return ", ".join(
-                f"{k}: {v}" for k, v in value.items() if not isinstance(v, (dict, list))
-            )
+            parts = [f"{k}: {v}" for k, v in value.items() if not isinstance(v, (dict, list))]
+            flags = value.get("cpu_flags")
+            if isinstance(flags, dict):
+                have = [k for k, v in flags.items() if v]
+                parts.insert(1, "CPU flags: " + (" ".join(have) if have else "none of "
+                                                  + " ".join(flags)))
+            return ", ".join(parts)
     return ""
 
 
@@ -172,6 +176,11 @@ def _throughput(record: Mapping[str, Any]) -> float | None:
 def _model_key(record: Mapping[str, Any]) -> str:
     name = str(record.get("model", record.get("name", ""))).lower()
     return MODEL_ALIASES.get(name, name)
+
+
+# The paths the models table quotes: the library's own precisions (a benchmark's other
+# rows, BatchNorm folding, ONNX Runtime, the reference int8 kernel, are on its docs page).
+_TABLE_VARIANTS = ("", "fp32", "bf16", "int8")
 
 
 def _variant(record: Mapping[str, Any]) -> str:
@@ -195,8 +204,10 @@ def throughputs(path: Path = EVALUATE_JSON) -> dict[str, str]:
         value = _throughput(record)
         if value is None:
             continue
-        per_variant = best.setdefault(_model_key(record), {})
         variant = _variant(record)
+        if variant.split(" ")[0] not in _TABLE_VARIANTS:
+            continue
+        per_variant = best.setdefault(_model_key(record), {})
         per_variant[variant] = max(value, per_variant.get(variant, 0.0))
     return {
         model: "; ".join(

@@ -263,6 +263,9 @@ def set_mode(model: nn.Module, training: bool) -> Iterator[None]:
     mode is switched to train mode whole.
     """
     before = [(m, m.training) for m in model.modules()]
+    if not training and not any(was for _, was in before):
+        yield  # already in eval mode throughout: nothing to set or restore
+        return
     # The user's model decides, not a DDP/DataParallel wrapper (in train mode when built).
     if not (training and bare_module(model).training):
         model.train(training)

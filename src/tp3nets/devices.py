@@ -31,6 +31,16 @@ def bare_module(model: nn.Module) -> nn.Module:
         return model
 
 
+def move_model(model: nn.Module, device: torch.device) -> None:
+    """``model.to(device)`` when a parameter or buffer is elsewhere. A model already there
+    is left alone: ``.to`` re-sets every tensor of every module (about 0.4 ms for ConvNet4,
+    a tenth of a single-image forward pass)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        if tensor.device != device:
+            model.to(device)
+            return
+
+
 def cheap_readback(device: torch.device) -> bool:
     """Whether reading a tensor's value back costs no synchronisation (on the CPU).
 

@@ -74,7 +74,7 @@ def evaluate(
     dev = devices.resolve_device(device, model)
     dist_utils.init_from_env(dev)
     prec = get_precision(precision, dev)
-    model.to(dev)
+    devices.move_model(model, dev)
     loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
     meter = Meter(default_metrics(metrics), dev, loss_fn)
     if dist_utils.is_distributed():
@@ -142,7 +142,7 @@ def predict(
     dev = devices.resolve_device(device, model)
     prec = get_precision(precision, dev)
     batch_size = int_at_least(batch_size, "batch_size")
-    model.to(dev)
+    devices.move_model(model, dev)
     _refuse_images(data)
     if isinstance(data, Tensor):
         if data.dim() == 0 or data.shape[0] == 0:
