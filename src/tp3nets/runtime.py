@@ -249,6 +249,19 @@ class _ChannelsLast(nn.Module):
         return out
 
 
+class _Frozen(nn.Module):
+    """A frozen TorchScript module, called as a module but kept out of ``modules()``: a
+    frozen module has no ``training`` flag for ``model.eval()`` and mode helpers to read."""
+
+    def __init__(self, compiled: Any) -> None:
+        super().__init__()
+        self.__dict__["compiled"] = compiled  # not registered as a submodule
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.__dict__["compiled"](x)
+        return out
+
+
 def _one_dnn(folded: nn.Module, example: Tensor) -> nn.Module:
     """Traced, frozen (constants folded), then ``optimize_for_inference`` (oneDNN
     convolutions with prepacked weights, fused activations)."""
@@ -256,8 +269,8 @@ def _one_dnn(folded: nn.Module, example: Tensor) -> nn.Module:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer notes about input checks made constants
         traced = jit.trace(folded, (example,), check_trace=False)
-        module: nn.Module = jit.optimize_for_inference(jit.freeze(traced.eval()))
-    return module
+        compiled = jit.optimize_for_inference(jit.freeze(traced.eval()))
+    return _Frozen(compiled)
 
 
 def _torch_candidates(model: nn.Module, example: Tensor
