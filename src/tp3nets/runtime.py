@@ -23,6 +23,7 @@ import contextlib
 import copy
 import io
 import logging
+import re
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
@@ -223,7 +224,7 @@ def _agree(name: str, expected: Tensor, got: Tensor, tol: float) -> float:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()  # the exporter's colours
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
