@@ -40,6 +40,27 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+CPU_FLAGS: dict[str, tuple[str, ...]] = {
+    "AVX2": ("avx2",),
+    "AVX-512": ("avx512f",),
+    "VNNI": ("avx512_vnni", "avx_vnni"),
+    "AMX": ("amx_tile",),
+    "bf16": ("avx512_bf16", "amx_bf16"),
+}
+
+
+def cpu_flags() -> list[str]:
+    """Which of AVX2, AVX-512, VNNI, AMX and bf16 this CPU has (from /proc/cpuinfo; empty
+    where there is none to read)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    have = set(line.partition(":")[2].split())
+    return [name for name, flags in CPU_FLAGS.items() if have.intersection(flags)]
+
+
 def add_memory_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--reuse-freed-memory", action="store_true",
@@ -86,7 +107,8 @@ def machine(device: str = "cpu", malloc: str = "default") -> dict[str, Any]:
 
 def print_machine(info: dict[str, Any]) -> None:
     gpu = f", GPU {info['gpu']}" if "gpu" in info else ""
-    print(f"machine: {info['cpu']}, {info['cores']} cores ({info['torch_threads']} torch "
+    flags = f" [{', '.join(info['cpu_flags']) or 'no AVX2'}]" if "cpu_flags" in info else ""
+    print(f"machine: {info['cpu']}{flags}, {info['cores']} cores ({info['torch_threads']} torch "
           f"threads){gpu}; torch {info['torch']}, tp3nets {info['tp3nets']}, "
           f"Python {info['python']}; device {info['device']}; malloc {info['malloc']}")
 
