@@ -7,7 +7,7 @@ names through ``backend=``.
 
 Tolerance: a backend is kept only if, on the check inputs (a batch of the example and a
 batch of one), its outputs have the eager model's shape, differ from them by at most
-``FP32_RTOL × max(1, max |eager output|)`` (``INT8_RTOL`` for int8 models, whose kernels
+``FP32_RTOL × max(1, max abs eager output)`` (``INT8_RTOL`` for int8 models, whose kernels
 round differently in each runtime), and give the same argmax wherever eager's two best
 classes are more than twice that tolerance apart.
 
@@ -49,7 +49,7 @@ __all__ = [
 Backend = Literal["auto", "eager", "torch", "onnxruntime"]
 #: The names :func:`optimize`, ``predict(backend=)`` and ``--backend`` accept.
 BACKENDS: Final = ("auto", "eager", "torch", "onnxruntime")
-#: fp32 tolerance: max abs difference from eager ≤ FP32_RTOL × max(1, max |eager output|).
+#: fp32 tolerance: max abs difference from eager ≤ FP32_RTOL × max(1, max abs eager output).
 FP32_RTOL: Final = 1e-4
 #: int8 tolerance (a few int8 steps): ONNX Runtime and PyTorch round int8 differently.
 INT8_RTOL: Final = 1 / 16
