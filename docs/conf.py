@@ -170,5 +170,6 @@ tp3nets_api_modules = [
     "tp3nets.samples",
     "tp3nets.layers",
     "tp3nets.export",
+    "tp3nets.runtime",
     "tp3nets.cli",
 ]

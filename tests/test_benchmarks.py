@@ -25,6 +25,7 @@ QUICK = {
     "bench_overhead.py": ["--models", "mlr"],
     "profile_overhead.py": ["--models", "mlr"],
     "bench_evaluate.py": ["--models", "mlr,convnet2"],
+    "bench_backends.py": ["--models", "mlr,convnet2"],
     "bench_threads.py": ["--threads", "1"],  # still 2 child processes
     "bench_shortcuts.py": ["--shortcuts", "step,blocks"],
     "bench_real_inputs.py": ["--models", "convnet2"],

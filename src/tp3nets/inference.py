@@ -31,6 +31,7 @@ from ._batches import (
 from ._checks import int_at_least
 from .metrics import Meter, MetricLike, default_metrics
 from .precision import Precision, get_precision
+from .runtime import Backend, check_backend, optimize
 
 __all__ = ["evaluate", "predict"]
 
@@ -46,6 +47,7 @@ def evaluate(
     channels_last: bool = False,
     unpack: Callable[[Any], tuple[Any, Any]] = default_unpack,
     progress: bool = False,
+    backend: Backend = "eager",
 ) -> dict[str, float]:
     """Loss and metrics of ``model`` over ``loader``, in eval mode, under inference mode.
 
@@ -55,12 +57,16 @@ def evaluate(
     results are summed over processes: every process gets the figures a single process
     would. Every submodule's train/eval mode is restored afterwards.
 
+    ``backend`` other than ``"eager"`` runs the model through
+    :func:`tp3nets.runtime.optimize` (CPU, float32 only; the export and its check cost a
+    few seconds: for repeated calls, optimize once and pass the result).
+
     Returns:
         ``{"loss": …, "acc": …}`` (or the names of ``metrics``).
 
     Raises:
         ValueError: an empty loader, labels outside the model's classes, a target the
-            loss cannot take.
+            loss cannot take, a backend other than eager off the CPU or not in float32.
 
     Example:
         >>> import torch
@@ -75,6 +81,7 @@ def evaluate(
     dist_utils.init_from_env(dev)
     prec = get_precision(precision, dev)
     devices.move_model(model, dev)
+    model = _with_backend(model, backend, dev, precision, None)
     loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
     meter = Meter(default_metrics(metrics), dev, loss_fn)
     if dist_utils.is_distributed():
@@ -108,6 +115,7 @@ def predict(
     batch_size: int = 512,
     precision: Precision = "32",
     unpack: Callable[[Any], tuple[Any, Any]] | None = None,
+    backend: Backend = "eager",
 ) -> Tensor:
     """Model outputs (logits) for a tensor of inputs or for every batch of a loader, on CPU.
 
@@ -124,6 +132,10 @@ def predict(
         precision: ``"32"``, ``"bf16"`` or ``"16"``, as for :func:`~tp3nets.fit`.
         unpack: splits a batch into ``(inputs, target)``, as for :func:`~tp3nets.fit` (the same
             function serves both; the target may be ``None``).
+        backend: ``"eager"`` (the model itself), ``"torch"``, ``"onnxruntime"`` or
+            ``"auto"``: see :func:`tp3nets.runtime.optimize` (CPU and float32 only; a
+            tensor ``data`` serves as the check's example for a model without
+            ``input_shape``).
 
     Returns:
         The outputs of every batch, concatenated along the first dimension, as float32.
@@ -132,6 +144,7 @@ def predict(
         ValueError: no batch; an output whose first dimension is not the batch's (unbatched
             samples, such as a list of single images or ``DataLoader(batch_size=None)``).
         TypeError: the model returns something other than a tensor.
+        tp3nets.runtime.BackendError: the named backend disagrees with eager.
 
     Example:
         >>> import torch
@@ -147,9 +160,11 @@ def predict(
     if isinstance(data, Tensor):
         if data.dim() == 0 or data.shape[0] == 0:
             raise ValueError(f"predict needs a non-empty batch, got shape {tuple(data.shape)}")
+        model = _with_backend(model, backend, dev, precision, data[:8])
         batches: Iterable[Any] = (data[i : i + batch_size] for i in range(0, len(data), batch_size))
     else:
         check_loader(data, "data")
+        model = _with_backend(model, backend, dev, precision, None)
         batches = data
     outs: list[Tensor] = []
     with model_lock(model), set_mode(model, False), torch.inference_mode():
@@ -174,6 +189,25 @@ def predict(
     if not outs:
         raise ValueError("predict got no batch")
     return torch.cat(outs)
+
+
+def _with_backend(
+    model: nn.Module, backend: str, dev: torch.device, precision: Precision,
+    example: Tensor | None,
+) -> nn.Module:
+    """``model`` itself for the eager backend, else :func:`tp3nets.runtime.optimize`'s."""
+    chosen = check_backend(backend)
+    if chosen == "eager":
+        return model
+    if dev.type != "cpu" or precision != "32":
+        raise ValueError(
+            f"backend={backend!r} runs float32 on the CPU; got device {dev}, precision "
+            f"{precision!r}: use backend='eager' there"
+        )
+    if example is not None and getattr(model, "input_shape", None) is not None:
+        example = None  # the model's own shape: the check's random inputs are seeded
+    with model_lock(model), set_mode(model, False):
+        return optimize(model, chosen, example=example)
 
 
 def _inputs(batch: Any, unpack: Callable[[Any], tuple[Any, Any]] | None) -> Any:

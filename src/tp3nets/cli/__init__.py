@@ -22,6 +22,7 @@ from typing import Final
 
 from .._malloc import reuse_freed_memory
 from ..export import ExportError
+from ..runtime import BackendError
 from ..weights import CheckpointError
 from ._common import _COMMANDS, PROG, REUSE_MEMORY_ENV, UsageError, _one_line
 from ._parser import build_parser
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
-    except ExportError as exc:
+    except (ExportError, BackendError) as exc:
         print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -69,6 +69,13 @@ def _describe_value(value: Any) -> str:
     return str(value)
 
 
+def _backends() -> dict[str, Any]:
+    """The inference backends this machine has, and the one ``--backend auto`` tries first."""
+    from ..runtime import auto_backend, available_backends
+
+    return {"available": list(available_backends()), "auto": auto_backend()}
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     from ..models import get_model, get_model_builder, get_model_weights, list_models
 
@@ -102,12 +109,18 @@ def _cmd_info(args: argparse.Namespace) -> int:
             "num_classes": num_classes,
             "architecture": repr(model),
             "weights": weights,
+            "backends": _backends(),
         }))
         return 0
     print(f"{name}: {type(model).__name__}")
     print(f"parameters: {_num_params(model):,} ({trainable:,} trainable)")
     print(f"input: (N, {', '.join(str(s) for s in shape)}) float in [0, 1], light ink on dark")
     print(f"output: (N, {num_classes}) logits")
+    backends = _backends()
+    tried = [b for b in ("onnxruntime", "torch") if b in backends["available"]]
+    print(f"inference backends here: {', '.join(backends['available'])} (--backend auto "
+          f"picks {backends['auto']}; it tries {', then '.join(tried)}, then eager, keeping "
+          f"the first that agrees with eager)")
     print("architecture:")
     print(repr(model))
     if not weights:

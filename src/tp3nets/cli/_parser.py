@@ -9,6 +9,7 @@ import torch
 
 from ..augment import AUGMENTATIONS
 from ..reading import DEFAULT_MIN_CONFIDENCE
+from ..runtime import BACKENDS
 from . import _demo, _info, _run, _train
 from ._common import (
     PROG,
@@ -45,6 +46,15 @@ def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto",
                    help="cpu, cuda, cuda:N, mps, or auto: CUDA, then MPS, then CPU "
                    "(default: auto)")
+
+
+def _add_backend(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=BACKENDS, default="eager",
+                   help="what runs the model: eager (PyTorch as is), torch (BatchNorm folded, "
+                   "oneDNN graph), onnxruntime (the model's ONNX export; pip install "
+                   "'tp3nets[onnx]'), or auto (onnxruntime if installed and it agrees with "
+                   "eager, else torch); all but eager run on the CPU and are checked "
+                   "against eager first (default: eager)")
 
 
 def _add_data(p: argparse.ArgumentParser, zero_val: str) -> None:
@@ -169,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_positive(int, "an integer"), metavar="N",
                    help="evaluate the first N images only")
     _add_device(p)
+    _add_backend(p)
     p.add_argument("--json", action="store_true", help="print JSON (accuracies as fractions)")
     p.set_defaults(func=_run._cmd_evaluate)
 
@@ -198,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the 28x28 image the model saw for each picture into DIR "
                    "(PNG), to see what it read")
     _add_device(p)
+    _add_backend(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_run._cmd_predict)
 

@@ -48,17 +48,43 @@ class _ConfusionMatrix:
         return self.matrix.diag().sum().double() / max(total, 1)
 
 
+def _backend_device(args: argparse.Namespace) -> torch.device:
+    """``--device``, the CPU for int8 models and for backends other than eager (their
+    kernels are the CPU's: the default ``--device auto`` runs there)."""
+    on_cpu = args.quantized or args.backend != "eager"
+    device = _device("cpu" if on_cpu and args.device == "auto" else args.device)
+    if args.backend != "eager" and device.type != "cpu":
+        raise UsageError(f"--backend {args.backend} runs on the CPU; got --device "
+                         f"{args.device} (use --backend eager there)")
+    return device
+
+
+def _with_backend(model: Any, backend: str) -> tuple[Any, str]:
+    """The model run by ``--backend`` (checked against eager), and the backend's name."""
+    from ..runtime import check_backend, optimize
+
+    if backend == "eager":
+        return model, "eager"
+    try:
+        fast = optimize(model.eval(), check_backend(backend))
+    except ImportError as exc:
+        raise UsageError(str(exc)) from None
+    if sys.stderr.isatty():
+        print(f"backend: {fast.backend} ({fast.reason})", file=sys.stderr)
+    return fast, fast.backend
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     from ..data import TensorLoader, TensorSubset, load_mnist, train_val_split
     from ..training import evaluate
 
-    # int8 kernels are the CPU's: --quantized with the default --device auto runs there.
-    device = _device("cpu" if args.quantized and args.device == "auto" else args.device)
+    device = _backend_device(args)
     model, member, source = (
         _load_quantized(args.model, args.weights, device) if args.quantized
         else _load_model(args.model, args.weights)
     )
+    model, backend = _with_backend(model, args.backend)
     folder = _data_dir(args.data)
     if args.split == "test":
         data = load_mnist(folder, train=False, download=args.download)
@@ -83,6 +109,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         "weights": source,
         "split": args.split,
         "num_samples": len(data),
+        "backend": backend,
         "loss": result["loss"],
         "acc": result["acc"],
         "categories": categories,
@@ -93,7 +120,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(_json(report))
         return 0
-    print(f"{args.model} ({source}) on MNIST {args.split}, {len(data):,} images")
+    print(f"{args.model} ({source}) on MNIST {args.split}, {len(data):,} images"
+          + ("" if backend == "eager" else f", {backend} backend"))
     print(f"loss      {result['loss']:.4f}")
     print(f"accuracy  {100 * result['acc']:.2f}%")
     print("per-class accuracy:")
@@ -131,8 +159,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                          "(see 'tp3nets predict --help')")
     if args.save_input is not None:
         _check_output_dir("--save-input", args.save_input)
-    # int8 kernels are the CPU's: --quantized with the default --device auto runs there.
-    device = _device("cpu" if args.quantized and args.device == "auto" else args.device)
+    device = _backend_device(args)
     model, member, source = (
         _load_quantized(args.model, args.weights, device) if args.quantized
         else _load_model(args.model, args.weights)
@@ -144,6 +171,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if reference is not None and len(reference.meta["categories"]) != num_classes:
         reference = None
     threshold = args.min_confidence if args.min_confidence else None
+    model, backend = _with_backend(model, args.backend)
     readings = read_digits(
         model, [open_image(path) for path in images], weights=reference,
         transform=reference.transforms() if reference is not None else MNISTPreprocess(),
@@ -167,7 +195,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         for i, (path, r) in enumerate(zip(images, readings, strict=True))
     ]
     if args.json:
-        print(_json({"model": args.model, "weights": source,
+        print(_json({"model": args.model, "weights": source, "backend": backend,
                      "min_confidence": threshold, "results": results}))
         return 0
     for res in results:

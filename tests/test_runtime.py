@@ -1,0 +1,282 @@
+"""Inference backends (tp3nets.runtime): each agrees with eager PyTorch, and says so."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import sys
+from functools import cache
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+import tp3nets
+from tp3nets import cli
+from tp3nets.data import TensorLoader
+from tp3nets.runtime import FP32_RTOL, BackendError, InferenceModel, optimize
+
+MODELS = ("multinomial_logistic_regression", "convnet2", "convnet3", "convnet4")
+FAST = ("torch", "onnxruntime", "auto")
+EXPECTED = {"torch": "torch", "onnxruntime": "onnxruntime", "auto": "onnxruntime"}
+
+
+@cache
+def _model(name: str) -> nn.Module:
+    return tp3nets.get_model(name, weights="DEFAULT").eval()
+
+
+@cache
+def _fast(name: str, backend: str) -> InferenceModel:
+    return optimize(_model(name), backend)  # type: ignore[arg-type]
+
+
+def _digits(n: int) -> Tensor:
+    """``n`` digits: the ten samples, repeated, each repeat slightly shifted in brightness."""
+    x = tp3nets.samples.digit_batch()[0]
+    reps = [(x * (1 - 0.02 * i)).clamp(0, 1) for i in range((n + 9) // 10)]
+    return torch.cat(reps)[:n]
+
+
+def _small_net() -> nn.Module:
+    """Not a tp3nets model: a torchvision-like stem with BatchNorm and trained statistics."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                        nn.Conv2d(8, 16, 3, stride=2), nn.BatchNorm2d(16), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5))
+    for bn in (net[1], net[4]):
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.data.uniform_(0.5, 1.5)
+    return net.eval()
+
+
+class _Eigenvalues(nn.Module):
+    """A model the ONNX exporter cannot convert (no ONNX function for eigvalsh)."""
+
+    input_shape = (4,)
+
+    def forward(self, x: Tensor) -> Tensor:
+        m = x.reshape(-1, 2, 2)
+        out: Tensor = torch.linalg.eigvalsh(m @ m.transpose(1, 2))  # (N, 2)
+        return out
+
+
+class _Noisy(nn.Module):
+    """Different outputs on every call: no backend can agree with eager."""
+
+    input_shape = (4,)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + torch.rand_like(x)
+
+
+def _close(name: str, fast: nn.Module, model: nn.Module, x: Tensor) -> None:
+    with torch.inference_mode():
+        expected, got = model(x), fast(x)
+    tol = FP32_RTOL * max(1.0, float(expected.abs().max()))
+    assert got.shape == expected.shape
+    assert float((got - expected).abs().max()) <= tol, name
+    assert torch.equal(got.argmax(1), expected.argmax(1)), name
+
+
+@pytest.mark.parametrize("backend", list(FAST))
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_backend_agrees_with_eager_on_the_bundled_models(name: str, backend: str) -> None:
+    """Each backend runs each bundled model with the eager predictions and logits within
+    FP32_RTOL of the output scale, at batch sizes 1, 5 and 64 (one model, any batch)."""
+    fast = _fast(name, backend)
+    assert fast.backend == EXPECTED[backend]
+    assert fast.max_abs_diff <= fast.tolerance
+    for n in (1, 5, 64):
+        _close(f"{name} {backend} batch {n}", fast, _model(name), _digits(n))
+
+
+def test_the_torch_backend_folds_batchnorm_into_a_onednn_graph() -> None:
+    """ConvNet4's torch backend is the traced, frozen oneDNN graph, not the fallback."""
+    assert _fast("convnet4", "torch").reason.startswith("oneDNN graph")
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_predict_and_evaluate_take_a_backend(backend: str) -> None:
+    """predict and evaluate give eager's predictions and figures through a backend; the
+    default stays eager, bitwise."""
+    model, x = _model("convnet2"), _digits(37)
+    eager = tp3nets.predict(model, x, batch_size=16)
+    assert torch.equal(tp3nets.predict(model, x, batch_size=16, backend="eager"), eager)
+    got = tp3nets.predict(model, x, batch_size=16, backend=backend)
+    assert torch.equal(got.argmax(1), eager.argmax(1))
+    assert float((got - eager).abs().max()) <= FP32_RTOL * float(eager.abs().max())
+    loader = TensorLoader((x, eager.argmax(1)), 8)
+    before = tp3nets.evaluate(model, loader)
+    after = tp3nets.evaluate(model, loader, backend=backend)
+    assert after["acc"] == before["acc"] == 1.0
+    assert after["loss"] == pytest.approx(before["loss"], rel=1e-3, abs=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_a_module_that_is_not_a_tp3nets_model(backend: str) -> None:
+    """Any module taking and returning one tensor runs, given an example batch; without
+    input_shape or example= the error says to pass one."""
+    net = _small_net()
+    with pytest.raises(ValueError, match="pass example="):
+        optimize(net, backend)  # type: ignore[arg-type]
+    fast = optimize(net, backend, example=torch.rand(4, 3, 12, 12))  # type: ignore[arg-type]
+    assert fast.backend == backend
+    for n in (1, 5, 64):
+        _close(f"small net batch {n}", fast, net, torch.rand(n, 3, 12, 12))
+    # predict takes the example from a tensor's first batch
+    x = torch.rand(20, 3, 12, 12)
+    got = tp3nets.predict(net, x, backend=backend)  # type: ignore[arg-type]
+    assert float((got - tp3nets.predict(net, x)).abs().max()) < 1e-4
+
+
+def test_auto_says_what_it_chose(caplog: pytest.LogCaptureFixture,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """auto picks onnxruntime here, says so in .backend, in one INFO line of the tp3nets
+    logger, and in ``tp3nets info``; nothing reaches stdout."""
+    with caplog.at_level(logging.INFO, logger="tp3nets"):
+        fast = optimize(_model("convnet3"))
+    assert fast.backend == "onnxruntime"
+    lines = [r.getMessage() for r in caplog.records if r.name == "tp3nets"]
+    assert len(lines) == 1
+    assert lines[0].startswith("ConvNet3 runs on the onnxruntime backend: auto: onnxruntime")
+    assert capsys.readouterr().out == ""
+    assert cli.main(["info", "convnet3", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["backends"] == {"available": ["eager", "torch", "onnxruntime"],
+                                "auto": "onnxruntime"}
+
+
+def test_without_onnxruntime(monkeypatch: pytest.MonkeyPatch,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Without onnxruntime, asking for it names the extra to install; auto takes torch,
+    and info says so."""
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
+    with pytest.raises(ImportError, match=r"pip install 'tp3nets\[onnx\]'"):
+        optimize(_model("convnet2"), "onnxruntime")
+    fast = optimize(_model("convnet2"))
+    assert fast.backend == "torch"
+    assert "onnxruntime: the onnxruntime backend needs onnxruntime" in fast.reason
+    assert cli.main(["info", "convnet2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["backends"]["auto"] == "torch"
+
+
+def test_a_model_the_exporter_cannot_handle() -> None:
+    """The ONNX export fails: onnxruntime raises with the exporter's reason, auto falls back
+    to the torch backend and says why."""
+    model = _Eigenvalues().eval()
+    with pytest.raises(BackendError, match="ONNX export failed: ExportError: ONNX export of "
+                       "_Eigenvalues failed"):
+        optimize(model, "onnxruntime")
+    fast = optimize(model)
+    assert fast.backend == "torch"
+    assert "onnxruntime: ONNX export failed" in fast.reason
+    assert "\x1b" not in fast.reason  # the exporter's colours are left out
+    for n in (1, 5):
+        x = torch.rand(n, 4)
+        assert float((fast(x) - model(x)).abs().max()) < 1e-4
+
+
+def test_a_model_the_trace_gets_wrong_runs_folded_instead() -> None:
+    """The oneDNN graph is a trace: a model whose trace records a batch size as a constant
+    fails its check at batch 1, and the torch backend runs the folded model instead."""
+
+    class Reshaped(nn.Module):
+        input_shape = (6,)
+
+        def forward(self, x: Tensor) -> Tensor:
+            return x.reshape(int(x.shape[0]), 2, 3).sum(2)  # int(): a constant in a trace
+
+    model = Reshaped().eval()
+    fast = optimize(model, "torch")
+    assert fast.reason.startswith("BatchNorm folded, channels_last (tried: oneDNN graph")
+    x = torch.rand(1, 6)
+    assert torch.allclose(fast(x), model(x))
+
+
+def test_a_backend_that_disagrees_raises_with_the_difference() -> None:
+    """A named backend whose outputs differ from eager raises, giving the difference; auto
+    then falls back to eager itself."""
+    model = _Noisy().eval()
+    with pytest.raises(BackendError, match=r"max abs diff \d"):
+        optimize(model, "torch")
+    fast = optimize(model, "auto")
+    assert fast.backend == "eager"
+    assert fast.module is model
+
+
+def test_errors_are_clear() -> None:
+    """An unknown backend, a model in training mode, training an InferenceModel, a backend
+    on another precision are refused with what was expected."""
+    model = _model("convnet2")
+    with pytest.raises(ValueError, match="backend must be one of auto, eager, torch"):
+        optimize(model, "tensorrt")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="backend must be one of"):
+        tp3nets.predict(model, _digits(2), backend="fast")  # type: ignore[arg-type]
+    training = tp3nets.convnet2().train()
+    with pytest.raises(ValueError, match=r"call model.eval\(\) first"):
+        optimize(training, "torch")
+    fast = _fast("convnet2", "torch")
+    with pytest.raises(RuntimeError, match="for inference only"):
+        fast.train()
+    assert fast.eval() is fast
+    assert not fast.training
+    with pytest.raises(ValueError, match="runs float32 on the CPU"):
+        tp3nets.predict(model, _digits(2), precision="bf16", backend="torch")
+    with pytest.raises(ValueError, match="already runs on the torch backend"):
+        optimize(fast, "onnxruntime")
+    # predict in training mode builds the backend in eval mode, and restores the mode
+    tp3nets.predict(training, _digits(2), backend="torch")
+    assert training.training
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(range(4))))
+def test_cli_predict_backend_in_every_option_order(
+    order: tuple[int, ...], capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--backend`` is read wherever it stands on the line; the JSON names the backend and
+    the predictions are the eager ones."""
+    groups = [["convnet2"], ["--samples"], ["--json"], ["--backend", "torch"]]
+    argv = ["predict", *(arg for i in order for arg in groups[i])]
+    code, out, err = _cli(capsys, "predict", "convnet2", "--samples", "--json")
+    assert code == 0, err
+    eager = json.loads(out)
+    code, out, err = _cli(capsys, *argv)
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["backend"] == "torch"
+    labels = [(r["status"], r["label"]) for r in report["results"]]
+    assert labels == [(r["status"], r["label"]) for r in eager["results"]]
+    assert sum(label == str(i) for i, (_, label) in enumerate(labels)) >= 9
+
+
+def test_cli_backend_default_errors_and_evaluate(
+    capsys: pytest.CaptureFixture[str], mnist_root: Path,
+) -> None:
+    """The default is eager; an unknown backend is a usage error; evaluate's JSON names the
+    backend (auto: onnxruntime here) and its figures are eager's."""
+    code, out, _ = _cli(capsys, "predict", MODELS[0], "--samples", "--json")
+    assert code == 0
+    assert json.loads(out)["backend"] == "eager"
+    code, _, err = _cli(capsys, "predict", MODELS[0], "--samples", "--backend", "tvm")
+    assert code == 2
+    assert "invalid choice: 'tvm'" in err
+    args = ("evaluate", "convnet2", "--data", str(mnist_root), "--limit", "300", "--json")
+    code, out, err = _cli(capsys, *args)
+    assert code == 0, err
+    eager = json.loads(out)
+    code, out, err = _cli(capsys, args[0], "--backend=auto", *args[1:])
+    assert code == 0, err
+    fast = json.loads(out)
+    assert (eager["backend"], fast["backend"]) == ("eager", "onnxruntime")
+    assert fast["confusion_matrix"] == eager["confusion_matrix"]
+    assert fast["loss"] == pytest.approx(eager["loss"], rel=1e-4)
