@@ -327,6 +327,7 @@ def test_int8_path_uses_no_quantized_dtype_and_warns_nothing(
             assert out.dtype == torch.float32
             assert not out.is_quantized
             assert not any(type(m).__module__.startswith("torch.ao") for m in model.modules())
+            assert not any(m.training for m in model.modules())
             assert not any(v.is_quantized for v in model.state_dict().values())
         float_model = builder(weights="DEFAULT").eval()
         quantize_model(float_model, _images(16))(_images())
@@ -588,3 +589,30 @@ def test_fold_batchnorm_without_batchnorm_changes_nothing() -> None:
     model = QuantizableConvNet2().eval()
     x = _images()
     assert torch.equal(fold_batchnorm(model)(x), model(x))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_int8_model_copies_pickles_and_runs_in_every_backend(name: str) -> None:
+    """After a forward pass (oneDNN's weights packed), the int8 model deep-copies and
+    pickles with the same logits, is in eval mode throughout, and tp3nets.runtime's
+    backends run it with eager's predictions on digits."""
+    import copy
+    import io
+
+    from tp3nets import runtime
+
+    model = getattr(quantization, name)(weights="DEFAULT", quantize=True)
+    x = tp3nets.samples.digit_batch()[0]
+    want = model(x)
+    assert torch.equal(copy.deepcopy(model)(x), want)
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    assert torch.equal(torch.load(buffer, weights_only=False)(x), want)
+    assert not any(m.training for m in model.modules())
+    for backend in runtime.available_backends():
+        if backend in ("auto", "eager"):
+            continue
+        fast = runtime.optimize(model, backend)
+        assert fast.backend == backend
+        assert torch.equal(fast(x).argmax(1), want.argmax(1))

@@ -7,8 +7,9 @@ names through ``backend=``.
 
 Tolerance: a backend is kept only if, on the check inputs (a batch of the example and a
 batch of one), its outputs have the eager model's shape, differ from them by at most
-``FP32_RTOL × max(1, max abs eager output)`` (``INT8_RTOL`` for int8 models, whose kernels
-round differently in each runtime), and give the same argmax wherever eager's two best
+``FP32_RTOL × max(1, max abs eager output)`` (for int8 models, whose kernels round
+differently in each runtime, ``INT8_RTOL`` times that scale or two steps of the output's
+int8 scale, whichever is larger), and give the same argmax wherever eager's two best
 classes are more than twice that tolerance apart.
 
 The ``"auto"`` rule: ONNX Runtime when it is installed and the model's ONNX export
@@ -189,10 +190,10 @@ def _check_cpu(model: nn.Module) -> None:
 
 
 def _verify(name: str, reference: nn.Module, candidate: nn.Module, example: Tensor,
-            rtol: float) -> tuple[float, float]:
+            rtol: float, atol: float = 0.0) -> tuple[float, float]:
     """(max abs diff, tolerance) of ``candidate`` against ``reference`` on the example and
     on a batch of one; a BackendError if they disagree."""
-    worst, tol = 0.0, 0.0
+    worst, tol = 0.0, atol
     with torch.inference_mode():
         for x in (example, example[:1]):
             expected: Tensor = reference(x)
@@ -354,6 +355,14 @@ def _onnx_file(model: nn.Module, example: Tensor, atol: float, path: Path) -> bo
     return False
 
 
+def _int8_output_step(model: nn.Module) -> float:
+    """The scale of an int8 model's output (one int8 step of its logits); 0 otherwise."""
+    from .models.quantization._api import _int8_order
+
+    order = _int8_order(model)
+    return float(getattr(model.get_submodule(order[-1]), "input_scale", 0.0)) if order else 0.0
+
+
 def _onnxruntime_model(model: nn.Module, example: Tensor) -> InferenceModel:
     ort = _onnxruntime()
     if ort is None:
@@ -369,7 +378,8 @@ def _onnxruntime_model(model: nn.Module, example: Tensor) -> InferenceModel:
             raise BackendError(f"ONNX export failed: {_first_line(exc)}") from exc
         module = _OnnxRuntime(path.read_bytes(), ort)
     rtol = INT8_RTOL if int8 else FP32_RTOL
-    diff, tol = _verify("onnxruntime backend", model, module, example, rtol)
+    atol = 2 * _int8_output_step(model) if int8 else 0.0
+    diff, tol = _verify("onnxruntime backend", model, module, example, rtol, atol)
     kind = "int8 QDQ export" if int8 else "ONNX export"
     reason = f"onnxruntime {ort.__version__}, {torch.get_num_threads()} thread(s), {kind}"
     return InferenceModel(module, "onnxruntime", reason, diff, tol)

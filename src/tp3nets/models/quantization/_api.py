@@ -322,10 +322,15 @@ def _convert(
                 raise TypeError(f"cannot quantize {name!r} ({type(layer).__name__})")
         _set(fused, name, new)
     fused._int8_order = list(order)  # type: ignore[assignment]
+    fused.eval()  # the new layers are made in training mode
     _link(fused)
-    fused.register_load_state_dict_post_hook(  # type: ignore[no-untyped-call]
-        lambda module, _keys: _link(module)
-    )
+    fused.register_load_state_dict_post_hook(_relink)  # type: ignore[no-untyped-call]
+
+
+def _relink(model: nn.Module, _keys: Any) -> None:
+    """After a state dict is loaded: the layers' input scales come from the new state (a
+    module-level function, so that the model pickles)."""
+    _link(model)
 
 
 def _int8_order(model: nn.Module) -> list[str]:

@@ -179,6 +179,14 @@ class _WeightedInt8(_Int8):
         self._packed = None
         self._refresh()
 
+    @torch.jit.unused
+    def __getstate__(self) -> dict[str, Any]:
+        """The state to copy or pickle, without oneDNN's packed weight (an opaque tensor
+        that cannot be copied; it is packed again at the next call)."""
+        state = self.__dict__.copy()
+        state["_packed"] = None
+        return state
+
     def _refresh(self) -> None:
         """Copies of the state in the forms the kernels take, made once rather than per
         call (after a load, ``_load_from_state_dict`` makes them again)."""
