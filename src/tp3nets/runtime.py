@@ -170,14 +170,9 @@ def _example(model: nn.Module, example: Tensor | None) -> Tensor:
 
 
 def _check_eval(model: nn.Module) -> None:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"optimize expects an nn.Module, got {type(model).__name__}")
-    training = [name or type(model).__name__ for name, m in model.named_modules() if m.training]
-    if training:
-        raise ValueError(
-            f"optimize makes a model for inference: call model.eval() first ({training[0]!r} "
-            f"is in training mode)"
-        )
+    from .models._fold import require_eval
+
+    require_eval(model, "optimize", "optimize makes a model for inference")
 
 
 def _check_cpu(model: nn.Module) -> None:

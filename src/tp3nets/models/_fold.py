@@ -11,6 +11,18 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 __all__ = ["fold_batchnorm"]
 
 
+def require_eval(model: object, caller: str, purpose: str) -> None:
+    """A TypeError for a non-module, a ValueError naming the first submodule in training
+    mode (the inference tools' shared check)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{caller} expects an nn.Module, got {type(model).__name__}")
+    training = [name or type(model).__name__ for name, m in model.named_modules() if m.training]
+    if training:
+        raise ValueError(
+            f"{purpose}: call model.eval() first ({training[0]!r} is in training mode)"
+        )
+
+
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """Return a copy of ``model`` with each BatchNorm folded into the convolution before it.
 
@@ -43,14 +55,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
         >>> sum(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
         0
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"fold_batchnorm expects an nn.Module, got {type(model).__name__}")
-    training = [name or type(model).__name__ for name, m in model.named_modules() if m.training]
-    if training:
-        raise ValueError(
-            f"fold_batchnorm is for inference: call model.eval() first ({training[0]!r} is "
-            f"in training mode)"
-        )
+    require_eval(model, "fold_batchnorm", "fold_batchnorm is for inference")
     folded = copy.deepcopy(model)
     for module in folded.modules():
         if not isinstance(module, nn.Sequential):
