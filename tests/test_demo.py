@@ -43,7 +43,12 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"
 # The demo process, with every connection off this machine refused and reported on
 # stderr: the test fails if Gradio (or anything) tries to reach the network.
 _OFFLINE_MAIN = r"""
-import socket, sys
+import faulthandler, signal, socket, sys
+
+faulthandler.register(signal.SIGUSR1)  # the test asks for the threads' stacks on a hang
+# Ctrl-C as in a terminal, even where the test runs as a background job (whose children
+# start with SIGINT ignored, so Python would never raise KeyboardInterrupt).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 _LOCAL = ("127.", "::1", "localhost", "0.0.0.0")
 
@@ -439,7 +444,14 @@ def test_page_in_a_browser(chromium: str, demo_process: tuple[str, subprocess.Po
 
     # Ctrl-C: the demo stops, exit 0, one line, no traceback, no connection attempted.
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)  # faulthandler: every thread's stack to stderr
+        time.sleep(2)
+        proc.kill()
+        _, err = proc.communicate(timeout=30)
+        pytest.fail(f"the demo did not stop within 60 s of Ctrl-C; its threads:\n{err[-6000:]}")
     assert proc.returncode == 0, err
     assert "OFF-MACHINE" not in err, err
     assert err.strip().splitlines() == ["tp3nets demo: stopped"], err
