@@ -25,6 +25,13 @@ MODELS: dict[str, Callable[[], nn.Module]] = {
     "convnet3": tp3nets.ConvNet3,
     "convnet4": tp3nets.ConvNet4,
 }
+#: Registry name of each model's builder (``tp3nets.get_model``), by the short name above.
+BUILDERS: dict[str, str] = {
+    "mlr": "multinomial_logistic_regression",
+    "convnet2": "convnet2",
+    "convnet3": "convnet3",
+    "convnet4": "convnet4",
+}
 DEFAULT_DATA = os.environ.get(
     "TP3NETS_DATA", str(Path(__file__).resolve().parent.parent.parent / "shared" / "datasets")
 )

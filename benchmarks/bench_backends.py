@@ -25,17 +25,10 @@ import torch
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DEFAULT_DATA, MODELS, machine, median, print_machine, report
+from _common import BUILDERS, DEFAULT_DATA, MODELS, machine, median, print_machine, report
 
 import tp3nets
 from tp3nets.runtime import available_backends, optimize
-
-BUILDERS = {
-    "mlr": "multinomial_logistic_regression",
-    "convnet2": "convnet2",
-    "convnet3": "convnet3",
-    "convnet4": "convnet4",
-}
 
 
 def build(name: str, backends: list[str]) -> tuple[dict[str, nn.Module], dict[str, float]]:

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
+    BUILDERS,
     DEFAULT_DATA,
     MODELS,
     add_memory_option,
@@ -55,12 +56,6 @@ import tp3nets
 from tp3nets.data import load_mnist
 from tp3nets.models import fold_batchnorm, quantization
 
-BUILDERS = {
-    "mlr": "multinomial_logistic_regression",
-    "convnet2": "convnet2",
-    "convnet3": "convnet3",
-    "convnet4": "convnet4",
-}
 VARIANTS = ("32", "32+fold", "bf16", "int8", "int8-ref", "ort32", "ort-int8")
 
 

@@ -54,16 +54,19 @@ from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import real_inputs as ri
-from _common import DEFAULT_DATA, MODELS, machine, markdown_table, median, print_machine, write_json
+from _common import (
+    BUILDERS,
+    DEFAULT_DATA,
+    MODELS,
+    machine,
+    markdown_table,
+    median,
+    print_machine,
+    write_json,
+)
 
 import tp3nets
 
-BUILDERS = {
-    "mlr": "multinomial_logistic_regression",
-    "convnet2": "convnet2",
-    "convnet3": "convnet3",
-    "convnet4": "convnet4",
-}
 CONTROL = "mnist"
 BINS = 15
 CERTAIN = 0.99
