@@ -16,8 +16,7 @@ import torch
 from torch import nn
 
 import tp3nets
-from tp3nets.optim import fused_optimizer
-from tp3nets.training import reuse_freed_memory
+from tp3nets.engine import fused_optimizer, reuse_freed_memory
 
 MODELS: dict[str, Callable[[], nn.Module]] = {
     "mlr": tp3nets.MultinomialLogisticRegression,
@@ -69,7 +68,7 @@ def cpu_flags() -> dict[str, bool]:
 def add_memory_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--reuse-freed-memory", action="store_true",
-        help="call tp3nets.training.reuse_freed_memory() first, as the tp3nets command "
+        help="call tp3nets.engine.reuse_freed_memory() first, as the tp3nets command "
         "does: glibc keeps freed memory for reuse (for the whole process, so for both "
         "sides of a comparison)",
     )

@@ -1,4 +1,4 @@
-"""Inference speed of each backend of :func:`tp3nets.runtime.optimize` against eager
+"""Inference speed of each backend of :func:`tp3nets.deploy.optimize` against eager
 PyTorch, side by side, at batch 1 (latency) and at larger batches (throughput).
 
     python benchmarks/bench_backends.py
@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import BUILDERS, DEFAULT_DATA, MODELS, machine, median, print_machine, report
 
 import tp3nets
-from tp3nets.runtime import available_backends, optimize
+from tp3nets.deploy import available_backends, optimize
 
 
 def build(name: str, backends: list[str]) -> tuple[dict[str, nn.Module], dict[str, float]]:

@@ -14,7 +14,7 @@ single-image forwards; larger batches run ``--limit`` images. int8 is the bundle
 (oneDNN's int8 operators on plain tensors where PyTorch has them); ``int8-ref`` the same
 model on the float reference kernel. The logistic regression has no int8 weights, so its
 int8 row is torch.ao's dynamic quantization of its one Linear layer, to show whether it
-pays. ``ort32`` and ``ort-int8`` run the file ``tp3nets.export.export_onnx`` (fp32) and
+pays. ``ort32`` and ``ort-int8`` run the file ``tp3nets.deploy.export_onnx`` (fp32) and
 ``export_quantized_onnx`` (int8, QDQ) write, in an ONNX Runtime session on the CPU with as
 many intra-op threads as torch uses: the engine a user would otherwise deploy the model
 with (left out when onnxruntime is not installed). ``32+fold`` is fp32 with BatchNorm
@@ -54,7 +54,8 @@ from _common import (
 
 import tp3nets
 from tp3nets.data import load_mnist
-from tp3nets.models import fold_batchnorm, quantization
+from tp3nets.deploy import fold_batchnorm
+from tp3nets.models import quantization
 
 VARIANTS = ("32", "32+fold", "bf16", "int8", "int8-ref", "ort32", "ort-int8")
 
@@ -98,7 +99,7 @@ def ort_session(model: nn.Module, int8: bool, folder: str) -> Callable[[Tensor],
     """``model`` exported to ONNX and run by ONNX Runtime (CPU, torch's thread count)."""
     import onnxruntime
 
-    from tp3nets.export import export_onnx
+    from tp3nets.deploy import export_onnx
 
     path = Path(folder) / ("int8.onnx" if int8 else "fp32.onnx")
     if int8:

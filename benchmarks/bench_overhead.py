@@ -14,7 +14,7 @@ With glibc's default settings the page faults of one and the same hand loop over
 ConvNet2 batches swing between runs from 3,600 to 348,000 (glibc hands freed activation
 memory back to the system, or not, depending on the order of allocations), which moves
 its time by more than the 3 % being measured. Run it with ``--reuse-freed-memory``
-(:func:`tp3nets.training.reuse_freed_memory`) to keep freed memory and take that noise
+(:func:`tp3nets.engine.reuse_freed_memory`) to keep freed memory and take that noise
 out of both sides.
 """
 

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DEFAULT_DATA, MODELS, machine, median, print_machine, report, timed
 
 import tp3nets
-import tp3nets._shortcuts as shortcuts
+import tp3nets.engine._shortcuts as shortcuts
 from tp3nets.data import TensorLoader, TensorSubset, load_mnist, train_val_split
 
 SHORTCUTS = ("step", "zero_grad", "blocks")

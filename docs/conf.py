@@ -145,31 +145,16 @@ sphinx_gallery_conf = {
 
 # -- tp3nets_docs --------------------------------------------------------------------------
 
-tp3nets_api_modules = [
-    "tp3nets",
-    "tp3nets.models",
-    "tp3nets.data",
-    "tp3nets.training",
-    "tp3nets.history",
-    "tp3nets.metrics",
-    "tp3nets.state",
-    "tp3nets.precision",
-    "tp3nets.devices",
-    "tp3nets.optim",
-    "tp3nets.epoch",
-    "tp3nets.inference",
-    "tp3nets.seeding",
-    "tp3nets.callbacks",
-    "tp3nets.loggers",
-    "tp3nets.checkpoint",
-    "tp3nets.weights",
-    "tp3nets.transforms",
-    "tp3nets.reading",
-    "tp3nets.demo",
-    "tp3nets.images",
-    "tp3nets.samples",
-    "tp3nets.layers",
-    "tp3nets.export",
-    "tp3nets.runtime",
-    "tp3nets.cli",
-]
+def _public_modules() -> list[str]:
+    """Every public module of tp3nets (no part of its path starts with ``_``): each
+    name of their ``__all__`` must have an API entry."""
+    import pkgutil
+
+    import tp3nets
+
+    found = [m.name for m in pkgutil.walk_packages(tp3nets.__path__, "tp3nets.")]
+    public = (n for n in found if not any(part.startswith("_") for part in n.split(".")[1:]))
+    return ["tp3nets", *sorted(public)]
+
+
+tp3nets_api_modules = _public_modules()

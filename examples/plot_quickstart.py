@@ -3,7 +3,7 @@ Quickstart: a pretrained ConvNet4 reads digits
 ==============================================
 
 The bundled ConvNet4 weights classify the sample images that ship inside the package
-(:mod:`tp3nets.samples`, the same files as ``examples/digits/``): digits drawn in dark ink
+(:mod:`tp3nets.data.samples`, the same files as ``examples/digits/``): digits drawn in dark ink
 on paper of several shades, sizes and slants, none of them from MNIST.
 Nothing is downloaded and MNIST is not needed: the weights are inside the package.
 
@@ -24,7 +24,7 @@ import tp3nets
 
 # The ten sample files, digit_0.png to digit_9.png, inside the installed package: this
 # script runs from any folder.
-paths = tp3nets.samples.digit_paths()
+paths = tp3nets.data.samples.digit_paths()
 
 # %%
 # Load the model with its weights, and the preprocessing those weights were trained with.

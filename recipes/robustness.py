@@ -43,8 +43,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import tp3nets
-from tp3nets.augment import dilate, erode
 from tp3nets.data import load_mnist
+from tp3nets.data._augment import dilate, erode
 from tp3nets.weights._defaults import member_version, record_key
 
 HERE = Path(__file__).resolve().parent

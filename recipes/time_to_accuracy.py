@@ -34,7 +34,7 @@ import torch
 
 import tp3nets
 from tp3nets.data import TensorLoader, load_mnist, mnist_splits
-from tp3nets.training import evaluate, seed_everything, train_one_epoch
+from tp3nets.engine import evaluate, seed_everything, train_one_epoch
 
 HERE = Path(__file__).resolve().parent
 

@@ -45,15 +45,18 @@ import real_inputs  # noqa: E402
 from weights_file import write_weights  # noqa: E402
 
 import tp3nets  # noqa: E402
-from tp3nets.augment import augmentation  # noqa: E402
 from tp3nets.calibration import (  # noqa: E402
     expected_calibration_error,
     fold_temperature,
     temperature_from_logits,
 )
-from tp3nets.callbacks import EMA  # noqa: E402
-from tp3nets.data import TensorLoader, mnist_splits  # noqa: E402
-from tp3nets.training import fit, seed_everything  # noqa: E402
+from tp3nets.data import (  # noqa: E402
+    TensorLoader,
+    augmentation,
+    mnist_splits,
+)
+from tp3nets.engine import fit, seed_everything  # noqa: E402
+from tp3nets.engine.callbacks import EMA  # noqa: E402
 
 FILES = HERE.parent / "src" / "tp3nets" / "weights" / "files"
 VERSIONS = (7, 8)

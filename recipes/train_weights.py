@@ -33,10 +33,10 @@ from torch import nn
 from weights_file import write_weights
 
 import tp3nets
-from tp3nets.augment import augmentation as named_augmentation
-from tp3nets.callbacks import EMA
 from tp3nets.data import TensorLoader, mnist_splits
-from tp3nets.training import evaluate, fit, seed_everything
+from tp3nets.data import augmentation as named_augmentation
+from tp3nets.engine import evaluate, fit, seed_everything
+from tp3nets.engine.callbacks import EMA
 from tp3nets.weights._defaults import record_key
 from tp3nets.weights._records import RECORDS
 

@@ -2,7 +2,7 @@
 
 ``python tests/_fault_save.py TARGET``
 
-Writes a first checkpoint to TARGET with :func:`tp3nets.checkpoint.save_checkpoint`, then
+Writes a first checkpoint to TARGET with :func:`tp3nets.engine.save_checkpoint`, then
 starts a second save of a different checkpoint and kills itself with SIGKILL once
 ``torch.save`` has written part of it into the temporary file: no ``finally`` clause, no
 cleanup, as when the machine's out-of-memory killer or a scheduler ends a job. Prints the
@@ -25,7 +25,7 @@ def checkpoint(epoch: int) -> dict[str, Any]:
     """A checkpoint whose tensors tell which epoch wrote it (large enough to need many writes)."""
     import torch
 
-    from tp3nets.checkpoint import CHECKPOINT_FORMAT
+    from tp3nets.engine import CHECKPOINT_FORMAT
 
     return {
         "format": CHECKPOINT_FORMAT,
@@ -65,12 +65,12 @@ class _DieMidway:
 
 def main(target: Path) -> None:
 
-    from tp3nets import checkpoint as ckpt_mod
+    from tp3nets.engine import _checkpoint as ckpt_mod
 
     ckpt_mod.save_checkpoint(checkpoint(1), target)
     # The parent compares the file after the kill with these bytes.
     print(hashlib.sha256(target.read_bytes()).hexdigest(), flush=True)
-    from tp3nets import _atomic
+    from tp3nets._io import _atomic
 
     def write_then_die(path: Path, data: Any) -> None:
         # save_checkpoint serialises in memory, then writes the temporary file through

@@ -7,15 +7,17 @@ import torch
 from torch import nn
 
 from tp3nets import seed_everything
-from tp3nets.augment import AUGMENTATIONS, augmentation, dilate, erode
 from tp3nets.data import (
+    AUGMENTATIONS,
     BatchElasticDistortion,
     BatchGaussianNoise,
     BatchRandomAffine,
     BatchRandomContrast,
     BatchRandomStrokeWidth,
     TensorLoader,
+    augmentation,
 )
+from tp3nets.data._augment import dilate, erode
 
 
 def images(n: int = 64) -> torch.Tensor:

@@ -11,10 +11,9 @@ import torch
 from torch import Tensor, nn
 
 from tp3nets import EarlyStopping, ModelCheckpoint, fit
-from tp3nets.callbacks import monitor_mode
-from tp3nets.checkpoint import load_checkpoint
 from tp3nets.data import TensorLoader
-from tp3nets.training import FitState, History
+from tp3nets.engine import FitState, History, load_checkpoint
+from tp3nets.engine.callbacks import monitor_mode
 
 
 def make_data(n: int = 16) -> tuple[Tensor, Tensor]:

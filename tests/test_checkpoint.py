@@ -14,17 +14,18 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from tp3nets import CheckpointError, MultinomialLogisticRegression, fit, seed_everything
-from tp3nets import checkpoint as ckpt_mod
-from tp3nets.callbacks import EarlyStopping, ModelCheckpoint
-from tp3nets.checkpoint import (
+from tp3nets.data import TensorLoader
+from tp3nets.engine import (
     CHECKPOINT_FORMAT,
+    FitState,
+    History,
     load_checkpoint,
     make_checkpoint,
     restore_checkpoint,
     save_checkpoint,
 )
-from tp3nets.data import TensorLoader
-from tp3nets.training import FitState, History
+from tp3nets.engine import _checkpoint as ckpt_mod
+from tp3nets.engine.callbacks import EarlyStopping, ModelCheckpoint
 
 
 class TinyNet(nn.Module):
@@ -439,7 +440,7 @@ def test_resume_from_a_loaded_checkpoint_dict(tmp_path: Path) -> None:
 
 # -- crafted checkpoints: well-formed fields, wrong inside -------------------------------
 
-from tp3nets.ema import EMA  # noqa: E402
+from tp3nets.engine.callbacks import EMA  # noqa: E402
 
 
 def _callbacks(folder: Path) -> list[Any]:

@@ -22,10 +22,10 @@ from torch import Tensor, nn
 import tp3nets
 from _support import one_error_line as _one_error_line
 from tp3nets import cli
-from tp3nets.checkpoint import load_checkpoint
 from tp3nets.cli._train import _warmup_fraction
 from tp3nets.data import TensorLoader, load_mnist
-from tp3nets.samples import digit_paths
+from tp3nets.data.samples import digit_paths
+from tp3nets.engine import load_checkpoint
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:`torch.jit.*` is deprecated:FutureWarning",
@@ -599,7 +599,7 @@ def test_train_weights_out_on_a_full_disk_keeps_the_trained_weights(
     import shutil
     from collections import namedtuple
 
-    from tp3nets import checkpoint as ckpt_mod
+    from tp3nets._io import _atomic as atomic_mod
 
     record_property("fault", "a full disk when train writes --weights-out")
     record_property("data_intact", "the last checkpoint holds the trained weights")
@@ -612,14 +612,14 @@ def test_train_weights_out_on_a_full_disk_keeps_the_trained_weights(
     assert out == ""
     _one_error_line(err, "MB are needed for the checkpoints and weights", "MB are free")
     monkeypatch.setattr(shutil, "disk_usage", real_usage)
-    real_write = ckpt_mod.write_atomically
+    real_write = atomic_mod.write_atomically
 
     def full_for_weights(data: Any, path: Any) -> Path:
         if str(path).endswith(".safetensors"):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(data, path)
 
-    monkeypatch.setattr(ckpt_mod, "write_atomically", full_for_weights)
+    monkeypatch.setattr(atomic_mod, "write_atomically", full_for_weights)
     code, out, err = run(capsys, *_train_args(mnist_root, "--epochs", "1", "--weights-out",
                                               tmp_path / "w.safetensors"))
     assert code == 2
@@ -1003,7 +1003,7 @@ def test_export_writes_a_verified_file(
     if fmt == "torchscript":
         got = torch.jit.load(str(out_path))(x)
     else:
-        from tp3nets.export import verify_onnx
+        from tp3nets.deploy import verify_onnx
 
         assert verify_onnx(out_path, model) <= 1e-4
         return
@@ -1121,7 +1121,7 @@ def test_predict_json_is_strict(capsys: pytest.CaptureFixture[str], tmp_path: Pa
         out[0] = math.nan
         return out
 
-    monkeypatch.setattr(tp3nets.reading, "predict", nan_predict)
+    monkeypatch.setattr(tp3nets.reading, "_predict", nan_predict)
     code, out, err = run(capsys, "predict", "convnet4", str(DIGITS[3]), "--json")
     assert code == 0, err
     assert "NaN" not in out
@@ -1379,7 +1379,7 @@ def test_train_output_on_a_full_disk_is_one_line_and_keeps_the_previous_checkpoi
     was a traceback and exit 1); the checkpoint of the epoch before is whole."""
     import errno
 
-    from tp3nets import _atomic
+    from tp3nets._io import _atomic
 
     record_property("fault", "a full disk when train writes --output")
     record_property("data_intact", "the previous checkpoint")

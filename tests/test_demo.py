@@ -426,7 +426,7 @@ def test_page_in_a_browser(chromium: str, demo_process: tuple[str, subprocess.Po
             page.screenshot(path=str(shot), full_page=True)
 
             # A sample digit, uploaded; then the int8 ConvNet4 added beside the others.
-            sample = tp3nets.samples.digit_paths()[5]
+            sample = tp3nets.data.samples.digit_paths()[5]
             page.get_by_role("tab", name="Upload").click()
             page.set_input_files("#tp3nets-upload input[type=file]", str(sample))
             _wait_for(page, "#tp3nets-status", lambda t: t == f"Reading {sample.name}.",

@@ -15,8 +15,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from tp3nets import MultinomialLogisticRegression, evaluate
-from tp3nets.checkpoint import load_checkpoint
 from tp3nets.data import TensorLoader
+from tp3nets.engine import load_checkpoint
 
 WORKER = Path(__file__).with_name("_ddp_worker.py")
 
@@ -155,7 +155,7 @@ def test_only_rank_zero_prints_and_checkpoints(ddp_run: dict[str, Any]) -> None:
 def torchrun_env(monkeypatch: pytest.MonkeyPatch) -> Any:
     """torchrun's environment for process ``local_rank`` of ``procs`` on a node with
     ``gpus`` CUDA devices (simulated), and the backend ``init_process_group`` was asked for."""
-    from tp3nets import _distributed
+    from tp3nets.engine import _distributed
 
     started: list[str] = []
 
@@ -176,14 +176,14 @@ def torchrun_env(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 def _resolve(device: str | None) -> torch.device:
-    from tp3nets.devices import resolve_device
+    from tp3nets.engine import resolve_device
 
     return resolve_device(device, MultinomialLogisticRegression(8, 3))
 
 
 def test_torchrun_default_device_is_the_process_s_own_gpu(torchrun_env: Any) -> None:
     """Two processes, two GPUs: rank 1 takes cuda:1 and starts nccl on it."""
-    from tp3nets import _distributed
+    from tp3nets.engine import _distributed
 
     started = torchrun_env(local_rank=1, procs=2, gpus=2)
     assert _resolve(None) == torch.device("cuda", 1)
@@ -198,7 +198,7 @@ def test_torchrun_with_fewer_gpus_than_processes_runs_on_the_cpu_with_gloo(
 ) -> None:
     """Two processes, one GPU: both run where the model is (the CPU) and start gloo; rank 0
     says why. No process asks for a GPU it does not have."""
-    from tp3nets import _distributed
+    from tp3nets.engine import _distributed
 
     started = torchrun_env(local_rank=local_rank, procs=2, gpus=1)
     with warnings.catch_warnings(record=True) as caught:
@@ -217,7 +217,7 @@ def test_torchrun_with_fewer_gpus_than_processes_runs_on_the_cpu_with_gloo(
 
 def test_torchrun_explicit_cpu_on_a_gpu_node_uses_gloo(torchrun_env: Any) -> None:
     """device='cpu' on a node with GPUs: gloo, no CUDA device touched."""
-    from tp3nets import _distributed
+    from tp3nets.engine import _distributed
 
     started = torchrun_env(local_rank=0, procs=2, gpus=2)
     dev = _resolve("cpu")
@@ -233,7 +233,7 @@ def test_torchrun_cuda_without_a_gpu_per_process_is_a_clear_error(torchrun_env: 
 
 
 def test_outside_torchrun_nothing_is_started(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tp3nets import _distributed
+    from tp3nets.engine import _distributed
 
     for key in ("WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR"):
         monkeypatch.delenv(key, raising=False)
@@ -311,7 +311,7 @@ def test_the_collective_timeout_is_read_from_the_environment(
 ) -> None:
     """TP3NETS_DIST_TIMEOUT sets the process group's timeout (default 600 s); a value that
     is not a positive number of seconds is refused."""
-    from tp3nets import _distributed as dist_utils
+    from tp3nets.engine import _distributed as dist_utils
 
     monkeypatch.delenv("TP3NETS_DIST_TIMEOUT", raising=False)
     assert dist_utils.timeout_seconds() == 600

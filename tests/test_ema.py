@@ -9,8 +9,8 @@ import torch
 from torch import Tensor, nn
 
 from tp3nets import EMA, EarlyStopping, ModelCheckpoint, evaluate, fit
-from tp3nets.checkpoint import load_checkpoint
 from tp3nets.data import TensorLoader
+from tp3nets.engine import load_checkpoint
 
 
 def make_data(n: int = 32) -> tuple[Tensor, Tensor]:

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 import tp3nets
-from tp3nets.export import (
+from tp3nets.deploy import (
     ExportError,
     export_onnx,
     export_torchscript,
@@ -242,7 +242,7 @@ def test_bad_arguments_raise_clear_errors(tmp_path: Path) -> None:
 _FULL_DISK_SCRIPT = r"""
 import resource, signal, sys
 import tp3nets
-from tp3nets.export import ExportError, export_onnx, export_torchscript
+from tp3nets.deploy import ExportError, export_onnx, export_torchscript
 fmt, path = sys.argv[1], sys.argv[2]
 model = tp3nets.convnet2(weights="DEFAULT")  # 3 MB of weights: past the limit below
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG

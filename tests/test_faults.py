@@ -32,8 +32,8 @@ import torch
 from torch import Tensor, nn
 
 from tp3nets import ModelCheckpoint, MultinomialLogisticRegression, fit, seed_everything
-from tp3nets.checkpoint import load_checkpoint, save_checkpoint
 from tp3nets.data import TensorLoader
+from tp3nets.engine import load_checkpoint, save_checkpoint
 
 HERE = Path(__file__).resolve().parent
 Recorder = Callable[[str, object], None]
@@ -112,7 +112,7 @@ class _FullDisk:
 
 def _fill_the_disk(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the temporary files that save_checkpoint writes run out of space."""
-    from tp3nets import _atomic
+    from tp3nets._io import _atomic
 
     def write_on_a_full_disk(path: Path, data: Any) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)

@@ -1,8 +1,8 @@
 """Every image mode Pillow opens is read as the picture it is, or refused in one line.
 
 A sample digit (dark ink on light paper) is saved in each mode, in a format that keeps
-the mode, then read through :func:`~tp3nets.images.open_image` and
-:class:`~tp3nets.transforms.MNISTPreprocess`: the model input must be the gray picture's,
+the mode, then read through :func:`~tp3nets.data.open_image` and
+:class:`~tp3nets.data.MNISTPreprocess`: the model input must be the gray picture's,
 and ``tp3nets predict`` must read the same digit. Multi-frame files give their first
 frame (or the one asked for); broken files are one line naming the file.
 
@@ -22,9 +22,8 @@ import torch
 from PIL import Image
 
 from _support import one_error_line
-from tp3nets import cli, samples
-from tp3nets.images import ImageFileError, open_image, standard_mode
-from tp3nets.transforms import MNISTPreprocess
+from tp3nets import cli
+from tp3nets.data import ImageFileError, MNISTPreprocess, open_image, samples, standard_mode
 
 Recorder = Callable[[str, object], None]
 DIGIT = 3

@@ -37,12 +37,17 @@ def _imports(path: Path) -> set[str]:
                 target = node.module or ""
             if not target.startswith("tp3nets"):
                 continue
-            found.add(target)
+            names_only = True
             for alias in node.names:  # `from . import x` imports the submodule x
-                if (PACKAGE.parent / Path(*f"{target}.{alias.name}".split("."))).with_suffix(
-                    ".py"
-                ).is_file():
+                sub = PACKAGE.parent / Path(*f"{target}.{alias.name}".split("."))
+                if sub.with_suffix(".py").is_file() or (sub / "__init__.py").is_file():
                     found.add(f"{target}.{alias.name}")
+                else:
+                    names_only = False
+            # `from . import x` inside a package needs only x: the package is the
+            # importer's own, already being imported.
+            if not names_only or not (node.level and name.startswith(target + ".")):
+                found.add(target)
     found.discard(name)
     return found
 
@@ -84,7 +89,7 @@ def test_no_import_circle_in_the_package() -> None:
     """No module of tp3nets imports, directly or through others, a module that imports it
     back (function-local imports included): the engine's parts sit in layers."""
     graph = _graph()
-    assert graph["tp3nets.callbacks"] >= {"tp3nets.state"}  # the graph is really read
+    assert graph["tp3nets.engine.callbacks._base"] >= {"tp3nets.engine._state"}  # really read
     assert _cycle(graph) is None, " -> ".join(_cycle(graph) or [])
 
 
@@ -95,15 +100,49 @@ def test_the_cycle_finder_finds_a_circle() -> None:
 
 
 def test_callbacks_and_shared_types_never_import_the_engine() -> None:
-    """History, metrics, FitState and the callbacks sit below the engine (fit,
-    train_one_epoch, evaluate): none of them imports tp3nets.training, .epoch or
-    .inference."""
+    """History, metrics, FitState and the callbacks sit below the loop (fit,
+    train_one_epoch, evaluate): none of them imports the engine's package, _training,
+    _epoch or _inference."""
     graph = _graph()
-    engine = {"tp3nets.training", "tp3nets.epoch", "tp3nets.inference"}
-    for below in ("tp3nets.history", "tp3nets.metrics", "tp3nets.state",
-                  "tp3nets.callbacks", "tp3nets.checkpoint", "tp3nets.precision"):
-        assert not graph[below] & engine, (below, graph[below] & engine)
-    assert not graph["tp3nets.history"], graph["tp3nets.history"]
+    loop = {"tp3nets.engine", "tp3nets.engine._training", "tp3nets.engine._epoch",
+            "tp3nets.engine._inference"}
+    callbacks = {m for m in graph if m.startswith("tp3nets.engine.callbacks")}
+    below = {"tp3nets.engine._history", "tp3nets.engine._metrics", "tp3nets.engine._state",
+             "tp3nets.engine._checkpoint", "tp3nets.engine._precision", *callbacks}
+    for module in sorted(below):
+        assert not graph[module] & loop, (module, graph[module] & loop)
+    assert not graph["tp3nets.engine._history"], graph["tp3nets.engine._history"]
+
+
+def test_layers_of_the_package() -> None:
+    """The subpackages sit in layers: data and the private helpers below the models,
+    the models below deploy, deploy below the engine, and nothing below imports what
+    sits above it."""
+    graph = _graph()
+    order = ["tp3nets._util", "tp3nets._io", "tp3nets.data", "tp3nets.weights",
+             "tp3nets.models", "tp3nets.deploy", "tp3nets.engine",
+             "tp3nets.calibration", "tp3nets.reading", "tp3nets.demo", "tp3nets.cli"]
+
+    def layer(module: str) -> int | None:
+        hits = [i for i, p in enumerate(order) if module == p or module.startswith(p + ".")]
+        return hits[-1] if hits else None
+
+    upward = sorted(
+        (m, n) for m, targets in graph.items() for n in targets
+        if layer(m) is not None and layer(n) is not None and layer(n) > layer(m)  # type: ignore[operator]
+    )
+    assert upward == []
+
+
+def test_the_top_level_is_a_handful_of_named_parts() -> None:
+    """src/tp3nets holds subpackages and a few modules, each named for what it holds."""
+    top = sorted(p.name for p in PACKAGE.iterdir()
+                 if p.name != "__pycache__" and (p.suffix == ".py" or p.is_dir()))
+    assert top == [
+        "__init__.py", "__main__.py", "_deprecated.py", "_io", "_util", "_version.py",
+        "calibration.py", "cli", "data", "demo.py", "deploy", "engine", "models",
+        "reading.py", "weights",
+    ]
 
 
 def test_only_the_shortcuts_module_reads_private_torch_optimizer_names() -> None:
@@ -112,7 +151,7 @@ def test_only_the_shortcuts_module_reads_private_torch_optimizer_names() -> None
         str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
         if "torch.optim.optimizer" in p.read_text() or "_optimizer_step_code" in p.read_text()
     )
-    assert readers == ["_shortcuts.py"], readers
+    assert readers == ["engine/_shortcuts.py"], readers
 
 
 def test_modules_stay_readable() -> None:

@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from tp3nets import _malloc, cli
-from tp3nets.training import reuse_freed_memory
+from tp3nets import cli
+from tp3nets.engine import _malloc, reuse_freed_memory
 
 glibc_only = pytest.mark.skipif(
     _malloc._glibc() is None, reason="malloc is not glibc's here"
@@ -26,7 +26,7 @@ glibc_only = pytest.mark.skipif(
 # then stops faulting.
 _SCRIPT = r"""
 import resource, sys, torch
-from tp3nets.training import reuse_freed_memory
+from tp3nets.engine import reuse_freed_memory
 applied = None
 for step in sys.argv[1:]:
     applied = reuse_freed_memory(step == "on")
@@ -98,7 +98,7 @@ def test_command_line_keeps_freed_memory_unless_told_otherwise(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     calls: list[bool] = []
-    monkeypatch.setattr(cli, "reuse_freed_memory", lambda enable=True: calls.append(enable))
+    monkeypatch.setattr(cli, "_reuse_freed_memory", lambda enable=True: calls.append(enable))
     assert cli.main(["list"]) == 0
     capsys.readouterr()
     assert calls == ([True] if called else [])

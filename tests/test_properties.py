@@ -26,7 +26,7 @@ from torch.nn import functional as F
 import tp3nets
 from tp3nets import CheckpointError, MultinomialLogisticRegression, cli, evaluate
 from tp3nets.data import TensorLoader
-from tp3nets.training import accuracy
+from tp3nets.engine import accuracy
 from tp3nets.weights import load_state_dict, load_weights_into
 
 REPO = Path(__file__).resolve().parent.parent

@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 import tp3nets
-from tp3nets.models import fold_batchnorm, quantization
+from tp3nets.deploy import fold_batchnorm
+from tp3nets.models import quantization
 from tp3nets.models.quantization import (
     ConvNet2_QuantizedWeights,
     ConvNet3_QuantizedWeights,
@@ -530,7 +531,7 @@ def test_export_quantized_onnx_runs_in_onnxruntime(
     ops = {n.op_type for n in onnx.load(str(path)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    digits = tp3nets.samples.digit_batch()[0]  # digits: on noise the DEFAULT's logits are
+    digits = tp3nets.data.samples.digit_batch()[0]  # digits: on noise the DEFAULT's logits are
     for n in (1, 5):                            # nearly equal, by design (no class)
         x = digits[n:2 * n]
         got = torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
@@ -542,7 +543,7 @@ def test_export_quantized_onnx_errors(
 ) -> None:
     """A float model or a too-old opset raises ValueError; a failure while writing raises
     QuantizedExportError with its reason and leaves no file."""
-    with pytest.raises(ValueError, match=re.escape("export float models with tp3nets.export")):
+    with pytest.raises(ValueError, match=re.escape("export float models with tp3nets.deploy")):
         quantization.export_quantized_onnx(tp3nets.ConvNet2().eval(), tmp_path / "f.onnx")
     with pytest.raises(ValueError, match="opset_version >= 13, got 12"):
         quantization.export_quantized_onnx(
@@ -594,15 +595,15 @@ def test_fold_batchnorm_without_batchnorm_changes_nothing() -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_int8_model_copies_pickles_and_runs_in_every_backend(name: str) -> None:
     """After a forward pass (oneDNN's weights packed), the int8 model deep-copies and
-    pickles with the same logits, is in eval mode throughout, and tp3nets.runtime's
+    pickles with the same logits, is in eval mode throughout, and tp3nets.deploy's
     backends run it with eager's predictions on digits."""
     import copy
     import io
 
-    from tp3nets import runtime
+    from tp3nets.deploy import _runtime as runtime
 
     model = getattr(quantization, name)(weights="DEFAULT", quantize=True)
-    x = tp3nets.samples.digit_batch()[0]
+    x = tp3nets.data.samples.digit_batch()[0]
     want = model(x)
     assert torch.equal(copy.deepcopy(model)(x), want)
     buffer = io.BytesIO()

@@ -33,7 +33,7 @@ def model() -> torch.nn.Module:
 
 def _ink(label: int, side: int) -> np.ndarray:
     """The sample digit's ink (1 = ink), enlarged to a side x side float array."""
-    x = MNISTPreprocess()(tp3nets.samples.digit(label))  # (1, 28, 28), light on dark
+    x = MNISTPreprocess()(tp3nets.data.samples.digit(label))  # (1, 28, 28), light on dark
     big = torch.nn.functional.interpolate(x[None], size=(side, side), mode="bicubic")[0, 0]
     ink: np.ndarray = big.clamp(0, 1).numpy()
     return ink
@@ -254,7 +254,7 @@ def test_a_digit_beside_a_deep_soft_shadow_is_read(model: torch.nn.Module, label
 def _low_resolution(label: int) -> Image.Image:
     """A digit scanned at 8x8 as the UCI digits were (a 32x32 bitmap, each pixel the share of
     a 4x4 block that is ink), on light paper, upscaled to 48x48 without smoothing."""
-    bits = MNISTPreprocess()(tp3nets.samples.digit(label))[0].numpy() > 0.5
+    bits = MNISTPreprocess()(tp3nets.data.samples.digit(label))[0].numpy() > 0.5
     ys, xs = np.nonzero(bits)
     crop = bits[ys.min():ys.max() + 1, xs.min():xs.max() + 1].astype(np.uint8) * 255
     k = 32 / max(crop.shape)
@@ -319,7 +319,7 @@ def test_the_model_sees_what_inspect_returns(model: torch.nn.Module) -> None:
 
 def test_unsure_below_the_threshold(model: torch.nn.Module) -> None:
     """Below min_confidence the answer is "unsure" with no label; None answers every digit."""
-    img = tp3nets.samples.digit(7)
+    img = tp3nets.data.samples.digit(7)
     (sure,) = read_digits(model, [img], weights=WEIGHTS, min_confidence=None)
     assert sure.status == "digit"
     assert sure.label == "7"
@@ -333,8 +333,8 @@ def test_unsure_below_the_threshold(model: torch.nn.Module) -> None:
 
 def test_read_digits_takes_paths_arrays_and_tensors(model: torch.nn.Module) -> None:
     """Files, PIL images, NumPy arrays and tensors give the same answer."""
-    path = tp3nets.samples.digit_path(3)
-    img = tp3nets.samples.digit(3)
+    path = tp3nets.data.samples.digit_path(3)
+    img = tp3nets.data.samples.digit(3)
     array = np.asarray(img)
     tensor: Tensor = torch.from_numpy(array.copy())
     if tensor.dim() == 3:
@@ -345,7 +345,7 @@ def test_read_digits_takes_paths_arrays_and_tensors(model: torch.nn.Module) -> N
 
 def test_read_digits_refuses_bad_arguments(model: torch.nn.Module) -> None:
     """Bad thresholds, top, a single picture not in a list, and no pictures say what is wrong."""
-    img = tp3nets.samples.digit(1)
+    img = tp3nets.data.samples.digit(1)
     with pytest.raises(ValueError, match=r"min_confidence must be in \(0, 1\]"):
         read_digits(model, [img], min_confidence=0)
     with pytest.raises(ValueError, match=r"min_confidence must be in \(0, 1\]"):

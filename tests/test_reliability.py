@@ -51,9 +51,14 @@ from tp3nets import (
     load_state_dict,
     predict,
 )
-from tp3nets.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from tp3nets.data import TensorLoader
-from tp3nets.training import accuracy, train_one_epoch
+from tp3nets.engine import (
+    accuracy,
+    load_checkpoint,
+    make_checkpoint,
+    save_checkpoint,
+    train_one_epoch,
+)
 from tp3nets.weights import _api
 
 pytestmark = pytest.mark.filterwarnings(
@@ -1125,7 +1130,7 @@ def test_cli_unreadable_files(record_property: Recorder, capsys: pytest.CaptureF
 
     monkeypatch.setattr(builtins, "open", guarded_open)
     monkeypatch.setattr(Path, "open", lambda self, *a, **k: guarded_open(self, *a, **k))
-    monkeypatch.setattr(os, "open", guarded_os_open)  # files read whole by tp3nets._files
+    monkeypatch.setattr(os, "open", guarded_os_open)  # files read whole by tp3nets._io
     for argv, needles in (
         (["predict", "convnet2", str(DIGIT)], ["cannot read image", "Permission denied"]),
         (["predict", "convnet2", str(files / "notes.png"), "--weights",
@@ -1566,7 +1571,7 @@ def test_bad_image_file_is_one_clear_error(
     naming the file and the fault: decompression bombs (refused from the header, before
     decoding), truncated and garbage files, float TIFFs with NaN or inf pixels, FIFOs
     (never waited on), link loops, devices, folders and missing files."""
-    from tp3nets.images import ImageFileError, open_image
+    from tp3nets.data import ImageFileError, open_image
 
     record_property("bad_input", "images")
     cases = _image_cases(tmp_path)
@@ -1584,7 +1589,7 @@ def test_open_image_reads_good_files_whole(tmp_path: Path) -> None:
     """A good file comes back loaded and detached from the file (which can then go)."""
     from PIL import Image
 
-    from tp3nets.images import ImageFileError, open_image
+    from tp3nets.data import ImageFileError, open_image
 
     path = tmp_path / "digit.png"
     Image.open(DIGIT).save(path)
@@ -1602,12 +1607,12 @@ def test_open_image_reads_good_files_whole(tmp_path: Path) -> None:
 def test_atomic_write_on_a_full_disk_keeps_the_previous_file(
     record_property: Recorder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """tp3nets._atomic.write_atomically (for checkpoint.py to use): ENOSPC in the middle of a
+    """tp3nets._io._atomic.write_atomically (for checkpoint.py to use): ENOSPC in the middle of a
     write keeps the previous file whole, leaves no temporary file, and says so with errno
     ENOSPC kept; the next good write removes a killed writer's temporary file."""
     import errno
 
-    from tp3nets._atomic import write_atomically
+    from tp3nets._io._atomic import write_atomically
 
     record_property("bad_input", "checkpoints")
     path = tmp_path / "ck.pt"

@@ -1,4 +1,4 @@
-"""Inference backends (tp3nets.runtime): each agrees with eager PyTorch, and says so."""
+"""Inference backends (tp3nets.deploy): each agrees with eager PyTorch, and says so."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from torch import Tensor, nn
 import tp3nets
 from tp3nets import cli
 from tp3nets.data import TensorLoader
-from tp3nets.runtime import FP32_RTOL, BackendError, InferenceModel, optimize
+from tp3nets.deploy import FP32_RTOL, BackendError, InferenceModel, optimize
 
 MODELS = ("multinomial_logistic_regression", "convnet2", "convnet3", "convnet4")
 FAST = ("torch", "onnxruntime", "auto")
@@ -35,7 +35,7 @@ def _fast(name: str, backend: str) -> InferenceModel:
 
 def _digits(n: int) -> Tensor:
     """``n`` digits: the ten samples, repeated, each repeat slightly shifted in brightness."""
-    x = tp3nets.samples.digit_batch()[0]
+    x = tp3nets.data.samples.digit_batch()[0]
     reps = [(x * (1 - 0.02 * i)).clamp(0, 1) for i in range((n + 9) // 10)]
     return torch.cat(reps)[:n]
 

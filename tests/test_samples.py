@@ -1,4 +1,4 @@
-"""The sample digits shipped inside the package (tp3nets.samples)."""
+"""The sample digits shipped inside the package (tp3nets.data.samples)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import tp3nets
-from tp3nets import samples
+from tp3nets.data import samples
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -29,7 +29,7 @@ def test_samples_are_inside_the_package() -> None:
     assert [p.name for p in paths] == [f"digit_{d}.png" for d in range(10)]
     for p in paths:
         assert p.is_file()
-        assert p.resolve().is_relative_to(package / "samples" / "digits")
+        assert p.resolve().is_relative_to(package / "data" / "samples" / "digits")
 
 
 def test_package_copies_match_the_rendered_examples() -> None:
@@ -105,10 +105,15 @@ def test_pretrained_models_read_the_samples(name: str) -> None:
     assert correct >= (10 if name == "convnet4" else 7), (name, correct)
 
 
-def test_samples_are_re_exported() -> None:
-    """tp3nets.samples is reachable from the top-level package and listed in __all__."""
-    assert tp3nets.samples is samples
-    assert "samples" in tp3nets.__all__
+def test_samples_live_in_data_and_the_old_path_warns() -> None:
+    """tp3nets.data.samples is reachable after a bare ``import tp3nets``; 0.1's
+    ``tp3nets.samples`` still works for one release, with a DeprecationWarning."""
+    assert tp3nets.data.samples is samples
+    assert "samples" not in tp3nets.__all__
+    with pytest.warns(DeprecationWarning, match=r"tp3nets\.samples is a deprecated alias"):
+        old = tp3nets.samples  # type: ignore[attr-defined]
+    with pytest.warns(DeprecationWarning, match=r"import it from tp3nets\.data\.samples"):
+        assert old.digit_batch is samples.digit_batch
 
 
 def _readme_block(heading: str, language: str) -> str:
@@ -143,7 +148,7 @@ def test_samples_work_from_the_built_wheel(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
     for d in range(10):
-        assert f"tp3nets/samples/digits/digit_{d}.png" in names
+        assert f"tp3nets/data/samples/digits/digit_{d}.png" in names
     site = tmp_path / "site"
     with zipfile.ZipFile(wheel) as zf:  # a pure-Python wheel installs by unpacking it
         zf.extractall(site)
@@ -153,7 +158,7 @@ def test_samples_work_from_the_built_wheel(tmp_path: Path) -> None:
         "import pathlib, tp3nets\n"
         "where = pathlib.Path(tp3nets.__file__).resolve()\n"
         f"assert where.is_relative_to(pathlib.Path({str(site)!r}).resolve()), where\n"
-        "x, y = tp3nets.samples.digit_batch()\n"
+        "x, y = tp3nets.data.samples.digit_batch()\n"
         "model = tp3nets.convnet4(weights='DEFAULT')\n"
         "print(int((tp3nets.predict(model, x).argmax(1) == y).sum()))\n"
     )

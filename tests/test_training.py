@@ -15,11 +15,10 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch.utils.data import DataLoader, Dataset
 
 from tp3nets import ConvNet2, History, evaluate, fit, predict, seed_everything, train_one_epoch
-from tp3nets import _distributed as dist_utils
-from tp3nets.callbacks import ModelCheckpoint
-from tp3nets.checkpoint import load_checkpoint
 from tp3nets.data import TensorLoader
-from tp3nets.training import FitState, accuracy, default_unpack
+from tp3nets.engine import FitState, accuracy, default_unpack, load_checkpoint
+from tp3nets.engine import _distributed as dist_utils
+from tp3nets.engine.callbacks import ModelCheckpoint
 
 CUDA = ["cuda"] if torch.cuda.is_available() else []
 
@@ -193,7 +192,7 @@ class _Lookup(nn.Module):
 def _meter_accuracy(batches: list[tuple[Tensor, Tensor]], device: str) -> float:
     """The epoch accuracy a Meter made for ``device`` reports for these batches (the
     tensors stay on the CPU: "cuda" only selects the accelerator's grouped counting)."""
-    from tp3nets.metrics import Meter
+    from tp3nets.engine._metrics import Meter
 
     meter = Meter({"acc": accuracy}, torch.device(device))
     for logits, target in batches:
@@ -254,7 +253,7 @@ def test_accuracy_reads_predictions_as_the_loss_does(
     """Logits of BCEWithLogitsLoss are cut at 0, probabilities of BCELoss at 0.5; one-hot
     and soft targets of CrossEntropyLoss compare argmaxes; ignore_index is not counted.
     The same on the CPU and on the accelerator path, through fit/evaluate's meter."""
-    from tp3nets.metrics import Meter
+    from tp3nets.engine._metrics import Meter
 
     assert accuracy(preds, target, loss_fn=loss_fn).item() == pytest.approx(expected)
     meter = Meter({"acc": accuracy}, torch.device(device), loss_fn)
@@ -299,7 +298,7 @@ def test_grouped_accuracy_flushes_when_batch_shapes_change() -> None:
 def test_cpu_meter_keeps_figures_as_python_numbers() -> None:
     """On the CPU the per-batch loss and metric figures are kept as Python numbers (the
     loss as the float the NaN check read), and the epoch figures come out right."""
-    from tp3nets.metrics import Meter
+    from tp3nets.engine._metrics import Meter
 
     meter = Meter({"acc": accuracy, "mean": lambda p, t: p.mean()}, torch.device("cpu"))
     for _ in range(3):
@@ -399,7 +398,7 @@ def test_a_part_left_in_eval_mode_stays_so_in_training() -> None:
     assert not model.training
     # Under a wrapper (DDP's, here DataParallel's, in train mode when built) the user's
     # model decides: in eval mode as a whole, it trains in train mode.
-    from tp3nets._batches import set_mode as _mode
+    from tp3nets.engine._batches import set_mode as _mode
 
     wrapped = nn.DataParallel(model)
     with _mode(wrapped, True):
@@ -765,7 +764,7 @@ def test_nan_loss_raises_floating_point_error() -> None:
 
 def _as_on_an_accelerator(monkeypatch: pytest.MonkeyPatch) -> None:
     """Run the accelerator's bookkeeping on the CPU: tensors kept, read back in bulk."""
-    monkeypatch.setattr("tp3nets.devices.cheap_readback", lambda device: False)
+    monkeypatch.setattr("tp3nets.engine._devices.cheap_readback", lambda device: False)
 
 
 def test_accelerator_bookkeeping_gives_the_cpu_figures(
@@ -847,7 +846,7 @@ def test_history_plot_draws_each_figure() -> None:
 
 def test_labels_checked_on_the_host_for_accelerators() -> None:
     """For a CUDA device, labels of later batches are checked on the host before transfer."""
-    from tp3nets._batches import LabelGuard as _LabelGuard
+    from tp3nets.engine._batches import LabelGuard as _LabelGuard
 
     guard = _LabelGuard(nn.CrossEntropyLoss(), torch.device("cuda"))
     guard.before_transfer(torch.tensor([7]))  # classes unknown before the first forward
@@ -923,7 +922,7 @@ def test_fit_steps_without_the_profiler_range_and_the_same_weights(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Plain optimizers are stepped past torch's profiler wrapper, bitwise as step() does."""
-    from tp3nets._shortcuts import step as _step
+    from tp3nets.engine._shortcuts import step as _step
 
     data = make_data(48)
     for make in (
@@ -937,9 +936,9 @@ def test_fit_steps_without_the_profiler_range_and_the_same_weights(
             model = TinyNet(dropout=0.0)
             opt = make(model.parameters())
             if use_step_method:
-                monkeypatch.setattr("tp3nets._shortcuts.step", lambda o: o.step())
+                monkeypatch.setattr("tp3nets.engine._shortcuts.step", lambda o: o.step())
             fit(model, TensorLoader(data, 8), epochs=2, optimizer=opt, progress=False)
-            monkeypatch.setattr("tp3nets._shortcuts.step", _step)
+            monkeypatch.setattr("tp3nets.engine._shortcuts.step", _step)
             weights.append([p.detach().clone() for p in model.parameters()])
         assert all(torch.equal(a, b) for a, b in zip(*weights, strict=True))
 
@@ -1165,7 +1164,7 @@ def test_a_nonfinite_monitored_figure_is_said_and_neither_stops_nor_skips_silent
     """One NaN validation image makes val_loss NaN every epoch: fit, EarlyStopping and
     ModelCheckpoint(save_best_only) each say so, once; EarlyStopping does not count those
     epochs towards its patience (the run is not stopped by a figure that means nothing)."""
-    from tp3nets.callbacks import EarlyStopping, ModelCheckpoint
+    from tp3nets.engine.callbacks import EarlyStopping, ModelCheckpoint
 
     record_property("bad_input", "training")
     x, y = make_data(32)
@@ -1235,7 +1234,7 @@ def test_predict_on_pil_images_says_to_use_the_weights_transforms(
     import tp3nets
 
     record_property("bad_input", "training")
-    img = tp3nets.samples.digit(3)
+    img = tp3nets.data.samples.digit(3)
     model = ConvNet2()
     for data in ([img], img, (img, img)):
         with pytest.raises(TypeError, match=r"predict takes tensors, got PIL images: .*"

@@ -111,7 +111,7 @@ def test_a_second_fit_warns_again(record_property: Recorder) -> None:
 
 
 def test_every_warning_goes_through_the_one_helper() -> None:
-    """No module calls warnings.warn with a hand-counted stacklevel: tp3nets._warn.warn
+    """No module calls warnings.warn with a hand-counted stacklevel: tp3nets._util._warn.warn
     finds the user's frame for all of them."""
     offenders = [
         f"{path.relative_to(SRC)}:{n}"

@@ -396,7 +396,7 @@ def test_nested_training_checkpoints_load(key: str, tmp_path: Path) -> None:
 
 def test_tp3nets_training_checkpoint_loads(tmp_path: Path) -> None:
     """A full checkpoint written by FitState.save_checkpoint gives the model's weights."""
-    from tp3nets.training import FitState, History
+    from tp3nets.engine import FitState, History
 
     model = tp3nets.multinomial_logistic_regression()
     optimizer = torch.optim.AdamW(model.parameters())
@@ -567,7 +567,7 @@ def test_a_child_named_module_keeps_its_prefix(tmp_path: Path) -> None:
 def test_a_torchscript_program_is_named_as_such(tmp_path: Path) -> None:
     """A file from torch.jit.save (tp3nets export) given as weights or as a checkpoint: one
     clear error, not torch's warning and its weights_only advice."""
-    from tp3nets.checkpoint import load_checkpoint
+    from tp3nets.engine import load_checkpoint
 
     path = tmp_path / "scripted.pt"
     with warnings.catch_warnings():

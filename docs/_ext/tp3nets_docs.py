@@ -512,8 +512,8 @@ def _reexports_paragraph(module_name: str) -> list[nodes.Node]:
     if not names:
         return []
     para = nodes.paragraph()
-    para += nodes.Text(f"Also public in {module_name}, and documented with the top-level "
-                       "package (import them from either): ")
+    para += nodes.Text(f"Also listed in {module_name}'s __all__ (their home), and re-exported "
+                       "by the top-level package, where they are documented: ")
     for i, name in enumerate(names):
         if i:
             para += nodes.Text(", ")
@@ -668,7 +668,7 @@ def resolve_in_package(
 ) -> nodes.Element | None:
     """Resolve a docstring's short reference (``FitState``) from wherever it is shown.
 
-    A docstring written in ``tp3nets.training`` says ``:class:`FitState```; shown under its
+    A docstring written in ``tp3nets.engine`` says ``:class:`FitState```; shown under its
     re-export ``tp3nets.fit``, Sphinx looks for ``tp3nets.FitState``. Try the public
     modules in turn before giving up.
     """

@@ -7,7 +7,7 @@ MNIST. ``digit_<label>.png`` holds the digit ``<label>``. Try them with::
     tp3nets predict convnet4 examples/digits/*.png
 
 The output is deterministic for a given Pillow version and font. The same files are written
-into ``src/tp3nets/samples/digits/``, the copy the package ships (``tp3nets.samples``).
+into ``src/tp3nets/samples/digits/``, the copy the package ships (``tp3nets.data.samples``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 HERE = Path(__file__).resolve().parent
-# The package ships the same files (tp3nets.samples); tests/test_samples.py checks the copies.
+# The package ships the same files (tp3nets.data.samples); tests/test_samples.py checks the copies.
 PACKAGE_COPY = HERE.parents[1] / "src" / "tp3nets" / "samples" / "digits"
 # A bold sans-serif is closest to pen strokes; Pillow's own scalable font is the fallback.
 FONTS = (

@@ -9,11 +9,14 @@ Example:
 
 from __future__ import annotations
 
-from . import calibration as calibration
-from . import samples
+import importlib
+from typing import Any, Final
+
+from . import _deprecated
 from ._version import __version__
-from .callbacks import EMA, CSVLogger, EarlyStopping, ModelCheckpoint, TensorBoardLogger
-from .layers import batch_relu
+from .data import MNISTPreprocess
+from .engine import History, evaluate, fit, predict, seed_everything, train_one_epoch
+from .engine.callbacks import EMA, CSVLogger, EarlyStopping, ModelCheckpoint, TensorBoardLogger
 from .models import (
     ConvNet2,
     ConvNet2_Weights,
@@ -33,9 +36,8 @@ from .models import (
     list_models,
     multinomial_logistic_regression,
 )
+from .models.layers import batch_relu
 from .reading import DigitReading, read_digits
-from .training import History, evaluate, fit, predict, seed_everything, train_one_epoch
-from .transforms import MNISTPreprocess
 from .weights import CheckpointError, Weights, WeightsEnum, load_state_dict
 
 __all__ = [
@@ -74,7 +76,29 @@ __all__ = [
     "multinomial_logistic_regression",
     "predict",
     "read_digits",
-    "samples",
     "seed_everything",
     "train_one_epoch",
 ]
+
+_deprecated.install()
+_deprecated.keep_names(__name__)
+_deprecated.keep_names(f"{__name__}.models")
+_deprecated.keep_names(f"{__name__}.models.quantization")
+
+
+#: The public subpackages and modules not imported above, imported on first use
+#: (``tp3nets.calibration.fit_temperature`` after a bare ``import tp3nets``).
+_SUBMODULES: Final = frozenset(
+    {"calibration", "cli", "data", "demo", "deploy", "engine", "models", "reading", "weights"}
+)
+
+
+def __getattr__(name: str) -> Any:
+    """The public submodules on first use; ``tp3nets.engine`` and the other modules of
+    the flat 0.1 layout, as warning aliases (see :mod:`tp3nets._deprecated`)."""
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    module = _deprecated.top_level_alias(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return module

@@ -31,8 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._batches import default_unpack, model_lock, set_mode
-from .devices import resolve_device, to_device
+from .engine._batches import default_unpack as _default_unpack
+from .engine._batches import model_lock as _model_lock
+from .engine._batches import set_mode as _set_mode
+from .engine._devices import resolve_device as _resolve_device
+from .engine._devices import to_device as _to_device
 
 __all__ = [
     "Criterion",
@@ -196,18 +199,18 @@ def collect_logits(
         >>> tuple(logits.shape), tuple(target.shape)
         ((10, 3), (10,))
     """
-    split = unpack or default_unpack
+    split = unpack or _default_unpack
     home = _model_device(model)
-    where = resolve_device(device, model)
+    where = _resolve_device(device, model)
     outs: list[Tensor] = []
     targets: list[Tensor] = []
     try:
         if where != home:
             model.to(where)
-        with model_lock(model), set_mode(model, False), torch.inference_mode():
+        with _model_lock(model), _set_mode(model, False), torch.inference_mode():
             for batch in loader:
                 x, y = split(batch)
-                out: Tensor = model(to_device(x, where))
+                out: Tensor = model(_to_device(x, where))
                 outs.append(out.detach().float().cpu())
                 targets.append(torch.as_tensor(y).cpu())
     finally:

@@ -40,7 +40,9 @@ from typing import TYPE_CHECKING, Any, Final
 import torch
 from torch import nn
 
-from .reading import DEFAULT_MIN_CONFIDENCE, DigitReading, read_digits
+from .reading import DEFAULT_MIN_CONFIDENCE
+from .reading import DigitReading as _DigitReading
+from .reading import read_digits as _read_digits
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -165,10 +167,10 @@ class _Models:
                 self._built[choice.label] = choice.load()
             return self._built[choice.label]
 
-    def read(self, choice: ModelChoice, picture: Any, min_confidence: float) -> DigitReading:
+    def read(self, choice: ModelChoice, picture: Any, min_confidence: float) -> _DigitReading:
         model = self.get(choice)
         device = torch.device("cpu") if choice.quantized else None
-        return read_digits(model, [picture], weights=choice.weights,
+        return _read_digits(model, [picture], weights=choice.weights,
                            min_confidence=min_confidence or None, device=device)[0]
 
 
@@ -205,7 +207,7 @@ def _checkerboard() -> Any:
     return board
 
 
-def _verdict(r: DigitReading, min_confidence: float) -> str:
+def _verdict(r: _DigitReading, min_confidence: float) -> str:
     best, p = r.top[0]
     if r.status == "no digit":
         return f"**no digit**: {r.reason} (the model would say {best}, {p:.1%})"
@@ -215,7 +217,7 @@ def _verdict(r: DigitReading, min_confidence: float) -> str:
     return f"**{r.label}** · {p:.1%}"
 
 
-def _seen(r: DigitReading) -> Any:
+def _seen(r: _DigitReading) -> Any:
     from PIL import Image
 
     pixels = (r.image[0].clamp(0, 1) * 255).round().to(torch.uint8).contiguous()
@@ -318,7 +320,7 @@ def build_demo(
             note = f"Reading {what}." if picture is not None else \
                 "Draw a digit, or upload a picture."
             out: list[Any] = []
-            readings: dict[ModelChoice, DigitReading | str] = {}
+            readings: dict[ModelChoice, _DigitReading | str] = {}
             for c in offered:
                 if picture is None or c not in chosen:
                     continue
@@ -332,7 +334,7 @@ def build_demo(
             for c in offered:
                 r = readings.get(c)
                 out.append(gr.Row(visible=c in chosen))
-                if isinstance(r, DigitReading):
+                if isinstance(r, _DigitReading):
                     out += [_verdict(r, p_min), _seen(r), dict(r.top)]
                 else:
                     out += ["", None, None]

@@ -18,8 +18,9 @@ from typing import Any, Final, Literal
 import torch
 from torch import Tensor, nn
 
-from .inference import predict
-from .transforms import DigitImage, MNISTPreprocess
+from .data import DigitImage as _DigitImage
+from .data import MNISTPreprocess as _MNISTPreprocess
+from .engine import predict as _predict
 
 __all__ = ["DEFAULT_MIN_CONFIDENCE", "DigitReading", "read_digits"]
 
@@ -60,10 +61,10 @@ class DigitReading:
 
 
 def _picture(item: Any) -> Any:
-    """A path is opened with :func:`~tp3nets.images.open_image`; anything else is given to
+    """A path is opened with :func:`~tp3nets.data.open_image`; anything else is given to
     the preprocessing as it is."""
     if isinstance(item, (str, os.PathLike)):
-        from .images import open_image
+        from .data import open_image
 
         return open_image(item)
     return item
@@ -74,7 +75,7 @@ def read_digits(
     pictures: Sequence[Any],
     *,
     weights: Any = None,
-    transform: MNISTPreprocess | None = None,
+    transform: _MNISTPreprocess | None = None,
     min_confidence: float | None = DEFAULT_MIN_CONFIDENCE,
     top: int = 3,
     device: torch.device | str | None = None,
@@ -103,14 +104,14 @@ def read_digits(
     Raises:
         ValueError: ``min_confidence`` outside (0, 1], ``top`` outside [1, classes], or
             no pictures.
-        tp3nets.images.ImageFileError: a path that is not a readable image.
+        tp3nets.data.ImageFileError: a path that is not a readable image.
 
     Example:
         >>> import tp3nets
         >>> weights = tp3nets.ConvNet4_Weights.DEFAULT
         >>> model = tp3nets.convnet4(weights=weights).eval()
         >>> blank = torch.full((3, 60, 80), 240, dtype=torch.uint8)  # an empty page
-        >>> seven, empty = read_digits(model, [tp3nets.samples.digit(7), blank],
+        >>> seven, empty = read_digits(model, [tp3nets.data.samples.digit(7), blank],
         ...                            weights=weights)
         >>> seven.status, seven.label, empty.status
         ('digit', '7', 'no digit')
@@ -128,10 +129,10 @@ def read_digits(
     if len(pictures) == 0:
         raise ValueError("read_digits got no pictures")
     if transform is None:
-        transform = weights.transforms() if weights is not None else MNISTPreprocess()
-    inspected: list[DigitImage] = [transform.inspect(_picture(p)) for p in pictures]
+        transform = weights.transforms() if weights is not None else _MNISTPreprocess()
+    inspected: list[_DigitImage] = [transform.inspect(_picture(p)) for p in pictures]
     batch = torch.stack([d.image for d in inspected])
-    logits = predict(model, batch, device=device)
+    logits = _predict(model, batch, device=device)
     probs = logits.float().softmax(dim=1)
     classes = probs.shape[1]
     if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= classes:

@@ -1,7 +1,7 @@
 """The ``tp3nets`` command: list, inspect, train, evaluate, run and export the models.
 
 A thin layer over the library: every subcommand calls the public API (the registry,
-:func:`~tp3nets.fit`, :func:`~tp3nets.evaluate`, :mod:`tp3nets.data`, :mod:`tp3nets.export`).
+:func:`~tp3nets.fit`, :func:`~tp3nets.evaluate`, :mod:`tp3nets.data`, :mod:`tp3nets.deploy`).
 Mistakes in what the user gave (an unknown model, a missing folder or file, an unreadable
 image, a bad option) print one ``tp3nets: error: …`` line on stderr and exit with status 2;
 anything else is a bug and shows its traceback (status 1).
@@ -20,10 +20,10 @@ import sys
 from pathlib import Path
 from typing import Final
 
-from .._malloc import reuse_freed_memory
-from ..export import ExportError
-from ..runtime import BackendError
-from ..weights import CheckpointError
+from ..deploy import BackendError as _BackendError
+from ..deploy import ExportError as _ExportError
+from ..engine import reuse_freed_memory as _reuse_freed_memory
+from ..weights import CheckpointError as _CheckpointError
 from ._common import _COMMANDS, PROG, REUSE_MEMORY_ENV, UsageError, _one_line
 from ._parser import build_parser
 
@@ -32,7 +32,7 @@ __all__ = ["PROG", "REUSE_MEMORY_ENV", "UsageError", "build_parser", "main"]
 
 _PACKAGE: Final = str(Path(__file__).resolve().parent.parent)
 #: Errors that are always the user's (a file, the environment, the data), wherever raised.
-_ALWAYS_USER: Final = (UsageError, CheckpointError, OSError, FloatingPointError)
+_ALWAYS_USER: Final = (UsageError, _CheckpointError, OSError, FloatingPointError)
 
 
 def _is_user_error(exc: BaseException) -> bool:
@@ -61,7 +61,7 @@ def _is_user_error(exc: BaseException) -> bool:
 
 
 def _tune_malloc() -> None:
-    """Keep the memory freed by tensors (:func:`~tp3nets.training.reuse_freed_memory`).
+    """Keep the memory freed by tensors (:func:`~tp3nets.engine.reuse_freed_memory`).
 
     Skipped when ``TP3NETS_REUSE_FREED_MEMORY=0``, or when the environment already tells
     glibc how to allocate (``MALLOC_*`` variables, ``GLIBC_TUNABLES``): that choice is the
@@ -72,7 +72,7 @@ def _tune_malloc() -> None:
         name.startswith("MALLOC_") for name in env
     ):
         return
-    reuse_freed_memory()
+    _reuse_freed_memory()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
-    except (ExportError, BackendError) as exc:
+    except (_ExportError, _BackendError) as exc:
         print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -122,7 +122,7 @@ class _Parser(argparse.ArgumentParser):
 def _device(value: str) -> torch.device:
     """The device of ``--device``: resolved by the library, limited to those the command
     line drives (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``)."""
-    from ..devices import resolve_device
+    from ..engine import resolve_device
 
     unknown = UsageError(f"unknown device {value!r}; use auto, cpu, cuda, cuda:N or mps")
     try:

@@ -5,14 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ._common import (
-    _acc,
-    _default_member,
-    _input_shape,
-    _json,
-    _members,
-    _num_params,
-)
+from ._common import _acc, _default_member, _input_shape, _json, _members, _num_params
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -71,7 +64,7 @@ def _describe_value(value: Any) -> str:
 
 def _backends() -> dict[str, Any]:
     """The inference backends this machine has, and the one ``--backend auto`` tries first."""
-    from ..runtime import auto_backend, available_backends
+    from ..deploy import auto_backend, available_backends
 
     return {"available": list(available_backends()), "auto": auto_backend()}
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
-from ..augment import AUGMENTATIONS
+from ..data import AUGMENTATIONS
+from ..deploy import BACKENDS
 from ..reading import DEFAULT_MIN_CONFIDENCE
-from ..runtime import BACKENDS
 from . import _demo, _info, _run, _train
 from ._common import (
     PROG,

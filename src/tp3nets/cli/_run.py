@@ -27,7 +27,7 @@ _IMAGE_SUFFIXES: Final = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tif
 
 
 class _ConfusionMatrix:
-    """A :class:`~tp3nets.metrics.Metric`: overall accuracy, keeping the confusion matrix."""
+    """A :class:`~tp3nets.engine.Metric`: overall accuracy, keeping the confusion matrix."""
 
     def __init__(self, num_classes: int) -> None:
         self.num_classes = num_classes
@@ -61,7 +61,7 @@ def _backend_device(args: argparse.Namespace) -> torch.device:
 
 def _with_backend(model: Any, backend: str) -> tuple[Any, str]:
     """The model run by ``--backend`` (checked against eager), and the backend's name."""
-    from ..runtime import check_backend, optimize
+    from ..deploy._runtime import check_backend, optimize
 
     if backend == "eager":
         return model, "eager"
@@ -77,7 +77,7 @@ def _with_backend(model: Any, backend: str) -> tuple[Any, str]:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     from ..data import TensorLoader, TensorSubset, load_mnist, train_val_split
-    from ..training import evaluate
+    from ..engine import evaluate
 
     device = _backend_device(args)
     model, member, source = (
@@ -141,10 +141,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .. import samples
-    from ..images import open_image
+    from ..data import MNISTPreprocess, open_image, samples
     from ..reading import read_digits
-    from ..transforms import MNISTPreprocess
 
     if Path(args.model).suffix.lower() in _IMAGE_SUFFIXES or Path(args.model).is_file():
         raise UsageError(
@@ -241,7 +239,7 @@ def _save_inputs(folder: Path, images: list[str], readings: list[Any]) -> list[s
 def _cmd_export(args: argparse.Namespace) -> int:
     import importlib.util
 
-    from ..export import (
+    from ..deploy._export import (
         ExportError,
         export_onnx,
         export_torchscript,

@@ -14,14 +14,7 @@ from typing import Any, Final
 import torch
 from torch import nn
 
-from ._common import (
-    UsageError,
-    _check_output_file,
-    _count,
-    _data_dir,
-    _device,
-    _load_model,
-)
+from ._common import UsageError, _check_output_file, _count, _data_dir, _device, _load_model
 
 #: The options that decide what a run computes: a resumed run must have the same, or it
 #: would not continue the run that was saved (--epochs is handled on its own).
@@ -35,7 +28,7 @@ RUNS: Final = Path("runs") / "train"
 def _make_optimizer(name: str, model: nn.Module, lr: float | None,
                     weight_decay: float) -> torch.optim.Optimizer:
     """The optimizer ``name``, with its fused implementation where torch has one."""
-    from ..optim import fused_optimizer
+    from ..engine import fused_optimizer
 
     params = model.parameters()
     if name == "adamw":
@@ -164,7 +157,7 @@ def _make_scheduler(args: argparse.Namespace, optimizer: torch.optim.Optimizer,
 def _resume_checkpoint(path: Path) -> dict[str, Any]:
     """The checkpoint of --resume, with advice in the command line's words for a file that
     is no training checkpoint."""
-    from ..checkpoint import load_checkpoint
+    from ..engine import load_checkpoint
     from ..weights import CheckpointError
 
     try:
@@ -224,10 +217,8 @@ class _Recorder:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from ..callbacks import ModelCheckpoint
-    from ..checkpoint import check_resumable
-    from ..precision import get_precision
-    from ..training import fit, seed_everything
+    from ..engine import check_resumable, fit, get_precision, seed_everything
+    from ..engine.callbacks import ModelCheckpoint
 
     # Everything that can be checked is checked before any work (data, training).
     _check_options(args)
@@ -280,7 +271,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             _check_schedule_length(resume, resumed, scheduler)
     callbacks: list[Any] = [_Recorder(settings), saver]
     if args.ema is not None:
-        from ..ema import EMA
+        from ..engine.callbacks import EMA
 
         callbacks.insert(1, EMA(decay=args.ema))
     if folder is not None:
@@ -311,8 +302,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _loaders(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
     """The MNIST training and validation sets of the options, and their loaders."""
-    from ..augment import augmentation
-    from ..data import TensorLoader, TensorSubset, load_mnist, train_val_split
+    from ..data import TensorLoader, TensorSubset, augmentation, load_mnist, train_val_split
 
     full = load_mnist(_data_dir(args.data), train=True, download=args.download)
     if args.val_size > 0:
@@ -332,7 +322,7 @@ def _loaders(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
 def _save_outputs(args: argparse.Namespace, model: nn.Module, history: Any,
                   folder: Path | None, checkpoint: Path | None, validated: bool) -> None:
     """The final weights (--weights-out, the run folder's), the history and its plot."""
-    from ..checkpoint import write_atomically
+    from .._io._atomic import write_atomically
 
     weights_files = [folder / "weights.safetensors"] if folder is not None else []
     if args.weights_out is not None:
@@ -378,7 +368,7 @@ def _check_options(args: argparse.Namespace) -> None:
 
 
 def _loggers(folder: Path) -> list[Any]:
-    from ..callbacks import CSVLogger, TensorBoardLogger
+    from ..engine.callbacks import CSVLogger, TensorBoardLogger
 
     loggers: list[Any] = [CSVLogger(folder / "history.csv")]
     with contextlib.suppress(ImportError):  # tensorboard is an optional extra
@@ -392,7 +382,7 @@ def _write_weights(target: Path, model: nn.Module, name: str, checkpoint: Path |
     from safetensors.torch import save
 
     from .. import __version__
-    from ..checkpoint import write_atomically
+    from .._io._atomic import write_atomically
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     data = save(state, metadata={"model": name, "format": "pt", "tp3nets": __version__})
@@ -422,7 +412,7 @@ def _plot(history: Any, target: Path) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
-    from ..checkpoint import write_atomically
+    from .._io._atomic import write_atomically
 
     write_atomically(buffer.getvalue(), target)
 

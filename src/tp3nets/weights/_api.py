@@ -20,8 +20,8 @@ import torch
 from torch import Tensor, nn
 from typing_extensions import Self
 
-from .. import _warn
-from .._files import DigestError, NotRegularFileError, read_regular_file
+from .._io._files import DigestError, NotRegularFileError, read_regular_file
+from .._util import _warn
 
 if TYPE_CHECKING:
     if sys.version_info >= (3, 11):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, Final
 
-from ..transforms import MNISTPreprocess
+from ..data._transforms import MNISTPreprocess
 from ._api import Weights
 from ._records import RECORDS
 

@@ -19,10 +19,10 @@ from ._api import (
     quantize_model,
     quantized_weights,
 )
+from ._convnet2 import ConvNet2_QuantizedWeights, QuantizableConvNet2, convnet2
+from ._convnet3 import ConvNet3_QuantizedWeights, QuantizableConvNet3, convnet3
+from ._convnet4 import ConvNet4_QuantizedWeights, QuantizableConvNet4, convnet4
 from ._onnx import QuantizedExportError, export_quantized_onnx
-from .convnet2 import ConvNet2_QuantizedWeights, QuantizableConvNet2, convnet2
-from .convnet3 import ConvNet3_QuantizedWeights, QuantizableConvNet3, convnet3
-from .convnet4 import ConvNet4_QuantizedWeights, QuantizableConvNet4, convnet4
 
 __all__ = [
     "BACKENDS",

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..._atomic import atomic_path
+from ..._io._atomic import atomic_path
 from ._api import _int8_order
 from ._int8 import (
     Dequantize,
@@ -160,7 +160,7 @@ def export_quantized_onnx(
         The path written.
 
     Raises:
-        ValueError: ``model`` is not quantized (use :func:`tp3nets.export.export_onnx`) or
+        ValueError: ``model`` is not quantized (use :func:`tp3nets.deploy.export_onnx`) or
             the opset is below 13.
         QuantizedExportError: a layer has no QDQ form, the onnx package is missing, or the
             written file gives other predictions than the model.
@@ -177,7 +177,7 @@ def export_quantized_onnx(
         raise ValueError(
             "export_quantized_onnx expects an int8 model (tp3nets.models.quantization builders "
             "with quantize=True, or quantize_model); export float models with "
-            "tp3nets.export.export_onnx"
+            "tp3nets.deploy._export.export_onnx"
         )
     if isinstance(opset_version, bool) or not isinstance(opset_version, int) or (
         opset_version < 13
@@ -217,7 +217,7 @@ def _check(model: nn.Module, target: Path, shape: tuple[int, ...]) -> None:
         # Digits, not noise: on noise a model taught that non-digits have no class (the
         # weights for realistic pictures) gives nearly equal logits, whose order one int8
         # rounding step can swap.
-        from ...samples import digit_batch
+        from ...data.samples import digit_batch
 
         x = digit_batch()[0]
     else:

@@ -1,0 +1,1 @@
+"""Private helpers shared across the package: argument checks and warnings."""
