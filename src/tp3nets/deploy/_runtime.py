@@ -416,7 +416,7 @@ def optimize(
     Backends:
 
     - ``"eager"``: the model itself, unchanged (the reference).
-    - ``"torch"``: pure PyTorch: BatchNorm folded (:func:`~tp3nets.models.fold_batchnorm`),
+    - ``"torch"``: pure PyTorch: BatchNorm folded (:func:`~tp3nets.deploy.fold_batchnorm`),
       then traced, frozen and given to ``torch.jit.optimize_for_inference`` (oneDNN
       convolutions with prepacked weights); a model that cannot be traced runs folded in
       channels_last instead (``reason`` says which).

@@ -128,7 +128,7 @@ def fit(
         channels_last: run 4-D inputs and the model in channels-last memory format.
         compile: run the model through :func:`torch.compile` (``True``, or a dict of its
             keyword arguments); checkpoints keep the plain module's keys.
-        resume_from: a checkpoint written by :class:`~tp3nets.engine.callbacks.ModelCheckpoint`
+        resume_from: a checkpoint written by :class:`~tp3nets.ModelCheckpoint`
             or :meth:`FitState.save_checkpoint` (its path, or the dict that
             :func:`~tp3nets.engine.load_checkpoint` read); training continues after its
             epoch, with

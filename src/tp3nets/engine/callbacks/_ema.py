@@ -4,8 +4,8 @@ The average of the weights over the last few hundred optimizer steps usually gen
 a little better than the last weights, for the cost of one ``lerp`` per step (timm's
 ``ModelEmaV3``, Keras' ``use_ema``, Lightning's ``EMAWeightAveraging``). :class:`EMA`
 keeps that average beside the model and puts it in the model whenever the model is
-looked at: validation, the epoch's callbacks (so :class:`~tp3nets.engine.callbacks.ModelCheckpoint`
-and :class:`~tp3nets.engine.callbacks.EarlyStopping` see the weights that the figures belong
+looked at: validation, the epoch's callbacks (so :class:`~tp3nets.ModelCheckpoint`
+and :class:`~tp3nets.EarlyStopping` see the weights that the figures belong
 to) and the end of the run.
 """
 
