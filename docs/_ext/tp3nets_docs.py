@@ -688,7 +688,42 @@ def resolve_in_package(
     return None
 
 
+#: API pages of tp3nets 0.1 that moved with the 0.2 layout: old page -> new page. Each old
+#: address gets a page that sends the reader on, so links from elsewhere keep working.
+MOVED_PAGES: dict[str, str] = {
+    "api/training": "api/engine",
+    "api/checkpoint": "api/engine",
+    "api/ema": "api/callbacks",
+    "api/augment": "api/data",
+    "api/transforms": "api/data",
+    "api/images": "api/data",
+    "api/export": "api/deploy",
+    "api/runtime": "api/deploy",
+}
+
+
+def write_redirects(app: Sphinx, exception: Exception | None) -> None:
+    if exception is not None or app.builder.format != "html":
+        return
+    out = Path(app.outdir)
+    for old, new in MOVED_PAGES.items():
+        target = out / f"{old}.html"
+        if target.exists():
+            continue
+        rel = Path(new).name + ".html"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(
+            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
+            f"<meta http-equiv=\"refresh\" content=\"0; url={rel}\">"
+            f"<link rel=\"canonical\" href=\"{rel}\"><title>Moved</title></head>"
+            f"<body><p>This page moved to <a href=\"{rel}\">{new}</a> in tp3nets 0.2."
+            "</p></body></html>\n",
+            encoding="utf-8",
+        )
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
+    app.connect("build-finished", write_redirects)
     app.connect("autodoc-skip-member", skip_module_plumbing)
     app.connect("missing-reference", resolve_in_package)
     app.connect("autodoc-process-docstring", drop_builtin_docstrings)
