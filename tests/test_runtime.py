@@ -8,6 +8,7 @@ import logging
 import sys
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -137,13 +138,17 @@ def test_auto_says_what_it_chose(caplog: pytest.LogCaptureFixture,
                                  capsys: pytest.CaptureFixture[str]) -> None:
     """auto picks onnxruntime here, says so in .backend, in one INFO line of the tp3nets
     logger, and in ``tp3nets info``; nothing reaches stdout."""
+    model = tp3nets.get_model("convnet3", weights="DEFAULT").eval()  # not made before
     with caplog.at_level(logging.INFO, logger="tp3nets"):
-        fast = optimize(_model("convnet3"))
+        fast = optimize(model)
     assert fast.backend == "onnxruntime"
     lines = [r.getMessage() for r in caplog.records if r.name == "tp3nets"]
     assert len(lines) == 1
     assert lines[0].startswith("ConvNet3 runs on the onnxruntime backend: auto: onnxruntime")
     assert capsys.readouterr().out == ""
+    with caplog.at_level(logging.INFO, logger="tp3nets"):
+        assert optimize(model) is fast  # remembered: made, and said, once
+    assert len([r for r in caplog.records if r.name == "tp3nets"]) == 1
     assert cli.main(["info", "convnet3", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["backends"] == {"available": ["eager", "torch", "onnxruntime"],
@@ -280,3 +285,75 @@ def test_cli_backend_default_errors_and_evaluate(
     assert (eager["backend"], fast["backend"]) == ("eager", "onnxruntime")
     assert fast["confusion_matrix"] == eager["confusion_matrix"]
     assert fast["loss"] == pytest.approx(eager["loss"], rel=1e-4)
+
+
+def test_a_backend_is_made_once_per_model_until_its_weights_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """predict(backend="onnxruntime") in a loop exports and checks the model once; a
+    training step, load_state_dict or another thread count makes the next call build
+    afresh, and the fresh backend gives the new weights' outputs."""
+    from tp3nets.deploy import _runtime
+
+    made: list[str] = []
+    real = dict(_runtime._BUILDERS)
+    for name, build in real.items():
+        def counting(model: nn.Module, example: Tensor, _n: str = name,
+                     _b: Any = build) -> InferenceModel:
+            made.append(_n)
+            out: InferenceModel = _b(model, example)
+            return out
+        monkeypatch.setitem(_runtime._BUILDERS, name, counting)
+    model = tp3nets.convnet2(weights="DEFAULT").eval()
+    x = torch.rand(3, 1, 28, 28)
+    first = tp3nets.predict(model, x, backend="onnxruntime")
+    for _ in range(3):
+        assert torch.equal(tp3nets.predict(model, x, backend="onnxruntime"), first)
+    assert made == ["onnxruntime"]
+    assert optimize(model, "onnxruntime") is optimize(model, "onnxruntime")
+
+    # A training step writes the weights in place: the next call rebuilds and agrees
+    # with the new weights.
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    model.train()
+    tp3nets.fit(model, [(x, torch.tensor([1, 2, 3]))], optimizer=opt, epochs=1,
+                device="cpu", progress=False)
+    model.eval()
+    after = tp3nets.predict(model, x, backend="onnxruntime")
+    assert made == ["onnxruntime", "onnxruntime"]
+    assert not torch.allclose(after, first)
+    assert float((after - tp3nets.predict(model, x)).abs().max()) < 1e-3
+
+    model.load_state_dict(tp3nets.ConvNet2_Weights.DEFAULT.get_state_dict())
+    tp3nets.predict(model, x, backend="onnxruntime")
+    assert made == ["onnxruntime"] * 3
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1 if threads > 1 else 2)
+        tp3nets.predict(model, x, backend="onnxruntime")
+    finally:
+        torch.set_num_threads(threads)
+    assert made == ["onnxruntime"] * 4
+    # Each backend is remembered on its own.
+    optimize(model, "torch")
+    optimize(model, "torch")
+    assert made == ["onnxruntime"] * 4 + ["torch"]
+
+
+def test_what_optimize_keeps_does_not_keep_the_model_alive() -> None:
+    """The cache holds models weakly: a model dropped by the user is freed, with what was
+    made for it, even when auto fell back to eager (which wraps the model itself)."""
+    import gc
+    import weakref
+
+    from tp3nets.deploy import _runtime
+
+    model = tp3nets.convnet2().eval()
+    optimize(model, "torch")
+    noisy = _Noisy().eval()
+    assert optimize(noisy, "auto").backend == "eager"
+    refs = [weakref.ref(model), weakref.ref(noisy)]
+    del model, noisy
+    gc.collect()
+    assert [r() for r in refs] == [None, None]
+    assert all(r() not in _runtime._MADE for r in refs)

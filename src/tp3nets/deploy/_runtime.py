@@ -12,6 +12,13 @@ differently in each runtime, ``INT8_RTOL`` times that scale or two steps of the 
 int8 scale, whichever is larger), and give the same argmax wherever eager's two best
 classes are more than twice that tolerance apart.
 
+Made once: :func:`optimize` keeps what it made for a model and a backend, and gives it
+again while the model's parameters and buffers are unchanged (the same tensors, none
+written in place since) and the thread count is the same, so
+``predict(model, x, backend="onnxruntime")`` in a loop exports and checks the model once.
+A training step, ``load_state_dict`` or ``torch.set_num_threads`` makes the next call build
+afresh.
+
 The ``"auto"`` rule: ONNX Runtime when it is installed and the model's ONNX export
 succeeds and agrees; else the ``"torch"`` backend when it agrees; else eager. It was chosen
 by measuring (``benchmarks/bench_backends.py``): ONNX Runtime was the fastest at batch 1
@@ -26,7 +33,9 @@ import io
 import logging
 import re
 import tempfile
+import threading
 import warnings
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -405,6 +414,41 @@ def _auto(model: nn.Module, example: Tensor) -> InferenceModel:
                           + " | ".join(tried))
 
 
+#: What optimize made, per model: backend -> (fingerprint of the model, the result).
+_MADE: weakref.WeakKeyDictionary[nn.Module, dict[str, tuple[tuple[Any, ...], InferenceModel]]]
+_MADE = weakref.WeakKeyDictionary()
+_MADE_LOCK = threading.Lock()
+
+
+def _fingerprint(model: nn.Module) -> tuple[Any, ...]:
+    """What must not change for a made backend to stay valid: each parameter's and
+    buffer's storage, shape, dtype and in-place write counter, the structure, the threads,
+    and which backends can run (what ``"auto"`` chose from)."""
+    items: list[Any] = [type(model), torch.get_num_threads(), available_backends()]
+    for name, value in model.state_dict(keep_vars=True).items():
+        if isinstance(value, Tensor):
+            items.append((name, value.data_ptr(), value._version, tuple(value.shape),
+                          value.dtype))
+        else:
+            items.append((name, id(value)))
+    return tuple(items)
+
+
+def _remembered(model: nn.Module, backend: str) -> InferenceModel | None:
+    with _MADE_LOCK:
+        entry = _MADE.get(model, {}).get(backend)
+    if entry is not None and entry[0] == _fingerprint(model):
+        return entry[1]
+    return None
+
+
+def _remember(model: nn.Module, backend: str, made: InferenceModel) -> None:
+    if made.module is model:
+        return  # eager, made for nothing; kept, it would also keep the model alive
+    with _MADE_LOCK:
+        _MADE.setdefault(model, {})[backend] = (_fingerprint(model), made)
+
+
 def optimize(
     model: nn.Module,
     backend: Backend = "auto",
@@ -426,7 +470,10 @@ def optimize(
     - ``"auto"``: onnxruntime if installed and it agrees, else torch, else eager.
 
     Every backend but eager is checked when made, on ``example`` and on a batch of one: see
-    the module's tolerance. The choice is logged at INFO on the ``tp3nets`` logger.
+    the module's tolerance. The choice is logged at INFO on the ``tp3nets`` logger when it
+    is made. What
+    is made is kept for the model until its weights or the thread count change (see the
+    module's "Made once"): a second call returns the same :class:`InferenceModel`.
 
     Args:
         model: a module in eval mode, on the CPU, taking one tensor and returning one.
@@ -461,8 +508,12 @@ def optimize(
     if backend == "eager":
         return InferenceModel(model, "eager", "asked for")
     _check_cpu(model)
+    made = _remembered(model, backend)
+    if made is not None:
+        return made
     checked = _example(model, example)
     chosen = _auto(model, checked) if backend == "auto" else _BUILDERS[backend](model, checked)
     logger.info("%s runs on the %s backend: %s", type(model).__name__, chosen.backend,
                 chosen.reason)
+    _remember(model, backend, chosen)
     return chosen
