@@ -6,8 +6,6 @@ as torchvision's ``models`` does; the int8 ones are in :mod:`tp3nets.models.quan
 the shared ``batch_relu`` block in :mod:`tp3nets.models.layers`.
 """
 
-from __future__ import annotations
-
 # The int8 builders (tp3nets.models.quantization) register beside the float ones.
 from . import quantization as quantization  # a submodule, not an API name
 from ._convnet2 import ConvNet2, ConvNet2_Weights, convnet2

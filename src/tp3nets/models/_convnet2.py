@@ -1,7 +1,5 @@
 """ConvNet2: one Conv-ReLU-MaxPool block and a two-layer classifier with dropout."""
 
-from __future__ import annotations
-
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,15 +11,11 @@ from ..weights._defaults import mnist_weights
 from ._registry import _build, register_model
 from ._utils import (
     ClassifierModel,
-    _check_images,
-    _eager_annotations,
+    _assert_images,
     _positive_int,
     _probability,
     _size2,
 )
-
-# A leaf call for torch.fx: its checks branch on shapes, which fx cannot trace.
-torch.fx.wrap("_check_images")
 
 __all__ = ["ConvNet2", "ConvNet2_Weights", "convnet2"]
 
@@ -121,22 +115,16 @@ class ConvNet2(ClassifierModel):
             state.update(upgraded)
 
     def _check_input(self, x: Tensor) -> None:
-        torch._assert(
-            _check_images(
-                x, "ConvNet2", self.input_shape[0], self.input_shape[1], self.input_shape[2],
-                2,
-            ),
-            "ConvNet2 input check",
+        _assert_images(
+            x, "ConvNet2", self.input_shape[0], self.input_shape[1], self.input_shape[2], 2
         )
 
-    @_eager_annotations
     def forward_features(self, x: Tensor) -> Tensor:
         """The checked input through ``layer1``: ``(N, 8, H/2, W/2)``."""
         self._check_input(x)
         out: Tensor = self.layer1(x)  # (N, 8, H/2, W/2)
         return out
 
-    @_eager_annotations
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         """Flatten, dropout, hidden Linear-ReLU (``pre_logits``), final Linear."""
         x = torch.flatten(x, 1)  # (N, 8·H/2·W/2); also right for N = 0
@@ -148,7 +136,6 @@ class ConvNet2(ClassifierModel):
         logits: Tensor = self.classifier[3](x)  # (N, num_classes)
         return logits
 
-    @_eager_annotations
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
 

@@ -1,7 +1,5 @@
 """ConvNet3: three Conv-ReLU-MaxPool blocks and a dropout classifier."""
 
-from __future__ import annotations
-
 from typing import Any
 
 import torch
@@ -12,15 +10,11 @@ from ..weights._defaults import mnist_weights
 from ._registry import _build, register_model
 from ._utils import (
     ClassifierModel,
-    _check_images,
-    _eager_annotations,
+    _assert_images,
     _positive_int,
     _probability,
     _size2,
 )
-
-# A leaf call for torch.fx: its checks branch on shapes, which fx cannot trace.
-torch.fx.wrap("_check_images")
 
 __all__ = ["ConvNet3", "ConvNet3_Weights", "convnet3"]
 
@@ -96,22 +90,16 @@ class ConvNet3(ClassifierModel):
         )
 
     def _check_input(self, x: Tensor) -> None:
-        torch._assert(
-            _check_images(
-                x, "ConvNet3", self.input_shape[0], self.input_shape[1], self.input_shape[2],
-                8,
-            ),
-            "ConvNet3 input check",
+        _assert_images(
+            x, "ConvNet3", self.input_shape[0], self.input_shape[1], self.input_shape[2], 8
         )
 
-    @_eager_annotations
     def forward_features(self, x: Tensor) -> Tensor:
         """The checked input through ``layer1``: ``(N, 64, H/8, W/8)``."""
         self._check_input(x)
         out: Tensor = self.layer1(x)  # (N, 64, H/8, W/8)
         return out
 
-    @_eager_annotations
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         """Flatten, the two hidden Linear-ReLU layers (``pre_logits``), final Linear."""
         x = torch.flatten(x, 1)  # (N, 64·H/8·W/8); also right for N = 0
@@ -126,7 +114,6 @@ class ConvNet3(ClassifierModel):
         logits: Tensor = self.classifier[6](x)  # (N, num_classes)
         return logits
 
-    @_eager_annotations
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
 

@@ -1,7 +1,5 @@
 """ConvNet4: six batch_relu blocks in three stages, global average pooling, one Linear."""
 
-from __future__ import annotations
-
 from typing import Any
 
 import torch
@@ -11,11 +9,8 @@ from torch.nn import functional as F
 from ..weights import WeightsEnum
 from ..weights._defaults import mnist_weights
 from ._registry import _build, register_model
-from ._utils import ClassifierModel, _check_images, _eager_annotations, _positive_int, _probability
+from ._utils import ClassifierModel, _assert_images, _positive_int, _probability
 from .layers import batch_relu
-
-# A leaf call for torch.fx: its checks branch on shapes, which fx cannot trace.
-torch.fx.wrap("_check_images")
 
 __all__ = ["ConvNet4", "ConvNet4_Weights", "convnet4"]
 
@@ -94,11 +89,8 @@ class ConvNet4(ClassifierModel):
         self.lin1 = nn.Linear(4 * n, self.num_classes)
 
     def _check_input(self, x: Tensor) -> None:
-        torch._assert(
-            _check_images(x, "ConvNet4", self.in_channels, -1, -1, 4), "ConvNet4 input check"
-        )
+        _assert_images(x, "ConvNet4", self.in_channels, -1, -1, 4)
 
-    @_eager_annotations
     def forward_features(self, x: Tensor) -> Tensor:
         """The checked input through ``features``, its global pool included, as the lab's
         model has it: ``(N, 4·width, 1, 1)``."""
@@ -106,7 +98,6 @@ class ConvNet4(ClassifierModel):
         out: Tensor = self.features(x)  # (N, 4n, 1, 1)
         return out
 
-    @_eager_annotations
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         """Flatten, dropout (``pre_logits``: ``(N, 4·width)``), final Linear."""
         x = torch.flatten(x, 1)  # (N, 4n); also right for N = 0
@@ -116,7 +107,6 @@ class ConvNet4(ClassifierModel):
         logits: Tensor = self.lin1(x)  # (N, num_classes)
         return logits
 
-    @_eager_annotations
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
 

@@ -1,19 +1,13 @@
 """Multinomial logistic regression: one Linear layer over the flattened pixels."""
 
-from __future__ import annotations
-
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from ..weights import WeightsEnum
 from ..weights._defaults import mnist_weights
 from ._registry import _build, register_model
-from ._utils import ClassifierModel, _check_flat, _eager_annotations, _positive_int
-
-# A leaf call for torch.fx: its checks branch on shapes, which fx cannot trace.
-torch.fx.wrap("_check_flat")
+from ._utils import ClassifierModel, _assert_flat, _positive_int
 
 __all__ = [
     "MultinomialLogisticRegression",
@@ -92,18 +86,13 @@ class MultinomialLogisticRegression(ClassifierModel):
         return self.num_classes
 
     def _check_input(self, x: Tensor) -> None:
-        torch._assert(
-            _check_flat(x, "MultinomialLogisticRegression", self.input_size),
-            "MultinomialLogisticRegression input check",
-        )
+        _assert_flat(x, "MultinomialLogisticRegression", self.input_size)
 
-    @_eager_annotations
     def forward_features(self, x: Tensor) -> Tensor:
         """The checked input, flattened: ``(N, input_size)``."""
         self._check_input(x)
         return x.reshape(x.shape[0], self.input_size)  # (N, input_size)
 
-    @_eager_annotations
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         """The Linear layer (``pre_logits`` returns ``x`` as it came)."""
         if pre_logits:
@@ -111,7 +100,6 @@ class MultinomialLogisticRegression(ClassifierModel):
         out: Tensor = self.classifier(x)  # (N, num_classes)
         return out
 
-    @_eager_annotations
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
 

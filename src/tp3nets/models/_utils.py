@@ -1,30 +1,12 @@
 """Helpers shared by the model families: input checks, classifier heads, builders."""
 
-from __future__ import annotations
-
 import numbers
-import typing
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 __all__: list[str] = []
-
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def _eager_annotations(fn: _F) -> _F:
-    """Replace ``fn``'s postponed (string) annotations by the types they name.
-
-    ``from __future__ import annotations`` leaves ``"Tensor"`` strings in the signature;
-    ``torch.fx`` copies them into the code it generates as the unknown name ``_Tensor_``,
-    so ``torch.jit.script`` of a traced model (or of a feature extractor) failed. With the
-    real types in ``__annotations__`` fx writes ``torch.Tensor``.
-    """
-    fn.__annotations__ = typing.get_type_hints(fn)
-    return fn
 
 
 def _shape_str(x: Tensor) -> str:
@@ -49,11 +31,8 @@ def _check_images(
     """Raise a ValueError unless ``x`` is a float batch ``(N, channels, height, width)``.
 
     ``height == -1`` accepts any spatial size of at least ``min_size`` on each side. Written
-    in the TorchScript subset; each model module registers it with ``torch.fx.wrap`` (which
-    patches the caller's globals) so that ``torch.fx`` records it as a leaf call. It returns
-    True so that the models call it as ``torch._assert(_check_images(...), ...)``: graph
-    passes that delete unused nodes (``create_feature_extractor``, ``convert_fx``) keep
-    ``torch._assert`` and therefore the check it consumes.
+    in the TorchScript subset, and a leaf call for ``torch.fx`` (see the ``torch.fx.wrap``
+    below). It returns True for ``torch._assert`` (see :func:`_assert_images`).
     """
     _check_tensor(x, model)
     if height > 0:
@@ -80,7 +59,7 @@ def _check_images(
 def _check_flat(x: Tensor, model: str, features: int) -> bool:
     """Raise a ValueError unless every sample of ``x`` holds exactly ``features`` values.
 
-    Returns True, for ``torch._assert`` (see :func:`_check_images`).
+    Returns True, for ``torch._assert`` (see :func:`_assert_flat`).
     """
     _check_tensor(x, model)
     if x.dim() < 2:
@@ -103,6 +82,38 @@ def _check_flat(x: Tensor, model: str, features: int) -> bool:
             f"{_shape_str(x)}; convert uint8 images with x.float() / 255"
         )
     return True
+
+
+def _assert_images(
+    x: Tensor, model: str, channels: int, height: int, width: int, min_size: int
+) -> None:
+    """The input check of the image models' ``forward_features`` (see :func:`_check_images`).
+
+    ``torch._assert`` consumes the check's result, so that graph passes that delete unused
+    nodes (``create_feature_extractor``, ``convert_fx``, ``eliminate_dead_code``) keep
+    ``torch._assert`` and therefore the check.
+    """
+    torch._assert(
+        _check_images(x, model, channels, height, width, min_size), f"{model} input check"
+    )
+
+
+def _assert_flat(x: Tensor, model: str, features: int) -> None:
+    """The input check of the flat models' ``forward_features`` (see :func:`_check_flat`
+    and :func:`_assert_images`)."""
+    torch._assert(_check_flat(x, model, features), f"{model} input check")
+
+
+# Leaf calls for torch.fx. Plain annotations do not make these wraps unnecessary: the
+# checks branch on the input's type, shape and dtype and put the received shape into their
+# ValueError and TypeError messages, and fx's symbolic tracing can neither branch on a
+# Proxy nor format one. A check written as traceable torch._assert conditions (as in
+# torchvision) would trace, but would raise AssertionError with a fixed message instead of
+# the models' own errors. torch.fx.wrap patches the globals of the module that calls it, so
+# both checks are wrapped here, where _assert_images and _assert_flat call them: a model
+# calls those two and needs no wrap of its own.
+torch.fx.wrap("_check_images")
+torch.fx.wrap("_check_flat")
 
 
 def _positive_int(name: str, value: Any, owner: str) -> int:

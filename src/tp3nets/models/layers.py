@@ -1,7 +1,5 @@
 """Building blocks shared by the tp3nets models."""
 
-from __future__ import annotations
-
 import numbers
 
 from torch import nn

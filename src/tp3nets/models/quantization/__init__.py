@@ -9,8 +9,6 @@ their accuracy, calibration and file in ``meta``. The builders are registered as
 ``quantized_convnet2`` … (:func:`tp3nets.list_models` ``(quantized=True)``).
 """
 
-from __future__ import annotations
-
 from ._api import (
     BACKENDS,
     QuantizableModel,

@@ -13,8 +13,6 @@ bundled files were first made with: each weight as its integer values plus ``#sc
 :func:`decode_quantized_state` also read and write ``torch.ao`` quantized state dicts).
 """
 
-from __future__ import annotations
-
 import copy
 import warnings
 from collections import OrderedDict
@@ -28,7 +26,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from ...weights import CheckpointError, Weights, WeightsEnum
 from .._registry import _build, _refuse_pretrained
-from .._utils import ClassifierModel, _eager_annotations
+from .._utils import ClassifierModel
 from ._int8 import (
     Dequantize,
     Int8AdaptiveAvgPool2d,
@@ -115,7 +113,6 @@ class QuantizableModel(nn.Module):
         self._feature_scale = 1.0
         self._feature_zero_point = 0
 
-    @_eager_annotations
     def _features_out(self, out: Tensor) -> Tensor:
         """``forward_features``' result as floats: an int8 model's ``uint8`` map times its
         scale; a float model's map as it is."""

@@ -1,7 +1,5 @@
 """The int8 ConvNet3: :class:`QuantizableConvNet3`, its int8 weights and its builder."""
 
-from __future__ import annotations
-
 from typing import Any
 
 from torch import Tensor
@@ -9,7 +7,6 @@ from torch import Tensor
 from ...weights import WeightsEnum
 from .._convnet3 import ConvNet3, ConvNet3_Weights
 from .._registry import register_model
-from .._utils import _eager_annotations
 from ._api import Backend, QuantizableModel, _build_quantized, quantized_weights
 from ._int8 import Kernel
 
@@ -43,12 +40,10 @@ class QuantizableConvNet3(ConvNet3, QuantizableModel):
         super().__init__(num_classes, **kwargs)
         self._add_stubs()
 
-    @_eager_annotations
     def forward_features(self, x: Tensor) -> Tensor:
         self._check_input(x)  # on the float input, before it is quantized
         return self._features_out(self.layer1(self.quant(x)))
 
-    @_eager_annotations
     def forward(self, x: Tensor) -> Tensor:
         logits: Tensor = self.dequant(self.forward_head(self.forward_features(x)))
         return logits

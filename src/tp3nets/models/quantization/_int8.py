@@ -17,7 +17,6 @@ with, to the last int8 step (oneDNN's identically on the bundled files' test ima
 reference kernel's float accumulation may move a rounding by one step).
 """
 
-
 import functools
 from typing import Any, Final, Literal
 

@@ -1,7 +1,5 @@
 """ONNX export of the int8 models, in ONNX's QDQ form."""
 
-from __future__ import annotations
-
 import os
 from pathlib import Path
 from typing import Any
