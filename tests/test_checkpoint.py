@@ -18,6 +18,8 @@ from tp3nets.data import TensorLoader
 from tp3nets.engine import (
     CHECKPOINT_FORMAT,
     FitState,
+    FloatPrecision,
+    FP16MixedPrecision,
     History,
     load_checkpoint,
     make_checkpoint,
@@ -620,3 +622,149 @@ def test_a_crafted_gradient_scaler_state_is_refused(
         restore_checkpoint(ck, model, opt, None, live, source="crafted.pt")
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert len(opt.state) == 0
+
+
+# --------------------------------------------------------------------------------------
+# the file format, kept while the precision object took the scaler over
+
+#: Written by tp3nets at commit 9267ccf, before the precision object owned the gradient
+#: scaler: ``seed_everything(0)``; ``TinyNet``; Adam (lr 1e-2) and StepLR (1, 0.7);
+#: ``fit(..., epochs=1)`` on ``TensorLoader(make_data(40, seed=1), 8, shuffle=True,
+#: seed=3)``, validating on ``TensorLoader(make_data(16, seed=2), 8)``, with
+#: ``[ModelCheckpoint(path), EarlyStopping(patience=10)]``.
+FORMAT_1_FILE = Path(__file__).parent / "snapshots" / "checkpoint_0_2_epoch1.pt"
+#: The fields of a ``tp3nets.checkpoint/1`` file.
+FORMAT_1_FIELDS = sorted([
+    "callbacks", "epoch", "format", "history", "metadata", "model", "model_class",
+    "optimizer", "optimizer_class", "rng", "rng_ranks", "scaler", "scheduler",
+    "scheduler_class", "stop_training", "torch_version",
+])
+
+
+def _format_run(folder: Path, resume_from: Path | None) -> tuple[dict[str, Tensor], History]:
+    """The run that wrote FORMAT_1_FILE, for two epochs."""
+    seed_everything(0)
+    model = TinyNet()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.7)
+    history = fit(model, TensorLoader(make_data(40, seed=1), 8, shuffle=True, seed=3),
+                  epochs=2, optimizer=opt, scheduler=sched, progress=False,
+                  val_loader=TensorLoader(make_data(16, seed=2), 8),
+                  callbacks=[ModelCheckpoint(folder / "last.pt"), EarlyStopping(patience=10)],
+                  resume_from=resume_from)
+    return model.state_dict(), history
+
+
+def test_a_checkpoint_written_before_the_precision_objects_resumes(tmp_path: Path) -> None:
+    """A checkpoint file of the format as written before the precision object owned the
+    gradient scaler (its ``scaler`` field None for float32) resumes, and the run ends
+    where an uninterrupted run ends; a new checkpoint has the same fields."""
+    old = tmp_path / "old.pt"
+    old.write_bytes(FORMAT_1_FILE.read_bytes())
+    saved = load_checkpoint(old)
+    assert sorted(saved) == FORMAT_1_FIELDS
+    assert saved["scaler"] is None
+    assert saved["epoch"] == 1
+    full_sd, full_hist = _format_run(tmp_path / "full", None)
+    resumed_sd, resumed_hist = _format_run(tmp_path / "resumed", old)
+    assert [int(row["epoch"]) for row in resumed_hist] == [1, 2]
+    assert resumed_hist.epochs[0] == saved["history"]["epochs"][0]
+    for got, want in zip(resumed_hist.epochs, full_hist.epochs, strict=True):
+        assert {k: v for k, v in got.items() if k != "time"} == pytest.approx(
+            {k: v for k, v in want.items() if k != "time"})
+    # Bitwise on the torch that wrote the file; the tolerance allows another torch's
+    # rounding of the first epoch.
+    torch.testing.assert_close(resumed_sd, full_sd)
+    new = load_checkpoint(tmp_path / "resumed" / "last.pt")
+    assert sorted(new) == FORMAT_1_FIELDS
+    assert new["scaler"] is None
+    assert new["epoch"] == 2
+
+
+class _CPUScaledPrecision(FP16MixedPrecision):
+    """FP16MixedPrecision's state handling around a CPU GradScaler (float16 training
+    itself needs CUDA), to test what checkpoints keep of it on any machine."""
+
+    def __init__(self, scale: float = 65536.0) -> None:
+        FloatPrecision.__init__(self, torch.device("cpu"))
+        self.scaler = torch.amp.GradScaler("cpu", init_scale=scale)
+
+
+def test_the_precision_state_is_the_scaler_field_of_the_old_layout(tmp_path: Path) -> None:
+    """The checkpoint asks the precision object for its state: a precision with a gradient
+    scaler writes the scaler's own state dict in the ``scaler`` field (what a reader of
+    the old layout loads into a GradScaler), one without writes None; restoring gives the
+    state back to the precision's scaler."""
+    model = TinyNet()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    plain = make_checkpoint(model, opt, None, FloatPrecision("cpu"), 1, History())
+    assert sorted(plain) == FORMAT_1_FIELDS
+    assert plain["scaler"] is None
+    precision = _CPUScaledPrecision(scale=512.0)
+    state = FitState(model=model, optimizer=opt, scheduler=None, history=History(),
+                     precision=precision, epoch=1)
+    assert state.scaler is precision.scaler
+    path = state.save_checkpoint(tmp_path / "scaled.pt")
+    raw = torch.load(path, weights_only=True)
+    assert sorted(raw) == FORMAT_1_FIELDS
+    assert raw["scaler"] == precision.scaler.state_dict() == precision.state_dict()
+    old_reader = torch.amp.GradScaler("cpu")
+    old_reader.load_state_dict(raw["scaler"])
+    assert old_reader.get_scale() == 512.0
+    fresh = _CPUScaledPrecision()
+    model2 = TinyNet()
+    restore_checkpoint(load_checkpoint(path), model2, torch.optim.Adam(model2.parameters()),
+                       None, fresh, source="scaled.pt")
+    assert fresh.scaler.get_scale() == 512.0
+    # A float32 run resumed from it ignores the scaler state, as it did.
+    restore_checkpoint(load_checkpoint(path), model2, torch.optim.Adam(model2.parameters()),
+                       None, FloatPrecision("cpu"), source="scaled.pt")
+
+
+def test_a_gradient_scaler_state_that_does_not_fit_the_precision_is_refused(
+    every_state: dict[str, Any],
+) -> None:
+    """The saved scaler state is checked against the precision object's before anything
+    loads, as it was against a scaler given beside it."""
+    ck = dict(every_state, scaler={**torch.amp.GradScaler("cpu").state_dict(), "scale": -1.0})
+    model = TinyNet()
+    precision = _CPUScaledPrecision(scale=8.0)
+    with pytest.raises(CheckpointError, match=r"crafted\.pt: field 'scaler\.scale"):
+        restore_checkpoint(ck, model, torch.optim.Adam(model.parameters(), lr=1e-2), None,
+                           precision, source="crafted.pt")
+    assert precision.scaler.get_scale() == 8.0
+
+
+def test_fit_reads_and_checks_a_resumed_checkpoint_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fit(resume_from=path) parses the file once and runs check_checkpoint once (the
+    read checked it, and restoring checked it again)."""
+    old = tmp_path / "old.pt"
+    old.write_bytes(FORMAT_1_FILE.read_bytes())
+    counts = {"reads": 0, "checks": 0}
+    real_load, real_check = torch.load, ckpt_mod.check_checkpoint
+
+    def load(*args: Any, **kwargs: Any) -> Any:
+        out = real_load(*args, **kwargs)
+        counts["reads"] += isinstance(out, dict) and out.get("format") == CHECKPOINT_FORMAT
+        return out
+
+    def check(*args: Any, **kwargs: Any) -> None:
+        counts["checks"] += 1
+        real_check(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", load)
+    monkeypatch.setattr(ckpt_mod, "check_checkpoint", check)
+    _format_run(tmp_path, old)
+    assert counts == {"reads": 1, "checks": 1}
+
+
+def test_a_checked_checkpoint_keeps_its_required_fields() -> None:
+    """The read-once checkpoint that tp3nets train hands on drops optional fields only."""
+    checked = ckpt_mod.CheckedCheckpoint.read(FORMAT_1_FILE, source="f.pt")
+    assert "scheduler" not in checked.without("scheduler", "scheduler_class")
+    assert checked.without("scheduler").source == "f.pt"
+    assert "scheduler" in checked
+    with pytest.raises(ValueError, match="epoch, model cannot be dropped"):
+        checked.without("model", "epoch")

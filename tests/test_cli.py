@@ -438,6 +438,48 @@ def test_resuming_a_finished_run_says_so(
     assert "done: 2 epochs (1 now, after 1 resumed)" in out
 
 
+def _count_reads_and_checks(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Count the training checkpoints torch.load parses and the check_checkpoint calls."""
+    from tp3nets.engine import _checkpoint as ckpt_mod
+
+    counts = {"reads": 0, "checks": 0}
+    real_load, real_check = torch.load, ckpt_mod.check_checkpoint
+
+    def load(*args: Any, **kwargs: Any) -> Any:
+        out = real_load(*args, **kwargs)
+        if isinstance(out, dict) and out.get("format") == ckpt_mod.CHECKPOINT_FORMAT:
+            counts["reads"] += 1  # a callback state read back while saving is not one
+        return out
+
+    def check(*args: Any, **kwargs: Any) -> None:
+        counts["checks"] += 1
+        real_check(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", load)
+    monkeypatch.setattr(ckpt_mod, "check_checkpoint", check)
+    return counts
+
+
+@pytest.mark.mnist
+@pytest.mark.parametrize("epochs", ["2", "3"])
+def test_train_resume_reads_and_checks_the_checkpoint_once(
+    capsys: pytest.CaptureFixture[str], mnist_root: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, epochs: str,
+) -> None:
+    """tp3nets train --resume reads the checkpoint file once and runs check_checkpoint
+    once, for the whole command (it read it twice and checked it five times): continuing
+    the run's schedule (--epochs 2) or training added epochs with a new one (--epochs 3)."""
+    assert run(capsys, *_train_args(mnist_root, "--epochs", "2", "--output",
+                                    tmp_path / "ep{epoch}.pt"))[0] == 0
+    first, done = (tmp_path / "ep1.pt", 1) if epochs == "2" else (tmp_path / "ep2.pt", 2)
+    counts = _count_reads_and_checks(monkeypatch)
+    code, out, err = run(capsys, *_train_args(mnist_root, "--epochs", epochs, "--resume", first,
+                                              "--output", tmp_path / "again.pt"))
+    assert code == 0, err
+    assert counts == {"reads": 1, "checks": 1}
+    assert f"done: {epochs} epochs (1 now, after {done} resumed)" in out
+
+
 @pytest.mark.mnist
 def test_train_resume_equals_an_uninterrupted_run(
     capsys: pytest.CaptureFixture[str], mnist_root: Path, tmp_path: Path

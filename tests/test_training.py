@@ -650,6 +650,141 @@ def test_fp16_trains_with_grad_scaler_on_cuda(device: str) -> None:
     assert all(s["exp_avg"].device.type == "cuda" for s in opt.state.values())
 
 
+def _count_precisions(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The precision objects built from now on, by class name."""
+    from tp3nets.engine import _precision
+
+    made: list[str] = []
+    real_init = _precision.FloatPrecision.__init__
+
+    def init(self: Any, device: Any) -> None:
+        made.append(type(self).__name__)
+        real_init(self, device)
+
+    monkeypatch.setattr(_precision.FloatPrecision, "__init__", init)
+    return made
+
+
+def test_fit_builds_the_precision_once_and_passes_it_down(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """precision='bf16' becomes one object at fit's setup, which every epoch uses (it was
+    turned back into its name and rebuilt every epoch); a precision object is taken as
+    it is, and callbacks see it on the state."""
+    made = _count_precisions(monkeypatch)
+    torch.manual_seed(0)
+    model = TinyNet()
+    fit(model, TensorLoader(make_data(16), 8), epochs=3, optimizer=sgd(model),
+        precision="bf16", progress=False)
+    assert made == ["BF16Precision"]
+    from tp3nets.engine import BF16Precision
+
+    precision = BF16Precision("cpu")
+    made.clear()
+    seen: list[tuple[Any, bool]] = []
+
+    class See:
+        def on_batch_end(self, state: FitState) -> None:
+            seen.append((state.precision, torch.is_autocast_enabled("cpu")))
+
+    model.head.register_forward_hook(
+        lambda m, a, out: seen.append((None, out.dtype == torch.bfloat16)))
+    fit(model, TensorLoader(make_data(16), 8), epochs=2, optimizer=sgd(model),
+        precision=precision, callbacks=[See()], progress=False)
+    assert made == []
+    assert seen == [(None, True), (precision, False)] * 4
+
+
+def test_train_one_epoch_takes_a_precision_object_and_checks_it() -> None:
+    """train_one_epoch takes a precision object that a loop keeps across epochs; one made
+    for another kind of device, or given with a scaler beside its own, is refused."""
+    from tp3nets.engine import BF16Precision, FloatPrecision
+
+    model = TinyNet()
+    loader = TensorLoader(make_data(16), 8)
+    figures = train_one_epoch(model, loader, optimizer=sgd(model),
+                              precision=BF16Precision("cpu"))
+    assert sorted(figures) == ["acc", "loss"]
+    with pytest.raises(ValueError, match="BF16Precision given as precision was made for a "
+                       "'cuda' device, but the model runs on 'cpu'; pass precision='bf16'"):
+        train_one_epoch(model, loader, optimizer=sgd(model),
+                        precision=BF16Precision(torch.device("cuda")))
+    with pytest.raises(ValueError, match="a scaler was given beside a FloatPrecision, which "
+                       "owns its gradient scaler"):
+        train_one_epoch(model, loader, optimizer=sgd(model), precision=FloatPrecision("cpu"),
+                        scaler=torch.amp.GradScaler("cpu"))
+
+
+def test_fit_checks_its_arguments_once_not_every_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """fit checks the optimizer (a scan of its parameters' ids) once, at setup, and runs
+    the unchecked inner epoch: train_one_epoch's checks never run under fit (they ran
+    again every epoch)."""
+    from tp3nets.engine import _epoch, _training
+
+    calls = {"setup": 0, "epoch checks": 0, "epochs": 0}
+
+    def counting(key: str, real: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            calls[key] += 1
+            return real(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(_training, "check_optimizer",
+                        counting("setup", _training.check_optimizer))
+    monkeypatch.setattr(_epoch, "check_optimizer",
+                        counting("epoch checks", _epoch.check_optimizer))
+    monkeypatch.setattr(_epoch, "train_one_epoch",
+                        counting("epoch checks", _epoch.train_one_epoch))
+    monkeypatch.setattr(_training, "train_epoch", counting("epochs", _training.train_epoch))
+    model = TinyNet()
+    fit(model, TensorLoader(make_data(16), 8), epochs=3, optimizer=sgd(model), progress=False,
+        val_loader=TensorLoader(make_data(8), 8))
+    assert calls == {"setup": 1, "epoch checks": 0, "epochs": 3}
+    train_one_epoch(model, TensorLoader(make_data(16), 8), optimizer=sgd(model))
+    assert calls == {"setup": 1, "epoch checks": 1, "epochs": 3}
+
+
+def test_a_closure_optimizer_that_cannot_accumulate_is_refused_at_setup() -> None:
+    """LBFGS with accumulate_grad_batches=2 is refused by fit's setup, before any
+    callback runs (the check ran in every epoch's stepper)."""
+    started: list[int] = []
+
+    class Start:
+        def on_fit_start(self, state: FitState) -> None:
+            started.append(1)
+
+    model = TinyNet()
+    with pytest.raises(ValueError, match="LBFGS evaluates the loss itself"):
+        fit(model, TensorLoader(make_data(16), 8), epochs=1, progress=False,
+            optimizer=torch.optim.LBFGS(model.parameters()), accumulate_grad_batches=2,
+            callbacks=[Start()])
+    assert started == []
+
+
+@pytest.mark.parametrize("device", CUDA or [pytest.param("cuda", marks=pytest.mark.skip(
+    reason="no CUDA device"))])
+def test_fp16_scaler_is_owned_by_the_precision_and_checkpointed(
+    device: str, tmp_path: Path
+) -> None:
+    """precision='16': the FP16MixedPrecision object owns the GradScaler that carries its
+    scale across epochs; the checkpoint's scaler field is its state, and a resumed run
+    given an FP16MixedPrecision of its own gets that state back."""
+    from tp3nets.engine import FP16MixedPrecision
+
+    torch.manual_seed(0)
+    model = TinyNet()
+    precision = FP16MixedPrecision(device)
+    fit(model, TensorLoader(make_data(16), 8), epochs=2, optimizer=sgd(model), device=device,
+        precision=precision, progress=False, callbacks=[ModelCheckpoint(tmp_path / "c.pt")])
+    saved = load_checkpoint(tmp_path / "c.pt")
+    assert saved["scaler"] == precision.scaler.state_dict()
+    assert saved["scaler"]["_growth_tracker"] == 4  # 4 steps without inf: one scaler
+    again = FP16MixedPrecision(device)
+    fit(model, TensorLoader(make_data(16), 8), epochs=3, optimizer=sgd(model), device=device,
+        precision=again, progress=False, resume_from=tmp_path / "c.pt")
+    assert again.scaler.state_dict()["_growth_tracker"] == 6
+
+
 def test_channels_last_runs_model_and_inputs_in_channels_last() -> None:
     """channels_last=True converts the conv weights and the 4-D inputs to channels-last."""
     seen: list[bool] = []

@@ -8,13 +8,17 @@ import io
 import json
 import shutil
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import torch
 from torch import nn
 
 from ._common import UsageError, _check_output_file, _count, _data_dir, _device, _load_model
+
+if TYPE_CHECKING:
+    from ..engine._checkpoint import CheckedCheckpoint
 
 #: The options that decide what a run computes: a resumed run must have the same, or it
 #: would not continue the run that was saved (--epochs is handled on its own).
@@ -103,7 +107,7 @@ def _check_same_settings(path: Path, saved: dict[str, Any], args: argparse.Names
             )
 
 
-def _plan(path: Path, checkpoint: dict[str, Any], args: argparse.Namespace) -> int:
+def _plan(path: Path, checkpoint: Mapping[str, Any], args: argparse.Namespace) -> int:
     """How the resumed run goes on: the epoch its schedule starts from.
 
     A run stopped before its --epochs continues its own schedule, and must be given the
@@ -125,7 +129,7 @@ def _plan(path: Path, checkpoint: dict[str, Any], args: argparse.Namespace) -> i
     return done if args.scheduler != "constant" else 0
 
 
-def _check_schedule_length(path: Path, checkpoint: dict[str, Any], scheduler: Any) -> None:
+def _check_schedule_length(path: Path, checkpoint: Mapping[str, Any], scheduler: Any) -> None:
     """For a checkpoint without recorded settings (written by fit, not by this command):
     refuse a schedule of another length, which would otherwise load silently."""
     saved = checkpoint.get("scheduler") or {}
@@ -141,7 +145,8 @@ def _check_schedule_length(path: Path, checkpoint: dict[str, Any], scheduler: An
 
 
 def _make_scheduler(args: argparse.Namespace, optimizer: torch.optim.Optimizer,
-                    steps_per_epoch: int, epochs: int) -> tuple[Any, str]:
+                    steps_per_epoch: int, epochs: int
+                    ) -> tuple[Any, Literal["epoch", "step"]]:
     """The --scheduler over ``epochs`` epochs, and the interval fit steps it at."""
     if args.scheduler == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
@@ -154,14 +159,15 @@ def _make_scheduler(args: argparse.Namespace, optimizer: torch.optim.Optimizer,
     return None, "epoch"
 
 
-def _resume_checkpoint(path: Path) -> dict[str, Any]:
-    """The checkpoint of --resume, with advice in the command line's words for a file that
-    is no training checkpoint."""
-    from ..engine import load_checkpoint
+def _resume_checkpoint(path: Path) -> CheckedCheckpoint:
+    """The checkpoint of --resume, read and checked once for the whole command (the
+    checks and fit below take it as checked), with advice in the command line's words for
+    a file that is no training checkpoint."""
+    from ..engine._checkpoint import CheckedCheckpoint
     from ..weights import CheckpointError
 
     try:
-        return load_checkpoint(path)
+        return CheckedCheckpoint.read(path)
     except CheckpointError as exc:
         if getattr(exc, "kind", None) in ("safetensors", "weights"):
             raise UsageError(
@@ -220,10 +226,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from ..engine import check_resumable, fit, get_precision, seed_everything
     from ..engine.callbacks import ModelCheckpoint
 
-    # Everything that can be checked is checked before any work (data, training).
+    # Everything that can be checked is checked before any work (data, training), once:
+    # the precision object and the checkpoint read here are what fit gets.
     _check_options(args)
     device = _device(args.device)
-    get_precision(args.precision, device)  # fp16 on a CPU: refused now, not after the data
+    precision = get_precision(args.precision, device)  # fp16 on a CPU: refused now
     resume = Path(args.resume).expanduser() if args.resume is not None else None
     resumed = _resume_checkpoint(resume) if resume is not None else None
     seed_everything(args.seed)  # before the model is built: its initial weights
@@ -231,7 +238,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     settings = _settings(args)
     restart = 0
     if resumed is not None and resume is not None:
-        check_resumable(resumed, model, None, None, source=repr(str(resume)))
+        check_resumable(resumed, model, None, None, source=resumed.source)
         saved = (resumed.get("metadata") or {}).get("settings") or {}
         _check_same_settings(resume, saved, args)
         restart = _plan(resume, resumed, args)
@@ -257,14 +264,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     optimizer = _make_optimizer(args.optimizer, model, args.lr, args.weight_decay)
     scheduler, interval = _make_scheduler(args, optimizer, len(train_loader),
                                           args.epochs - restart)
-    resume_from: Any = resume
     if resumed is not None and resume is not None:
         if restart:
             # A new schedule over the added epochs: the saved one ended with the run.
-            resumed = {k: v for k, v in resumed.items()
-                       if k not in ("scheduler", "scheduler_class")}
-            resume_from = resumed
-        check_resumable(resumed, model, optimizer, scheduler, source=repr(str(resume)))
+            resumed = resumed.without("scheduler", "scheduler_class")
+        check_resumable(resumed, model, optimizer, scheduler, source=resumed.source)
         if scheduler is not None and not restart and not (
             (resumed.get("metadata") or {}).get("settings")
         ):
@@ -286,9 +290,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         model, train_loader, epochs=args.epochs, optimizer=optimizer,
         loss_fn=nn.CrossEntropyLoss(label_smoothing=args.label_smoothing),
         val_loader=val_loader, device=device, scheduler=scheduler,
-        scheduler_interval=interval,  # type: ignore[arg-type]
-        precision=args.precision, callbacks=callbacks,
-        progress=False if args.quiet else None, resume_from=resume_from,
+        scheduler_interval=interval,
+        precision=precision, callbacks=callbacks,
+        progress=False if args.quiet else None, resume_from=resumed,
     )
     seconds = time.perf_counter() - started
     before = int(resumed["epoch"]) if resumed is not None else 0
@@ -418,7 +422,7 @@ def _plot(history: Any, target: Path) -> None:
 
 
 def _print_header(args: argparse.Namespace, model: nn.Module, source: str,
-                  resumed: dict[str, Any] | None, restart: int, n_train: int, val: Any,
+                  resumed: Mapping[str, Any] | None, restart: int, n_train: int, val: Any,
                   device: torch.device, folder: Path | None) -> None:
     if resumed is not None:
         source = f"resuming {args.resume} after epoch {resumed['epoch']}"

@@ -7,7 +7,7 @@ import io
 import os
 import random
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -70,7 +70,7 @@ def rng_states() -> dict[str, Any]:
     return rng
 
 
-def _own_rng_states(ckpt: dict[str, Any]) -> dict[str, Any]:
+def _own_rng_states(ckpt: Mapping[str, Any]) -> dict[str, Any]:
     """This rank's RNG states: its own entry of a torchrun checkpoint's ``rng_ranks``
     when the world size is the same, else the saving process's ``rng``."""
     ranks = ckpt.get("rng_ranks")
@@ -110,7 +110,7 @@ def make_checkpoint(
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None,
     scheduler: Any,
-    scaler: Any,
+    precision: Any,
     epoch: int,
     history: History | None,
     *,
@@ -123,7 +123,10 @@ def make_checkpoint(
 
     ``rank_rng_states``: under torchrun, every rank's :func:`rng_states`, in rank order;
     each rank of a resumed run gets its own back. ``metadata``: the run's own plain data
-    (:attr:`~tp3nets.engine.FitState.metadata`).
+    (:attr:`~tp3nets.engine.FitState.metadata`). ``precision``: the run's precision
+    object, whose ``state_dict()`` (its gradient scaler's state) goes in the ``scaler``
+    field (``None`` for a precision without one); a :class:`torch.amp.GradScaler` given
+    itself, or ``None``, is taken as before.
 
     The weights (keyed as the bare module expects: no ``module.`` or ``_orig_mod.``
     prefix), the optimizer, scheduler and gradient-scaler states, the epoch, the history,
@@ -139,7 +142,7 @@ def make_checkpoint(
         "optimizer_class": type(optimizer).__name__ if optimizer is not None else None,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "scheduler_class": type(scheduler).__name__ if scheduler is not None else None,
-        "scaler": scaler.state_dict() if scaler is not None else None,
+        "scaler": _precision_state(precision) or None,
         "epoch": int(epoch),
         "stop_training": bool(stop_training),
         "history": history.to_dict() if history is not None else None,
@@ -171,6 +174,66 @@ def _plain(value: Any) -> Any:
         if isinstance(value, numpy.ndarray) and value.dtype.kind in "biufc":
             return torch.from_numpy(value.copy())
     return value
+
+
+def _precision_state(precision: Any) -> dict[str, Any]:
+    """What a checkpoint keeps of the run's precision (its gradient scaler's state), ``{}``
+    for none. The file format holds it in the ``scaler`` field, ``None`` when empty, as
+    it did when the scaler was passed beside the precision."""
+    if precision is None:
+        return {}
+    state: dict[str, Any] = precision.state_dict()
+    return state
+
+
+class CheckedCheckpoint(Mapping[str, Any]):
+    """A checkpoint read once and checked once (:func:`load_checkpoint` runs
+    :func:`check_checkpoint`), with the name its errors give it.
+
+    What ``tp3nets train --resume`` reads and hands on to :func:`~tp3nets.fit` (as
+    ``resume_from``) and :func:`check_resumable`: they take it as checked, so the file is
+    read once and its structure checked once a command. A read-only view of the dict;
+    :meth:`without` drops optional fields.
+    """
+
+    __slots__ = ("_data", "source")
+
+    def __init__(self, data: dict[str, Any], source: str) -> None:
+        self._data, self.source = data, source
+
+    @classmethod
+    def read(
+        cls, path: str | os.PathLike[str], *, source: str | None = None,
+        device: torch.device | str | None = None,
+    ) -> CheckedCheckpoint:
+        """:func:`load_checkpoint`'s checkpoint; errors later name it ``source``
+        (default the path, quoted)."""
+        return cls(load_checkpoint(path, device=device), source or repr(str(path)))
+
+    def without(self, *fields: str) -> CheckedCheckpoint:
+        """The same checkpoint without ``fields``, which must be optional ones (dropping
+        one leaves a checked checkpoint valid)."""
+        required = {"format", "model", "epoch"} & set(fields)
+        if required:
+            raise ValueError(f"{', '.join(sorted(required))} cannot be dropped from a checkpoint")
+        return CheckedCheckpoint(
+            {k: v for k, v in self._data.items() if k not in fields}, self.source
+        )
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+def _structure_checked(ckpt: Mapping[str, Any], source: str) -> None:
+    """:func:`check_checkpoint`, unless ``ckpt`` was checked when it was read."""
+    if not isinstance(ckpt, CheckedCheckpoint):
+        check_checkpoint(ckpt, source=source)
 
 
 def _check_callback_states(checkpoint: dict[str, Any]) -> None:
@@ -261,7 +324,7 @@ def load_checkpoint(
     return ckpt
 
 
-def check_checkpoint(ckpt: dict[str, Any], *, source: str = "the checkpoint") -> None:
+def check_checkpoint(ckpt: Mapping[str, Any], *, source: str = "the checkpoint") -> None:
     """Refuse a checkpoint whose contents do not have the structure tp3nets writes.
 
     Every field a resumed run reads is checked here, in one place, before anything is
@@ -338,7 +401,7 @@ def _fields_of(source: str) -> Iterator[None]:
         raise CheckpointError(f"{source}: {exc}") from None
 
 
-def _check_history(ckpt: dict[str, Any], bad: Any) -> None:
+def _check_history(ckpt: Mapping[str, Any], bad: Any) -> None:
     history = ckpt.get("history")
     if history is None:
         return
@@ -354,11 +417,11 @@ def _check_history(ckpt: dict[str, Any], bad: Any) -> None:
 
 
 def restore_checkpoint(
-    ckpt: dict[str, Any],
+    ckpt: Mapping[str, Any],
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
-    scaler: Any,
+    precision: Any,
     *,
     source: str,
     callbacks: Sequence[Any] = (),
@@ -368,13 +431,16 @@ def restore_checkpoint(
     Everything is checked first (:func:`check_resumable`, the callbacks' states
     included), so a checkpoint that does not fit changes nothing. The callbacks' states
     are given back later, by :func:`restore_callbacks`, after their ``on_fit_start``.
+    ``precision`` is the run's precision object: the checkpoint's ``scaler`` field goes
+    to its ``load_state_dict()`` when it has a state (a gradient scaler); a
+    :class:`torch.amp.GradScaler` given itself is taken as before.
 
     Raises:
         CheckpointError: the checkpoint was saved from another model class, with another
             optimizer or scheduler class, or without the scheduler given; its weights,
             optimizer, scheduler, scaler or callback states do not fit.
     """
-    check_resumable(ckpt, model, optimizer, scheduler, source=source, scaler=scaler,
+    check_resumable(ckpt, model, optimizer, scheduler, source=source, precision=precision,
                     callbacks=callbacks)
     bare = bare_module(model)
     load_weights_into(bare, ckpt["model"], source=source)
@@ -394,21 +460,21 @@ def restore_checkpoint(
                 f"{source}: the scheduler state does not fit the {type(scheduler).__name__} "
                 f"given: {exc}"
             ) from None
-    if scaler is not None and ckpt.get("scaler") is not None:
-        scaler.load_state_dict(ckpt["scaler"])
+    if ckpt.get("scaler") is not None and _precision_state(precision):
+        precision.load_state_dict(ckpt["scaler"])
     _set_rng_states(_own_rng_states(ckpt))
     history = History.from_dict(ckpt["history"] or {})
     return int(ckpt["epoch"]), history
 
 
 def check_resumable(
-    ckpt: dict[str, Any],
+    ckpt: Mapping[str, Any],
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None,
     scheduler: Any,
     *,
     source: str = "the checkpoint",
-    scaler: Any = None,
+    precision: Any = None,
     callbacks: Sequence[Any] = (),
 ) -> None:
     """Refuse to resume ``ckpt`` into a run it does not belong to, before loading anything.
@@ -421,14 +487,15 @@ def check_resumable(
 
     Then every state is checked against what it will be loaded into, so that none
     fails inside torch or at the first step: the optimizer's groups and per-parameter
-    state (shapes, kinds, steps) against the parameters, the scheduler's and the
-    gradient scaler's against theirs, and each callback's through its
-    ``check_state_dict(state, model)`` where it has one.
+    state (shapes, kinds, steps) against the parameters, the scheduler's against the
+    scheduler's, the gradient scaler's against the state of ``precision`` (the run's
+    precision object, or a :class:`torch.amp.GradScaler`), and each callback's through
+    its ``check_state_dict(state, model)`` where it has one.
 
     Raises:
         CheckpointError: naming ``source``, the field and what differs.
     """
-    check_checkpoint(ckpt, source=source)
+    _structure_checked(ckpt, source)
     bare = bare_module(model)
     if ckpt.get("model_class") != type(bare).__name__:
         raise CheckpointError(
@@ -459,13 +526,14 @@ def check_resumable(
             checks.optimizer_state(ckpt["optimizer"], optimizer)
         if scheduler is not None and ckpt.get("scheduler") is not None:
             checks.like(ckpt["scheduler"], scheduler.state_dict(), "scheduler")
-        if scaler is not None and ckpt.get("scaler") is not None:
-            checks.scaler_state(ckpt["scaler"], scaler.state_dict())
+        live = _precision_state(precision)
+        if live and ckpt.get("scaler") is not None:
+            checks.scaler_state(ckpt["scaler"], live)
     _check_callbacks_fit(ckpt, callbacks, bare, source)
 
 
 def _callback_entries(
-    ckpt: dict[str, Any], callbacks: Sequence[Any]
+    ckpt: Mapping[str, Any], callbacks: Sequence[Any]
 ) -> Iterator[tuple[int, Any, dict[str, Any]]]:
     """``(index, callback, saved entry)`` for each callback whose state is restored:
     matched by position and class name."""
@@ -482,7 +550,7 @@ def _callback_error(source: str, i: int, entry: dict[str, Any], exc: Exception) 
 
 
 def _check_callbacks_fit(
-    ckpt: dict[str, Any], callbacks: Sequence[Any], model: nn.Module, source: str
+    ckpt: Mapping[str, Any], callbacks: Sequence[Any], model: nn.Module, source: str
 ) -> None:
     for i, cb, entry in _callback_entries(ckpt, callbacks):
         check = getattr(cb, "check_state_dict", None)
@@ -494,7 +562,7 @@ def _check_callbacks_fit(
 
 
 def restore_callbacks(
-    ckpt: dict[str, Any], callbacks: Sequence[Any], *, source: str = "the checkpoint"
+    ckpt: Mapping[str, Any], callbacks: Sequence[Any], *, source: str = "the checkpoint"
 ) -> None:
     """Give each callback back its saved state (matched by position and class name).
 

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import torch
 import torch.distributed as dist
-from torch import Tensor, nn
+from torch import nn
 from torch.utils.data import (
     BatchSampler,
     DataLoader,
@@ -184,10 +184,6 @@ def stalled_ranks() -> list[int]:
     except Exception:  # the store's host (rank 0) gone, or no store: no names
         return []
     return [r for r in range(world) if r not in said]
-
-
-def all_reduce_sum(t: Tensor) -> None:
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
 
 
 def all_gather_object(obj: Any) -> list[Any]:

@@ -1,10 +1,12 @@
-"""One training epoch: :func:`~tp3nets.train_one_epoch`, for :func:`~tp3nets.fit` and for users
-who keep their own loop."""
+"""One training epoch: :func:`~tp3nets.train_one_epoch`, for users who keep their own loop,
+and :func:`train_epoch`, its unchecked inner loop, which :func:`~tp3nets.fit` calls every
+epoch with the :class:`TrainSettings` it checked once."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 import torch
@@ -37,6 +39,49 @@ __all__ = ["train_one_epoch"]
 NONFINITE_CHECK_EVERY: Final = 32
 
 
+@dataclass(frozen=True, slots=True)
+class TrainSettings:
+    """The checked settings of a training epoch, built once by whoever checked them
+    (:func:`train_one_epoch`, or :func:`~tp3nets.fit`'s setup for the whole run) and
+    passed down as they are: :func:`train_epoch` and the per-batch stepper check nothing.
+    """
+
+    optimizer: torch.optim.Optimizer
+    loss_fn: Callable[..., Tensor]
+    #: name -> metric, as :func:`~tp3nets.engine._metrics.default_metrics` returned them.
+    metrics: Mapping[str, MetricLike]
+    device: torch.device
+    precision: FloatPrecision
+    grad_clip_norm: float | None
+    accumulate: int
+    #: Stepped after every optimizer step (a per-step schedule), or ``None``.
+    scheduler: Any
+    channels_last: bool
+    unpack: Callable[[Any], tuple[Any, Any]]
+    #: Whether the optimizer's ``step()`` needs a closure (LBFGS): :func:`closure_step`.
+    closure_step: bool
+
+
+def closure_step(
+    optimizer: torch.optim.Optimizer, accumulate: int, precision: FloatPrecision
+) -> bool:
+    """Whether ``optimizer`` steps through a closure (LBFGS), refusing the settings such an
+    optimizer cannot train with.
+
+    Raises:
+        ValueError: a closure optimizer with ``accumulate_grad_batches > 1`` or a
+            precision with a gradient scaler.
+    """
+    closure = needs_closure(optimizer)
+    if closure and (accumulate > 1 or not precision.supports_closure):
+        raise ValueError(
+            f"{type(optimizer).__name__} evaluates the loss itself, through a closure, "
+            f"once or more a step: it takes accumulate_grad_batches=1 and precision '32' "
+            f"or 'bf16' (no gradient scaler)"
+        )
+    return closure
+
+
 #: One batch's result: the loss tensor, the model's output, and on the CPU the loss's
 #: value (already read for the NaN check). A plain tuple: the per-batch Python work is
 #: what a small model's epoch is made of.
@@ -45,39 +90,29 @@ _Batch = tuple[Tensor, Any, "float | None"]
 
 class _Stepper:
     """The per-batch work of an epoch: forward, backward, and the optimizer steps of
-    accumulation windows or of a closure optimizer. Built once per epoch: the per-batch
-    Python work is what a small model's epoch is made of."""
+    accumulation windows or of a closure optimizer. Built once per epoch from checked
+    settings: the per-batch Python work is what a small model's epoch is made of."""
 
     def __init__(
         self,
         model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        loss_fn: Callable[..., Tensor],
-        precision: FloatPrecision,
+        settings: TrainSettings,
         guard: LabelGuard,
         *,
-        grad_clip_norm: float | None,
-        accumulate: int,
-        scheduler: Any,
         total: int | None,
         on_cpu: bool,
     ) -> None:
-        self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
-        self.precision, self.guard = precision, guard
-        self.grad_clip_norm, self.accumulate, self.scheduler = grad_clip_norm, accumulate, scheduler
+        self.model, self.optimizer, self.loss_fn = model, settings.optimizer, settings.loss_fn
+        self.precision, self.guard = settings.precision, guard
+        self.grad_clip_norm, self.accumulate = settings.grad_clip_norm, settings.accumulate
+        self.scheduler, self.closure_step = settings.scheduler, settings.closure_step
         self.total, self.on_cpu = total, on_cpu
-        self.closure_step = needs_closure(optimizer)
-        if self.closure_step and (accumulate > 1 or not precision.supports_closure):
-            raise ValueError(
-                f"{type(optimizer).__name__} evaluates the loss itself, through a closure, "
-                f"once or more a step: it takes accumulate_grad_batches=1 and precision '32' "
-                f"or 'bf16' (no gradient scaler)"
-            )
+        accumulate = settings.accumulate
         self.window = accumulate
         self.pending = 0  # batches whose gradients wait for an optimizer step
         self.no_sync = getattr(model, "no_sync", None) if accumulate > 1 else None
-        self.autocast = precision.forward_context()
-        self.backward = precision.backward
+        self.autocast = self.precision.forward_context()
+        self.backward = self.precision.backward
 
     def forward(self, x: Any, y: Any, i: int) -> _Batch:
         """The batch's output and loss; on the CPU, the loss's value, checked finite.
@@ -183,7 +218,7 @@ def train_one_epoch(
     loss_fn: Callable[..., Tensor] | None = None,
     metrics: Mapping[str, MetricLike] | None = None,
     device: torch.device | str | None = None,
-    precision: Precision = "32",
+    precision: Precision | FloatPrecision = "32",
     scaler: Any = None,
     grad_clip_norm: float | None = None,
     accumulate_grad_batches: int = 1,
@@ -200,9 +235,15 @@ def train_one_epoch(
     of ``accumulate_grad_batches`` batches are summed before each optimizer step, each
     batch's loss divided by the real size of its window, so a short last window is not
     under-weighted. ``scheduler``, if given, is stepped after every optimizer step
-    (per-step schedules such as OneCycleLR). With ``precision="16"`` pass the
-    :class:`torch.amp.GradScaler` that should carry its scale across epochs (one is made
-    otherwise). Loader, device, distribution: see :func:`~tp3nets.fit`.
+    (per-step schedules such as OneCycleLR). ``precision`` is a string, or a precision
+    object (:func:`~tp3nets.engine.get_precision`) that a loop of your own keeps across epochs; with
+    ``precision="16"`` pass the :class:`torch.amp.GradScaler` that should carry its scale
+    across epochs (one is made otherwise), or keep an
+    :class:`~tp3nets.engine.FP16MixedPrecision`, which
+    owns one. Loader, device, distribution: see :func:`~tp3nets.fit`.
+
+    Every argument is checked on each call; :func:`~tp3nets.fit` checks them once per run
+    instead, and calls the unchecked inner loop every epoch.
 
     Returns:
         The epoch's batch-size-weighted ``loss`` and metrics (default ``acc``).
@@ -243,22 +284,44 @@ def train_one_epoch(
     dev = devices.resolve_device(device, model)
     prec = get_precision(precision, dev, scaler)
     loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
-    meter = Meter(default_metrics(metrics), dev, loss_fn)
+    checked_metrics = default_metrics(metrics)
+    accumulate = int_at_least(accumulate_grad_batches, "accumulate_grad_batches")
+    settings = TrainSettings(
+        optimizer=optimizer, loss_fn=loss_fn, metrics=checked_metrics, device=dev,
+        precision=prec, grad_clip_norm=grad_clip_norm, accumulate=accumulate,
+        scheduler=scheduler, channels_last=channels_last, unpack=unpack,
+        closure_step=closure_step(optimizer, accumulate, prec),
+    )
+    return train_epoch(model, loader, settings, on_batch_end=on_batch_end,
+                       progress=progress, desc=desc)
+
+
+def train_epoch(
+    model: nn.Module,
+    loader: Iterable[Any],
+    settings: TrainSettings,
+    *,
+    on_batch_end: Callable[[int, float], None] | None = None,
+    progress: bool = False,
+    desc: str = "train",
+) -> dict[str, float]:
+    """The epoch of :func:`train_one_epoch`, with ``settings`` already checked: nothing
+    is checked again here (what only the batches can show, such as labels outside the
+    model's classes, an empty loader or a NaN loss, is found as they come)."""
+    dev, loss_fn = settings.device, settings.loss_fn
+    meter = Meter(settings.metrics, dev, loss_fn)
     total = len_or_none(loader)
     on_cpu = devices.cheap_readback(dev)
     guard = LabelGuard(loss_fn, dev)
-    stepper = _Stepper(
-        model, optimizer, loss_fn, prec, guard, grad_clip_norm=grad_clip_norm,
-        accumulate=int_at_least(accumulate_grad_batches, "accumulate_grad_batches"),
-        scheduler=scheduler, total=total, on_cpu=on_cpu,
-    )
+    stepper = _Stepper(model, settings, guard, total=total, on_cpu=on_cpu)
     checked = 0  # accelerator only: the batches whose losses are known to be finite
     i = -1
-    _shortcuts.zero_grad(optimizer)
+    _shortcuts.zero_grad(settings.optimizer)
     with set_mode(model, True):
         batches = progress_bar(loader, total, desc, progress)
         train_batch, update = stepper.batch, meter.update
-        for i, x, y, n in device_batches(batches, unpack, guard, dev, channels_last):
+        for i, x, y, n in device_batches(batches, settings.unpack, guard, dev,
+                                         settings.channels_last):
             result, step_now = train_batch(x, y, i)
             if result is None:
                 if step_now:

@@ -3,9 +3,13 @@
 As Lightning Fabric's precision plugins do, a precision object owns everything that
 depends on the mode: the autocast context of the forward pass, the (scaled) backward,
 and the optimizer step (unscaling and clipping the gradients, the gradient scaler's
-update). :func:`~tp3nets.fit`, :func:`~tp3nets.train_one_epoch`,
-:func:`~tp3nets.evaluate` and :func:`~tp3nets.predict` call those methods and hold no
-precision branches; a new mode is one new class in :data:`PRECISION_CLASSES`.
+update). :func:`~tp3nets.fit` and :func:`~tp3nets.train_one_epoch` take a
+``precision=`` string or such an object, :func:`~tp3nets.evaluate` and
+:func:`~tp3nets.predict` a string; each turns it into the object once
+(:func:`get_precision`) and passes the object down. The loops call its methods and hold
+no precision branches; a new mode is one new class in :data:`PRECISION_CLASSES`. The
+object also owns what a checkpoint keeps of it (``state_dict()``: the gradient scaler's
+state), so the checkpoint code asks it rather than handling a scaler beside it.
 """
 
 from __future__ import annotations
@@ -36,18 +40,27 @@ class FloatPrecision:
 
     Example:
         >>> p = get_precision("32", torch.device("cpu"))
-        >>> type(p).__name__, p.scaler is None
-        ('FloatPrecision', True)
+        >>> type(p).__name__, p.scaler is None, p.state_dict()
+        ('FloatPrecision', True, {})
     """
 
     #: The ``precision=`` value that selects this class.
-    name: ClassVar[str] = "32"
+    name: ClassVar[Precision] = "32"
     #: Whether an optimizer that evaluates the loss through a closure (LBFGS) can run.
     supports_closure: ClassVar[bool] = True
 
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
+    def __init__(self, device: torch.device | str) -> None:
+        self.device = torch.device(device)
+        #: The gradient scaler this precision owns (``None``: it has none).
         self.scaler: Any = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps of this precision: its gradient scaler's state, ``{}``
+        for a precision without one."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (nothing to restore here)."""
 
     def forward_context(self) -> contextlib.AbstractContextManager[Any]:
         """The context the forward pass and the loss run in."""
@@ -77,10 +90,7 @@ class BF16Precision(FloatPrecision):
     """bfloat16 autocast (``precision="bf16"``), on the CPU and CUDA; no gradient scaler,
     since bfloat16 has float32's range."""
 
-    name: ClassVar[str] = "bf16"
-
-    def __init__(self, device: torch.device) -> None:
-        super().__init__(device)
+    name: ClassVar[Precision] = "bf16"
 
     def forward_context(self) -> contextlib.AbstractContextManager[Any]:
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
@@ -90,20 +100,30 @@ class FP16MixedPrecision(FloatPrecision):
     """float16 autocast with a gradient scaler (``precision="16"``, CUDA only).
 
     ``scaler`` is the :class:`torch.amp.GradScaler` that carries its scale across epochs;
-    a new one is made when none is given.
+    a new one is made when none is given. The object owns it: its :meth:`state_dict` is the
+    scaler's, which full checkpoints keep (in their ``scaler`` field).
     """
 
-    name: ClassVar[str] = "16"
+    name: ClassVar[Precision] = "16"
     supports_closure: ClassVar[bool] = False
 
-    def __init__(self, device: torch.device, scaler: Any = None) -> None:
+    def __init__(self, device: torch.device | str, scaler: Any = None) -> None:
         super().__init__(device)
-        if device.type != "cuda":
+        if self.device.type != "cuda":
             raise ValueError(
                 f"precision='16' (float16 with a gradient scaler) needs a CUDA device, got "
-                f"{device.type!r}; use precision='bf16' on the CPU"
+                f"{self.device.type!r}; use precision='bf16' on the CPU"
             )
         self.scaler = scaler if scaler is not None else torch.amp.GradScaler("cuda")
+
+    def state_dict(self) -> dict[str, Any]:
+        """The gradient scaler's state (its scale, growth tracker and settings)."""
+        state: dict[str, Any] = self.scaler.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Give the gradient scaler back a state that :meth:`state_dict` returned."""
+        self.scaler.load_state_dict(state)
 
     def forward_context(self) -> contextlib.AbstractContextManager[Any]:
         return torch.autocast(device_type=self.device.type, dtype=torch.float16)
@@ -135,19 +155,45 @@ PRECISION_CLASSES: Final[dict[str, type[FloatPrecision]]] = {
 def get_precision(precision: Any, device: torch.device, scaler: Any = None) -> FloatPrecision:
     """The precision object for a ``precision=`` value on ``device``.
 
+    The public entry points (:func:`~tp3nets.fit`, :func:`~tp3nets.train_one_epoch`,
+    :func:`~tp3nets.evaluate`, :func:`~tp3nets.predict`) call it once, and pass the object
+    it returns down.
+
     Args:
         precision: ``"32"``, ``"bf16"`` or ``"16"`` (numbers such as ``32`` and ``16``
-            are read as their strings).
+            are read as their strings), or a precision object, returned as it is.
         device: where the model runs.
         scaler: for ``"16"``, the gradient scaler to keep using (one is made otherwise).
 
+    Returns:
+        A new precision object, or ``precision`` itself when it is one.
+
     Raises:
-        ValueError: an unknown precision, or ``"16"`` on a device other than CUDA.
+        ValueError: an unknown precision, ``"16"`` on a device other than CUDA, a
+            precision object made for another kind of device, or one given with a
+            ``scaler`` other than its own.
 
     Example:
         >>> type(get_precision("bf16", torch.device("cpu"))).__name__
         'BF16Precision'
+        >>> p = BF16Precision(torch.device("cpu"))
+        >>> get_precision(p, torch.device("cpu")) is p
+        True
     """
+    if isinstance(precision, FloatPrecision):
+        if precision.device.type != device.type:
+            raise ValueError(
+                f"the {type(precision).__name__} given as precision was made for a "
+                f"{precision.device.type!r} device, but the model runs on {str(device)!r}; "
+                f"pass precision={precision.name!r} to get one for that device"
+            )
+        if scaler is not None and scaler is not precision.scaler:
+            raise ValueError(
+                f"a scaler was given beside a {type(precision).__name__}, which owns its "
+                f"gradient scaler: give the scaler to the precision object "
+                f"(FP16MixedPrecision(device, scaler)) or pass precision={precision.name!r}"
+            )
+        return precision
     value = str(precision)
     cls = PRECISION_CLASSES.get(value)
     if cls is None:

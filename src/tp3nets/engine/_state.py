@@ -17,6 +17,7 @@ from torch import nn
 
 from ._checkpoint import make_checkpoint, save_checkpoint
 from ._history import History
+from ._precision import FloatPrecision
 
 __all__ = ["FitState"]
 
@@ -30,7 +31,9 @@ class FitState:
     ``on_epoch_end``. Set ``stop_training = True`` to end the run after the current epoch.
     ``in_epoch`` is true from ``on_epoch_start`` until the epoch's row is in the history;
     a full checkpoint can only be taken outside that span (from ``on_epoch_end``,
-    ``on_fit_start`` or ``on_fit_end``), where resuming from it is exact.
+    ``on_fit_start`` or ``on_fit_end``), where resuming from it is exact. ``precision``
+    is the run's precision object, which owns the gradient scaler (``scaler``) and its
+    state in checkpoints.
     """
 
     model: nn.Module
@@ -42,7 +45,7 @@ class FitState:
     logs: dict[str, float] = field(default_factory=dict)
     stop_training: bool = False
     is_main: bool = True
-    scaler: Any = None
+    precision: FloatPrecision | None = None
     callbacks: Sequence[Any] = ()
     in_epoch: bool = False
     #: The figures every history row of the run holds (``epoch``, ``loss``, ``val_acc``
@@ -55,6 +58,11 @@ class FitState:
     #: callback states): ``tp3nets train`` records its settings here, and checks them
     #: when a run resumes. Set it in ``on_fit_start``.
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def scaler(self) -> Any:
+        """The gradient scaler of the run's precision (``None`` without one)."""
+        return None if self.precision is None else self.precision.scaler
 
     def checkpoint(self) -> dict[str, Any]:
         """A full checkpoint of the run so far: model, optimizer, scheduler, gradient
@@ -72,7 +80,7 @@ class FitState:
                 f"torch.save(state.model.state_dict(), path)"
             )
         return make_checkpoint(
-            self.model, self.optimizer, self.scheduler, self.scaler, self.epoch, self.history,
+            self.model, self.optimizer, self.scheduler, self.precision, self.epoch, self.history,
             callbacks=self.callbacks, stop_training=self.stop_training,
             rank_rng_states=self.rank_rng_states, metadata=self.metadata,
         )

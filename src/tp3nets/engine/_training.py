@@ -1,18 +1,27 @@
-"""fit, evaluate, predict: a generic, fast, reproducible training engine for any nn.Module.
+"""fit: the loop over epochs, as an outline of named steps (``_FitRun``).
 
-This module holds :func:`fit`, the loop over epochs, and re-exports the engine's parts so
-that every name is importable from here. The parts, each in its own module:
+Which layer checks what. Each value is checked once, where it enters; the layers below
+take checked values, and objects rather than strings to parse again:
 
-* :mod:`tp3nets.engine` (:class:`History`) and :mod:`tp3nets.engine` (:class:`Metric`,
-  :func:`accuracy`) and :mod:`tp3nets.engine` (:class:`FitState`): shared types beneath the
-  engine and the callbacks;
-* :mod:`tp3nets.engine`: one object per numeric precision (autocast, scaled backward,
-  optimizer step);
-* :mod:`tp3nets.engine`, :mod:`tp3nets.engine`: where the run happens and what it steps;
-* :mod:`tp3nets.engine` (:func:`train_one_epoch`) and :mod:`tp3nets.engine`
-  (:func:`evaluate`, :func:`predict`): the passes over a loader;
-* ``tp3nets.engine``: the optimizer-step shortcuts, the only code reading private torch
-  names, behind :func:`set_fast_step`.
+* ``fit`` -> ``_FitRun.__init__`` checks every argument of fit before any work:
+  ``epochs``, ``callbacks``, the loaders (not a loader, a one-shot iterator),
+  ``scheduler_interval``, ``grad_clip_norm``, ``accumulate_grad_batches``, ``device``
+  (resolved once), ``precision`` (made an object once, by ``get_precision``),
+  ``optimizer`` (built from a factory; its parameters the model's), ``scheduler`` (built
+  from a factory; its optimizer the one given), what a closure optimizer cannot do,
+  ``metrics``, ``monitor`` and ``monitor_mode``. The per-epoch settings among them go
+  into one frozen ``_epoch.TrainSettings``, built once.
+* ``_FitRun.start`` reads a ``resume_from`` path once; the read runs
+  ``check_checkpoint``, and ``restore_checkpoint`` checks the checkpoint against the
+  model, optimizer, scheduler, precision and callbacks. A ``_checkpoint.CheckedCheckpoint``
+  (what ``tp3nets train --resume`` read and checked) is not read or checked again.
+* Every epoch, ``_epoch.train_epoch`` takes the settings as they are and checks nothing;
+  what only the batches can show (labels outside the model's classes, a target the loss
+  cannot take, a NaN loss, an empty loader) is found as they come, by ``_batches`` and
+  the meter.
+* ``train_one_epoch``, the public epoch for a loop of your own, checks its arguments on
+  each call, builds the same settings and calls ``train_epoch``. ``evaluate`` and
+  ``predict`` check theirs on each call (fit's validation included, for now).
 """
 
 from __future__ import annotations
@@ -31,9 +40,9 @@ from .._util import _warn
 from .._util._checks import int_at_least
 from . import _distributed as dist_utils
 from ._batches import check_loader, default_unpack
-from ._checkpoint import load_checkpoint, restore_callbacks, restore_checkpoint, rng_states
+from ._checkpoint import CheckedCheckpoint, restore_callbacks, restore_checkpoint, rng_states
 from ._devices import bare_module, resolve_device
-from ._epoch import train_one_epoch
+from ._epoch import TrainSettings, closure_step, train_epoch
 from ._history import History
 from ._inference import evaluate
 from ._metrics import ROW_KEYS, MetricLike, default_metrics
@@ -43,7 +52,7 @@ from ._optim import (
     check_scheduler,
     move_optimizer_state,
 )
-from ._precision import Precision, get_precision
+from ._precision import FloatPrecision, Precision, get_precision
 from ._state import FitState
 from .callbacks._base import Callback
 from .callbacks._base import monitor_mode as monitor_mode_of
@@ -66,7 +75,7 @@ def fit(
     device: torch.device | str | None = None,
     scheduler: Any = None,
     scheduler_interval: Literal["epoch", "step"] = "epoch",
-    precision: Precision = "32",
+    precision: Precision | FloatPrecision = "32",
     grad_clip_norm: float | None = None,
     accumulate_grad_batches: int = 1,
     callbacks: Sequence[Callback] = (),
@@ -114,7 +123,9 @@ def fit(
             ``optimizer -> scheduler``; ReduceLROnPlateau gets the monitored figure.
         scheduler_interval: step the scheduler per ``"epoch"`` or per optimizer ``"step"``.
         precision: ``"32"``, ``"bf16"`` (autocast, CPU and CUDA) or ``"16"`` (float16 with
-            a gradient scaler, CUDA only).
+            a gradient scaler, CUDA only), or a precision object for the device
+            (:func:`~tp3nets.engine.get_precision`); a resumed run gives its gradient
+            scaler the checkpoint's state.
         grad_clip_norm: clip the gradients' global norm to this value.
         accumulate_grad_batches: batches whose gradients are summed per optimizer step.
         callbacks: objects with any of ``on_fit_start``, ``on_epoch_start``,
@@ -189,8 +200,9 @@ class _FitRun:
     """One :func:`fit` call: its checked settings, then the steps of the run.
 
     ``__init__`` checks every argument and sets the model, optimizer and scheduler up
-    before any work; :meth:`start` resumes and calls ``on_fit_start``; :meth:`run_epoch`
-    trains, validates, logs and calls the epoch's callbacks; :meth:`finish` ends.
+    before any work, keeping the per-epoch ones in one :class:`TrainSettings`;
+    :meth:`start` resumes and calls ``on_fit_start``; :meth:`run_epoch` trains, validates,
+    logs and calls the epoch's callbacks; :meth:`finish` ends.
     """
 
     def __init__(
@@ -206,7 +218,7 @@ class _FitRun:
         device: torch.device | str | None,
         scheduler: Any,
         scheduler_interval: str,
-        precision: Precision,
+        precision: Precision | FloatPrecision,
         grad_clip_norm: float | None,
         accumulate_grad_batches: int,
         callbacks: Sequence[Callback],
@@ -225,7 +237,7 @@ class _FitRun:
                 f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}"
             )
         check_grad_clip_norm(grad_clip_norm)
-        int_at_least(accumulate_grad_batches, "accumulate_grad_batches")
+        accumulate = int_at_least(accumulate_grad_batches, "accumulate_grad_batches")
         self.device = dev = resolve_device(device, model)
         dist_utils.init_from_env(dev)
         self.precision = get_precision(precision, dev)
@@ -240,15 +252,22 @@ class _FitRun:
         self.plateau = isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
         if scheduler_interval == "step" and self.plateau:
             raise ValueError("ReduceLROnPlateau needs scheduler_interval='epoch'")
-        self.scheduler_interval = scheduler_interval
-        self.loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
-        self.metrics = default_metrics(metrics)
-        self.figures = _figures(self.metrics, val_loader is not None)
+        self.epoch_scheduler = self.scheduler if scheduler_interval == "epoch" else None
+        checked_metrics = default_metrics(metrics)
+        self.settings = TrainSettings(
+            optimizer=self.optimizer,
+            loss_fn=loss_fn if loss_fn is not None else nn.CrossEntropyLoss(),
+            metrics=checked_metrics, device=dev, precision=self.precision,
+            grad_clip_norm=grad_clip_norm, accumulate=accumulate,
+            scheduler=self.scheduler if scheduler_interval == "step" else None,
+            channels_last=channels_last, unpack=unpack,
+            closure_step=closure_step(self.optimizer, accumulate, self.precision),
+        )
+        self.figures = _figures(checked_metrics, val_loader is not None)
         self.monitor = _check_monitor(monitor, self.figures, val_loader is not None)
         self.monitor_mode = monitor_mode_of(self.monitor, monitor_mode)
         self.train_loader, self.val_loader = train_loader, val_loader
-        self.grad_clip_norm, self.accumulate = grad_clip_norm, accumulate_grad_batches
-        self.channels_last, self.compile, self.unpack = channels_last, compile, unpack
+        self.compile = compile
         self.is_main = dist_utils.rank() == 0
         self.show_bar = self.is_main and (
             progress is True or (progress is None and sys.stderr.isatty())
@@ -257,23 +276,19 @@ class _FitRun:
         self.state = FitState(
             model=bare_module(model), optimizer=self.optimizer, scheduler=self.scheduler,
             history=History(monitor=self.monitor, mode=self.monitor_mode),
-            is_main=self.is_main, scaler=self.precision.scaler, callbacks=self.callbacks,
+            is_main=self.is_main, precision=self.precision, callbacks=self.callbacks,
             figures=self.figures,
         )
 
     def start(self, resume_from: str | os.PathLike[str] | Mapping[str, Any] | None) -> None:
         """Resume from a checkpoint if asked, wrap the model for torchrun or
         torch.compile, and call ``on_fit_start``."""
-        ckpt: dict[str, Any] | None = None
+        ckpt: Mapping[str, Any] | None = None
+        source = ""
         if resume_from is not None:
-            if isinstance(resume_from, Mapping):
-                ckpt, source = dict(resume_from), "the checkpoint given as resume_from"
-            else:
-                # Read onto the CPU: load_state_dict copies into the model where it is,
-                # and the optimizer casts its state to each parameter's device.
-                ckpt, source = load_checkpoint(resume_from, device="cpu"), str(resume_from)
+            ckpt, source = _resume_point(resume_from)
             self.state.epoch, history = restore_checkpoint(
-                ckpt, self.model, self.optimizer, self.scheduler, self.precision.scaler,
+                ckpt, self.model, self.optimizer, self.scheduler, self.precision,
                 source=source, callbacks=self.callbacks,
             )
             history.monitor, history.mode = self.monitor, self.monitor_mode
@@ -336,11 +351,11 @@ class _FitRun:
             logs.update({f"val_{k}": v for k, v in self._validate().items()})
         logs["lr"] = float(self.optimizer.param_groups[0]["lr"])
         logs["time"] = time.perf_counter() - started
-        if self.scheduler is not None and self.scheduler_interval == "epoch":
+        if self.epoch_scheduler is not None:
             if self.plateau:
-                self.scheduler.step(logs[self.monitor])  # a logged figure: checked up front
+                self.epoch_scheduler.step(logs[self.monitor])  # a logged figure: checked up front
             else:
-                self.scheduler.step()
+                self.epoch_scheduler.step()
         row = {"epoch": epoch, **logs}
         self._warn_nonfinite(row)
         state.history.append(row)
@@ -363,14 +378,8 @@ class _FitRun:
     def _train(self, epoch: int) -> dict[str, float]:
         has_batch_cb = any(hasattr(cb, "on_batch_end") for cb in self.callbacks)
         try:
-            return train_one_epoch(
-                self.runner, self.train_loader, optimizer=self.optimizer, loss_fn=self.loss_fn,
-                metrics=self.metrics, device=self.device,
-                precision=self.precision.name,  # type: ignore[arg-type]
-                scaler=self.precision.scaler, grad_clip_norm=self.grad_clip_norm,
-                accumulate_grad_batches=self.accumulate,
-                scheduler=self.scheduler if self.scheduler_interval == "step" else None,
-                channels_last=self.channels_last, unpack=self.unpack,
+            return train_epoch(
+                self.runner, self.train_loader, self.settings,
                 on_batch_end=self._on_batch if has_batch_cb else None,
                 progress=self.show_bar, desc=f"epoch {epoch}/{self.epochs}",
             )
@@ -380,10 +389,13 @@ class _FitRun:
 
     def _validate(self) -> dict[str, float]:
         assert self.val_loader is not None
+        settings = self.settings
+        # evaluate checks its arguments each call (the loader, the metrics again); the
+        # precision goes as its name until evaluate takes the object.
         return evaluate(
-            self.eval_runner, self.val_loader, loss_fn=self.loss_fn, metrics=self.metrics,
-            device=self.device, precision=self.precision.name,  # type: ignore[arg-type]
-            channels_last=self.channels_last, unpack=self.unpack,
+            self.eval_runner, self.val_loader, loss_fn=settings.loss_fn,
+            metrics=settings.metrics, device=self.device, precision=self.precision.name,
+            channels_last=settings.channels_last, unpack=settings.unpack,
         )
 
     def _on_batch(self, i: int, loss: float) -> None:
@@ -412,6 +424,24 @@ class _FitRun:
     def finish(self) -> History:
         _call(self.callbacks, "on_fit_end", self.state)
         return self.state.history
+
+
+def _resume_point(
+    resume_from: str | os.PathLike[str] | Mapping[str, Any],
+) -> tuple[Mapping[str, Any], str]:
+    """The checkpoint to resume and the name its errors give it, read once.
+
+    A path is read onto the CPU (load_state_dict copies into the model where it is, and
+    the optimizer casts its state to each parameter's device), its structure checked by
+    the read; a checkpoint that ``tp3nets train`` read and checked comes as it is; any
+    other dict is checked when it is restored.
+    """
+    if isinstance(resume_from, CheckedCheckpoint):
+        return resume_from, resume_from.source
+    if isinstance(resume_from, Mapping):
+        return dict(resume_from), "the checkpoint given as resume_from"
+    checked = CheckedCheckpoint.read(resume_from, source=str(resume_from), device="cpu")
+    return checked, checked.source
 
 
 def _check_loaders(train_loader: Any, val_loader: Any, epochs: int) -> None:
