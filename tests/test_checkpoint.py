@@ -768,3 +768,28 @@ def test_a_checked_checkpoint_keeps_its_required_fields() -> None:
     assert "scheduler" in checked
     with pytest.raises(ValueError, match="epoch, model cannot be dropped"):
         checked.without("model", "epoch")
+
+
+def test_a_scaler_given_as_in_0_1_still_goes_into_the_checkpoint(tmp_path: Path) -> None:
+    """FitState(scaler=...) and check_resumable(scaler=...), 0.1's way of giving the
+    gradient scaler, still work beside the precision object that now owns it: the
+    checkpoint's ``scaler`` field holds the scaler's state, and giving both a precision
+    and another scaler is refused."""
+    from tp3nets.engine import check_resumable, get_precision
+
+    model = TinyNet()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=64.0)
+    state = FitState(model=model, optimizer=opt, scheduler=None, history=History(),
+                     scaler=scaler)
+    ckpt = state.checkpoint()
+    assert ckpt["scaler"]["scale"] == 64.0
+    check_resumable(ckpt, model, opt, None, scaler=torch.amp.GradScaler("cpu"))
+    prec = get_precision("32", torch.device("cpu"))
+    assert FitState(model=model, optimizer=opt, scheduler=None, history=History(),
+                    precision=prec).scaler is prec.scaler
+    with pytest.raises(ValueError, match="FitState expects scaler to be the precision's own"):
+        FitState(model=model, optimizer=opt, scheduler=None, history=History(),
+                 precision=prec, scaler=scaler)
+    with pytest.raises(ValueError, match=r"precision or scaler .*not both"):
+        check_resumable(ckpt, model, opt, None, precision=prec, scaler=scaler)

@@ -476,6 +476,7 @@ def check_resumable(
     source: str = "the checkpoint",
     precision: Any = None,
     callbacks: Sequence[Any] = (),
+    scaler: Any = None,
 ) -> None:
     """Refuse to resume ``ckpt`` into a run it does not belong to, before loading anything.
 
@@ -490,11 +491,18 @@ def check_resumable(
     state (shapes, kinds, steps) against the parameters, the scheduler's against the
     scheduler's, the gradient scaler's against the state of ``precision`` (the run's
     precision object, or a :class:`torch.amp.GradScaler`), and each callback's through
-    its ``check_state_dict(state, model)`` where it has one.
+    its ``check_state_dict(state, model)`` where it has one. ``scaler=``, what 0.1 took
+    for the gradient scaler, is still taken in its place.
 
     Raises:
         CheckpointError: naming ``source``, the field and what differs.
+        ValueError: both ``precision`` and ``scaler`` given.
     """
+    if scaler is not None:
+        if precision is not None:
+            raise ValueError("check_resumable expects precision or scaler (0.1's name for "
+                             "it), not both")
+        precision = scaler
     _structure_checked(ckpt, source)
     bare = bare_module(model)
     if ckpt.get("model_class") != type(bare).__name__:

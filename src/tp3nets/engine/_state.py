@@ -45,7 +45,9 @@ class FitState:
     logs: dict[str, float] = field(default_factory=dict)
     stop_training: bool = False
     is_main: bool = True
-    precision: FloatPrecision | None = None
+    #: The gradient scaler, ``None`` without one: the ``precision``'s own when that is
+    #: given (a scaler given alone, as before 0.2, is checkpointed as it is).
+    scaler: Any = None
     callbacks: Sequence[Any] = ()
     in_epoch: bool = False
     #: The figures every history row of the run holds (``epoch``, ``loss``, ``val_acc``
@@ -58,11 +60,20 @@ class FitState:
     #: callback states): ``tp3nets train`` records its settings here, and checks them
     #: when a run resumes. Set it in ``on_fit_start``.
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: The run's precision object (:func:`~tp3nets.engine.get_precision`), which owns the
+    #: gradient scaler and its state in checkpoints.
+    precision: FloatPrecision | None = None
 
-    @property
-    def scaler(self) -> Any:
-        """The gradient scaler of the run's precision (``None`` without one)."""
-        return None if self.precision is None else self.precision.scaler
+    def __post_init__(self) -> None:
+        if self.precision is None:
+            return
+        if self.scaler is not None and self.scaler is not self.precision.scaler:
+            raise ValueError(
+                "FitState expects scaler to be the precision's own scaler (or None) when "
+                f"both are given; got scaler={self.scaler!r} beside a precision with "
+                f"{self.precision.scaler!r}"
+            )
+        self.scaler = self.precision.scaler
 
     def checkpoint(self) -> dict[str, Any]:
         """A full checkpoint of the run so far: model, optimizer, scheduler, gradient
@@ -80,7 +91,9 @@ class FitState:
                 f"torch.save(state.model.state_dict(), path)"
             )
         return make_checkpoint(
-            self.model, self.optimizer, self.scheduler, self.precision, self.epoch, self.history,
+            self.model, self.optimizer, self.scheduler,
+            self.precision if self.precision is not None else self.scaler, self.epoch,
+            self.history,
             callbacks=self.callbacks, stop_training=self.stop_training,
             rank_rng_states=self.rank_rng_states, metadata=self.metadata,
         )
