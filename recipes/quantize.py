@@ -7,7 +7,8 @@ int8 for the x86 backend, and report the fp32 and int8 accuracy on the 5,000 val
 images. The 10,000 test images are touched once, at the end, for the figures recorded in
 meta. Writes ``src/tp3nets/weights/files/<model>_mnist_int8_v<N>.safetensors`` (N: the
 version of the fp32 weights it comes from), ``recipes/results/quantized_<model>[_vN].json``
-and ``src/tp3nets/weights/_quantized_records.py``.
+and the file's record, ``src/tp3nets/weights/records/<model>_mnist_int8_v<N>.json``
+(``python recipes/sync_meta.py`` rewrites the records from those results).
 
 Deterministic: the calibration sample is seeded and calibration runs on one thread (the
 histogram observers see bit-identical activations), so a rerun on the same fp32 weights
@@ -22,25 +23,22 @@ import argparse
 import hashlib
 import json
 import platform
-import pprint
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from weights_file import write_weights
+from weights_file import FILES, int8_docs, torchvision_keys, write_record, write_weights
 
 import tp3nets
 from tp3nets.calibration import expected_calibration_error
 from tp3nets.data import mnist_splits
 from tp3nets.models import quantization
 from tp3nets.weights._defaults import member_version, record_key
+from tp3nets.weights._measure import min_input_size
 
 HERE = Path(__file__).resolve().parent
-SRC = HERE.parent / "src" / "tp3nets" / "weights"
-FILES = SRC / "files"
-RECORDS = SRC / "_quantized_records.py"
 MODELS = ("convnet2", "convnet3", "convnet4")
 # The logistic regression is left in fp32: see docs/quantization.rst (int8 does not pay for
 # one 784x10 matrix product; benchmarks/bench_evaluate.py measures it).
@@ -125,7 +123,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     test_x, test_y = _scaled(test.tensors[0]), test.tensors[1]  # touched once, here
-    records = _existing_records()
     for name in names:
         fp32_test = predictions(fp32_models[name], test_x)
         int8_probs = probabilities(int8_models[name], test_x)
@@ -182,32 +179,19 @@ def main(argv: list[str] | None = None) -> int:
                 "hardware": f"{platform.machine()}, {torch.get_num_threads()} CPU threads",
             },
         }
-        records[key] = record
         (HERE / "results" / f"quantized_{key}.json").write_text(
             json.dumps({**record, "selection_run": results[name],
                         "python": sys.version.split()[0]}, indent=2) + "\n"
         )
+        # torchvision's keys: the GFLOPs of the fp32 weights, as torchvision records them.
+        record.update(torchvision_keys(
+            record, ops=float_member.meta["_ops"], docs=int8_docs(record),
+            min_size=min_input_size(int8_models[name], int8_models[name].input_shape)))
+        written = write_record(record)
         print(f"{name}: test int8 {int8_acc} % / fp32 {fp32_acc} %, "
-              f"{record['metrics']['MNIST']['agreement']} identical predictions; wrote {file}")
-    _write_records(records)
+              f"{record['metrics']['MNIST']['agreement']} identical predictions; wrote {file} "
+              f"and {written.name}")
     return 0
-
-
-def _existing_records() -> dict[str, dict[str, Any]]:
-    namespace: dict[str, Any] = {}
-    if RECORDS.is_file():
-        exec(compile(RECORDS.read_text(), str(RECORDS), "exec"), namespace)
-    return dict(namespace.get("RECORDS", {}))
-
-
-def _write_records(records: dict[str, dict[str, Any]]) -> None:
-    body = pprint.pformat(dict(sorted(records.items())), width=96, sort_dicts=True)
-    RECORDS.write_text(
-        '"""Records of the bundled int8 weight files, written by recipes/quantize.py; do not '
-        'edit."""\n\n# ruff: noqa: E501  (generated)\n\n'
-        'from __future__ import annotations\n\nfrom typing import Any, Final\n\n'
-        f"RECORDS: Final[dict[str, dict[str, Any]]] = {body}\n"
-    )
 
 
 if __name__ == "__main__":

@@ -1,9 +1,13 @@
-"""Regenerate ``src/tp3nets/weights/_records.py`` from ``recipes/results/*.json``.
+"""Regenerate the records ``src/tp3nets/weights/records/*.json`` from ``recipes/results/*.json``.
 
 Run after ``train_weights.py`` and ``calibrate.py``: the sha256, file size, recipe and
 metrics that the weight enums expose come from those runs themselves, never typed by hand.
 The calibration (``recipe["calibration"]``: temperature, split, ECE before and after) and
-the test ECE (``metrics["MNIST"]["ece"]``) travel inside ``recipe`` and ``metrics``.
+the test ECE (``metrics["MNIST"]["ece"]``) travel inside ``recipe`` and ``metrics``. The
+int8 records are rewritten from ``results/quantized_*.json`` (what ``quantize.py`` wrote),
+their ``_ops`` being those of their fp32 weights, as torchvision's are. Each record also
+gets torchvision's meta keys (``weights_file.torchvision_keys``): the GFLOPs and the
+smallest input size are measured on the model, here.
 """
 
 from __future__ import annotations
@@ -11,14 +15,20 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import pprint
 from pathlib import Path
+from typing import Any
+
+from weights_file import FILES, RECORDS, float_docs, int8_docs, torchvision_keys, write_record
+
+import tp3nets
+from tp3nets.models import quantization
+from tp3nets.weights._measure import gflops, min_input_size
 
 HERE = Path(__file__).resolve().parent
-TARGET = HERE.parent / "src" / "tp3nets" / "weights" / "_records.py"
-FILES = TARGET.parent / "files"
 MODELS = ("convnet2", "convnet3", "convnet4", "multinomial_logistic_regression")
 KEEP = ("file", "sha256", "file_size", "num_params", "recipe", "metrics")
+# What results/quantized_*.json holds beside the record: the selection run, the interpreter.
+INT8_RESULTS_ONLY = ("selection_run", "python")
 
 
 def record_files() -> list[Path]:
@@ -38,10 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         data = json.loads(path.read_text())
         key = path.stem
         model = data["model"]
-        digest = hashlib.sha256((FILES / data["file"]).read_bytes()).hexdigest()
-        if digest != data["sha256"]:
-            raise SystemExit(f"{path.name} records sha256 {data['sha256']} but "
-                             f"{data['file']} has {digest}: rerun the recipe that wrote it")
+        _check_digest(path, data)
         records[key] = {k: data[k] for k in KEEP}
         model_of[key] = model
         records[key]["history"] = [
@@ -74,15 +81,50 @@ def main(argv: list[str] | None = None) -> int:
             for key, record in records.items():
                 if model_of[key] == model:
                     record["time_to_accuracy"] = figure
-    body = pprint.pformat(records, indent=1, width=96, sort_dicts=True)
-    TARGET.write_text(
-        '"""Records of the bundled weight files, written by recipes/sync_meta.py.\n\n'
-        "Generated from the training runs' own output (recipes/results/*.json); do not edit.\n"
-        '"""\n\nfrom __future__ import annotations\n\nfrom typing import Any, Final\n\n'
-        f"RECORDS: Final[dict[str, dict[str, Any]]] = {body}\n"
-    )
-    print(f"wrote {TARGET} ({len(records)} records)")
+    measured: dict[str, tuple[float, tuple[int, int]]] = {}
+    for model in sorted(set(model_of.values())):
+        net = tp3nets.get_model(model)
+        measured[model] = (gflops(net, net.input_shape), min_input_size(net, net.input_shape))
+    written = []
+    for key, record in records.items():
+        ops, min_size = measured[model_of[key]]
+        record.update(torchvision_keys(record, ops=ops, min_size=min_size,
+                                       docs=float_docs(record)))
+        written.append(write_record(record))
+    written += int8_records({r["sha256"]: r for r in records.values()})
+    stale = sorted(set(RECORDS.glob("*.json")) - set(written))
+    for path in stale:
+        print(f"warning: {path.name} has no results file here; left as it is")
+    print(f"wrote {len(written)} records to {RECORDS}")
     return 0
+
+
+def _check_digest(path: Path, data: dict[str, Any]) -> None:
+    digest = hashlib.sha256((FILES / data["file"]).read_bytes()).hexdigest()
+    if digest != data["sha256"]:
+        raise SystemExit(f"{path.name} records sha256 {data['sha256']} but "
+                         f"{data['file']} has {digest}: rerun the recipe that wrote it")
+
+
+def int8_records(float_records: dict[str, dict[str, Any]]) -> list[Path]:
+    """Rewrite the record of every int8 file from ``results/quantized_*.json``; the fp32
+    records, by sha256, give each its ``_ops``."""
+    written = []
+    for path in sorted((HERE / "results").glob("quantized_*.json")):
+        data = json.loads(path.read_text())
+        _check_digest(path, data)
+        record = {k: v for k, v in data.items() if k not in INT8_RESULTS_ONLY}
+        unquantized = float_records.get(record["unquantized_sha256"])
+        if unquantized is None:
+            raise SystemExit(f"{path.name} derives from {record['unquantized']}, whose sha256 "
+                             f"{record['unquantized_sha256']} no fp32 record has")
+        model = record["file"].partition("_mnist_")[0]
+        int8 = getattr(quantization, model)(quantize=True)
+        record.update(torchvision_keys(
+            record, ops=unquantized["_ops"], min_size=min_input_size(int8, int8.input_shape),
+            docs=int8_docs(record)))
+        written.append(write_record(record))
+    return written
 
 
 if __name__ == "__main__":

@@ -37,8 +37,8 @@ from tp3nets.data import TensorLoader, mnist_splits
 from tp3nets.data import augmentation as named_augmentation
 from tp3nets.engine import evaluate, fit, seed_everything
 from tp3nets.engine.callbacks import EMA
-from tp3nets.weights._defaults import record_key
-from tp3nets.weights._records import RECORDS
+from tp3nets.weights._defaults import mnist_file, record_key
+from tp3nets.weights._json_records import has_record
 
 HERE = Path(__file__).resolve().parent
 FILES = HERE.parent / "src" / "tp3nets" / "weights" / "files"
@@ -92,7 +92,7 @@ def default_version(model: str) -> int:
     """What ``--version`` defaults to: the newest recipe version of ``model`` whose weights
     are bundled. A recipe not taken, or still in its selection run, has none, so it is never
     the default."""
-    return max(v for v in RECIPES[model] if record_key(model, v) in RECORDS)
+    return max(v for v in RECIPES[model] if has_record(mnist_file(model, v)))
 
 
 def recipe_command(model: str, version: int, seed: int) -> str:

@@ -8,7 +8,9 @@ from pathlib import Path
 import tp3nets
 
 PACKAGE = Path(tp3nets.__file__).resolve().parent
-GENERATED = {"weights/_records.py", "weights/_quantized_records.py"}
+# Generated modules exempt from the size rule: none, the weights records are JSON package
+# data (tp3nets/weights/records/).
+GENERATED: frozenset[str] = frozenset()
 MAX_LINES = 700
 
 

@@ -41,6 +41,105 @@ def test_list_models() -> None:
     assert tp3nets.list_models() is not tp3nets.list_models()  # a copy, safe to mutate
 
 
+def _float_and_int8() -> set[str]:
+    from tp3nets.models import quantization  # noqa: F401  (registers the int8 builders)
+
+    return set(tp3nets.list_models()) | set(tp3nets.list_models(quantized=True))
+
+
+@pytest.mark.parametrize(
+    "include", [None, [], (), "", "*convnet*", ["*logistic*"], "*not-a-model?",
+                ["convnet2", "*logistic*"], ("convnet?",), {"*4", "*2"}])
+@pytest.mark.parametrize(
+    "exclude", [None, [], (), "", "*convnet*", ["*logistic*"], ["*not-a-model?"],
+                ["convnet4", "*3"], ("convnet4", "*3"), {"convnet4", "*3"}])
+def test_list_models_filters_as_torchvision(include: object, exclude: object) -> None:
+    """include and exclude take an fnmatch pattern or an iterable of them, as torchvision's
+    (its test_list_models_filters): the names matching any include, less those matching
+    any exclude; an empty filter filters nothing."""
+    names = set(tp3nets.list_models())
+    includes = list(include or []) if not isinstance(include, str) else [include] * bool(include)
+    excludes = list(exclude or []) if not isinstance(exclude, str) else [exclude] * bool(exclude)
+    expected = {n for n in names if any(re.fullmatch(_regex(p), n) for p in includes)
+                } if includes else names
+    expected -= {n for n in names if any(re.fullmatch(_regex(p), n) for p in excludes)}
+    got = tp3nets.list_models(include=include, exclude=exclude)  # type: ignore[arg-type]
+    assert got == sorted(expected)
+
+
+def _regex(pattern: str) -> str:
+    return "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+
+
+def test_list_models_filters_by_the_module_a_builder_lives_in() -> None:
+    """module= lists the builders of that module, as torchvision's list_models(module):
+    tp3nets.models has the float ones, tp3nets.models.quantization the int8 ones; quantized=
+    narrows further, and the filters combine with it."""
+    from tp3nets.models import quantization
+
+    floats = ["convnet2", "convnet3", "convnet4", MLR]
+    int8 = ["quantized_convnet2", "quantized_convnet3", "quantized_convnet4"]
+    assert tp3nets.list_models(tp3nets.models) == floats
+    assert tp3nets.list_models(quantization) == int8
+    assert tp3nets.list_models(module=quantization, quantized=True) == int8
+    assert tp3nets.list_models(quantization, quantized=False) == []
+    assert tp3nets.list_models(tp3nets.models, quantized=True) == []
+    assert tp3nets.list_models(tp3nets.models.layers) == []
+    assert tp3nets.list_models(quantization, include="*CONVNET4") == ["quantized_convnet4"]
+    assert tp3nets.list_models(quantized=False) == floats
+    assert tp3nets.list_models(quantized=True) == int8
+    assert set(tp3nets.list_models(tp3nets)) == set()  # builders live in tp3nets.models
+    assert _float_and_int8() == set(floats) | set(int8)
+
+
+def test_list_models_lists_a_builder_registered_in_a_public_module(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A builder defined in a public module is listed under that module; one defined in a
+    private module, under its package (as tp3nets' own)."""
+    import types
+
+    from tp3nets.models import _registry
+
+    monkeypatch.setattr(_registry, "_BUILDERS", dict(_registry._BUILDERS))
+    public, private = types.ModuleType("mypkg.nets"), types.ModuleType("mypkg._nets")
+
+    def mynet() -> nn.Module:
+        return nn.Linear(1, 1)
+
+    def othernet() -> nn.Module:
+        return nn.Linear(1, 1)
+
+    mynet.__module__, othernet.__module__ = public.__name__, private.__name__
+    register_model()(mynet)
+    register_model()(othernet)
+    assert tp3nets.list_models(public) == ["mynet"]
+    assert tp3nets.list_models(types.ModuleType("mypkg")) == ["othernet"]
+    assert "mynet" in tp3nets.list_models(include="my*")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"module": "convnet*"}, "module to be a module such as tp3nets.models.quantization, "
+                                 "got 'convnet\\*'; to select names by pattern, pass "
+                                 "include='convnet\\*'"),
+        ({"module": 4}, "module to be a module .*, got 4$"),
+        ({"include": 4}, "include to be a pattern \\(str\\) or an iterable of patterns, got 4"),
+        ({"exclude": b"conv*"}, "exclude to be a pattern"),
+        ({"include": ["conv*", None]}, "include patterns to be strings, got None in"),
+        ({"quantized": "yes"}, "quantized to be a bool or None, got 'yes'"),
+    ],
+)
+def test_list_models_refuses_bad_types_saying_what_was_expected(
+    kwargs: dict[str, object], message: str
+) -> None:
+    """A wrong type for module, include, exclude or quantized raises TypeError naming what
+    was expected and what came (a string for module points to include=)."""
+    with pytest.raises(TypeError, match=message):
+        tp3nets.list_models(**kwargs)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_get_model_builder(name: str) -> None:
     """get_model_builder(name) is the public builder function of that name."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import os
 import pickle
 import re
@@ -19,7 +20,9 @@ from torch import nn
 
 import tp3nets
 from tp3nets import CheckpointError, MNISTPreprocess, Weights, WeightsEnum, cli, load_state_dict
-from tp3nets.weights import _api, load_weights_into
+from tp3nets.models import quantization
+from tp3nets.weights import _api, _json_records, load_weights_into
+from tp3nets.weights._measure import file_size_mb, gflops, min_input_size
 
 HERE = Path(__file__).resolve().parent
 
@@ -36,6 +39,14 @@ MEMBERS = [
     for alias in enum_cls.__members__
 ]
 WEIGHT_FILES = Path(tp3nets.__file__).parent / "weights" / "files"
+RECORDS = Path(tp3nets.__file__).parent / "weights" / "records"
+INT8_ENUMS = [tp3nets.get_model_weights(name) for name in tp3nets.list_models(quantized=True)]
+# Every bundled weights file once, fp32 and int8 (iterating an enum skips DEFAULT).
+EVERY_MEMBER = [
+    pytest.param(member, id=repr(member))
+    for enum_cls in [*ENUMS.values(), *INT8_ENUMS]
+    for member in enum_cls
+]
 
 
 def _provisional(name: str) -> bool:
@@ -127,6 +138,177 @@ def test_meta_recipe_is_complete(name: str) -> None:
     assert float(recipe["training_seconds"]) > 0
     assert float(ENUMS[name].DEFAULT.meta["metrics"]["MNIST"]["acc@1"]) > 85.0
     assert ENUMS[name].DEFAULT.meta["history"]
+
+
+# --------------------------------------------------------------------------------------
+# the records: JSON package data, one per bundled file
+
+
+def test_every_bundled_file_has_one_record_and_every_record_a_member() -> None:
+    """records/<name>.json for each files/<name>.safetensors, no other, and each is the
+    record of one member of a weights enum."""
+    files = {p.stem for p in WEIGHT_FILES.glob("*.safetensors")}
+    records = {p.stem for p in RECORDS.glob("*.json")}
+    members = {param.values[0].file.removesuffix(".safetensors") for param in EVERY_MEMBER}
+    assert files == records == members
+
+
+def test_no_python_module_holds_the_records() -> None:
+    """The sha256 of the bundled files is in the JSON records and in no module of
+    src/tp3nets: the records are package data, not generated Python."""
+    digests = {param.values[0].sha256 for param in EVERY_MEMBER}
+    holding = {
+        str(path.relative_to(RECORDS.parent.parent)): sorted(d for d in digests if d in text)
+        for path in RECORDS.parent.parent.rglob("*.py")
+        if any(d in (text := path.read_text()) for d in digests)
+    }
+    assert not holding, holding
+
+
+@pytest.mark.parametrize("member", EVERY_MEMBER)
+def test_record_describes_its_file_and_is_what_meta_holds(member: WeightsEnum) -> None:
+    """A member's record names its file, holds that file's real sha256 and size and every
+    key the library reads, is written as the recipes write it, and is what the member's
+    sha256 and meta say."""
+    path = RECORDS / _json_records.record_name(member.file)
+    record = _json_records.read_record(member.file)
+    data = (WEIGHT_FILES / member.file).read_bytes()
+    assert record["file"] == member.file == path.stem + ".safetensors"
+    assert record["sha256"] == hashlib.sha256(data).hexdigest() == member.sha256
+    assert record["file_size"] == len(data)
+    assert _json_records.check_record(record) == []
+    assert _json_records.dump_record(record) == path.read_text(encoding="utf-8")
+    for key, value in record.items():
+        if key not in ("file", "sha256"):
+            expected = tuple(value) if key == "min_size" else value
+            assert member.meta[key] == expected, key
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda r: r.pop("_ops"), "is broken: _ops is missing; reinstall tp3nets"),
+        (lambda r: r.update(num_params="1"), "num_params must be a int, got '1'"),
+        (lambda r: r.update(_file_size=True), "_file_size must be a float, got True"),
+        (lambda r: r.update(min_size=[28]), r"min_size must be \[height, width\], got \[28\]"),
+        (lambda r: r.update(file="convnet4_mnist_v2.safetensors"),
+         "file is 'convnet4_mnist_v2.safetensors', expected 'convnet4_mnist_v1.safetensors'"),
+    ],
+)
+def test_a_broken_record_is_refused_naming_what_is_wrong(
+    change: Any, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A record with a key missing, a value of another type, or another file's name raises
+    CheckpointError that names the record and what is wrong."""
+    file = "convnet4_mnist_v1.safetensors"
+    record = _json_records.read_record(file)
+    change(record)
+    (tmp_path / "convnet4_mnist_v1.json").write_text(json.dumps(record))
+    monkeypatch.setattr(_json_records, "_records_dir", lambda: tmp_path)
+    with pytest.raises(CheckpointError, match=rf"the record of '{file}' .*{message}"):
+        _json_records.read_record(file)
+
+
+def test_a_missing_or_unreadable_record_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No record, or one that is not a JSON object, raises CheckpointError suggesting a
+    reinstall; the int8 builder's weights have no placeholder for a missing record."""
+    monkeypatch.setattr(_json_records, "_records_dir", lambda: tmp_path)
+    with pytest.raises(CheckpointError, match="missing from the tp3nets installation"):
+        _json_records.read_record("convnet4_mnist_v1.safetensors")
+    (tmp_path / "convnet4_mnist_v1.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="is not valid JSON"):
+        _json_records.read_record("convnet4_mnist_v1.safetensors")
+    (tmp_path / "convnet4_mnist_v1.json").write_text("[1, 2]")
+    with pytest.raises(CheckpointError, match="must hold a JSON object, got list"):
+        _json_records.read_record("convnet4_mnist_v1.safetensors")
+    monkeypatch.undo()
+    # ConvNet3 has no int8 file from MNIST_V2: no Weights is made up for it.
+    assert not _json_records.has_record("convnet3_mnist_int8_v2.safetensors")
+    with pytest.raises(CheckpointError, match=r"convnet3_mnist_int8_v2.*missing.*reinstall"):
+        quantization.quantized_weights("convnet3", 2)
+
+
+# --------------------------------------------------------------------------------------
+# torchvision's meta keys, read as torchvision's test_extended_models.py reads them
+
+# Its test_schema_meta_validation: the keys every weights' meta has, those of
+# classification weights (less acc@5, which tp3nets does not measure: of 10 classes, the
+# top five say little), and those of quantized ones.
+TORCHVISION_ALL = {"_metrics", "min_size", "num_params", "recipe", "_docs", "_file_size", "_ops"}
+TORCHVISION_CLASSIFICATION = {"categories", ("_metrics", "MNIST", "acc@1")}
+TORCHVISION_QUANTIZATION = TORCHVISION_CLASSIFICATION | {"backend", "unquantized"}
+
+
+@pytest.mark.parametrize("member", EVERY_MEMBER)
+def test_meta_reads_as_torchvision_meta(member: WeightsEnum) -> None:
+    """Every fp32 and int8 member's meta has the keys torchvision's schema test requires,
+    of its types; num_params and _ops are measured again on the model with the weights
+    (for int8, they are those of the fp32 weights, as torchvision's are), _file_size on the
+    file, min_size by trying smaller inputs; _metrics holds meta's own test accuracy."""
+    meta = member.meta
+    int8 = "unquantized" in meta
+    expected = TORCHVISION_ALL | (TORCHVISION_QUANTIZATION if int8 else TORCHVISION_CLASSIFICATION)
+    actual: set[Any] = set(meta) | {
+        ("_metrics", dataset, key) for dataset, figures in meta["_metrics"].items()
+        for key in figures
+    }
+    assert expected - actual == set()
+    assert all(isinstance(c, str) for c in meta["categories"])
+    assert isinstance(meta["num_params"], int)
+    assert isinstance(meta["_ops"], float)
+    assert meta["_ops"] > 0
+    assert isinstance(meta["_file_size"], float)
+    assert isinstance(meta["_docs"], str)
+    assert meta["_docs"].endswith(".")
+    assert isinstance(meta["min_size"], tuple)
+    assert len(meta["min_size"]) == 2
+    assert all(isinstance(v, int) for v in meta["min_size"])
+    assert meta["_metrics"] == {"MNIST": {"acc@1": meta["metrics"]["MNIST"]["acc@1"]}}
+    assert member.name.isupper()
+    assert meta["_file_size"] == file_size_mb(os.path.getsize(WEIGHT_FILES / member.file))
+    if int8:
+        unquantized = tp3nets.get_weight(meta["unquantized"])
+        assert meta["unquantized_sha256"] == unquantized.sha256
+        assert meta["num_params"] == unquantized.meta["num_params"]
+        assert meta["_ops"] == unquantized.meta["_ops"]
+        builder = tp3nets.get_model_builder(f"quantized_{meta['unquantized'].split('_')[0]}")
+        model = builder(weights=member, quantize=True)
+    else:
+        model = tp3nets.get_model_builder(_model_of(member))(weights=member)
+        assert meta["num_params"] == _num_params(model)
+        assert meta["_ops"] == gflops(model, model.input_shape)
+    assert meta["min_size"] == min_input_size(model, model.input_shape)
+
+
+def _model_of(member: WeightsEnum) -> str:
+    return next(name for name, enum_cls in ENUMS.items() if isinstance(member, enum_cls))
+
+
+def test_ops_follow_torchvision_convention() -> None:
+    """_ops counts a multiply-add once, only in convolutions and matrix products, in
+    billions: ConvNet4 at 28×28 is 116,059,648 multiply-adds, worked out by hand."""
+    convs = [(1, 64, 28), (64, 64, 28), (64, 128, 14), (128, 128, 14), (128, 256, 7),
+             (256, 256, 7)]
+    by_hand = sum(c_in * c_out * 9 * side * side for c_in, c_out, side in convs) + 256 * 10
+    assert by_hand == 116_059_648
+    assert tp3nets.ConvNet4_Weights.DEFAULT.meta["_ops"] == by_hand / 1e9
+    assert gflops(tp3nets.ConvNet4(), (1, 28, 28)) == by_hand / 1e9
+    assert tp3nets.MultinomialLogisticRegression_Weights.DEFAULT.meta["_ops"] == 7840 / 1e9
+
+
+def test_min_size_is_the_smallest_input_the_model_accepts() -> None:
+    """ConvNet4 (global pooling) accepts 4×4 and refuses 3×4; the others take 28×28 only."""
+    assert tp3nets.ConvNet4_Weights.DEFAULT.meta["min_size"] == (4, 4)
+    model = tp3nets.ConvNet4().eval()
+    with torch.no_grad():
+        assert model(torch.zeros(1, 1, 4, 4)).shape == (1, 10)
+        with pytest.raises(ValueError, match="H, W >= 4"):
+            model(torch.zeros(1, 1, 3, 4))
+    for enum_cls in (tp3nets.ConvNet2_Weights, tp3nets.ConvNet3_Weights,
+                     tp3nets.MultinomialLogisticRegression_Weights):
+        assert enum_cls.DEFAULT.meta["min_size"] == (28, 28)
 
 
 # --------------------------------------------------------------------------------------

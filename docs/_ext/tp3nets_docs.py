@@ -166,9 +166,8 @@ class ModelsTableDirective(SphinxDirective):
         return out
 
     def _note_sources(self) -> None:
-        from tp3nets.weights import _records
-
-        self.env.note_dependency(_records.__file__)
+        for path in meta_mod.record_files():
+            self.env.note_dependency(str(path))
         if meta_mod.EVALUATE_JSON.is_file():
             self.env.note_dependency(str(meta_mod.EVALUATE_JSON))
 

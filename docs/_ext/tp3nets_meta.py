@@ -1,7 +1,8 @@
 """Figures for the docs and the README, read from the code and from measured results.
 
-Nothing here is typed by hand: each row comes from a weights enum's ``meta`` (which
-``recipes/sync_meta.py`` writes from the training runs) and, for throughput, from
+Nothing here is typed by hand: each row comes from a weights enum's ``meta`` (read from
+the records ``tp3nets/weights/records/*.json``, which ``recipes/sync_meta.py`` writes from
+the training runs) and, for throughput, from
 ``benchmarks/results/evaluate.json`` when a benchmark run has written it. Used by the
 Sphinx extension ``tp3nets_docs`` and by ``docs/gen_readme_table.py``; needs no Sphinx.
 """
@@ -77,6 +78,14 @@ def is_provisional(meta: Mapping[str, Any]) -> bool:
     """True for the placeholder files shipped before the training runs finished."""
     command = str((meta.get("recipe") or {}).get("command", ""))
     return command.upper().startswith("PROVISIONAL") or not meta.get("history")
+
+
+def record_files() -> list[Path]:
+    """The JSON records the weights enums read their ``meta`` from (package data of
+    ``tp3nets.weights``): a page built from ``meta`` depends on them."""
+    import tp3nets.weights
+
+    return sorted((Path(tp3nets.weights.__file__).parent / "records").glob("*.json"))
 
 
 def weights_rows() -> list[WeightsRow]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import os
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -96,19 +98,99 @@ def _unknown(name: str) -> ValueError:
     return ValueError(f"unknown model {name!r}{hint} (available: {', '.join(names)})")
 
 
-def list_models(*, quantized: bool = False) -> list[str]:
-    """The names of the registered models, sorted: the float ones, or with
-    ``quantized=True`` the int8 ones (the builders of :mod:`tp3nets.models.quantization`).
+def list_models(
+    module: types.ModuleType | None = None,
+    *,
+    include: str | Iterable[str] | None = None,
+    exclude: str | Iterable[str] | None = None,
+    quantized: bool | None = None,
+) -> list[str]:
+    """The names of the registered models, sorted, filtered as torchvision's
+    ``list_models`` filters them.
+
+    Args:
+        module: only the builders defined in this module or in the private modules of
+            this package (``tp3nets.models`` has the float builders,
+            ``tp3nets.models.quantization`` the int8 ones), as torchvision's ``module``.
+        include: :mod:`fnmatch` patterns (``"convnet*"``), one or several: the names that
+            match any of them. ``None`` or empty: every name.
+        exclude: patterns of names to leave out, applied after ``include``.
+        quantized: ``True`` keeps the int8 builders only, ``False`` the float ones only.
+            ``None`` (the default): the float ones, or, with ``module``, every builder of
+            that module.
+
+    Patterns match regardless of case, as lookups do (names are kept in lower case).
+
+    Raises:
+        TypeError: ``module`` is not a module (a name given as a string is refused: give
+            patterns as ``include=``), a pattern is not a string, or ``quantized`` is not a
+            bool or None.
 
     Example:
         >>> list_models()
         ['convnet2', 'convnet3', 'convnet4', 'multinomial_logistic_regression']
         >>> list_models(quantized=True)
         ['quantized_convnet2', 'quantized_convnet3', 'quantized_convnet4']
+        >>> list_models(include="convnet*", exclude=["*4"])
+        ['convnet2', 'convnet3']
+        >>> import tp3nets.models.quantization
+        >>> list_models(tp3nets.models.quantization, include="*convnet4")
+        ['quantized_convnet4']
     """
-    if not isinstance(quantized, bool):
-        raise TypeError(f"list_models expects quantized to be a bool, got {quantized!r}")
-    return sorted(k for k in _BUILDERS if (k in _QUANTIZED) == quantized)
+    if quantized is not None and not isinstance(quantized, bool):
+        raise TypeError(f"list_models expects quantized to be a bool or None, got {quantized!r}")
+    if module is not None and not isinstance(module, types.ModuleType):
+        hint = (
+            f"; to select names by pattern, pass include={module!r}"
+            if isinstance(module, str) else ""
+        )
+        raise TypeError(
+            f"list_models expects module to be a module such as tp3nets.models.quantization, "
+            f"got {module!r}{hint}"
+        )
+    includes = _patterns("include", include)
+    excludes = _patterns("exclude", exclude)
+    # Without a module, the float builders unless asked otherwise; with one, all of its own.
+    int8 = False if quantized is None and module is None else quantized
+    names = [
+        k for k, fn in _BUILDERS.items()
+        if (int8 is None or (k in _QUANTIZED) == int8)
+        and (module is None or _home(fn) == module.__name__)
+    ]
+    if includes:
+        names = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in includes)]
+    return sorted(n for n in names if not any(fnmatch.fnmatchcase(n, p) for p in excludes))
+
+
+def _home(builder: Callable[..., nn.Module]) -> str:
+    """The module a builder lives in, a private module standing for its package:
+    ``tp3nets.models._convnet4``'s builder lives in ``tp3nets.models``,
+    ``tp3nets.models.quantization._convnet4``'s in ``tp3nets.models.quantization`` (what
+    torchvision's rule, the module's name less its last part, gives for its own files), and
+    a builder defined in a public module ``mypkg.nets`` in ``mypkg.nets``."""
+    name = getattr(builder, "__module__", None) or ""
+    parent, _, last = name.rpartition(".")
+    return parent if parent and last.startswith("_") else name
+
+
+def _patterns(what: str, patterns: str | Iterable[str] | None) -> list[str]:
+    """``include``/``exclude`` as a list of lower-case patterns, checked."""
+    if patterns is None or (isinstance(patterns, str) and not patterns):
+        return []  # as torchvision: no filter
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    elif not isinstance(patterns, Iterable) or isinstance(patterns, (bytes, Mapping)):
+        raise TypeError(
+            f"list_models expects {what} to be a pattern (str) or an iterable of patterns, "
+            f"got {patterns!r}"
+        )
+    found = list(patterns)
+    bad = [p for p in found if not isinstance(p, str)]
+    if bad:
+        raise TypeError(
+            f"list_models expects {what} patterns to be strings, got {bad[0]!r} in {found!r}"
+        )
+    return [p.lower() for p in found]
 
 
 def get_model_builder(name: str) -> Callable[..., nn.Module]:

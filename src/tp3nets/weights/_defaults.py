@@ -7,7 +7,7 @@ from typing import Any, Final
 
 from ..data._transforms import MNISTPreprocess
 from ._api import Weights
-from ._records import RECORDS
+from ._json_records import TORCHVISION_KEYS, read_record, torchvision_meta
 
 DIGITS: Final = tuple(str(d) for d in range(10))
 
@@ -27,8 +27,9 @@ mnist_transforms: Final = partial(MNISTPreprocess)
 
 
 def record_key(model: str, version: int = 1) -> str:
-    """The name of a weights record (and of its ``recipes/results/<key>.json``):
-    ``convnet4`` for version 1, ``convnet4_v2`` for version 2.
+    """The name of a training run's results, ``recipes/results/<key>.json`` (the int8
+    ones: ``quantized_<key>.json``): ``convnet4`` for version 1, ``convnet4_v2`` for
+    version 2.
 
     Example:
         >>> record_key("convnet4"), record_key("convnet4", 2)
@@ -47,14 +48,28 @@ def member_version(name: str) -> int:
     return int(name.rsplit("_V", 1)[1])
 
 
+def mnist_file(model: str, version: int = 1, *, int8: bool = False) -> str:
+    """The name of bundled weights file ``version`` of ``model``, fp32 or int8.
+
+    Example:
+        >>> mnist_file("convnet4", 2), mnist_file("convnet4", 2, int8=True)
+        ('convnet4_mnist_v2.safetensors', 'convnet4_mnist_int8_v2.safetensors')
+    """
+    return f"{model}_mnist_{'int8_' if int8 else ''}v{version}.safetensors"
+
+
 def mnist_weights(model: str, version: int = 1) -> Weights:
     """The :class:`Weights` of the bundled MNIST file ``version`` of ``model``, from its
     training record.
 
-    The sha256, file size, recipe and metrics come from ``_records.py``, which
-    ``recipes/sync_meta.py`` writes from the training run's own output.
+    The sha256, file size, recipe and metrics come from the file's record,
+    ``records/<file>.json``, which ``recipes/sync_meta.py`` writes from the training run's
+    own output.
+
+    Raises:
+        CheckpointError: the record is missing or broken.
     """
-    record = RECORDS[record_key(model, version)]
+    record = read_record(mnist_file(model, version), required=("history",))
     meta = {
         **MNIST_META,
         "num_params": record["num_params"],
@@ -65,6 +80,22 @@ def mnist_weights(model: str, version: int = 1) -> Weights:
     }
     if "time_to_accuracy" in record:
         meta["time_to_accuracy"] = record["time_to_accuracy"]
+    meta.update(torchvision_meta(record))
+    return Weights(
+        file=record["file"], sha256=record["sha256"], transforms=mnist_transforms, meta=meta
+    )
+
+
+def int8_mnist_weights(model: str, version: int = 1) -> Weights:
+    """The :class:`Weights` of the bundled int8 file ``version`` of ``model``, derived from
+    fp32 file ``version``, from its record (written by ``recipes/quantize.py``).
+
+    Raises:
+        CheckpointError: the record is missing or broken.
+    """
+    record = read_record(mnist_file(model, version, int8=True), required=("backend", "unquantized"))
+    own = {k: v for k, v in record.items() if k not in ("file", "sha256", *TORCHVISION_KEYS)}
+    meta = {**MNIST_META, **own, **torchvision_meta(record)}
     return Weights(
         file=record["file"], sha256=record["sha256"], transforms=mnist_transforms, meta=meta
     )

@@ -528,26 +528,21 @@ def quantized_weights(model: str, version: int = 1) -> Weights:
     """The :class:`~tp3nets.Weights` of the bundled int8 file ``version`` of ``model``
     (derived from the fp32 weights of the same version).
 
-    The file name, sha256, size, calibration and accuracy come from
-    ``tp3nets/weights/_quantized_records.py``, which ``recipes/quantize.py`` writes. Before
-    the recipe has run a record is absent: the member then names a file that is not
-    shipped, and loading it raises :class:`~tp3nets.CheckpointError`.
-    """
-    from ...weights._defaults import MNIST_META, mnist_transforms, record_key
-    from ...weights._quantized_records import RECORDS
+    The file name, sha256, size, calibration and accuracy come from the file's record,
+    ``tp3nets/weights/records/<model>_mnist_int8_v<version>.json``, which
+    ``recipes/quantize.py`` writes.
 
-    record = RECORDS.get(record_key(model, version))
-    if record is None:
-        return Weights(
-            file=f"{model}_mnist_int8_v{version}.safetensors",
-            sha256="0" * 64,
-            transforms=mnist_transforms,
-            meta={**MNIST_META, "recipe": "python recipes/quantize.py (not run yet)"},
-        )
-    meta = {**MNIST_META, **{k: v for k, v in record.items() if k not in ("file", "sha256")}}
-    return Weights(
-        file=record["file"], sha256=record["sha256"], transforms=mnist_transforms, meta=meta
-    )
+    Raises:
+        CheckpointError: no such int8 file is bundled (its record is missing) or its record
+            is broken.
+
+    Example:
+        >>> quantized_weights("convnet4", 2).file
+        'convnet4_mnist_int8_v2.safetensors'
+    """
+    from ...weights._defaults import int8_mnist_weights
+
+    return int8_mnist_weights(model, version)
 
 
 def _build_quantized(
