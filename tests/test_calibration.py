@@ -261,7 +261,8 @@ def test_fold_uses_the_named_head_or_the_last_linear() -> None:
 @pytest.mark.parametrize("temperature", [0.0, -1.0, float("nan"), float("inf"), True, "2"])
 def test_fold_refuses_a_bad_temperature(temperature: Any) -> None:
     """T must be a finite number > 0."""
-    with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
+    with pytest.raises(ValueError,
+                       match="fold_temperature expects temperature to be a finite number > 0"):
         fold_temperature(nn.Linear(2, 2), temperature)
 
 
@@ -328,12 +329,13 @@ def test_top_predictions_are_topk_and_flag_below_the_threshold() -> None:
 def test_top_predictions_refuses_bad_options() -> None:
     """k beyond the class count, a threshold outside [0, 1], or logits: ValueError."""
     probs = torch.tensor([[0.6, 0.4]])
-    with pytest.raises(ValueError, match=r"k must be at most the number of classes \(2\), got 3"):
+    with pytest.raises(ValueError, match=r"expects k to be an int in \[1, 2\] \(at most the "
+                                         r"number of classes\), got 3"):
         top_predictions(probs, k=3)
     with pytest.raises(ValueError,
-                       match=r"min_confidence must be a probability in \[0, 1\], got 1\.5"):
+                       match=r"expects min_confidence to be a probability in \[0, 1\], got 1\.5"):
         top_predictions(probs, min_confidence=1.5)
-    with pytest.raises(ValueError, match="k must be an integer >= 1"):
+    with pytest.raises(ValueError, match=r"expects k to be an int in \[1, "):
         top_predictions(probs, k=0)
     with pytest.raises(ValueError, match="logits"):
         top_predictions(torch.tensor([[3.0, -1.0]]))

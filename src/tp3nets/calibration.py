@@ -23,7 +23,6 @@ Recalibrating a fine-tuned model, on a validation loader (never the test set):
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Iterable
 from typing import Any, Final, Literal, NamedTuple
 
@@ -31,6 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._util._checks import check_int as _check_int
+from ._util._checks import check_positive as _check_positive
+from ._util._checks import check_probability as _check_probability
 from .engine._batches import default_unpack as _default_unpack
 from .engine._batches import model_lock as _model_lock
 from .engine._batches import set_mode as _set_mode
@@ -58,12 +60,6 @@ Criterion = Literal["nll", "ece"]
 _CRITERIA: Final = ("nll", "ece")
 # A fitted temperature outside this range means the data cannot fix one (e.g. no error).
 _T_RANGE: Final = (1e-3, 1e3)
-
-
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _check_target(target: Any, n: int, classes: int, what: str) -> Tensor:
@@ -116,10 +112,12 @@ def _check_probs(probs: Any) -> Tensor:
     return p
 
 
-def _bins(probs: Tensor, target: Tensor, n_bins: int) -> tuple[Tensor, Tensor, Tensor]:
+def _bins(
+    probs: Tensor, target: Tensor, n_bins: int, who: str
+) -> tuple[Tensor, Tensor, Tensor]:
     """Per equal-width confidence bin ``((m-1)/M, m/M]``: count, summed confidence, hits."""
     p = _check_probs(probs)
-    n_bins = _check_int(n_bins, "n_bins", 1)
+    n_bins = _check_int(n_bins, "n_bins", who=who)
     target = _check_target(target, p.shape[0], p.shape[1], "probs").to(p.device)
     confidence, predicted = p.max(dim=1)
     correct = predicted.eq(target).to(torch.float64)
@@ -157,7 +155,7 @@ def expected_calibration_error(probs: Tensor, target: Tensor, n_bins: int = DEFA
         >>> round(expected_calibration_error(probs, torch.tensor([0, 1, 0, 1])), 4)
         0.375
     """
-    count, conf_sum, hits = _bins(probs, target, n_bins)
+    count, conf_sum, hits = _bins(probs, target, n_bins, "expected_calibration_error")
     return float((hits - conf_sum).abs().sum() / count.sum())
 
 
@@ -262,8 +260,8 @@ def temperature_from_logits(
     """
     logits = _check_scores(logits, "logits")
     target = _check_target(target, logits.shape[0], logits.shape[1], "logits")
-    max_iter = _check_int(max_iter, "max_iter", 1)
-    n_bins = _check_int(n_bins, "n_bins", 1)
+    max_iter = _check_int(max_iter, "max_iter", who="temperature_from_logits")
+    n_bins = _check_int(n_bins, "n_bins", who="temperature_from_logits")
     if criterion not in _CRITERIA:
         raise ValueError(f"criterion must be one of {', '.join(_CRITERIA)}, got {criterion!r}")
     z = logits.detach().to(torch.float64).cpu()
@@ -402,18 +400,12 @@ def fold_temperature(model: nn.Module, temperature: float, *, head: str | None =
         >>> torch.allclose(model(x), before / 2.0)
         True
     """
-    if (
-        isinstance(temperature, bool)
-        or not isinstance(temperature, numbers.Real)
-        or not math.isfinite(float(temperature))
-        or float(temperature) <= 0.0
-    ):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    t = _check_positive(temperature, "temperature", who="fold_temperature")
     layer = _head(model, head)
     with torch.no_grad():
-        layer.weight.div_(float(temperature))
+        layer.weight.div_(t)
         if layer.bias is not None:
-            layer.bias.div_(float(temperature))
+            layer.bias.div_(t)
     return model
 
 
@@ -453,7 +445,7 @@ def reliability_diagram(
         >>> ax.get_xlabel()
         'confidence'
     """
-    count, conf_sum, hits = _bins(probs, target, n_bins)
+    count, conf_sum, hits = _bins(probs, target, n_bins, "reliability_diagram")
     try:
         import matplotlib.pyplot as plt
     except ImportError as exc:
@@ -519,14 +511,8 @@ def top_predictions(probs: Tensor, *, k: int = 1, min_confidence: float = 0.0) -
         ([[1, 0], [0, 1]], [False, True])
     """
     p = _check_probs(probs)
-    k = _check_int(k, "k", 1)
-    if k > p.shape[1]:
-        raise ValueError(f"k must be at most the number of classes ({p.shape[1]}), got {k}")
-    if (
-        isinstance(min_confidence, bool)
-        or not isinstance(min_confidence, numbers.Real)
-        or not 0.0 <= float(min_confidence) <= 1.0
-    ):
-        raise ValueError(f"min_confidence must be a probability in [0, 1], got {min_confidence!r}")
+    k = _check_int(k, "k", who="top_predictions", maximum=p.shape[1],
+                   what=f"an int in [1, {p.shape[1]}] (at most the number of classes)")
+    threshold = _check_probability(min_confidence, "min_confidence", who="top_predictions")
     values, classes = probs.topk(k, dim=1)
-    return TopPredictions(values, classes, values[:, 0] < float(min_confidence))
+    return TopPredictions(values, classes, values[:, 0] < threshold)

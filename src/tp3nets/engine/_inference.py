@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._util._checks import int_at_least
+from .._util._checks import check_int
 from ..deploy._runtime import Backend, check_backend, optimize
 from . import _devices as devices
 from . import _distributed as dist_utils
@@ -152,7 +152,7 @@ def predict(
     """
     dev = devices.resolve_device(device, model)
     prec = get_precision(precision, dev)
-    batch_size = int_at_least(batch_size, "batch_size")
+    batch_size = check_int(batch_size, "batch_size", who="predict")
     devices.move_model(model, dev)
     _refuse_images(data)
     if isinstance(data, Tensor):

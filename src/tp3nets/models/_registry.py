@@ -10,6 +10,7 @@ from typing import Any, Final, TypeVar
 
 from torch import nn
 
+from .._util._checks import check_bool
 from ..weights import CHECKPOINT_SUFFIXES, WeightsEnum, load_state_dict, load_weights_into
 from ._utils import ClassifierModel
 
@@ -106,8 +107,7 @@ def list_models(*, quantized: bool = False) -> list[str]:
         >>> list_models(quantized=True)
         ['quantized_convnet2', 'quantized_convnet3', 'quantized_convnet4']
     """
-    if not isinstance(quantized, bool):
-        raise TypeError(f"list_models expects quantized to be a bool, got {quantized!r}")
+    check_bool(quantized, "quantized", who="list_models")
     return sorted(k for k in _BUILDERS if (k in _QUANTIZED) == quantized)
 
 

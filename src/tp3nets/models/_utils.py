@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import numbers
 import typing
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import Tensor, nn
+
+from .._util._checks import check_int, value_error
 
 __all__: list[str] = []
 
@@ -105,21 +106,6 @@ def _check_flat(x: Tensor, model: str, features: int) -> bool:
     return True
 
 
-def _positive_int(name: str, value: Any, owner: str) -> int:
-    """``value`` as an int (NumPy integers too), or a ValueError that names it."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{owner} expects {name} to be a positive int, got {value!r}")
-    return int(value)
-
-
-def _probability(name: str, value: Any, owner: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
-        0.0 <= float(value) < 1.0
-    ):
-        raise ValueError(f"{owner} expects {name} to be a probability in [0, 1), got {value!r}")
-    return float(value)
-
-
 def _size2(value: Any, owner: str) -> tuple[int, int]:
     """Normalise an ``input_size`` given as ``28`` or ``(28, 28)``."""
     if isinstance(value, int) and not isinstance(value, bool):
@@ -127,9 +113,9 @@ def _size2(value: Any, owner: str) -> tuple[int, int]:
     elif isinstance(value, (tuple, list)) and len(value) == 2:
         pair = tuple(value)
     else:
-        raise ValueError(f"{owner} expects input_size to be an int or (H, W), got {value!r}")
-    h = _positive_int("input_size", pair[0], owner)
-    w = _positive_int("input_size", pair[1], owner)
+        raise value_error(owner, "input_size", "an int or (H, W)", value)
+    h = check_int(pair[0], "input_size", who=owner)
+    w = check_int(pair[1], "input_size", who=owner)
     return h, w
 
 
@@ -225,13 +211,8 @@ class ClassifierModel(nn.Module):
             torch.Size([2, 500])
         """
         owner = type(self).__name__
-        if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or (
-            num_classes < 0
-        ):
-            raise ValueError(
-                f"{owner} expects num_classes to be a positive int, or 0 to remove the head, "
-                f"got {num_classes!r}"
-            )
+        num_classes = check_int(num_classes, "num_classes", who=owner, minimum=0,
+                                what="a positive int, or 0 to remove the head")
         old = self.get_classifier()
         if isinstance(old, nn.Linear):
             # Where a head removed by reset_classifier(0) lived, for a later new head (the
