@@ -206,14 +206,15 @@ def test_fit_temperature_reads_dict_batches_and_a_custom_unpack() -> None:
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_fit_temperature_runs_on_the_device_and_leaves_the_model_where_it_was(device: str) -> None:
-    """device= runs there; the model stays on its own device; the T is the CPU one."""
+def test_fit_temperature_runs_on_the_device_and_leaves_the_model_there(device: str) -> None:
+    """device= runs there and the model stays there, as after evaluate and predict; the T
+    is the CPU one."""
     torch.manual_seed(0)
     model = _Net()
     loader = _batches()
     on_cpu = fit_temperature(model, loader)
     assert fit_temperature(model, loader, device=device) == pytest.approx(on_cpu, rel=1e-3)
-    assert all(p.device.type == "cpu" for p in model.parameters())
+    assert all(p.device.type == torch.device(device).type for p in model.parameters())
     moved = _Net().to(device)
     moved.load_state_dict(model.state_dict())
     assert fit_temperature(moved, loader) == pytest.approx(on_cpu, rel=1e-3)

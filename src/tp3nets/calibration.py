@@ -33,11 +33,8 @@ from torch import Tensor, nn
 from ._util._checks import check_int as _check_int
 from ._util._checks import check_positive as _check_positive
 from ._util._checks import check_probability as _check_probability
-from .engine._batches import default_unpack as _default_unpack
-from .engine._batches import model_lock as _model_lock
-from .engine._batches import set_mode as _set_mode
-from .engine._devices import resolve_device as _resolve_device
-from .engine._devices import to_device as _to_device
+from .engine._passes import InferencePass as _InferencePass
+from .engine._passes import split_batch as _split_batch
 
 __all__ = [
     "Criterion",
@@ -159,12 +156,6 @@ def expected_calibration_error(probs: Tensor, target: Tensor, n_bins: int = DEFA
     return float((hits - conf_sum).abs().sum() / count.sum())
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
-
-
 def collect_logits(
     model: nn.Module,
     loader: Iterable[Any],
@@ -174,8 +165,9 @@ def collect_logits(
 ) -> tuple[Tensor, Tensor]:
     """The model's logits and the targets of every batch of a loader, on CPU, in float32.
 
-    Runs in eval and inference mode; every submodule's mode, and the model's device, are
-    restored afterwards.
+    Runs in eval and inference mode, as :func:`~tp3nets.evaluate` and
+    :func:`~tp3nets.predict` do: every submodule's mode is restored afterwards, and the
+    model is moved to ``device`` and stays there.
 
     Args:
         model: any classifier returning logits ``(N, C)``.
@@ -189,6 +181,7 @@ def collect_logits(
 
     Raises:
         ValueError: the loader is empty or a batch cannot be split.
+        TypeError: ``unpack`` returned something other than ``(inputs, target)``.
 
     Example:
         >>> model = torch.nn.Linear(4, 3)
@@ -197,23 +190,15 @@ def collect_logits(
         >>> tuple(logits.shape), tuple(target.shape)
         ((10, 3), (10,))
     """
-    split = unpack or _default_unpack
-    home = _model_device(model)
-    where = _resolve_device(device, model)
+    run = _InferencePass(model, device)
     outs: list[Tensor] = []
     targets: list[Tensor] = []
-    try:
-        if where != home:
-            model.to(where)
-        with _model_lock(model), _set_mode(model, False), torch.inference_mode():
-            for batch in loader:
-                x, y = split(batch)
-                out: Tensor = model(_to_device(x, where))
-                outs.append(out.detach().float().cpu())
-                targets.append(torch.as_tensor(y).cpu())
-    finally:
-        if where != home:
-            model.to(home)
+    with run.running():
+        for batch in loader:
+            x, y = _split_batch(batch, unpack)
+            out: Tensor = run.forward(run.to_device(x))
+            outs.append(out.detach().float().cpu())
+            targets.append(torch.as_tensor(y).cpu())
     if not outs:
         raise ValueError("the loader gave no batch: nothing to calibrate on")
     return torch.cat(outs), torch.cat(targets)
@@ -313,9 +298,9 @@ def fit_temperature(
     """Fit the temperature of any classifier on a loader of held-out data.
 
     The logits of every batch are collected once (:func:`collect_logits`: eval mode,
-    modes and device restored), then :func:`temperature_from_logits` minimises their
-    negative log-likelihood. Use a validation split, never the test set. The model is not
-    changed: :func:`fold_temperature` applies the result.
+    modes restored, the model left on ``device``), then :func:`temperature_from_logits`
+    minimises their negative log-likelihood. Use a validation split, never the test set.
+    The model's weights are not changed: :func:`fold_temperature` applies the result.
 
     Args:
         model: any module returning logits ``(N, C)``.
