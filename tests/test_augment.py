@@ -95,22 +95,22 @@ def test_empty_batches_pass_through() -> None:
 @pytest.mark.parametrize("factor", [(0.5, 0.2), (-0.1, 1.0), 0.5, (0.1, float("nan")),
                                     (0.1, 11.0), ("a", 1), (0.1, 0.2, 0.3)])
 def test_bad_contrast_range_is_refused(factor: object) -> None:
-    with pytest.raises(ValueError, match="BatchRandomContrast: factor must be a pair"):
+    with pytest.raises(ValueError, match="BatchRandomContrast expects factor to be a pair"):
         BatchRandomContrast(factor=factor)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("sigma", [(0.3, 0.1), (-0.1, 0.2), (0.0, 1.5), None])
 def test_bad_noise_range_is_refused(sigma: object) -> None:
-    with pytest.raises(ValueError, match="BatchGaussianNoise: sigma must be a pair"):
+    with pytest.raises(ValueError, match="BatchGaussianNoise expects sigma to be a pair"):
         BatchGaussianNoise(sigma=sigma)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("p", [-0.1, 1.1, float("nan"), True, "0.5"])
 def test_bad_probability_is_refused(p: object) -> None:
     for cls in (BatchRandomContrast, BatchGaussianNoise):
-        with pytest.raises(ValueError, match="p must be a probability"):
+        with pytest.raises(ValueError, match="expects p to be a probability"):
             cls(p=p)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="p must be a probability"):
+    with pytest.raises(ValueError, match="expects p_thin to be a probability"):
         BatchRandomStrokeWidth(p_thin=p)  # type: ignore[arg-type]
 
 
@@ -195,17 +195,17 @@ def test_elastic_follows_the_seed_and_keeps_a_digit_whole() -> None:
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
-    ({"alpha": -1.0}, "alpha must be a finite number >= 0"),
-    ({"alpha": float("inf")}, "alpha must be a finite number >= 0"),
-    ({"alpha": True}, "alpha must be a finite number >= 0"),
-    ({"alpha": "34"}, "alpha must be a finite number >= 0"),
-    ({"sigma": 0.0}, "sigma must be a finite number > 0"),
-    ({"sigma": float("nan")}, "sigma must be a finite number > 0"),
-    ({"sigma": None}, "sigma must be a finite number > 0"),
-    ({"p": 1.5}, "p must be a probability"),
+    ({"alpha": -1.0}, "alpha to be a finite number >= 0"),
+    ({"alpha": float("inf")}, "alpha to be a finite number >= 0"),
+    ({"alpha": True}, "alpha to be a finite number >= 0"),
+    ({"alpha": "34"}, "alpha to be a finite number >= 0"),
+    ({"sigma": 0.0}, "sigma to be a finite number > 0"),
+    ({"sigma": float("nan")}, "sigma to be a finite number > 0"),
+    ({"sigma": None}, "sigma to be a finite number > 0"),
+    ({"p": 1.5}, "p to be a probability"),
 ])
 def test_bad_elastic_settings_are_refused(kwargs: dict[str, object], match: str) -> None:
-    with pytest.raises(ValueError, match=f"BatchElasticDistortion: {match}"):
+    with pytest.raises(ValueError, match=f"BatchElasticDistortion expects {match}"):
         BatchElasticDistortion(**kwargs)  # type: ignore[arg-type]
 
 

@@ -206,14 +206,15 @@ def test_fit_temperature_reads_dict_batches_and_a_custom_unpack() -> None:
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_fit_temperature_runs_on_the_device_and_leaves_the_model_where_it_was(device: str) -> None:
-    """device= runs there; the model stays on its own device; the T is the CPU one."""
+def test_fit_temperature_runs_on_the_device_and_leaves_the_model_there(device: str) -> None:
+    """device= runs there and the model stays there, as after evaluate and predict; the T
+    is the CPU one."""
     torch.manual_seed(0)
     model = _Net()
     loader = _batches()
     on_cpu = fit_temperature(model, loader)
     assert fit_temperature(model, loader, device=device) == pytest.approx(on_cpu, rel=1e-3)
-    assert all(p.device.type == "cpu" for p in model.parameters())
+    assert all(p.device.type == torch.device(device).type for p in model.parameters())
     moved = _Net().to(device)
     moved.load_state_dict(model.state_dict())
     assert fit_temperature(moved, loader) == pytest.approx(on_cpu, rel=1e-3)
@@ -261,7 +262,8 @@ def test_fold_uses_the_named_head_or_the_last_linear() -> None:
 @pytest.mark.parametrize("temperature", [0.0, -1.0, float("nan"), float("inf"), True, "2"])
 def test_fold_refuses_a_bad_temperature(temperature: Any) -> None:
     """T must be a finite number > 0."""
-    with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
+    with pytest.raises(ValueError,
+                       match="fold_temperature expects temperature to be a finite number > 0"):
         fold_temperature(nn.Linear(2, 2), temperature)
 
 
@@ -328,12 +330,13 @@ def test_top_predictions_are_topk_and_flag_below_the_threshold() -> None:
 def test_top_predictions_refuses_bad_options() -> None:
     """k beyond the class count, a threshold outside [0, 1], or logits: ValueError."""
     probs = torch.tensor([[0.6, 0.4]])
-    with pytest.raises(ValueError, match=r"k must be at most the number of classes \(2\), got 3"):
+    with pytest.raises(ValueError, match=r"expects k to be an int in \[1, 2\] \(at most the "
+                                         r"number of classes\), got 3"):
         top_predictions(probs, k=3)
     with pytest.raises(ValueError,
-                       match=r"min_confidence must be a probability in \[0, 1\], got 1\.5"):
+                       match=r"expects min_confidence to be a probability in \[0, 1\], got 1\.5"):
         top_predictions(probs, min_confidence=1.5)
-    with pytest.raises(ValueError, match="k must be an integer >= 1"):
+    with pytest.raises(ValueError, match=r"expects k to be an int in \[1, "):
         top_predictions(probs, k=0)
     with pytest.raises(ValueError, match="logits"):
         top_predictions(torch.tensor([[3.0, -1.0]]))

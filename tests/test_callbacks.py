@@ -145,16 +145,17 @@ def test_fit_refuses_a_monitor_it_will_not_log() -> None:
 
 def test_callback_arguments_are_checked() -> None:
     """Negative patience, an unknown mode and every_n_epochs < 1 are refused."""
-    with pytest.raises(ValueError, match="patience must be a non-negative int"):
+    with pytest.raises(ValueError, match="expects patience to be a non-negative int"):
         EarlyStopping(patience=-1)
     with pytest.raises(ValueError, match="mode must be 'min', 'max' or 'auto'"):
         EarlyStopping(mode="up")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="every_n_epochs must be a positive int"):
+    with pytest.raises(ValueError, match="expects every_n_epochs to be a positive int"):
         ModelCheckpoint("x.pt", every_n_epochs=0)
     with pytest.raises(ValueError, match="mode must be 'min', 'max' or 'auto', got 'minimum'"):
         ModelCheckpoint("x.pt", mode="minimum")  # type: ignore[arg-type]
     for bad in (2.5, "3", True):
-        with pytest.raises(ValueError, match=f"patience must be a non-negative int, got {bad!r}"):
+        with pytest.raises(ValueError,
+                           match=f"expects patience to be a non-negative int, got {bad!r}"):
             EarlyStopping(patience=bad)  # type: ignore[arg-type]
     assert EarlyStopping(patience=np.int64(2)).patience == 2
     with pytest.raises(ValueError, match=r"each \{field\} must name a figure"):

@@ -167,7 +167,8 @@ def test_train_val_split_refuses_empty_parts() -> None:
     ds = TensorDataset(torch.arange(10))
     with pytest.raises(ValueError, match="must leave both parts non-empty, got 10 of 10"):
         train_val_split(ds, 10)
-    with pytest.raises(ValueError, match=r"fraction must be in \(0, 1\), got 1.5"):
+    with pytest.raises(ValueError,
+                       match=r"expects val_size to be a count, or a fraction in \(0, 1\), got 1.5"):
         train_val_split(ds, 1.5)
     assert len(train_val_split(ds, 0.3)[1]) == 3
 
@@ -235,11 +236,11 @@ def test_tensor_loader_checks_its_arguments() -> None:
     """Tensors of different lengths, a bad batch size and a bad rank are refused."""
     with pytest.raises(ValueError, match=r"differ in their first dimension: \(3, 1\), \(4,\)"):
         TensorLoader((torch.zeros(3, 1), torch.arange(4)))
-    with pytest.raises(ValueError, match="batch_size must be a positive int, got 0"):
+    with pytest.raises(ValueError, match="expects batch_size to be a positive int, got 0"):
         TensorLoader((torch.zeros(3, 1),), 0)
     with pytest.raises(TypeError, match="TensorDataset or a tuple of tensors"):
         TensorLoader(([1, 2],))  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"rank must be in \[0, 2\), got 2"):
+    with pytest.raises(ValueError, match=r"expects rank to be an int in \[0, 1\], got 2"):
         TensorLoader((torch.zeros(3, 1),)).shard(2, 2, pad=True)
 
 
@@ -414,7 +415,7 @@ def test_batch_random_affine_rotates_non_square_images_without_shear() -> None:
 
 
 def test_a_loader_seed_is_checked_when_built() -> None:
-    with pytest.raises(TypeError, match=r"seed must be an int, got 0\.5"):
+    with pytest.raises(TypeError, match=r"expects seed to be an int, got 0\.5"):
         TensorLoader((torch.zeros(4, 1),), 2, shuffle=True, seed=0.5)  # type: ignore[arg-type]
     big = TensorLoader((torch.arange(10),), 4, shuffle=True, seed=2**63)
     assert sorted(torch.cat([b for b, in big]).tolist()) == list(range(10))

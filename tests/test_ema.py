@@ -140,13 +140,13 @@ def test_every_n_steps_updates_less_often() -> None:
 
 @pytest.mark.parametrize("decay", [0, 1, 1.5, -0.1, float("nan"), True, "0.9", None])
 def test_bad_decay_is_refused(decay: object) -> None:
-    with pytest.raises(ValueError, match=r"decay must be a number in \(0, 1\)"):
+    with pytest.raises(ValueError, match=r"EMA expects decay to be a number in \(0, 1\)"):
         EMA(decay=decay)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("n", [0, -1, 1.5, True, "2"])
 def test_bad_every_n_steps_is_refused(n: object) -> None:
-    with pytest.raises(ValueError, match="every_n_steps must be a positive int"):
+    with pytest.raises(ValueError, match="EMA expects every_n_steps to be a positive int"):
         EMA(every_n_steps=n)  # type: ignore[arg-type]
 
 

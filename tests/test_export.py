@@ -229,7 +229,7 @@ def test_bad_arguments_raise_clear_errors(tmp_path: Path) -> None:
                               example_inputs=torch.rand(2, 3)).is_file()
     with pytest.raises(IsADirectoryError, match="is a directory"):
         export_onnx(tp3nets.convnet2(), tmp_path)
-    with pytest.raises(ValueError, match="atol must be a number >= 0, got -1"):
+    with pytest.raises(ValueError, match="expects atol to be a number >= 0, got -1"):
         export_torchscript(tp3nets.convnet2(), tmp_path / "y.pt", atol=-1)
     with pytest.raises(ValueError, match="method must be 'script' or 'trace', got 'jit'"):
         export_torchscript(tp3nets.convnet2(), tmp_path / "y.pt", method="jit")  # type: ignore[arg-type]

@@ -1190,9 +1190,6 @@ def test_feature_api_under_torchscript(name: str) -> None:
 # Plain annotations in the model files (no postponed annotations, no decorator undoing them)
 
 MODELS_DIR = Path(tp3nets.models.__file__).resolve().parent
-# _registry.py belongs to another change in flight (issue 30); it holds no module whose
-# annotations TorchScript or fx read. Empty this set once its future import is dropped.
-FUTURE_IMPORT_PENDING = {"_registry.py"}
 
 
 def _decorator_name(node: ast.expr) -> str | None:
@@ -1217,7 +1214,6 @@ def test_model_files_keep_plain_annotations(path: Path) -> None:
         if (
             isinstance(node, ast.ImportFrom)
             and node.module == "__future__"
-            and path.name not in FUTURE_IMPORT_PENDING
         ):
             names = [alias.name for alias in node.names]
             assert "annotations" not in names, (

@@ -346,11 +346,11 @@ def test_read_digits_takes_paths_arrays_and_tensors(model: torch.nn.Module) -> N
 def test_read_digits_refuses_bad_arguments(model: torch.nn.Module) -> None:
     """Bad thresholds, top, a single picture not in a list, and no pictures say what is wrong."""
     img = tp3nets.data.samples.digit(1)
-    with pytest.raises(ValueError, match=r"min_confidence must be in \(0, 1\]"):
+    with pytest.raises(ValueError, match=r"expects min_confidence to be a probability in \(0, 1\]"):
         read_digits(model, [img], min_confidence=0)
-    with pytest.raises(ValueError, match=r"min_confidence must be in \(0, 1\]"):
+    with pytest.raises(ValueError, match=r"expects min_confidence to be a probability in \(0, 1\]"):
         read_digits(model, [img], min_confidence=1.5)
-    with pytest.raises(ValueError, match=r"top must be an int in \[1, 10\]"):
+    with pytest.raises(ValueError, match=r"expects top to be an int in \[1, 10\]"):
         read_digits(model, [img], top=11)
     with pytest.raises(ValueError, match="wrap one picture in a list"):
         read_digits(model, img)

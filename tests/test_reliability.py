@@ -361,7 +361,8 @@ TRAINING_CASES: list[Any] = [
      re.escape("seed must lie in [-2**63, 2**64), got 18446744073709551616")),
     ("split-val-size-bool", lambda: tp3nets.data.train_val_split(
         torch.utils.data.TensorDataset(_X, _Y), True), TypeError,
-     "val_size must be a count or a fraction, got True"),
+     re.escape("train_val_split expects val_size to be a count, or a fraction in (0, 1), "
+               "got True")),
     ("generator-for-two-epochs", _fit((b for b in [(_X, _Y)]), epochs=2), ValueError,
      re.escape("train_loader is a one-shot iterator (generator), which would be empty from "
                "epoch 2 on")),
@@ -477,7 +478,7 @@ TRAINING_CASES: list[Any] = [
                "got Tensor")),
     *[(f"split-val-size-{v}", lambda v=v: tp3nets.data.train_val_split(
         torch.utils.data.TensorDataset(_X, _Y), v), ValueError,
-       f"val_size as a fraction must be in \\(0, 1\\), got {v}")
+       f"expects val_size to be a count, or a fraction in \\(0, 1\\), got {v}")
       for v in (float("inf"), float("nan"))],
     ("grad-clip-nan", _fit(grad_clip_norm=float("nan")), ValueError,
      "grad_clip_norm must be a positive number, got nan"),
@@ -509,9 +510,9 @@ TRAINING_CASES: list[Any] = [
     ("tensor-loader-lengths", lambda: TensorLoader((_X, _Y[:5]), 4), ValueError,
      re.escape("TensorLoader tensors differ in their first dimension: (8, 8), (5,)")),
     ("tensor-loader-batch-size", lambda: TensorLoader((_X, _Y), 0), ValueError,
-     "batch_size must be a positive int, got 0"),
+     "TensorLoader expects batch_size to be a positive int, got 0"),
     ("predict-batch-size", lambda: predict(TinyNet(), _X, batch_size=0), ValueError,
-     "batch_size must be a positive int, got 0"),
+     "predict expects batch_size to be a positive int, got 0"),
     ("device-unknown", _fit(device="tpu"), ValueError, r"unknown device 'tpu'"),
     pytest.param(
         "device-cuda-missing", _fit(device="cuda"), ValueError, r"CUDA is not available",
@@ -1075,7 +1076,7 @@ def _cli_cases(d: Path) -> list[tuple[str, list[str], list[str]]]:
         ("export-opset-text", ["export", "convnet2", "x.onnx", "--opset", "x"],
          ["--opset", "expected an integer, got 'x'"]),
         ("export-opset-unknown", ["export", MLR, str(d / "m.onnx"), "--opset", "999"],
-         ["opset_version must be an int from 1 to", "got 999"]),
+         ["expects opset_version to be an int from 1 to", "got 999"]),
         ("export-method", ["export", "convnet2", "x.pt", "--method", "jit"],
          ["invalid choice: 'jit'"]),
         ("export-output-dir", ["export", "convnet2", str(d / "empty-dir"), "--format", "onnx"],

@@ -23,7 +23,6 @@ Recalibrating a fine-tuned model, on a validation loader (never the test set):
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Iterable
 from typing import Any, Final, Literal, NamedTuple
 
@@ -31,11 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .engine._batches import default_unpack as _default_unpack
-from .engine._batches import model_lock as _model_lock
-from .engine._batches import set_mode as _set_mode
-from .engine._devices import resolve_device as _resolve_device
-from .engine._devices import to_device as _to_device
+from ._util._checks import check_int as _check_int
+from ._util._checks import check_positive as _check_positive
+from ._util._checks import check_probability as _check_probability
+from .engine._passes import InferencePass as _InferencePass
+from .engine._passes import split_batch as _split_batch
 
 __all__ = [
     "Criterion",
@@ -58,12 +57,6 @@ Criterion = Literal["nll", "ece"]
 _CRITERIA: Final = ("nll", "ece")
 # A fitted temperature outside this range means the data cannot fix one (e.g. no error).
 _T_RANGE: Final = (1e-3, 1e3)
-
-
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _check_target(target: Any, n: int, classes: int, what: str) -> Tensor:
@@ -116,10 +109,12 @@ def _check_probs(probs: Any) -> Tensor:
     return p
 
 
-def _bins(probs: Tensor, target: Tensor, n_bins: int) -> tuple[Tensor, Tensor, Tensor]:
+def _bins(
+    probs: Tensor, target: Tensor, n_bins: int, who: str
+) -> tuple[Tensor, Tensor, Tensor]:
     """Per equal-width confidence bin ``((m-1)/M, m/M]``: count, summed confidence, hits."""
     p = _check_probs(probs)
-    n_bins = _check_int(n_bins, "n_bins", 1)
+    n_bins = _check_int(n_bins, "n_bins", who=who)
     target = _check_target(target, p.shape[0], p.shape[1], "probs").to(p.device)
     confidence, predicted = p.max(dim=1)
     correct = predicted.eq(target).to(torch.float64)
@@ -157,14 +152,8 @@ def expected_calibration_error(probs: Tensor, target: Tensor, n_bins: int = DEFA
         >>> round(expected_calibration_error(probs, torch.tensor([0, 1, 0, 1])), 4)
         0.375
     """
-    count, conf_sum, hits = _bins(probs, target, n_bins)
+    count, conf_sum, hits = _bins(probs, target, n_bins, "expected_calibration_error")
     return float((hits - conf_sum).abs().sum() / count.sum())
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
 
 
 def collect_logits(
@@ -176,8 +165,9 @@ def collect_logits(
 ) -> tuple[Tensor, Tensor]:
     """The model's logits and the targets of every batch of a loader, on CPU, in float32.
 
-    Runs in eval and inference mode; every submodule's mode, and the model's device, are
-    restored afterwards.
+    Runs in eval and inference mode, as :func:`~tp3nets.evaluate` and
+    :func:`~tp3nets.predict` do: every submodule's mode is restored afterwards, and the
+    model is moved to ``device`` and stays there.
 
     Args:
         model: any classifier returning logits ``(N, C)``.
@@ -191,6 +181,7 @@ def collect_logits(
 
     Raises:
         ValueError: the loader is empty or a batch cannot be split.
+        TypeError: ``unpack`` returned something other than ``(inputs, target)``.
 
     Example:
         >>> model = torch.nn.Linear(4, 3)
@@ -199,23 +190,15 @@ def collect_logits(
         >>> tuple(logits.shape), tuple(target.shape)
         ((10, 3), (10,))
     """
-    split = unpack or _default_unpack
-    home = _model_device(model)
-    where = _resolve_device(device, model)
+    run = _InferencePass(model, device)
     outs: list[Tensor] = []
     targets: list[Tensor] = []
-    try:
-        if where != home:
-            model.to(where)
-        with _model_lock(model), _set_mode(model, False), torch.inference_mode():
-            for batch in loader:
-                x, y = split(batch)
-                out: Tensor = model(_to_device(x, where))
-                outs.append(out.detach().float().cpu())
-                targets.append(torch.as_tensor(y).cpu())
-    finally:
-        if where != home:
-            model.to(home)
+    with run.running():
+        for batch in loader:
+            x, y = _split_batch(batch, unpack)
+            out: Tensor = run.forward(run.to_device(x))
+            outs.append(out.detach().float().cpu())
+            targets.append(torch.as_tensor(y).cpu())
     if not outs:
         raise ValueError("the loader gave no batch: nothing to calibrate on")
     return torch.cat(outs), torch.cat(targets)
@@ -262,8 +245,8 @@ def temperature_from_logits(
     """
     logits = _check_scores(logits, "logits")
     target = _check_target(target, logits.shape[0], logits.shape[1], "logits")
-    max_iter = _check_int(max_iter, "max_iter", 1)
-    n_bins = _check_int(n_bins, "n_bins", 1)
+    max_iter = _check_int(max_iter, "max_iter", who="temperature_from_logits")
+    n_bins = _check_int(n_bins, "n_bins", who="temperature_from_logits")
     if criterion not in _CRITERIA:
         raise ValueError(f"criterion must be one of {', '.join(_CRITERIA)}, got {criterion!r}")
     z = logits.detach().to(torch.float64).cpu()
@@ -315,9 +298,9 @@ def fit_temperature(
     """Fit the temperature of any classifier on a loader of held-out data.
 
     The logits of every batch are collected once (:func:`collect_logits`: eval mode,
-    modes and device restored), then :func:`temperature_from_logits` minimises their
-    negative log-likelihood. Use a validation split, never the test set. The model is not
-    changed: :func:`fold_temperature` applies the result.
+    modes restored, the model left on ``device``), then :func:`temperature_from_logits`
+    minimises their negative log-likelihood. Use a validation split, never the test set.
+    The model's weights are not changed: :func:`fold_temperature` applies the result.
 
     Args:
         model: any module returning logits ``(N, C)``.
@@ -402,18 +385,12 @@ def fold_temperature(model: nn.Module, temperature: float, *, head: str | None =
         >>> torch.allclose(model(x), before / 2.0)
         True
     """
-    if (
-        isinstance(temperature, bool)
-        or not isinstance(temperature, numbers.Real)
-        or not math.isfinite(float(temperature))
-        or float(temperature) <= 0.0
-    ):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    t = _check_positive(temperature, "temperature", who="fold_temperature")
     layer = _head(model, head)
     with torch.no_grad():
-        layer.weight.div_(float(temperature))
+        layer.weight.div_(t)
         if layer.bias is not None:
-            layer.bias.div_(float(temperature))
+            layer.bias.div_(t)
     return model
 
 
@@ -453,7 +430,7 @@ def reliability_diagram(
         >>> ax.get_xlabel()
         'confidence'
     """
-    count, conf_sum, hits = _bins(probs, target, n_bins)
+    count, conf_sum, hits = _bins(probs, target, n_bins, "reliability_diagram")
     try:
         import matplotlib.pyplot as plt
     except ImportError as exc:
@@ -519,14 +496,8 @@ def top_predictions(probs: Tensor, *, k: int = 1, min_confidence: float = 0.0) -
         ([[1, 0], [0, 1]], [False, True])
     """
     p = _check_probs(probs)
-    k = _check_int(k, "k", 1)
-    if k > p.shape[1]:
-        raise ValueError(f"k must be at most the number of classes ({p.shape[1]}), got {k}")
-    if (
-        isinstance(min_confidence, bool)
-        or not isinstance(min_confidence, numbers.Real)
-        or not 0.0 <= float(min_confidence) <= 1.0
-    ):
-        raise ValueError(f"min_confidence must be a probability in [0, 1], got {min_confidence!r}")
+    k = _check_int(k, "k", who="top_predictions", maximum=p.shape[1],
+                   what=f"an int in [1, {p.shape[1]}] (at most the number of classes)")
+    threshold = _check_probability(min_confidence, "min_confidence", who="top_predictions")
     values, classes = probs.topk(k, dim=1)
-    return TopPredictions(values, classes, values[:, 0] < float(min_confidence))
+    return TopPredictions(values, classes, values[:, 0] < threshold)

@@ -18,6 +18,8 @@ from typing import Any, Final, Literal
 import torch
 from torch import Tensor, nn
 
+from ._util._checks import check_int as _check_int
+from ._util._checks import check_probability as _check_probability
 from .data import DigitImage as _DigitImage
 from .data import MNISTPreprocess as _MNISTPreprocess
 from .engine import predict as _predict
@@ -116,10 +118,9 @@ def read_digits(
         >>> seven.status, seven.label, empty.status
         ('digit', '7', 'no digit')
     """
-    if min_confidence is not None and (
-        isinstance(min_confidence, bool) or not 0.0 < float(min_confidence) <= 1.0
-    ):
-        raise ValueError(f"min_confidence must be in (0, 1] or None, got {min_confidence!r}")
+    if min_confidence is not None:
+        _check_probability(min_confidence, "min_confidence", who="read_digits",
+                           low_open=True, what="a probability in (0, 1], or None")
     if isinstance(pictures, (str, os.PathLike, Tensor)) or not isinstance(pictures, Sequence):
         raise ValueError(
             "read_digits expects a sequence of pictures (a list of paths, PIL images, "
@@ -135,8 +136,7 @@ def read_digits(
     logits = _predict(model, batch, device=device)
     probs = logits.float().softmax(dim=1)
     classes = probs.shape[1]
-    if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= classes:
-        raise ValueError(f"top must be an int in [1, {classes}], got {top!r}")
+    top = _check_int(top, "top", who="read_digits", maximum=classes)
     names = [str(c) for c in weights.meta["categories"]] if weights is not None and len(
         weights.meta.get("categories", ())) == classes else [str(i) for i in range(classes)]
     top_p, top_i = probs.topk(top, dim=1)

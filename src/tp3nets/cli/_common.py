@@ -6,7 +6,6 @@ import argparse
 import difflib
 import json
 import math
-import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -148,33 +147,25 @@ def _data_dir(value: str | None) -> Path:
     return folder
 
 
-def _looks_like_path(value: str) -> bool:
-    """Whether a --weights value names a file rather than a weights member: a path
-    separator, or a weights or export file's suffix."""
-    from ..weights import CHECKPOINT_SUFFIXES
-
-    return "/" in value or os.sep in value or value.lower().endswith(
-        (*CHECKPOINT_SUFFIXES, ".onnx")
-    )
-
-
 def _load_model(name: str, weights: str | None) -> tuple[nn.Module, Any, str]:
     """Build model ``name`` with ``weights``: a member name, a file, or ``none``.
 
-    A value with a path separator or a checkpoint suffix is a file; otherwise a member name
-    of the model's weights enum, or else an existing file of that name.
+    A value with a path separator or a checkpoint suffix is a file (the builders' rule,
+    :func:`~tp3nets._io._serialization.names_a_file`); otherwise a member name of the
+    model's weights enum, or else an existing file of that name. A file is loaded by the
+    builder, as ``builder(weights=path)`` in Python.
 
     Returns:
         The model, the weights member (or ``None``) and a description of the weights.
     """
+    from .._io._serialization import names_a_file
     from ..models import get_model_builder, get_model_weights
-    from ..weights import load_state_dict, load_weights_into
 
     builder = get_model_builder(name)
     if weights is None or weights.lower() == "none":
         return builder(), None, "random initialisation"
     member = None
-    if not _looks_like_path(weights):
+    if not names_a_file(weights):
         enum_cls = get_model_weights(name)
         try:
             member = enum_cls.verify(weights)
@@ -195,15 +186,14 @@ def _load_model(name: str, weights: str | None) -> tuple[nn.Module, Any, str]:
             f"{weights!r} is an ONNX export, which tp3nets does not load back: give a "
             f".safetensors or .pt weights file (run ONNX files with onnxruntime)"
         )
-    model = builder()
-    load_weights_into(model, load_state_dict(path, model=model), source=str(path))
-    return model, None, str(path)
+    return builder(weights=path), None, str(path)
 
 
 def _load_quantized(
     name: str, weights: str | None, device: torch.device
 ) -> tuple[nn.Module, Any, str]:
     """The int8 model of ``name`` with its bundled int8 weights (``--quantized``)."""
+    from .._io._serialization import names_a_file
     from ..models import get_model_builder, get_model_weights, list_models
 
     key = get_model_builder(name).__name__
@@ -219,7 +209,7 @@ def _load_quantized(
             f"pass --device cpu"
         )
     enum_cls = get_model_weights(f"quantized_{key}")
-    if weights is not None and _looks_like_path(weights):
+    if weights is not None and names_a_file(weights):
         raise UsageError(
             f"--quantized loads the bundled int8 weights "
             f"({', '.join(m.name for m in enum_cls)}), not a file such as {weights!r}"

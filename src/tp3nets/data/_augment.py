@@ -24,6 +24,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .._util._checks import check_positive, check_probability, value_error
+
 __all__ = [
     "AUGMENTATIONS",
     "BatchElasticDistortion",
@@ -42,21 +44,14 @@ def _real(v: object) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _probability(who: str, p: object) -> float:
-    if not (_real(p) and 0 <= p <= 1):  # type: ignore[operator]
-        raise ValueError(f"{who}: p must be a probability in [0, 1]; got {p!r}")
-    return float(p)  # type: ignore[arg-type]
-
-
 def _range(who: str, name: str, value: object, low: float, high: float) -> tuple[float, float]:
     """``value`` as ``(a, b)`` with ``low <= a <= b <= high``."""
-    pair = isinstance(value, (tuple, list)) and len(value) == 2 and all(map(_real, value))
-    if not (pair and low <= value[0] <= value[1] <= high):  # type: ignore[index]
-        raise ValueError(
-            f"{who}: {name} must be a pair (a, b) of numbers with {low} <= a <= b <= {high}; "
-            f"got {value!r}"
-        )
-    return float(value[0]), float(value[1])  # type: ignore[index]
+    what = f"a pair (a, b) of numbers with {low} <= a <= b <= {high}"
+    if not (isinstance(value, (tuple, list)) and len(value) == 2 and all(map(_real, value))):
+        raise value_error(who, name, what, value)
+    if not low <= value[0] <= value[1] <= high:
+        raise value_error(who, name, what, value)
+    return float(value[0]), float(value[1])
 
 
 def _check_batch(module: nn.Module, x: object) -> None:
@@ -190,12 +185,10 @@ class BatchElasticDistortion(nn.Module):
     def __init__(self, alpha: float = 34.0, sigma: float = 4.0, p: float = 0.5) -> None:
         super().__init__()
         who = type(self).__name__
-        if not (_real(alpha) and alpha >= 0):
-            raise ValueError(f"{who}: alpha must be a finite number >= 0 (pixels); got {alpha!r}")
-        if not (_real(sigma) and sigma > 0):
-            raise ValueError(f"{who}: sigma must be a finite number > 0 (pixels); got {sigma!r}")
-        self.alpha, self.sigma = float(alpha), float(sigma)
-        self.p = _probability(who, p)
+        self.alpha = check_positive(alpha, "alpha", who=who, allow_zero=True,
+                                    what="a finite number >= 0 (pixels)")
+        self.sigma = check_positive(sigma, "sigma", who=who, what="a finite number > 0 (pixels)")
+        self.p = check_probability(p, "p", who=who)
 
     def _smoothing(self, size: int, device: torch.device) -> Tensor:
         """``(size, size)``: the normalised Gaussian (cut at 3 sigma) as a matrix, so that
@@ -255,7 +248,7 @@ class BatchRandomContrast(nn.Module):
     def __init__(self, factor: tuple[float, float] = (0.2, 1.0), p: float = 0.5) -> None:
         super().__init__()
         self.factor = _range("BatchRandomContrast", "factor", factor, 0.0, 10.0)
-        self.p = _probability("BatchRandomContrast", p)
+        self.p = check_probability(p, "p", who="BatchRandomContrast")
 
     def forward(self, x: Tensor) -> Tensor:
         _check_batch(self, x)
@@ -295,7 +288,7 @@ class BatchGaussianNoise(nn.Module):
     def __init__(self, sigma: tuple[float, float] = (0.0, 0.3), p: float = 0.5) -> None:
         super().__init__()
         self.sigma = _range("BatchGaussianNoise", "sigma", sigma, 0.0, 1.0)
-        self.p = _probability("BatchGaussianNoise", p)
+        self.p = check_probability(p, "p", who="BatchGaussianNoise")
 
     def forward(self, x: Tensor) -> Tensor:
         _check_batch(self, x)
@@ -349,8 +342,8 @@ class BatchRandomStrokeWidth(nn.Module):
 
     def __init__(self, p_thin: float = 0.15, p_thick: float = 0.15) -> None:
         super().__init__()
-        self.p_thin = _probability("BatchRandomStrokeWidth", p_thin)
-        self.p_thick = _probability("BatchRandomStrokeWidth", p_thick)
+        self.p_thin = check_probability(p_thin, "p_thin", who="BatchRandomStrokeWidth")
+        self.p_thick = check_probability(p_thick, "p_thick", who="BatchRandomStrokeWidth")
         if self.p_thin + self.p_thick > 1:
             raise ValueError(
                 f"BatchRandomStrokeWidth: p_thin + p_thick must be at most 1; got "

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
-from .._util._checks import int_at_least, int_seed
+from .._util._checks import check_int, check_real, check_seed, type_error
 
 __all__ = [
     "DATA_ENV",
@@ -142,11 +142,14 @@ def train_val_split(
     if isinstance(dataset, tuple):  # (images, labels), as TensorLoader takes them
         dataset = TensorDataset(*dataset)
     n = len(dataset)
+    what = "a count, or a fraction in (0, 1)"
     if isinstance(val_size, bool) or not isinstance(val_size, numbers.Real):
-        raise TypeError(f"val_size must be a count or a fraction, got {val_size!r}")
+        raise type_error("train_val_split", "val_size", what, val_size)
     fraction = not isinstance(val_size, numbers.Integral)
-    if fraction and not 0.0 < val_size < 1.0:
-        raise ValueError(f"val_size as a fraction must be in (0, 1), got {val_size}")
+    if fraction:
+        check_real(val_size, "val_size", who="train_val_split", low=0.0, high=1.0,
+                   low_open=True, high_open=True, what=what)
+    seed = check_seed(seed, who="train_val_split")
     # A fraction rounds down, as random_split(ds, [1 - f, f]) does for its last part.
     n_val = math.floor(n * val_size) if fraction else int(val_size)
     if not 0 < n_val < n:
@@ -328,7 +331,7 @@ class TensorLoader:
     ) -> None:
         tensors, rows = _source_rows(dataset, "TensorLoader")
         n = tensors[0].shape[0]
-        batch_size = int_at_least(batch_size, "batch_size")
+        batch_size = check_int(batch_size, "batch_size", who="TensorLoader")
         self.dataset: TensorDataset
         if device is not None:
             tensors = tuple(t.to(device) for t in tensors)
@@ -345,7 +348,7 @@ class TensorLoader:
         self._n = rows.numel() if rows is not None else n
         self.batch_size = batch_size
         self.shuffle = shuffle
-        self.seed = int_seed(seed)
+        self.seed = check_seed(seed, who="TensorLoader")
         self.drop_last = drop_last
         self.transform = transform
         self.scale_uint8 = scale_uint8
@@ -385,9 +388,9 @@ class TensorLoader:
             >>> [x.tolist() for x, _ in loader.shard(1, 2, pad=False)]
             [[4, 5, 6, 7]]
         """
-        num_replicas = int_at_least(num_replicas, "num_replicas")
-        if not 0 <= rank < num_replicas:
-            raise ValueError(f"rank must be in [0, {num_replicas}), got {rank}")
+        num_replicas = check_int(num_replicas, "num_replicas", who="TensorLoader.shard")
+        rank = check_int(rank, "rank", who="TensorLoader.shard", minimum=0,
+                         maximum=num_replicas - 1)
         new = TensorLoader(
             self.dataset,
             self.batch_size,

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .._util._checks import check_int
 from . import _locate
 from ._images import standard_mode
 
@@ -242,8 +243,7 @@ class MNISTPreprocess(nn.Module):
         fit: bool | Literal["auto"] = "auto",
     ) -> None:
         super().__init__()
-        if isinstance(size, bool) or not isinstance(size, int) or size < 4:
-            raise ValueError(f"MNISTPreprocess expects size to be an int >= 4, got {size!r}")
+        size = check_int(size, "size", who="MNISTPreprocess", minimum=4)
         if invert not in (True, False, "auto"):
             raise ValueError(f"invert must be True, False or 'auto', got {invert!r}")
         if fit not in (True, False, "auto"):

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from .._io._atomic import atomic_path, write_new_file
+from .._util._checks import check_int, check_positive
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -138,10 +139,8 @@ def _shown(exc: ExportError, tmp: Path, target: Path) -> ExportError:
     return ExportError(str(exc).replace(str(tmp), str(target)))
 
 
-def _check_atol(atol: float) -> float:
-    if isinstance(atol, bool) or not isinstance(atol, (int, float)) or not atol >= 0:
-        raise ValueError(f"atol must be a number >= 0, got {atol!r}")
-    return float(atol)
+def _check_atol(atol: float, who: str) -> float:
+    return check_positive(atol, "atol", who=who, allow_zero=True, finite=False)
 
 
 def _target(path: str | os.PathLike[str]) -> Path:
@@ -166,16 +165,10 @@ def _check_opset(opset_version: int | None) -> int | None:
     import onnx.defs
 
     highest = int(onnx.defs.onnx_opset_version())
-    if (
-        isinstance(opset_version, bool)
-        or not isinstance(opset_version, int)
-        or not 1 <= opset_version <= highest
-    ):
-        raise ValueError(
-            f"opset_version must be an int from 1 to {highest} (the newest opset of the "
-            f"installed onnx), got {opset_version!r}"
-        )
-    return opset_version
+    return check_int(
+        opset_version, "opset_version", who="export_onnx", maximum=highest,
+        what=f"an int from 1 to {highest} (the newest opset of the installed onnx)",
+    )
 
 
 def _written_opset(path: Path) -> int:
@@ -257,7 +250,7 @@ def verify_onnx(
     """
     import onnx
 
-    atol = _check_atol(atol)
+    atol = _check_atol(atol, "verify_onnx")
     bare, example = _prepare(model, example_inputs)
     file = Path(path)
     try:
@@ -320,7 +313,7 @@ def export_onnx(
         raise ImportError(
             f"ONNX export needs {' and '.join(missing)}: pip install 'tp3nets[onnx]'"
         )
-    atol = _check_atol(atol)
+    atol = _check_atol(atol, "export_onnx")
     opset_version = _check_opset(opset_version)
     bare, example = _prepare(model, example_inputs)
     target = _target(path)
@@ -407,7 +400,7 @@ def verify_torchscript(
     Raises:
         ExportError: the file does not load, or its outputs differ by more than ``atol``.
     """
-    atol = _check_atol(atol)
+    atol = _check_atol(atol, "verify_torchscript")
     bare, example = _prepare(model, example_inputs)
     file = Path(path)
     try:
@@ -468,7 +461,7 @@ def export_torchscript(
     """
     if method not in ("script", "trace"):
         raise ValueError(f"method must be 'script' or 'trace', got {method!r}")
-    atol = _check_atol(atol)
+    atol = _check_atol(atol, "export_torchscript")
     bare, example = _prepare(model, example_inputs)
     target = _target(path)
     try:

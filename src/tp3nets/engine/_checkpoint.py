@@ -15,16 +15,11 @@ import torch
 from torch import nn
 
 from .._io._atomic import write_atomically
-from .._io._files import read_regular_file
+from .._io._serialization import first_line as _first_line
+from .._io._serialization import load_torch, read_serialized
+from .._io._serialization import uncompiled_key as _uncompiled
 from ..weights import CheckpointError, load_weights_into
-from ..weights._api import (
-    _TORCHSCRIPT,
-    _check_inflated_size,
-    _first_line,
-    _sniff_bytes,
-    _uncompiled,
-    fitted_state,
-)
+from ..weights._api import fitted_state
 from . import _distributed as dist_utils
 from . import _state_checks as checks
 from ._devices import bare_module
@@ -294,10 +289,7 @@ def load_checkpoint(
     p = Path(path)
     # Read once into memory (a FIFO or a device is refused, not read; nothing is
     # memory-mapped): the bytes sniffed, size-checked and parsed are the same.
-    data = read_regular_file(p, "checkpoint file").data
-    kind = _sniff_bytes(data)
-    if kind == "torchscript":
-        raise CheckpointError(_TORCHSCRIPT.format(path=str(p)), kind="torchscript")
+    data, kind = read_serialized(p)
     if kind == "safetensors":
         raise CheckpointError(
             f"{str(p)!r} is not a tp3nets training checkpoint but a safetensors weights file "
@@ -308,13 +300,8 @@ def load_checkpoint(
             f"{str(p)!r} is not a PyTorch file (torch.save), so not a tp3nets training "
             "checkpoint: its header is not one of theirs", kind="other"
         )
-    _check_inflated_size(data, repr(str(p)), None)
-    try:
-        ckpt = torch.load(io.BytesIO(data), map_location=device or "cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(
-            f"{str(p)!r} is not a readable tp3nets checkpoint: {_first_line(exc)}"
-        ) from None
+    ckpt = load_torch(data, repr(str(p)), device or "cpu",
+                      unreadable=f"{str(p)!r} is not a readable tp3nets checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
             f"{str(p)!r} is not a tp3nets training checkpoint (for bare weights use "

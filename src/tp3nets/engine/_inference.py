@@ -10,8 +10,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._util._checks import int_at_least
-from ..deploy._runtime import Backend, check_backend, optimize
+from .._util._checks import check_int
+from ..deploy._runtime import Backend
 from . import _devices as devices
 from . import _distributed as dist_utils
 from ._batches import (
@@ -21,15 +21,14 @@ from ._batches import (
     default_unpack,
     device_batches,
     len_or_none,
-    model_lock,
     nothing_counted,
     progress_bar,
-    set_mode,
     skipped_warning,
 )
 from ._batches import batch_size as size_of
 from ._metrics import Meter, MetricLike, default_metrics
-from ._precision import Precision, get_precision
+from ._passes import InferencePass, checked_unpack, split_batch
+from ._precision import Precision
 
 __all__ = ["evaluate", "predict"]
 
@@ -53,7 +52,8 @@ def evaluate(
     Under ``torchrun`` (the process group is started from the environment if needed) each
     process evaluates whole batches of its own (no sample twice, no padding) and the
     results are summed over processes: every process gets the figures a single process
-    would. Every submodule's train/eval mode is restored afterwards.
+    would. Every submodule's train/eval mode is restored afterwards; the model is moved to
+    ``device`` and stays there, as after :func:`~tp3nets.fit`.
 
     ``backend`` other than ``"eager"`` runs the model through
     :func:`tp3nets.deploy.optimize` (CPU, float32 only; the export and its check cost a
@@ -65,6 +65,7 @@ def evaluate(
     Raises:
         ValueError: an empty loader, labels outside the model's classes, a target the
             loss cannot take, a backend other than eager off the CPU or not in float32.
+        TypeError: ``unpack`` returned something other than ``(inputs, target)``.
 
     Example:
         >>> import torch
@@ -75,22 +76,22 @@ def evaluate(
         ['acc', 'loss']
     """
     check_loader(loader, "loader")
-    dev = devices.resolve_device(device, model)
+    run = InferencePass(model, device, precision)
+    dev = run.device
     dist_utils.init_from_env(dev)
-    prec = get_precision(precision, dev)
-    devices.move_model(model, dev)
-    model = _with_backend(model, backend, dev, precision, None)
+    run.use_backend(backend)
     loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
     meter = Meter(default_metrics(metrics), dev, loss_fn)
     if dist_utils.is_distributed():
         loader = dist_utils.shard_loader(loader, train=False)
     guard = LabelGuard(loss_fn, dev)
     on_cpu = devices.cheap_readback(dev)
-    with model_lock(model), set_mode(model, False), torch.inference_mode():
+    split = checked_unpack(unpack)
+    with run.running():
         batches = progress_bar(loader, len_or_none(loader), "eval", progress)
-        for _, x, y, n in device_batches(batches, unpack, guard, dev, channels_last):
-            with prec.forward_context():
-                out = model(x)
+        for _, x, y, n in device_batches(batches, split, guard, dev, channels_last):
+            with run.forward_context():  # the loss too: under the same autocast
+                out = run.model(x)
                 guard.after_forward(y, out)
                 loss = compute_loss(loss_fn, out, y)
             value = loss.item() if on_cpu else None
@@ -119,7 +120,8 @@ def predict(
 
     A loader may yield bare inputs, ``(inputs, target, …)`` batches or dicts read by
     :func:`default_unpack` (the target is ignored; a dict without one needs ``unpack=``).
-    Runs in eval and inference mode; every submodule's mode is restored afterwards. Under
+    Runs in eval and inference mode; every submodule's mode is restored afterwards, and the
+    model is moved to ``device`` and stays there, as after :func:`~tp3nets.fit`. Under
     ``torchrun`` each process predicts what it is given.
 
     Args:
@@ -141,7 +143,8 @@ def predict(
     Raises:
         ValueError: no batch; an output whose first dimension is not the batch's (unbatched
             samples, such as a list of single images or ``DataLoader(batch_size=None)``).
-        TypeError: the model returns something other than a tensor.
+        TypeError: the model returns something other than a tensor, or ``unpack``
+            something other than ``(inputs, target)``.
         tp3nets.deploy.BackendError: the named backend disagrees with eager.
 
     Example:
@@ -150,27 +153,24 @@ def predict(
         >>> predict(ConvNet2(), torch.rand(3, 1, 28, 28)).shape
         torch.Size([3, 10])
     """
-    dev = devices.resolve_device(device, model)
-    prec = get_precision(precision, dev)
-    batch_size = int_at_least(batch_size, "batch_size")
-    devices.move_model(model, dev)
+    batch_size = check_int(batch_size, "batch_size", who="predict")
+    run = InferencePass(model, device, precision)
     _refuse_images(data)
     if isinstance(data, Tensor):
         if data.dim() == 0 or data.shape[0] == 0:
             raise ValueError(f"predict needs a non-empty batch, got shape {tuple(data.shape)}")
-        model = _with_backend(model, backend, dev, precision, data[:8])
+        run.use_backend(backend, data[:8])
         batches: Iterable[Any] = (data[i : i + batch_size] for i in range(0, len(data), batch_size))
     else:
         check_loader(data, "data")
-        model = _with_backend(model, backend, dev, precision, None)
+        run.use_backend(backend)
         batches = data
     outs: list[Tensor] = []
-    with model_lock(model), set_mode(model, False), torch.inference_mode():
+    with run.running():
         for batch in batches:
-            x = _inputs(batch, unpack)
+            x, _ = split_batch(batch, unpack, needs_target=False)
             _refuse_images(x)
-            with prec.forward_context():
-                out = model(devices.to_device(x, dev))
+            out = run.forward(run.to_device(x))
             if not isinstance(out, Tensor):
                 raise TypeError(
                     f"predict needs a model that returns a tensor, got {type(out).__name__}; "
@@ -187,42 +187,6 @@ def predict(
     if not outs:
         raise ValueError("predict got no batch")
     return torch.cat(outs)
-
-
-def _with_backend(
-    model: nn.Module, backend: str, dev: torch.device, precision: Precision,
-    example: Tensor | None,
-) -> nn.Module:
-    """``model`` itself for the eager backend, else :func:`tp3nets.deploy.optimize`'s."""
-    chosen = check_backend(backend)
-    if chosen == "eager":
-        return model
-    if dev.type != "cpu" or precision != "32":
-        raise ValueError(
-            f"backend={backend!r} runs float32 on the CPU; got device {dev}, precision "
-            f"{precision!r}: use backend='eager' there"
-        )
-    if example is not None and getattr(model, "input_shape", None) is not None:
-        example = None  # the model's own shape: the check's random inputs are seeded
-    with model_lock(model), set_mode(model, False):
-        return optimize(model, chosen, example=example)
-
-
-def _inputs(batch: Any, unpack: Callable[[Any], tuple[Any, Any]] | None) -> Any:
-    """The inputs of a batch given to :func:`predict`: bare, ``(inputs, ...)``, a dict."""
-    if unpack is not None:
-        parts = unpack(batch)
-        if not isinstance(parts, (list, tuple)) or len(parts) != 2:
-            raise TypeError(
-                f"unpack must return (inputs, target) as for fit (the target may be "
-                f"None), got {type(parts).__name__}"
-            )
-        return parts[0]
-    if isinstance(batch, (list, tuple)):
-        return batch[0]
-    if isinstance(batch, Mapping):
-        return default_unpack(batch)[0]
-    return batch
 
 
 def _is_image(obj: Any) -> bool:

@@ -8,7 +8,7 @@ import random
 
 import torch
 
-from .._util._checks import int_seed
+from .._util._checks import check_seed
 
 __all__ = ["seed_everything"]
 
@@ -27,7 +27,7 @@ def seed_everything(seed: int, *, deterministic: bool = False) -> None:
         >>> torch.equal(a, b)
         True
     """
-    seed = int_seed(seed)
+    seed = check_seed(seed, who="seed_everything")
     if not -(2**63) <= seed < 2**64:
         raise ValueError(f"seed must lie in [-2**63, 2**64), got {seed}")
     random.seed(seed)

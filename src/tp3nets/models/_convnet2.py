@@ -6,14 +6,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._util._checks import check_int, check_probability
 from ..weights import WeightsEnum
 from ..weights._defaults import mnist_weights
 from ._registry import _build, register_model
 from ._utils import (
     ClassifierModel,
     _assert_images,
-    _positive_int,
-    _probability,
     _size2,
 )
 
@@ -64,13 +63,13 @@ class ConvNet2(ClassifierModel):
     ) -> None:
         super().__init__()
         name = type(self).__name__
-        self.num_classes = _positive_int("num_classes", num_classes, name)
-        self.in_channels = _positive_int("in_channels", in_channels, name)
+        self.num_classes = check_int(num_classes, "num_classes", who=name)
+        self.in_channels = check_int(in_channels, "in_channels", who=name)
         height, width = _size2(input_size, name)
         if height < 2 or width < 2:
             raise ValueError(f"{name} expects input_size of at least 2x2, got {input_size!r}")
         self.input_shape: tuple[int, ...] = (self.in_channels, height, width)
-        hidden = _positive_int("hidden", hidden, name)
+        hidden = check_int(hidden, "hidden", who=name)
         self.num_features = 8  # channels of forward_features' map
         self.head_hidden_size = hidden  # what the final Linear reads
         self.layer1 = nn.Sequential(
@@ -80,7 +79,7 @@ class ConvNet2(ClassifierModel):
         )
         flat = 8 * (height // 2) * (width // 2)  # 8 × 14 × 14 = 1568 at 28×28
         self.classifier = nn.Sequential(
-            nn.Dropout(_probability("dropout", dropout, name)),
+            nn.Dropout(check_probability(dropout, "dropout", who=name, high_open=True)),
             nn.Linear(flat, hidden),
             nn.ReLU(),
             nn.Linear(hidden, self.num_classes),

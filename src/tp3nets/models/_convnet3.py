@@ -5,14 +5,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._util._checks import check_int, check_probability
 from ..weights import WeightsEnum
 from ..weights._defaults import mnist_weights
 from ._registry import _build, register_model
 from ._utils import (
     ClassifierModel,
     _assert_images,
-    _positive_int,
-    _probability,
     _size2,
 )
 
@@ -68,13 +67,13 @@ class ConvNet3(ClassifierModel):
     ) -> None:
         super().__init__()
         name = type(self).__name__
-        self.num_classes = _positive_int("num_classes", num_classes, name)
-        self.in_channels = _positive_int("in_channels", in_channels, name)
+        self.num_classes = check_int(num_classes, "num_classes", who=name)
+        self.in_channels = check_int(in_channels, "in_channels", who=name)
         height, width = _size2(input_size, name)
         if height < 8 or width < 8:
             raise ValueError(f"{name} expects input_size of at least 8x8, got {input_size!r}")
         self.input_shape: tuple[int, ...] = (self.in_channels, height, width)
-        p = _probability("dropout", dropout, name)
+        p = check_probability(dropout, "dropout", who=name, high_open=True)
         self.num_features = 64  # channels of forward_features' map
         self.head_hidden_size = 256  # what the final Linear reads
         self.layer1 = nn.Sequential(*_conv5(self.in_channels, 16), *_conv5(16, 32), *_conv5(32, 64))

@@ -6,10 +6,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .._util._checks import check_int, check_probability
 from ..weights import WeightsEnum
 from ..weights._defaults import mnist_weights
 from ._registry import _build, register_model
-from ._utils import ClassifierModel, _assert_images, _positive_int, _probability
+from ._utils import ClassifierModel, _assert_images
 from .layers import batch_relu
 
 __all__ = ["ConvNet4", "ConvNet4_Weights", "convnet4"]
@@ -65,12 +66,14 @@ class ConvNet4(ClassifierModel):
     ) -> None:
         super().__init__()
         name = type(self).__name__
-        self.num_classes = _positive_int("num_classes", num_classes, name)
-        self.in_channels = _positive_int("in_channels", in_channels, name)
+        self.num_classes = check_int(num_classes, "num_classes", who=name)
+        self.in_channels = check_int(in_channels, "in_channels", who=name)
         self.input_shape: tuple[int, ...] = (self.in_channels, 28, 28)
-        n = _positive_int("width", width, name)
-        p = _probability("dropout", dropout, name)
-        self.classifier_dropout = _probability("classifier_dropout", classifier_dropout, name)
+        n = check_int(width, "width", who=name)
+        p = check_probability(dropout, "dropout", who=name, high_open=True)
+        self.classifier_dropout = check_probability(
+            classifier_dropout, "classifier_dropout", who=name, high_open=True
+        )
         self.features = nn.Sequential(
             *batch_relu(self.in_channels, n, 3),
             *batch_relu(n, n, 3),

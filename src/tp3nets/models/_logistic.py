@@ -4,10 +4,11 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from .._util._checks import check_int
 from ..weights import WeightsEnum
 from ..weights._defaults import mnist_weights
 from ._registry import _build, register_model
-from ._utils import ClassifierModel, _assert_flat, _positive_int
+from ._utils import ClassifierModel, _assert_flat
 
 __all__ = [
     "MultinomialLogisticRegression",
@@ -66,11 +67,11 @@ class MultinomialLogisticRegression(ClassifierModel):
                 "give one of them"
             )
         classes = output_size if output_size is not None else num_classes
-        self.input_size = _positive_int("input_size", input_size, name)
-        self.num_classes = _positive_int(
-            "output_size" if output_size is not None else "num_classes",
+        self.input_size = check_int(input_size, "input_size", who=name)
+        self.num_classes = check_int(
             10 if classes is None else classes,
-            name,
+            "output_size" if output_size is not None else "num_classes",
+            who=name,
         )
         self.input_shape: tuple[int, ...] = (
             (1, 28, 28) if self.input_size == 784 else (self.input_size,)

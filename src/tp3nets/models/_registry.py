@@ -1,10 +1,7 @@
 """The model registry: builders by name, their weight enums, and the shared builder logic."""
 
-from __future__ import annotations
-
 import difflib
 import fnmatch
-import os
 import types
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -12,7 +9,8 @@ from typing import Any, Final, TypeVar
 
 from torch import nn
 
-from ..weights import CHECKPOINT_SUFFIXES, WeightsEnum, load_state_dict, load_weights_into
+from .._io._serialization import names_a_file
+from ..weights import WeightsEnum, load_state_dict, load_weights_into
 from ._utils import ClassifierModel
 
 __all__ = [
@@ -280,23 +278,20 @@ def _refuse_pretrained(cls: type, kwargs: dict[str, Any]) -> None:
             )
 
 
-def _is_path(weights: object) -> bool:
-    if isinstance(weights, os.PathLike):
-        return True
-    return isinstance(weights, str) and (
-        weights.lower().endswith(CHECKPOINT_SUFFIXES) or os.sep in weights or "/" in weights
-    )
-
-
 def _build(cls: type[M], enum_cls: type[WeightsEnum], weights: Any, kwargs: dict[str, Any]) -> M:
-    """Construct ``cls(**kwargs)`` and load ``weights`` (member, name or file) into it."""
+    """Construct ``cls(**kwargs)`` and load ``weights`` (member, name or file) into it.
+
+    A file (:func:`~tp3nets._io._serialization.names_a_file`) is read for the model built:
+    one larger than it plausibly needs is refused before it is read. The command line's
+    ``--weights FILE`` comes here too.
+    """
     _refuse_pretrained(cls, kwargs)
     if weights is None:
         return cls(**kwargs)
-    if _is_path(weights):
+    if names_a_file(weights):
         path = Path(weights)
         model = cls(**kwargs)
-        load_weights_into(model, load_state_dict(path), source=str(path))
+        load_weights_into(model, load_state_dict(path, model=model), source=str(path))
         return model
     member = enum_cls.verify(weights)
     assert member is not None

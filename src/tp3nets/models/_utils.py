@@ -1,10 +1,11 @@
 """Helpers shared by the model families: input checks, classifier heads, builders."""
 
-import numbers
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
+
+from .._util._checks import check_int, value_error
 
 __all__: list[str] = []
 
@@ -116,21 +117,6 @@ torch.fx.wrap("_check_images")
 torch.fx.wrap("_check_flat")
 
 
-def _positive_int(name: str, value: Any, owner: str) -> int:
-    """``value`` as an int (NumPy integers too), or a ValueError that names it."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{owner} expects {name} to be a positive int, got {value!r}")
-    return int(value)
-
-
-def _probability(name: str, value: Any, owner: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
-        0.0 <= float(value) < 1.0
-    ):
-        raise ValueError(f"{owner} expects {name} to be a probability in [0, 1), got {value!r}")
-    return float(value)
-
-
 def _size2(value: Any, owner: str) -> tuple[int, int]:
     """Normalise an ``input_size`` given as ``28`` or ``(28, 28)``."""
     if isinstance(value, int) and not isinstance(value, bool):
@@ -138,9 +124,9 @@ def _size2(value: Any, owner: str) -> tuple[int, int]:
     elif isinstance(value, (tuple, list)) and len(value) == 2:
         pair = tuple(value)
     else:
-        raise ValueError(f"{owner} expects input_size to be an int or (H, W), got {value!r}")
-    h = _positive_int("input_size", pair[0], owner)
-    w = _positive_int("input_size", pair[1], owner)
+        raise value_error(owner, "input_size", "an int or (H, W)", value)
+    h = check_int(pair[0], "input_size", who=owner)
+    w = check_int(pair[1], "input_size", who=owner)
     return h, w
 
 
@@ -236,13 +222,8 @@ class ClassifierModel(nn.Module):
             torch.Size([2, 500])
         """
         owner = type(self).__name__
-        if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or (
-            num_classes < 0
-        ):
-            raise ValueError(
-                f"{owner} expects num_classes to be a positive int, or 0 to remove the head, "
-                f"got {num_classes!r}"
-            )
+        num_classes = check_int(num_classes, "num_classes", who=owner, minimum=0,
+                                what="a positive int, or 0 to remove the head")
         old = self.get_classifier()
         if isinstance(old, nn.Linear):
             # Where a head removed by reset_classifier(0) lived, for a later new head (the

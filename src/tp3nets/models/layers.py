@@ -1,8 +1,9 @@
 """Building blocks shared by the tp3nets models."""
 
-import numbers
 
 from torch import nn
+
+from .._util._checks import check_int as _check_int
 
 __all__ = ["batch_relu"]
 
@@ -37,18 +38,13 @@ def batch_relu(in_channels: int, out_channels: int, kernel_size: int = 3) -> nn.
         >>> [type(m).__name__ for m in batch_relu(1, 8)]
         ['Conv2d', 'BatchNorm2d', 'ReLU']
     """
-    for name, value in (
-        ("in_channels", in_channels),
-        ("out_channels", out_channels),
-        ("kernel_size", kernel_size),
-    ):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise ValueError(f"batch_relu expects {name} to be a positive int, got {value!r}")
+    in_channels = _check_int(in_channels, "in_channels", who="batch_relu")
+    out_channels = _check_int(out_channels, "out_channels", who="batch_relu")
+    kernel_size = _check_int(kernel_size, "kernel_size", who="batch_relu")
     if kernel_size % 2 == 0:
         raise ValueError(
             f"batch_relu expects an odd kernel_size to keep the spatial size, got {kernel_size}"
         )
-    in_channels, out_channels, kernel_size = int(in_channels), int(out_channels), int(kernel_size)
     return nn.Sequential(
         nn.Conv2d(
             in_channels,

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import io
 import os
 import re
 import sys
-import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -20,7 +18,14 @@ import torch
 from torch import Tensor, nn
 from typing_extensions import Self
 
-from .._io._files import DigestError, NotRegularFileError, read_regular_file
+from .._io._serialization import (
+    CHECKPOINT_SUFFIXES,
+    CheckpointError,
+    load_safetensors,
+    load_torch,
+    read_serialized,
+    uncompiled_key,
+)
 from .._util import _warn
 
 if TYPE_CHECKING:
@@ -38,33 +43,11 @@ __all__ = [
     "load_weights_into",
 ]
 
-#: File suffixes that builders and ``--weights`` treat as checkpoint paths.
-CHECKPOINT_SUFFIXES: Final = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
 _DDP_PREFIX: Final = "module."
 _V = TypeVar("_V")
 _SHA256_RE: Final = re.compile(r"[0-9a-f]{64}")
 # Keys under which training scripts commonly nest the model's state dict.
 _NESTED_KEYS: Final = ("model", "state_dict", "model_state_dict")
-# A torch zip is written uncompressed: entries that inflate to many times the file's size
-# (and to more than the floor) are a zip bomb, refused before anything is inflated.
-_MAX_INFLATION: Final = 16
-_INFLATION_FLOOR: Final = 64 << 20
-# A file for a model may hold its weights, an optimizer's state (Adam: twice the weights),
-# a history and RNG states: a few times the weights, never a thousand.
-_MODEL_FACTOR: Final = 8
-_MODEL_SLACK: Final = 64 << 20
-
-
-class CheckpointError(ValueError):
-    """A weight or checkpoint file is corrupt, tampered with, or does not fit the model.
-
-    ``kind``, where known, says what a file that is not what was asked for is instead:
-    ``"safetensors"`` or ``"weights"`` (bare weights), ``"torchscript"``, ``"other"``.
-    """
-
-    def __init__(self, *args: object, kind: str | None = None) -> None:
-        super().__init__(*args)
-        self.kind = kind
 
 
 def _weights_dir() -> Traversable:
@@ -73,99 +56,6 @@ def _weights_dir() -> Traversable:
     A function rather than a constant so that a test can point it at a tampered copy.
     """
     return resources.files("tp3nets.weights").joinpath("files")
-
-
-def _first_line(exc: BaseException) -> str:
-    """The informative line of an exception's message.
-
-    ``torch.load(weights_only=True)`` opens with generic advice; the reason follows
-    ``WeightsUnpickler error:`` or names the refused ``GLOBAL``.
-    """
-    text = str(exc).strip()
-    if not text:
-        return type(exc).__name__
-    lines = [line.strip() for line in text.splitlines()]
-    for i, line in enumerate(lines):
-        if "WeightsUnpickler error:" in line:
-            rest = [line.split("WeightsUnpickler error:", 1)[1].strip(), *lines[i + 1 :]]
-            reason = next((r for r in rest if r), "")
-            if reason:
-                return reason.split(" Please use ")[0].strip()
-        if "GLOBAL" in line:
-            return line.split(" Please use ")[0].strip()
-    return lines[0]
-
-
-_TORCHSCRIPT: Final = (
-    "{path!r} is a TorchScript program (torch.jit.save, tp3nets export), not weights: run it "
-    "with torch.jit.load, or give the weights it was exported from (.safetensors, or a .pt "
-    "state dict)"
-)
-
-
-def _sniff_bytes(data: bytes) -> str:
-    """``"torch"`` (zip or pickle from torch.save), ``"torchscript"`` (a program saved by
-    torch.jit.save), ``"safetensors"``, or ``"unknown"``, from a file's bytes."""
-    head = data[:9]
-    if head.startswith(b"PK\x03\x04"):
-        try:
-            with zipfile.ZipFile(io.BytesIO(data)) as archive:
-                names = archive.namelist()
-        except Exception:  # a damaged archive (BadZipFile, UnicodeDecodeError …)
-            return "torch"  # torch.load reports the damage in its own words
-        if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
-            return "torchscript"
-        return "torch"
-    if head[:1] == b"\x80":
-        return "torch"
-    if len(head) == 9 and head[8:9] == b"{":
-        header = int.from_bytes(head[:8], "little")
-        if 0 < header <= len(data) - 8:
-            return "safetensors"
-    return "unknown"
-
-
-def _sniff(path: Path) -> str:
-    """:func:`_sniff_bytes` of a regular file (read whole, never a FIFO)."""
-    return _sniff_bytes(read_regular_file(path, "checkpoint file").data)
-
-
-def _model_bytes(model: nn.Module) -> int:
-    """The bytes of ``model``'s state dict."""
-    return sum(
-        t.numel() * t.element_size() for t in model.state_dict().values() if isinstance(t, Tensor)
-    )
-
-
-def _size_limit(model: nn.Module) -> int:
-    """The most bytes a weights or checkpoint file for ``model`` plausibly holds."""
-    return _MODEL_FACTOR * _model_bytes(model) + _MODEL_SLACK
-
-
-def _check_inflated_size(data: bytes, source: str, model: nn.Module | None) -> None:
-    """Refuse a zip whose entries declare more bytes than plausible, before inflating.
-
-    torch reads a record into a buffer of the size the zip's directory declares; a small
-    deflated file could otherwise claim gigabytes.
-    """
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            declared = sum(max(info.file_size, 0) for info in archive.infolist())
-    except Exception:  # not a readable zip: torch.load reports it in its own words
-        return
-    limit = max(_MAX_INFLATION * len(data), _INFLATION_FLOOR)
-    why = f"{_MAX_INFLATION} times the file's size (torch writes its zips uncompressed)"
-    if model is not None and _size_limit(model) < limit:
-        limit = _size_limit(model)
-        why = (
-            f"what {type(model).__name__} plausibly needs ({_model_bytes(model):,} bytes of "
-            f"weights)"
-        )
-    if declared > limit:
-        raise CheckpointError(
-            f"{source} is refused before inflating it: its entries declare {declared:,} bytes "
-            f"once inflated (the file is {len(data):,} bytes), more than {why}"
-        )
 
 
 def _check_finite(state: Mapping[str, Any], source: str) -> None:
@@ -373,16 +263,11 @@ class WeightsEnum(Enum):
         return getattr, (type(self), self._name_)
 
 
-def _uncompiled(key: str) -> str:
-    """``key`` without the ``_orig_mod`` parts that ``torch.compile`` wrappers add."""
-    return ".".join(part for part in key.split(".") if part != "_orig_mod")
-
-
 def _unwrapped_keys(state: Mapping[str, _V]) -> dict[str, _V]:
     """``state`` keyed as the bare module expects: without ``_orig_mod.`` wherever it
     appears, and without the ``module.`` prefix of DDP/DataParallel where every key has it
     (a model's own child named ``module`` is left alone)."""
-    out = {_uncompiled(k): v for k, v in state.items()}
+    out = {uncompiled_key(k): v for k, v in state.items()}
     while out and all(k.startswith(_DDP_PREFIX) for k in out):
         out = {k[len(_DDP_PREFIX) :]: v for k, v in out.items()}
     return out
@@ -444,26 +329,12 @@ def load_state_dict(
     p = Path(path).expanduser()
     source = repr(str(p))
     location = torch.device(device) if device is not None else torch.device("cpu")
-    limit = _size_limit(model) if model is not None else None
     try:
-        contents = read_regular_file(
-            p,
-            "checkpoint file",
-            max_bytes=limit,
-            too_big=(
-                f"for {type(model).__name__} ({_model_bytes(model):,} bytes of weights); it "
-                f"is not a file of this model" if model is not None else ""
-            ),
-            sha256=sha256,
-        )
-    except (DigestError, NotRegularFileError) as exc:
+        data, kind = read_serialized(p, model=model, sha256=sha256)
+    except CheckpointError:
+        raise
+    except ValueError as exc:  # not a regular file, digest, too large, changed while read
         raise CheckpointError(str(exc)) from None
-    except ValueError as exc:  # too large, or changed while read
-        raise CheckpointError(str(exc)) from None
-    data = contents.data
-    kind = _sniff_bytes(data)
-    if kind == "torchscript":
-        raise CheckpointError(_TORCHSCRIPT.format(path=str(p)))
     if kind == "unknown":
         what = "a safetensors file" if p.suffix == ".safetensors" else (
             "a PyTorch (torch.save) or safetensors file"
@@ -471,29 +342,16 @@ def load_state_dict(
         raise CheckpointError(f"{source} is not {what}: its header is not one of theirs")
     raw: Any
     if kind == "safetensors":
-        from safetensors.torch import load
-
-        try:
-            # From the bytes read (and hashed) above: nothing is memory-mapped, so a file
-            # truncated meanwhile cannot crash the process.
-            loaded = load(data)
-        except Exception as exc:
-            raise CheckpointError(
-                f"{source} is not a readable safetensors file: {_first_line(exc)}"
-            ) from None
-        # In sorted order, as safetensors' own readers give them (``load`` does not).
-        raw = {k: loaded[k].to(location) for k in sorted(loaded)}
+        raw = load_safetensors(data, source, location)
     else:
-        if data.startswith(b"PK\x03\x04"):
-            _check_inflated_size(data, source, model)
-        try:
-            raw = torch.load(io.BytesIO(data), map_location=location, weights_only=True)
-        except Exception as exc:
-            raise CheckpointError(
+        raw = load_torch(
+            data, source, location, model=model,
+            unreadable=(
                 f"{source} is not a safe, readable state dict (tp3nets loads tensors only and "
                 f"never unpickles other objects; if it holds a whole pickled model, re-save "
-                f"model.state_dict() from the code that made it): {_first_line(exc)}"
-            ) from None
+                f"model.state_dict() from the code that made it)"
+            ),
+        )
     if isinstance(raw, Mapping) and not any(isinstance(v, Tensor) for v in raw.values()):
         for key in _NESTED_KEYS:
             if isinstance(raw.get(key), Mapping):
@@ -582,10 +440,11 @@ def load_weights_into(
 
     Example:
         >>> from tp3nets import ConvNet2, ConvNet3
-        >>> load_weights_into(ConvNet2(), ConvNet3().state_dict(), source="net.pt")
-        Traceback (most recent call last):
-        ...
-        tp3nets.weights._api.CheckpointError: net.pt does not fit ConvNet2: ...
+        >>> try:
+        ...     load_weights_into(ConvNet2(), ConvNet3().state_dict(), source="net.pt")
+        ... except CheckpointError as exc:
+        ...     print(exc)
+        net.pt does not fit ConvNet2: ...
     """
     model.load_state_dict(fitted_state(model, state_dict, source=source), strict=True)
 

@@ -22,6 +22,8 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from ..._util._checks import check_int as _check_int
+
 if TYPE_CHECKING:
     from PIL import Image
     from torch import Tensor
@@ -38,12 +40,9 @@ def _folder() -> Path:
     return Path(str(resources.files("tp3nets.data.samples").joinpath("digits")))
 
 
-def _check_label(label: object) -> int:
-    if isinstance(label, bool) or not isinstance(label, int):
-        raise TypeError(f"a sample digit is chosen by an int from 0 to 9, got {label!r}")
-    if label not in DIGITS:
-        raise ValueError(f"the sample digits are 0 to 9, got {label}")
-    return label
+def _check_label(label: object, who: str) -> int:
+    return _check_int(label, "label", who=who, minimum=DIGITS[0], maximum=DIGITS[-1],
+                      what="an int from 0 to 9", wrong_type=TypeError)
 
 
 def digit_path(label: int) -> Path:
@@ -66,7 +65,7 @@ def digit_path(label: int) -> Path:
         >>> digit_path(3).is_file()
         True
     """
-    return _folder() / f"digit_{_check_label(label)}.png"
+    return _folder() / f"digit_{_check_label(label, 'digit_path')}.png"
 
 
 def digit_paths() -> list[Path]:
@@ -112,7 +111,7 @@ def digit(label: int) -> Image.Image:
     """
     from PIL import Image
 
-    with Image.open(digit_path(label)) as image:
+    with Image.open(digit_path(_check_label(label, "digit"))) as image:
         image.load()
         loaded: Image.Image = image.copy()
     return loaded

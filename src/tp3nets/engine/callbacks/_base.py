@@ -13,7 +13,7 @@ from typing import Any, Final, Literal, Protocol
 from torch import Tensor, nn
 
 from ..._util import _warn
-from ..._util._checks import int_at_least
+from ..._util._checks import check_int
 from .. import _state_checks as checks
 from .._state import FitState
 
@@ -118,7 +118,7 @@ class EarlyStopping:
         restore_best_weights: bool = True,
     ) -> None:
         self.monitor = monitor
-        self.patience = int_at_least(patience, "patience", 0)
+        self.patience = check_int(patience, "patience", who="EarlyStopping", minimum=0)
         self.min_delta = abs(float(min_delta))
         self.mode = monitor_mode(monitor, mode)
         self.restore_best_weights = restore_best_weights
@@ -229,7 +229,7 @@ class ModelCheckpoint:
         mode: Literal["min", "max", "auto"] = "auto",
         every_n_epochs: int = 1,
     ) -> None:
-        self.every_n_epochs = int_at_least(every_n_epochs, "every_n_epochs")
+        self.every_n_epochs = check_int(every_n_epochs, "every_n_epochs", who="ModelCheckpoint")
         self.path = Path(path)
         try:
             fields = [f for _, f, _, _ in string.Formatter().parse(str(path)) if f is not None]

@@ -11,13 +11,12 @@ to) and the end of the run.
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from ..._util._checks import check_int, check_real
 from .. import _state_checks as checks
 from .._state import FitState
 
@@ -68,17 +67,11 @@ class EMA:
 
     def __init__(self, decay: float = 0.999, *, warmup: bool = True,
                  every_n_steps: int = 1) -> None:
-        if not (isinstance(decay, numbers.Real) and not isinstance(decay, bool)
-                and math.isfinite(decay) and 0 < decay < 1):
-            raise ValueError(f"EMA: decay must be a number in (0, 1), such as 0.999; "
-                             f"got {decay!r}")
-        if not (isinstance(every_n_steps, int) and not isinstance(every_n_steps, bool)
-                and every_n_steps >= 1):
-            raise ValueError(f"EMA: every_n_steps must be a positive int; "
-                             f"got {every_n_steps!r}")
-        self.decay: float = float(decay)
+        self.decay: float = check_real(decay, "decay", who="EMA", low=0.0, high=1.0,
+                                       low_open=True, high_open=True,
+                                       what="a number in (0, 1), such as 0.999")
         self.warmup: bool = bool(warmup)
-        self.every_n_steps: int = every_n_steps
+        self.every_n_steps: int = check_int(every_n_steps, "every_n_steps", who="EMA")
         self.num_updates: int = 0
         self._steps: int = 0
         self._names: list[str] = []

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
+from ..._util._checks import check_bool
 from ...weights import CheckpointError, Weights, WeightsEnum
 from .._registry import _build, _refuse_pretrained
 from .._utils import ClassifierModel
@@ -561,8 +562,7 @@ def _build_quantized(
     calibration or quantization-aware training). ``quantize=True``: the int8 model, with
     ``int8_weights`` loaded (``None`` gives uncalibrated random int8 weights).
     """
-    if not isinstance(quantize, bool):
-        raise TypeError(f"quantize must be a bool, got {quantize!r}")
+    check_bool(quantize, "quantize", who=f"{cls.__name__}'s builder")
     _refuse_pretrained(cls, kwargs)
     if not quantize:
         if isinstance(weights, int8_weights):

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from ..._io._atomic import atomic_path
+from ..._util._checks import check_int
 from ._api import _int8_order
 from ._int8 import (
     Dequantize,
@@ -177,10 +178,8 @@ def export_quantized_onnx(
             "with quantize=True, or quantize_model); export float models with "
             "tp3nets.deploy._export.export_onnx"
         )
-    if isinstance(opset_version, bool) or not isinstance(opset_version, int) or (
-        opset_version < 13
-    ):
-        raise ValueError(f"QDQ ONNX needs opset_version >= 13, got {opset_version!r}")
+    opset_version = check_int(opset_version, "opset_version", who="export_quantized_onnx",
+                              minimum=13, what="an int >= 13 (QDQ ONNX needs opset 13)")
     target = Path(path).expanduser()
     shape = tuple(getattr(model, "input_shape", (1, 28, 28)))
     model = model.eval()
