@@ -376,7 +376,7 @@ TRAINING_CASES: list[Any] = [
     ("dict-batch-keys", _fit([{"pixels": _X, "digits": _Y}]), ValueError,
      re.escape("cannot find inputs and targets in a batch with keys ['digits', 'pixels']")),
     *[(f"epochs={e!r}", _fit(epochs=e), ValueError,
-       re.escape(f"epochs must be a positive int, got {e!r}"))
+       re.escape(f"fit expects epochs to be a positive int, got {e!r}"))
       for e in (0, -3, 2.0, "3", None, True)],
     ("target-2d", _fit(TensorLoader((_X, torch.zeros(8, 5)), 4)), ValueError,
      re.escape("CrossEntropyLoss cannot take model output (4, 3) with target (4, 5) float32")),
@@ -436,9 +436,9 @@ TRAINING_CASES: list[Any] = [
     ("scheduler-interval", _fit(scheduler_interval="batch"), ValueError,
      "scheduler_interval must be 'epoch' or 'step', got 'batch'"),
     ("grad-clip-negative", _fit(grad_clip_norm=-1.0), ValueError,
-     "grad_clip_norm must be a positive number, got -1.0"),
+     "fit expects grad_clip_norm to be a positive number, got -1.0"),
     ("accumulate-zero", _fit(accumulate_grad_batches=0), ValueError,
-     "accumulate_grad_batches must be a positive int, got 0"),
+     "fit expects accumulate_grad_batches to be a positive int, got 0"),
     ("metrics-list", _fit(metrics=["acc"]), TypeError,
      "metrics must be a mapping name -> metric, got list"),
     ("metric-not-callable", _fit(metrics={"f1": 3}), TypeError,
@@ -481,12 +481,13 @@ TRAINING_CASES: list[Any] = [
        f"expects val_size to be a count, or a fraction in \\(0, 1\\), got {v}")
       for v in (float("inf"), float("nan"))],
     ("grad-clip-nan", _fit(grad_clip_norm=float("nan")), ValueError,
-     "grad_clip_norm must be a positive number, got nan"),
+     "fit expects grad_clip_norm to be a positive number, got nan"),
     ("epochs-numpy", _fit(epochs=np.int64(0)), ValueError,
-     re.escape("epochs must be a positive int, got np.int64(0)")),
+     re.escape("fit expects epochs to be a positive int, got np.int64(0)")),
     ("one-epoch-grad-clip", lambda: train_one_epoch(
         _OTHER, TensorLoader(_data(), 4), optimizer=torch.optim.SGD(_OTHER.parameters(), lr=0.1),
-        grad_clip_norm=-1.0), ValueError, "grad_clip_norm must be a positive number, got -1.0"),
+        grad_clip_norm=-1.0), ValueError,
+        "train_one_epoch expects grad_clip_norm to be a positive number, got -1.0"),
     ("one-epoch-foreign-optimizer", lambda: train_one_epoch(
         TinyNet(), TensorLoader(_data(), 4),
         optimizer=torch.optim.SGD(_OTHER.parameters(), lr=0.1)), ValueError,

@@ -843,9 +843,9 @@ def test_empty_loader_is_refused() -> None:
 
 @pytest.mark.parametrize("epochs", [0, -1, 1.5, True])
 def test_non_positive_epochs_are_refused(epochs: Any) -> None:
-    """epochs must be a positive int."""
+    """fit refuses an epochs that is not a positive int."""
     model = TinyNet()
-    with pytest.raises(ValueError, match="epochs must be a positive int"):
+    with pytest.raises(ValueError, match="fit expects epochs to be a positive int"):
         fit(model, TensorLoader(make_data(8), 4), epochs=epochs, optimizer=sgd(model))
 
 

@@ -27,7 +27,6 @@ __all__ = [
     "check_probability",
     "check_real",
     "check_seed",
-    "int_at_least",
     "type_error",
     "value_error",
 ]
@@ -263,30 +262,3 @@ def check_bool(value: Any, name: str, *, who: str) -> bool:
     if not isinstance(value, bool):
         raise type_error(who, name, "a bool", value)
     return value
-
-
-def int_at_least(value: Any, name: str, minimum: int = 1) -> int:
-    """``value`` as an int of at least ``minimum``, or a ``ValueError`` that names it.
-
-    The check of 0.2, in its older words (``<name> must be ...``), kept for the callers
-    not switched to :func:`check_int` yet (``fit`` and ``train_one_epoch``); new code
-    calls :func:`check_int`.
-
-    Example:
-        >>> int_at_least(3, "epochs")
-        3
-        >>> int_at_least(0, "epochs")
-        Traceback (most recent call last):
-        ...
-        ValueError: epochs must be a positive int, got 0
-    """
-    kind = {0: "a non-negative int", 1: "a positive int"}.get(minimum, f"an int >= {minimum}")
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        number = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be {kind}, got {value!r}") from None
-    if number < minimum:
-        raise ValueError(f"{name} must be {kind}, got {value!r}")
-    return number

@@ -12,7 +12,7 @@ from typing import Any, Final
 import torch
 from torch import Tensor, nn
 
-from .._util._checks import int_at_least
+from .._util._checks import check_int
 from . import _devices as devices
 from . import _shortcuts
 from ._batches import (
@@ -280,12 +280,13 @@ def train_one_epoch(
     if scheduler is not None and not hasattr(scheduler, "step"):
         raise TypeError(f"scheduler must have a step() method, got {type(scheduler).__name__}")
     check_scheduler(scheduler, optimizer)
-    check_grad_clip_norm(grad_clip_norm)
+    check_grad_clip_norm(grad_clip_norm, "train_one_epoch")
     dev = devices.resolve_device(device, model)
     prec = get_precision(precision, dev, scaler)
     loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
     checked_metrics = default_metrics(metrics)
-    accumulate = int_at_least(accumulate_grad_batches, "accumulate_grad_batches")
+    accumulate = check_int(accumulate_grad_batches, "accumulate_grad_batches",
+                           who="train_one_epoch")
     settings = TrainSettings(
         optimizer=optimizer, loss_fn=loss_fn, metrics=checked_metrics, device=dev,
         precision=prec, grad_clip_norm=grad_clip_norm, accumulate=accumulate,

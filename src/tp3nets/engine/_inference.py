@@ -28,7 +28,7 @@ from ._batches import (
 from ._batches import batch_size as size_of
 from ._metrics import Meter, MetricLike, default_metrics
 from ._passes import InferencePass, checked_unpack, split_batch
-from ._precision import Precision
+from ._precision import FloatPrecision, Precision
 
 __all__ = ["evaluate", "predict"]
 
@@ -40,7 +40,7 @@ def evaluate(
     loss_fn: Callable[..., Tensor] | None = None,
     metrics: Mapping[str, MetricLike] | None = None,
     device: torch.device | str | None = None,
-    precision: Precision = "32",
+    precision: Precision | FloatPrecision = "32",
     channels_last: bool = False,
     unpack: Callable[[Any], tuple[Any, Any]] = default_unpack,
     progress: bool = False,
@@ -57,7 +57,8 @@ def evaluate(
 
     ``backend`` other than ``"eager"`` runs the model through
     :func:`tp3nets.deploy.optimize` (CPU, float32 only; the export and its check cost a
-    few seconds: for repeated calls, optimize once and pass the result).
+    few seconds, once per model: ``optimize`` keeps what it made while the weights are
+    unchanged).
 
     Returns:
         ``{"loss": …, "acc": …}`` (or the names of ``metrics``).
@@ -112,7 +113,7 @@ def predict(
     *,
     device: torch.device | str | None = None,
     batch_size: int = 512,
-    precision: Precision = "32",
+    precision: Precision | FloatPrecision = "32",
     unpack: Callable[[Any], tuple[Any, Any]] | None = None,
     backend: Backend = "eager",
 ) -> Tensor:

@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._util._checks import value_error
+
 __all__ = ["fused_optimizer"]
 
 
@@ -56,7 +58,9 @@ def check_optimizer(optimizer: Any, model: nn.Module) -> torch.optim.Optimizer:
     return optimizer
 
 
-def check_grad_clip_norm(grad_clip_norm: Any) -> None:
+def check_grad_clip_norm(grad_clip_norm: Any, who: str = "fit") -> None:
+    """A positive finite number or a one-element tensor holding one (``None``: no
+    clipping), in the validator family's words (:mod:`tp3nets._util._checks`)."""
     if grad_clip_norm is None:
         return
     number = isinstance(grad_clip_norm, numbers.Real) or (
@@ -65,7 +69,7 @@ def check_grad_clip_norm(grad_clip_norm: Any) -> None:
     if isinstance(grad_clip_norm, bool) or not number or not (
         0 < float(grad_clip_norm) < math.inf
     ):
-        raise ValueError(f"grad_clip_norm must be a positive number, got {grad_clip_norm!r}")
+        raise value_error(who, "grad_clip_norm", "a positive number", grad_clip_norm)
 
 
 def check_scheduler(scheduler: Any, optimizer: torch.optim.Optimizer) -> Any:

@@ -47,11 +47,11 @@ class InferencePass:
         self,
         model: nn.Module,
         device: torch.device | str | None,
-        precision: Precision = "32",
+        precision: Precision | FloatPrecision = "32",
     ) -> None:
         self.device = devices.resolve_device(device, model)
-        self.precision_name: Precision = precision
         self.precision: FloatPrecision = get_precision(precision, self.device)
+        self.precision_name: Precision = self.precision.name
         devices.move_model(model, self.device)  # the device rule: moved, and left there
         self.model = model
 

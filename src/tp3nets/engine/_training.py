@@ -21,7 +21,8 @@ take checked values, and objects rather than strings to parse again:
   the meter.
 * ``train_one_epoch``, the public epoch for a loop of your own, checks its arguments on
   each call, builds the same settings and calls ``train_epoch``. ``evaluate`` and
-  ``predict`` check theirs on each call (fit's validation included, for now).
+  ``predict`` check theirs on each call; fit's validation passes its precision object,
+  which is not rebuilt.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from .._util import _warn
-from .._util._checks import int_at_least
+from .._util._checks import check_int
 from . import _distributed as dist_utils
 from ._batches import check_loader, default_unpack
 from ._checkpoint import CheckedCheckpoint, restore_callbacks, restore_checkpoint, rng_states
@@ -229,7 +230,7 @@ class _FitRun:
         monitor_mode: Literal["auto", "min", "max"],
         unpack: Callable[[Any], tuple[Any, Any]],
     ) -> None:
-        self.epochs = int_at_least(epochs, "epochs")
+        self.epochs = check_int(epochs, "epochs", who="fit")
         self.callbacks = _check_callbacks(callbacks)
         _check_loaders(train_loader, val_loader, self.epochs)
         if scheduler_interval not in ("epoch", "step"):
@@ -237,7 +238,7 @@ class _FitRun:
                 f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}"
             )
         check_grad_clip_norm(grad_clip_norm)
-        accumulate = int_at_least(accumulate_grad_batches, "accumulate_grad_batches")
+        accumulate = check_int(accumulate_grad_batches, "accumulate_grad_batches", who="fit")
         self.device = dev = resolve_device(device, model)
         dist_utils.init_from_env(dev)
         self.precision = get_precision(precision, dev)
@@ -391,10 +392,10 @@ class _FitRun:
         assert self.val_loader is not None
         settings = self.settings
         # evaluate checks its arguments each call (the loader, the metrics again); the
-        # precision goes as its name until evaluate takes the object.
+        # precision goes as the run's object, not rebuilt.
         return evaluate(
             self.eval_runner, self.val_loader, loss_fn=settings.loss_fn,
-            metrics=settings.metrics, device=self.device, precision=self.precision.name,
+            metrics=settings.metrics, device=self.device, precision=self.precision,
             channels_last=settings.channels_last, unpack=settings.unpack,
         )
 
