@@ -45,7 +45,28 @@ def test_every_benchmark_script_has_a_quick_check() -> None:
     that scripts import, such as real_inputs.py, have no ``__main__`` block)."""
     scripts = {p.name for p in BENCHMARKS.glob("*.py")
                if not p.name.startswith("_") and "__main__" in p.read_text()}
-    assert scripts == set(QUICK)
+    assert scripts == set(QUICK) | {"bench_vs_commit.py"}  # it runs the others: below
+
+
+def test_bench_vs_commit_compares_a_script_on_two_commits(mnist_root: Path) -> None:
+    """bench_vs_commit runs a script's quick mode on HEAD (in a temporary worktree) and on
+    this checkout, prints a row per figure with both medians and their ratio, and leaves
+    no worktree behind."""
+    before = subprocess.run(["git", "worktree", "list"], capture_output=True, text=True,
+                            cwd=BENCHMARKS.parent, check=True).stdout
+    proc = _run("bench_vs_commit.py", "--ref", "HEAD", "--rounds", "1", "bench_overhead.py",
+                "--", "--quick", "--models", "mlr", "--data", str(mnist_root))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert proc.stdout.startswith("machine: ")
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| mlr | fit s |")]
+    assert len(rows) == 1
+    before_s, now_s, ratio = (float(x) for x in rows[0].strip("| ").split(" | ")[2:])
+    assert before_s > 0
+    assert now_s > 0
+    assert ratio == pytest.approx(now_s / before_s, rel=1e-2)
+    after = subprocess.run(["git", "worktree", "list"], capture_output=True, text=True,
+                           cwd=BENCHMARKS.parent, check=True).stdout
+    assert after == before
 
 
 @pytest.mark.parametrize("script", sorted(QUICK))

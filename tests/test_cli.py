@@ -212,7 +212,7 @@ def test_errors_tp3nets_raises_itself_are_one_line_and_status_2(
     monkeypatch.setattr(cli._info, "_cmd_list", bad_metric)
     code, _, err = run(capsys, "list")
     assert code == 2
-    _one_error_line(err, "epochs must be")
+    _one_error_line(err, "fit expects epochs to be")
     monkeypatch.setattr(cli._info, "_cmd_list", disk_full)
     code, _, err = run(capsys, "list")
     assert code == 2
