@@ -30,7 +30,9 @@ REPO = Path(__file__).resolve().parent.parent
 def _run(tree: Path, script: str, args: list[str], out: Path) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(tree / "src")}
     cmd = [sys.executable, str(tree / "benchmarks" / script), *args, "--json", str(out)]
-    subprocess.run(cmd, check=True, env=env, cwd=tree, stdout=subprocess.DEVNULL)
+    # From the caller's folder, so that relative paths among the options mean what they
+    # mean to the caller (--data ../shared/datasets).
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
     result: dict[str, Any] = json.loads(out.read_text())
     return result
 
