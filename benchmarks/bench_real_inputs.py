@@ -307,21 +307,21 @@ def _seen_polarity(pre: Any, img: Image.Image) -> bool | None:
     """Whether the preprocessing took the ink as dark on light (``None``: it never asked),
     recorded from its polarity step (a private function: this is a diagnosis, not the
     public path)."""
-    from tp3nets.data import _locate
+    from tp3nets.data import _ink
 
     calls: list[bool] = []
-    original = _locate.light_ink
+    original = _ink.light_ink
 
     def record(lum: Tensor) -> bool:
         light = original(lum)
         calls.append(light)
         return light
 
-    _locate.light_ink = record  # type: ignore[assignment]
+    _ink.light_ink = record  # type: ignore[assignment]
     try:
         pre.inspect(img)
     finally:
-        _locate.light_ink = original  # type: ignore[assignment]
+        _ink.light_ink = original  # type: ignore[assignment]
     return (not calls[0]) if calls else None
 
 
