@@ -5,6 +5,8 @@ low-resolution scans, and pictures that hold no digit (benchmarks/real_inputs.py
         --json benchmarks/results/real_inputs.json --figure docs/_static/real_inputs.png
     python benchmarks/bench_real_inputs.py --models convnet4 --n 500
     python benchmarks/bench_real_inputs.py --quick        # a few pictures: checks that it runs
+    python benchmarks/bench_real_inputs.py --split val --models convnet4 --n 300 \\
+        --kinds photo --causes --errors /tmp/errors.png   # while tuning: never on "bench"
 
 Builds the ``"bench"`` split of every kind of :mod:`real_inputs` (its handwriting is the
 second half of the 5,000-image validation split of the MNIST training set, its fonts font set
@@ -31,6 +33,15 @@ Also: the time to make each kind (ms a picture), the preprocessing's time on a s
 PNG grid showing, for four pictures of each kind (the first two, then the first the reader
 gets wrong), the picture and the 28×28 image the model saw, with the answer (of the last
 model's default weights).
+
+``--split val`` reads the ``"val"`` split instead (its handwriting is the *first* half of
+the validation split, its fonts font set B; the control, the first half too): tune on it,
+and run ``"bench"`` once, to report. ``--causes`` sorts the errors (top-1 wrong) of the last
+model's default weights per digit kind: no digit found (and why), the ink's polarity taken
+the wrong way, a crop that holds something else than the digit (photos: the image the model
+saw is unlike what the same ink on clean paper gives), or the model's own error (the model
+also misreads the clean picture: a digit hard to read; or not). ``--errors PNG`` draws those
+errors: the picture, what the model saw and, for photos, what clean paper gives.
 
 The pictures are preprocessed one by one with ``--preprocess-threads`` torch threads
 (default 1); the models then read each kind in one batch with ``--threads``.
@@ -72,11 +83,13 @@ BINS = 15
 CERTAIN = 0.99
 
 
-def control_set(data: str, n: int, seed: int) -> list[tuple[Image.Image, int | None]]:
-    """``n`` images of the bench half of the validation split, as 28×28 PNG files read back."""
+def control_set(data: str, n: int, seed: int, split: str = "bench"
+                ) -> list[tuple[Image.Image, int | None]]:
+    """``n`` images of the split's MNIST rows (``"bench"``: the second half of the
+    validation split; ``"val"``: the first half), as 28×28 PNG files read back."""
     images, labels = ri.read_mnist_training_set(str(Path(data).expanduser().resolve()))
-    _, val = ri.split_rows(len(images))
-    rows = val[len(val) // 2 :]
+    train, val = ri.split_rows(len(images))
+    rows = {"train": train, "val": val[: len(val) // 2], "bench": val[len(val) // 2 :]}[split]
     pick = np.random.default_rng([seed, 28]).permutation(len(rows))[:n]
     out: list[tuple[Image.Image, int | None]] = []
     for r in rows[pick]:
@@ -290,6 +303,96 @@ def write_csv(path: str, rows: list[dict[str, Any]], digit_kinds: list[str],
         writer.writerows(out)
 
 
+def _seen_polarity(pre: Any, img: Image.Image) -> bool | None:
+    """Whether the preprocessing took the ink as dark on light (``None``: it never asked),
+    recorded from its polarity step (a private function: this is a diagnosis, not the
+    public path)."""
+    from tp3nets.data import _ink
+
+    calls: list[bool] = []
+    original = _ink.light_ink
+
+    def record(lum: Tensor) -> bool:
+        light = original(lum)
+        calls.append(light)
+        return light
+
+    _ink.light_ink = record  # type: ignore[assignment]
+    try:
+        pre.inspect(img)
+    finally:
+        _ink.light_ink = original  # type: ignore[assignment]
+    return (not calls[0]) if calls else None
+
+
+def _clean_picture(ink: np.ndarray) -> Image.Image:
+    """The same ink on white paper, sharp, without lighting or noise."""
+    return Image.fromarray(np.clip(255 * (1 - ink) + 0.5, 0, 255).astype(np.uint8), "L")
+
+
+def error_causes(
+    kind: str, truths: Sequence[ri.Truth], pictures: Sequence[tuple[Image.Image, int | None]],
+    seen: Tensor, probs: Tensor, found: Sequence[bool], reasons: Sequence[str | None],
+    pre: Any, model: torch.nn.Module,
+) -> list[tuple[int, str, Tensor | None]]:
+    """Each top-1 error of a digit kind with its cause (see the module's docstring) and,
+    for photos, the 28×28 image the same ink on clean paper gives."""
+    out: list[tuple[int, str, Tensor | None]] = []
+    pred = probs.argmax(dim=1)
+    for i, ((img, label), truth) in enumerate(zip(pictures, truths, strict=True)):
+        if label is None or int(pred[i]) == label:
+            continue
+        clean: Tensor | None = None
+        if truth.ink is not None:
+            clean = pre.inspect(_clean_picture(truth.ink)).image.reshape(1, 28, 28)
+        if not found[i]:
+            cause = f"not found: {(reasons[i] or '').split(' (')[0].split(':')[0]}"
+        elif truth.dark_ink is not None and _seen_polarity(pre, img) not in (
+                None, truth.dark_ink):
+            cause = "polarity"
+        elif clean is not None and float(torch.nn.functional.cosine_similarity(
+                seen[i].flatten(), clean.flatten(), dim=0)) < 0.6:
+            cause = "crop"
+        elif clean is not None:
+            with torch.inference_mode():
+                again = int(model(clean[None]).argmax(dim=1)[0])
+            cause = "model (clean also wrong)" if again != label else "model (clean right)"
+        else:
+            cause = "crop or model"
+        if truth.ink_kind and kind == "photo":
+            cause += f" [{truth.ink_kind}]"
+        out.append((i, cause, clean))
+    return out
+
+
+def error_grid(path: str, cells: Sequence[tuple[Image.Image, Tensor, Tensor | None, str]],
+               per_row: int = 6) -> None:
+    """A PNG grid of errors: the picture, the 28×28 image the model saw, the one clean
+    paper gives (when known), and a caption."""
+    thumb, zoom, pad, text_h = 96, 3, 8, 30
+    cell_w = thumb + 2 * (28 * zoom + 4) + pad
+    rows = max(1, -(-len(cells) // per_row))
+    sheet = Image.new("RGB", (per_row * cell_w, rows * (thumb + text_h + pad)), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    font = _label_font(11)
+    for n, (img, seen, clean, caption) in enumerate(cells):
+        x0, y0 = (n % per_row) * cell_w, (n // per_row) * (thumb + text_h + pad)
+        t = _thumbnail(img, thumb)
+        sheet.paste(t, (x0 + (thumb - t.width) // 2, y0 + (thumb - t.height) // 2))
+        for slot, view in enumerate((seen, clean)):
+            if view is None:
+                continue
+            pixels = (view.reshape(28, 28).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+            big = Image.fromarray(pixels).resize((28 * zoom, 28 * zoom), Image.Resampling.NEAREST)
+            sheet.paste(big, (x0 + thumb + 4 + slot * (28 * zoom + 4),
+                              y0 + (thumb - 28 * zoom) // 2))
+        for line, text in enumerate(caption.split("\n")[:2]):
+            draw.text((x0, y0 + thumb + 2 + 13 * line), text, fill=(150, 0, 0), font=font)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path, optimize=True)
+    print(f"wrote {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=DEFAULT_DATA, help="folder holding MNIST/raw/")
@@ -301,6 +404,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-confidence", type=float, default=0.9,
                         help="answer only at or above this top probability")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--split", default="bench", choices=ri.SPLITS,
+                        help="which pictures: 'bench' (the default, to report) or 'val' "
+                        "(to tune on; other handwriting and fonts)")
+    parser.add_argument("--causes", action="store_true",
+                        help="sort the last model's default weights' errors by cause")
+    parser.add_argument("--errors", default=None, metavar="PNG",
+                        help="draw those errors (implies --causes)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch.set_num_threads for the models")
     parser.add_argument("--preprocess-threads", type=int, default=1,
@@ -338,8 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     print_machine(info)
 
     start = time.perf_counter()
-    sources = ri.load_sources("bench", data)
-    if sources.uci is None and "lowres" in kinds:
+    sources = ri.load_sources(args.split, data)
+    if args.split == "bench" and sources.uci is None and "lowres" in kinds:
         print("note: scikit-learn is not importable; lowres uses shrunk MNIST digits instead "
               "of the UCI 8x8 digits")
     fonts = sum(len(f) for f in sources.fonts)
@@ -350,12 +460,16 @@ def main(argv: list[str] | None = None) -> int:
           f"loaded in {time.perf_counter() - start:.1f} s")
     start = time.perf_counter()
     sets: dict[str, list[tuple[Image.Image, int | None]]] = {
-        CONTROL: control_set(data, args.n, args.seed)
+        CONTROL: control_set(data, args.n, args.seed, args.split)
     }
     make_ms: dict[str, float] = {CONTROL: 1000 * (time.perf_counter() - start) / args.n}
+    truths: dict[str, list[ri.Truth]] = {CONTROL: [ri.Truth()] * args.n}
     for kind in kinds:
         start = time.perf_counter()
-        sets[kind] = [ri.make_one(kind, i, sources, seed=args.seed) for i in range(args.n)]
+        made = [ri.make_one_with_truth(kind, i, sources, seed=args.seed)
+                for i in range(args.n)]
+        sets[kind] = [(img, label) for img, label, _ in made]
+        truths[kind] = [truth for _, _, truth in made]
         make_ms[kind] = 1000 * (time.perf_counter() - start) / args.n
     all_kinds = [CONTROL, *kinds]
     digit_kinds = [k for k in all_kinds if sets[k][0][1] is not None]
@@ -367,6 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     figure_data: tuple[str, dict[str, Tensor], dict[str, Tensor], dict[str, list[bool]],
                        dict[str, list[str | None]]] | None = None
     pre: Any = None
+    default_model: torch.nn.Module | None = None
     for name in names:
         builder = BUILDERS[name]
         for member in tp3nets.get_model_weights(builder):
@@ -398,6 +513,7 @@ def main(argv: list[str] | None = None) -> int:
                                      args.min_confidence)})
             if member is tp3nets.get_model_weights(builder)["DEFAULT"]:
                 figure_data = (weights, seen, probs, found, reasons)
+                default_model = model
 
     # Tables: one per figure, weights down, kinds across.
     def pivot(kind_list: Sequence[str], metric: str) -> str:
@@ -410,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
             table.append(line)
         return markdown_table(table, ["weights", *kind_list])
 
-    print(f"\n{args.n} pictures a kind (bench split, seed {args.seed}); answered = a digit "
+    print(f"\n{args.n} pictures a kind ({args.split} split, seed {args.seed}); answered = a digit "
           f"found and top probability >= {args.min_confidence}")
     for metric, what in (
         ("acc %", "top-1 accuracy, %"),
@@ -445,6 +561,29 @@ def main(argv: list[str] | None = None) -> int:
           "the preprocessing said**\n")
     print(markdown_table(found_rows, list(found_rows[0])))
 
+    causes_rows: list[dict[str, Any]] = []
+    if (args.causes or args.errors) and figure_data is not None and default_model is not None:
+        weights, seen, probs, found, reasons = figure_data
+        cells: list[tuple[Image.Image, Tensor, Tensor | None, str]] = []
+        for kind in digit_kinds:
+            if kind == CONTROL:
+                continue
+            errors = error_causes(kind, truths[kind], sets[kind], seen[kind], probs[kind],
+                                  found[kind], reasons[kind], pre, default_model)
+            count = Counter(cause for _, cause, _ in errors)
+            causes_rows.append({"kind": kind, "errors": len(errors),
+                                "causes (count)": "; ".join(
+                                    f"{c} ({k})" for c, k in count.most_common()) or "-"})
+            for i, cause, clean in errors:
+                p, k = (float(v) for v in probs[kind][i].max(dim=0))
+                cells.append((sets[kind][i][0], seen[kind][i], clean,
+                              f"{kind} #{i}: {sets[kind][i][1]} read {int(k)} ({p:.2f})\n"
+                              f"{cause}"))
+        print(f"\n**Why {weights} gets digits wrong (top-1 errors by cause)**\n")
+        print(markdown_table(causes_rows, ["kind", "errors", "causes (count)"]))
+        if args.errors:
+            error_grid(args.errors, cells)
+
     timing = phone_photo_timing(pre, data, args.repeats)
     print("\n4000x3000 phone photo, one thread, median of "
           f"{args.repeats}: " + ", ".join(f"{k} {v:.0f} ms" for k, v in timing.items()))
@@ -466,6 +605,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "real_inputs", "machine": info,
         "settings": {k: v for k, v in vars(args).items() if k not in ("json",)},
         "rows": rows, "kinds": found_rows, "phone_photo_ms": timing,
+        **({"causes": causes_rows} if causes_rows else {}),
         "fonts": {ri.font_family(fam[0]): list(fam) for fam in sources.fonts},
     })
     return 0

@@ -107,6 +107,7 @@ __all__ = [
     "SPLITS",
     "SYMBOLS",
     "Sources",
+    "Truth",
     "blank",
     "canvas",
     "font_family",
@@ -115,6 +116,7 @@ __all__ = [
     "load_sources",
     "lowres",
     "make_one",
+    "make_one_with_truth",
     "make_set",
     "photo",
     "printed",
@@ -841,8 +843,14 @@ def _photo_of(rng: np.random.Generator, mask: Array | None, *,
         if rng.random() < 0.35:
             mask = _rotate_mask(mask, rng.uniform(-12, 12))
         colour, opacity, graininess = _ink_colour(rng)
-        layers.append((_place(rng, scene, mask) * np.float32(opacity), colour, graininess))
+        placed = _place(rng, scene, mask) * np.float32(opacity)
+        _note(ink=placed, dark_ink=True, ink_kind=_ink_name(colour, graininess))
+        layers.append((placed, colour, graininess))
     return _shoot(rng, scene, layers)
+
+
+def _ink_name(colour: NDArray[np.float32], graininess: float) -> str:
+    return "pencil" if graininess > 0 else "blue" if colour[2] > colour[0] + 40 else "black"
 
 
 def _photo_height(rng: np.random.Generator, size: tuple[int, int] | None) -> float:
@@ -877,6 +885,8 @@ def _canvas_of(rng: np.random.Generator, strokes: _Strokes, *, max_fill: float =
     kinds = ("rgb-white-on-black", "rgb-black-on-white", "rgba-white", "rgba-black",
              "rgba-colour")
     mode = mode or kinds[int(rng.integers(len(kinds)))]
+    # (A transparent export's ink is its alpha channel: light on dark, whatever its colour.)
+    _note(dark_ink=mode == "rgb-black-on-white", ink_kind=mode)
     if mode.startswith("rgb-"):
         value = full * 255 if mode == "rgb-white-on-black" else 255 - full * 255
         return Image.fromarray(_u8(np.repeat(value[..., None], 3, axis=2)), "RGB")
@@ -911,6 +921,7 @@ def _scan_of(rng: np.random.Generator, mask: Array, *, margin: tuple[float, floa
     full[top : top + mh, left : left + mw] = mask
     paper = rng.uniform(205, 255)
     ink = rng.uniform(0, 70)
+    _note(dark_ink=True)
     yy = np.linspace(-1, 1, h, dtype=np.float32)[:, None]
     page = paper + rng.uniform(-6, 6) * yy + np.zeros((1, w), np.float32)
     img = page - (page - ink) * full
@@ -995,7 +1006,9 @@ def lowres(rng: np.random.Generator, src: Sources) -> tuple[Image.Image, int]:
     resample = Image.Resampling.NEAREST if rng.random() < 0.5 else Image.Resampling.BILINEAR
     big = _to_mask(_from_mask(small).resize(
         (max(1, round(small.shape[1] * k)), max(1, round(small.shape[0] * k))), resample))
-    if rng.random() < 0.75:  # dark ink on light paper
+    dark = rng.random() < 0.75
+    _note(dark_ink=dark)
+    if dark:  # dark ink on light paper
         paper, ink_value = rng.uniform(200, 255), rng.uniform(0, 60)
         value = paper - (paper - ink_value) * big
     else:  # light on dark, as the datasets store them
@@ -1226,6 +1239,46 @@ def make_one(kind: str, index: int, sources: Sources, *, seed: int) -> tuple[Ima
     if kind not in MAKERS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     return MAKERS[kind](_rng(seed, kind, sources.split, index), sources)
+
+
+@dataclass
+class Truth:
+    """What a picture holds, as its maker drew it (for telling why a reader got it wrong).
+
+    Attributes:
+        dark_ink: whether the ink is darker than its ground (``None``: not recorded).
+        ink: for photos, the ink's opacity ``(H, W)`` in the upright picture's pixels
+            (before lighting, blur and noise); ``None`` otherwise.
+        ink_kind: for photos, ``"black"``, ``"blue"`` or ``"pencil"``; for canvas exports,
+            their mode; ``None`` otherwise.
+    """
+
+    dark_ink: bool | None = None
+    ink: Array | None = None
+    ink_kind: str | None = None
+
+
+_truth: list[Truth] = []  # the picture being made with make_one_with_truth, if any
+
+
+def _note(*, dark_ink: bool, ink: Array | None = None, ink_kind: str | None = None) -> None:
+    """Record what the picture being made holds (only within :func:`make_one_with_truth`;
+    it draws nothing from the generator, so pictures stay the same)."""
+    if _truth:
+        _truth[-1] = Truth(dark_ink, ink if ink is not None else _truth[-1].ink,
+                           ink_kind or _truth[-1].ink_kind)
+
+
+def make_one_with_truth(kind: str, index: int, sources: Sources, *,
+                        seed: int) -> tuple[Image.Image, Label, Truth]:
+    """:func:`make_one`'s picture (the same one) with what its maker drew: the ink's
+    polarity, and for photos where the ink lies."""
+    _truth[:] = [Truth()]
+    try:
+        image, label = make_one(kind, index, sources, seed=seed)
+        return image, label, _truth[-1]
+    finally:
+        _truth.clear()
 
 
 def make_set(

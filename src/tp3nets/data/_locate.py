@@ -1,29 +1,23 @@
 """Finding the one digit in a real picture: the engine behind :class:`~tp3nets.MNISTPreprocess`.
 
-A phone photo, a scan or a canvas export is turned into an *ink map* (0 where the paper
-is, 1 where the ink is darkest) in five steps, each for one way real pictures differ
-from MNIST:
+A phone photo, a scan or a canvas export is first turned into an *ink map* (0 where the
+paper is, 1 where the ink is darkest; :mod:`._ink`: the ink's polarity, the paper's own
+brightness divided out, a robust threshold, ruled lines). Then, each step for one way
+real pictures differ from MNIST:
 
-1. **Polarity.** Light ink on a dark ground (a canvas, chalk) or dark ink on light paper,
-   told from where the picture's border (the paper) or, when a shadow or a table makes
-   the border uneven, the picture's median lies in its brightness range (:func:`light_ink`).
-2. **The paper's own brightness, divided out.** A morphological closing (a maximum then a
-   minimum filter, wider than any pen stroke) keeps the paper and fills the ink; dividing
-   by it removes lighting ramps, vignettes and the edge of a cast shadow, which one
-   background level for the whole sheet cannot (closings keep ramps and steps as they are).
-   Colour ink on colour paper is read per channel, so blue ink or a yellow marker counts.
-3. **A robust ink threshold.** The noise level of the paper (its median absolute
-   deviation) and the strongest ink set it; pencil on grey paper and marker on white
-   both work, and a picture whose strongest "ink" is no stronger than paper grain is
-   blank. Ink must also be darker than the paper by more than its noise in absolute terms
-   (the noise of a dark table, divided by little, is not ink).
-4. **Shading is not ink.** Pieces with a soft outline (much softer than the sharpest
-   piece) or without brighter paper around them (a strip along a table, a shadow's tip)
-   are left out, and the threshold is taken again without them.
-5. **The digit's own strokes.** Connected components of the ink, rather than every dark
-   pixel: ruled and squared paper lines, paper edges and table along the border, and
-   specks are left out; several digits side by side, textures and ink only at the edges are
-   reported as *not one digit*.
+1. **What runs along the picture's edges is not the digit's ink.** A table, the sheet's
+   edge or a shadow from the border, divided by the sheet's brightness, is far stronger
+   than pencil on the sheet: the strongest ink's level, and so the threshold, are taken
+   without it, and it does not count as the darkest or sharpest ink a digit is judged by.
+2. **Shading is not ink.** Pieces with a soft outline (much softer than the sharpest
+   piece) or without brighter paper around them (a strip along a table, a shadow's tip,
+   also where the picture's edge cuts it) are left out, and the threshold is taken again
+   without them. Pencil's grain is judged with the fainter ink between its specks.
+3. **The digit's own strokes.** Connected components of the ink, rather than every dark
+   pixel: ruled and squared paper lines, a margin line, paper edges and table along the
+   border, and specks are left out; several digits side by side, textures, straight
+   hairlines (pieces of ruled lines) and ink only at the edges are reported as *not one
+   digit*.
 
 Everything is computed on a working copy whose longer side is at most :data:`WORK_SIDE`
 pixels, so a 12-megapixel photo costs milliseconds.
@@ -39,12 +33,24 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from ._ink import (
+    SMALL_SIDE,
+    _ink,
+    _mean3,
+    _noise_floor,
+    _quantiles,
+    _remove_ruled_lines,
+    _threshold,
+    to_working_size,
+)
+
+# (MNISTPreprocess and the old path tp3nets._locate read these here.)
+from ._ink import WORK_SIDE as WORK_SIDE
+from ._ink import light_ink as light_ink
+from ._ink import luminance as luminance
+
 __all__ = ["Located", "locate_digit"]
 
-#: The longer side of the working copy of a picture (pixels).
-WORK_SIDE: Final = 384
-#: Pictures whose longer side is at most this are taken as crops of one digit (padded).
-SMALL_SIDE: Final = 96
 #: Ink weaker than this (a fraction of the paper's brightness) is no ink at all.
 MIN_CONTRAST: Final = 0.15
 #: Pieces whose outline is softer than this (the brightness gradient across it over their
@@ -63,6 +69,7 @@ SEVERAL: Final = "several marks side by side (a number of several digits, or tex
 TOO_WIDE: Final = "a mark much wider than a digit (a line, a word)"
 TEXTURE: Final = "ink all over the picture (a texture or pattern), no single digit"
 SPECKS: Final = "only specks, no stroke of a digit"
+HAIRLINE: Final = "a straight hairline (a piece of a ruled line), no stroke of a digit"
 SHADE: Final = "only shadows or shading (soft edges), no ink"
 
 
@@ -81,230 +88,6 @@ class Located:
     ink: Tensor
     found: bool
     reason: str | None = None
-
-
-def luminance(x: Tensor) -> Tensor:
-    """(C, H, W) with C in (1, 3) → (H, W) luminance (ITU-R 601, as Pillow's ``L``)."""
-    if x.shape[0] == 1:
-        return x[0]
-    weights = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device)
-    return (x * weights.view(3, 1, 1)).sum(dim=0)
-
-
-def to_working_size(x: Tensor, side: int = WORK_SIDE) -> Tensor:
-    """Shrink (C, H, W) so that its longer side is at most ``side`` (area averaging)."""
-    h, w = x.shape[-2:]
-    if max(h, w) <= side:
-        return x
-    scale = side / max(h, w)
-    size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    return F.interpolate(x[None], size=size, mode="area")[0]
-
-
-def light_ink(lum: Tensor) -> bool:
-    """Whether the ink is lighter than the ground (a canvas, chalk, MNIST itself).
-
-    The ground is the median of the picture's border, where the border is of one level.
-    Near the darkest end of the picture's range, the ink is light; near the brightest,
-    dark. Otherwise (a shadow or a table along the border) the picture's own median is
-    the ground when it lies near one end. In between, the picture's shading (a local
-    median) is taken away and the ink is whichever tail of what remains reaches farther:
-    a shadow's edge adds to both tails, sparse ink to one. Light ink must reach clearly
-    farther (a deep shadow lifts the light tail), and a tie (a blank page) reads as dark.
-    """
-    h, w = lum.shape
-    band = max(1, round(0.03 * min(h, w)))
-    border = torch.cat([lum[:band].flatten(), lum[-band:].flatten(),
-                        lum[:, :band].flatten(), lum[:, -band:].flatten()])
-    ground = float(border.median())
-    low, high = _quantiles(lum, (0.002, 0.998))
-    if high - low < 1e-3:
-        return False
-    place = (ground - low) / (high - low)
-    quartiles = _quantiles(border, (0.25, 0.75))
-    # (A border half in a shadow or on a table is no one level: then it does not decide.)
-    if (place < 0.25 or place > 0.75) and quartiles[1] - quartiles[0] < 0.3 * (high - low):
-        return place < 0.25
-    # A shadow or a table along the border: the picture's own median is the ground where
-    # the ink covers less than half of it (a big, bold digit can cover much of the border).
-    place = (float(_quantiles(lum, (0.5,))[0]) - low) / (high - low)
-    if place < 0.2 or place > 0.65:
-        return place < 0.2
-    from scipy import ndimage
-
-    step = max(1, min(h, w) // 32)  # a median filter's cost grows with its window
-    small = F.avg_pool2d(lum[None, None], step, stride=step, ceil_mode=True) if step > 1 \
-        else lum[None, None]
-    k = max(3, (min(small.shape[-2:]) // 4) | 1)
-    # A local median, not a mean: it is the ground's level wherever the ground is most of
-    # the window, so the ink stands out on one side only, even for thick strokes (a mean
-    # pulled towards thick ink puts the paper beside it in the other tail).
-    shading = torch.from_numpy(ndimage.median_filter(small[0, 0].numpy(), size=k,
-                                                     mode="nearest"))[None, None]
-    shading = F.interpolate(shading, size=(h, w), mode="bilinear", align_corners=False)
-    low, high = _quantiles(lum - shading[0, 0], (0.002, 0.998))
-    # A deep shadow over much of a window puts its median at the shadow's level and the lit
-    # paper beside it in the light tail: light ink must reach clearly farther to count.
-    # (Dark ink on light paper is what photos of writing hold.)
-    return high > 1.5 * -low + 1e-3
-
-
-def _quantiles(x: Tensor, qs: tuple[float, ...]) -> list[float]:
-    flat = x.flatten().float()
-    if flat.numel() > 1 << 16:  # quantile's cost grows with n; a strided sample is enough
-        flat = flat[:: flat.numel() // (1 << 16) + 1]
-    values: list[float] = torch.quantile(flat, torch.tensor(qs)).tolist()
-    return values
-
-
-def _closing(x: Tensor, k: int, along: int | None = None) -> Tensor:
-    """Grey-level closing of (C, H, W) with a k×k square: maximum, then minimum; with
-    ``along`` 1 (0), a k×1 column (1×k row) instead.
-
-    scipy's filters run a square as a row pass and a column pass at a cost per pixel that
-    does not grow with k. The picture's edge pixels continue outside it (``nearest``): a
-    closing then keeps a lighting ramp that reaches the edge, where a window cut short by
-    the edge would brighten it.
-    """
-    from scipy import ndimage
-
-    size = (1, k, k) if along is None else (1, k, 1) if along == 1 else (1, 1, k)
-    array = x.detach().cpu().float().numpy()
-    closed = ndimage.grey_closing(array, size=size, mode="nearest")
-    return torch.from_numpy(closed)
-
-
-def paper_brightness(x: Tensor, stroke: float | None = None) -> Tensor:
-    """The paper's brightness under each pixel of (C, H, W), dark ink on light paper.
-
-    A first estimate comes from a copy shrunk by a maximum filter (which keeps the paper,
-    not the ink) to a shorter side of about 64, closed with a window of a third of it and
-    enlarged back: it fills any stroke, but blurs the edge of a shadow. Given the strokes'
-    width, a closing at full size with a window a little wider than a stroke follows the
-    shadow's edge exactly, and the darker of the two is the paper.
-    """
-    _c, h, w = x.shape
-    step = max(1, min(h, w) // 64)
-    small = F.max_pool2d(x[None], step, stride=step, ceil_mode=True)[0] if step > 1 else x
-    k = max(3, (min(small.shape[-2:]) // 3) | 1)
-    coarse = _closing(small, k)
-    coarse = F.avg_pool2d(coarse[None], 3, stride=1, padding=1, count_include_pad=False)[0]
-    if coarse.shape[-2:] != (h, w):
-        coarse = F.interpolate(coarse[None], size=(h, w), mode="bilinear",
-                               align_corners=False)[0]
-    if stroke is None:
-        return coarse
-    fine = _closing(x, max(3, round(2.5 * stroke + 2) | 1))
-    return torch.minimum(coarse, fine)
-
-
-def stroke_width(mask: Tensor) -> float:
-    """The strokes' width in pixels: twice the area of the largest piece of ink over its
-    outline's length, once ruled lines are taken out (their hairlines would make every
-    stroke look thin, and a closing narrower than a stroke loses the stroke)."""
-    import numpy as np
-    from scipy import ndimage
-
-    mask, _ = _remove_ruled_lines(mask)
-    labels, count = ndimage.label(mask.numpy(), structure=np.ones((3, 3), dtype=bool))
-    if count == 0:
-        return 1.0
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    largest = torch.from_numpy(labels == int(sizes.argmax()))
-    area = int(largest.sum())
-    inner = -F.max_pool2d(-largest[None, None].float(), 3, stride=1, padding=1)[0, 0] > 0
-    outline = area - int((largest & inner).sum())
-    return max(1.0, 2.0 * area / max(outline, 1))
-
-
-def ink_map(x: Tensor, invert: bool | None = None) -> Tensor:
-    """(C, H, W) picture in [0, 1], C in (1, 3) → (H, W) ink strength in [0, 1].
-
-    ``invert``: ``True`` for dark ink on light paper, ``False`` for light ink on dark,
-    ``None`` to tell from the picture. Two passes: the first finds the strokes against a
-    coarse estimate of the paper, the second divides by a paper estimate that follows
-    shadows' edges, made with the strokes' width.
-    """
-    return _ink(x, invert).ink
-
-
-@dataclass(frozen=True)
-class _Ink:
-    """An ink map and what it was measured on."""
-
-    ink: Tensor  # (H, W) ink strength: 1 - picture / paper, in [0, 1]
-    drop: Tensor  # (H, W) paper - picture, unclamped: the ink's darkness in absolute terms
-    source: Tensor  # (C, H, W) the picture as read (dark ink), whose edges tell ink from shade
-
-
-def _ink(x: Tensor, invert: bool | None = None) -> _Ink:
-    lum = luminance(x)
-    dark_ink = not light_ink(lum) if invert is None else invert
-    if not dark_ink:
-        x = 1.0 - x
-    if x.shape[0] == 3:
-        # Luminance is what cameras and JPEG keep sharpest; the colour channels (half the
-        # resolution in a JPEG) are read only for ink that luminance hardly sees (a yellow
-        # marker, a light colour on paper of another colour).
-        gray = lum[None] if dark_ink else 1.0 - lum[None]
-        first = _darkness(gray, paper_brightness(gray))
-        if _threshold(first)[1] >= 0.3:
-            x = gray
-        else:
-            first = _darkness(x, paper_brightness(x))
-    else:
-        first = _darkness(x, paper_brightness(x))
-    # The strokes' width is measured on the strongest ink only: a shadow's edge (weaker
-    # than a pen) would make a wide "stroke" and a closing too wide to follow it.
-    threshold, level = _threshold(first)
-    # (The noise threshold is capped: a dark table's grain, divided by little, can lift it
-    # above the strongest ink and leave no stroke to measure.)
-    mask = first > max(min(threshold, 0.8 * level), 0.6 * level)
-    paper = paper_brightness(x, stroke_width(mask))
-    return _Ink(_darkness(x, paper), _drop(paper, x), x)
-
-
-def _drop(paper: Tensor, x: Tensor) -> Tensor:
-    """(H, W) paper - picture: the ink's darkness in absolute terms (3x3 mean on photos)."""
-    drop = paper - x
-    drop = drop.amax(dim=0) if drop.shape[0] > 1 else drop[0]
-    return _mean3(drop) if max(drop.shape) > 2 * SMALL_SIDE else drop
-
-
-def _mean3(x: Tensor) -> Tensor:
-    """(H, W) averaged over 3×3 windows, the same size."""
-    return F.avg_pool2d(x[None, None], 3, stride=1, padding=1, count_include_pad=False)[0, 0]
-
-
-def _darkness(x: Tensor, paper: Tensor) -> Tensor:
-    ink = (1.0 - x / paper.clamp_min(0.02)).clamp_(0.0, 1.0)
-    ink = ink.amax(dim=0) if ink.shape[0] > 1 else ink[0]
-    if max(ink.shape) <= 2 * SMALL_SIDE:
-        return ink
-    # A 3x3 mean on photo-sized pictures: sensor noise, strongest where dark paper was
-    # divided by little, falls by three; strokes two pixels wide and more keep their core.
-    return _mean3(ink)
-
-
-def _threshold(ink: Tensor, where: Tensor | None = None) -> tuple[float, float]:
-    """The ink threshold and the strongest ink's level of an ink map.
-
-    The threshold clears the paper's grain (six robust standard deviations above its
-    median) and a third of the strongest ink; the level is the 99.9th percentile, so a
-    few hot pixels do not set it. With ``where``, the level is that of the pixels it
-    marks (the others count as no ink).
-    """
-    flat = ink.flatten()
-    sample = flat[:: flat.numel() // (1 << 16) + 1] if flat.numel() > 1 << 16 else flat
-    median = float(sample.median())
-    spread = float((sample - median).abs().median()) * 1.4826
-    if where is not None:
-        flat = torch.where(where.flatten(), flat, torch.zeros_like(flat))
-        sample = flat[:: flat.numel() // (1 << 16) + 1] if flat.numel() > 1 << 16 else flat
-    level = float(torch.quantile(flat.float() if flat.numel() <= 1 << 24 else sample,
-                                 0.999))
-    return max(median + 6.0 * spread, 0.35 * level, 0.08), level
 
 
 @dataclass
@@ -326,41 +109,6 @@ class _Part:
     @property
     def width(self) -> int:
         return self.right - self.left
-
-
-def _remove_ruled_lines(mask: Tensor) -> tuple[Tensor, bool]:
-    """Clear rows (and columns) crossed by long straight lines, when there are at least two
-    of them (ruled or squared paper); a single long stroke, such as a cropped "7"'s bar, is
-    left alone. Returns the mask and whether any line was removed."""
-    h, w = mask.shape
-    removed = False
-    out = mask.clone()
-    for axis, length in ((1, w), (0, h)):
-        if length < 40:
-            continue
-        counts = mask.sum(dim=axis).float()
-        full = counts >= 0.7 * length
-        # Bands of adjacent line rows count once.
-        starts = int((full[1:] & ~full[:-1]).sum()) + int(full[0])
-        if starts < 2:
-            continue
-        near = counts >= 0.3 * length
-        lines = full.clone()
-        lines[1:] |= full[:-1] & near[1:]
-        lines[:-1] |= full[1:] & near[:-1]
-        if axis == 1:
-            out[lines, :] = False
-        else:
-            out[:, lines] = False
-        # A digit's strokes cross the lines: where ink lies just above and below a cleared
-        # row (left and right of a cleared column), the stroke goes on through it.
-        bridged = _closing(out[None].float(), 7, along=axis)[0] > 0
-        if axis == 1:
-            out[lines, :] = mask[lines, :] & bridged[lines, :]
-        else:
-            out[:, lines] = mask[:, lines] & bridged[:, lines]
-        removed = True
-    return out, removed
 
 
 def _parts(mask: Tensor, ink: Tensor) -> tuple[Tensor, list[_Part]]:
@@ -385,19 +133,8 @@ def _parts(mask: Tensor, ink: Tensor) -> tuple[Tensor, list[_Part]]:
     return torch.from_numpy(labels_np.astype(np.int64)), parts
 
 
-def _noise_floor(drop: Tensor) -> float:
-    """The darkness (paper - picture, absolute) that the paper's own noise and grain reach:
-    six robust standard deviations above its median. Dividing by the paper makes the noise
-    of a dark table or a deep shadow as strong as ink; in absolute terms it stays small."""
-    flat = drop.flatten()
-    sample = flat[:: flat.numel() // (1 << 16) + 1] if flat.numel() > 1 << 16 else flat
-    median = float(sample.median())
-    spread = float((sample - median).abs().median()) * 1.4826
-    return max(median + 6.0 * spread, 0.02)
-
-
 def _edge_sharpness(labels: Tensor, parts: list[_Part], source: Tensor,
-                    drop: Tensor) -> dict[int, float]:
+                    drop: Tensor, weak: Tensor | None = None) -> dict[int, float]:
     """Per piece: how steep the picture is across its outline, for its darkness (the
     median, over a band of three pixels along the outline, of the brightness gradient over
     the piece's median darkness; 1 / the edge's width in pixels).
@@ -433,23 +170,47 @@ def _edge_sharpness(labels: Tensor, parts: list[_Part], source: Tensor,
     # Ink lies on paper: two pixels outside its outline the picture is brighter all around
     # it. Where much of that ring is no brighter than the piece, the piece is the light
     # edge of something darker (a strip along a table, a shadow's tip) or a part of it.
-    level = np.atleast_1d(ndimage.median(a[on_ink], lab[on_ink], index))
-    near = ndimage.grey_dilation(lab, size=5)
-    ring = (near > 0) & (outer == 0)
-    bright = np.zeros(int(lab.max()) + 1, dtype=np.float64)
-    bright[index] = level + 0.3 * dark
+    # The ring is drawn around the piece grown into the ``weak`` ink next to it: pencil's
+    # grain breaks a stroke into specks whose gaps hold fainter ink, no brighter than the
+    # specks, where a table's or a shadow's edge runs on into what is dark without ink.
+    blobs = lab
+    if weak is not None:
+        blobs, _count = ndimage.label(weak.numpy() | on_ink, structure=np.ones((3, 3), bool))
+    of_piece = np.atleast_1d(ndimage.maximum(blobs[on_ink], lab[on_ink], index)).astype(int)
+    ids = np.unique(of_piece)
+    level = np.atleast_1d(ndimage.median(a[on_ink], blobs[on_ink], ids))
+    blob_dark = np.atleast_1d(ndimage.median(drop.numpy()[on_ink], blobs[on_ink], ids))
+    near = ndimage.grey_dilation(blobs, size=5)
+    ring = (near > 0) & (ndimage.grey_dilation(blobs, size=3) == 0)
+    bright = np.full(int(blobs.max()) + 1, -np.inf)
+    bright[ids] = level + 0.3 * blob_dark
     dim = (a < bright[near]) & ring
     counts = np.bincount(near[ring], minlength=len(bright))
-    open_part = np.bincount(near[dim], minlength=len(bright)) / np.maximum(counts, 1)
-    return {int(i): -1.0 if open_part[i] > OPEN_OUTLINE else float(e) / max(float(d), 1e-3)
-            for i, e, d in zip(index, edge, dark, strict=True)}
+    dims = np.bincount(near[dim], minlength=len(bright))
+    open_part = dims / np.maximum(counts, 1)
+    # Where a piece runs into the picture's edge, what lies beyond is unknown: that stretch
+    # of its outline counts as open. A shadow's tip cut by the edge is open along its whole
+    # base; a digit touches the edge with a stroke's end. (Pieces along the edges are the
+    # edges' business: _touches_edges.)
+    cut = np.bincount(np.concatenate([blobs[0], blobs[-1], blobs[1:-1, 0], blobs[1:-1, -1]]),
+                      minlength=len(bright))
+    cut_open = (dims + cut) / np.maximum(counts + cut, 1)
+    return {int(p.label): -1.0 if open_part[b] > OPEN_OUTLINE or (
+                cut_open[b] > OPEN_OUTLINE and not _touches_edges(p, labels))
+            else float(e) / max(float(d), 1e-3)
+            for p, b, e, d in zip(parts, of_piece, edge, dark, strict=True)}
 
 
-def _darker_than_grain(parts: list[_Part], labels: Tensor, drop: Tensor) -> list[_Part]:
+def _darker_than_grain(parts: list[_Part], labels: Tensor, drop: Tensor,
+                       edges: list[_Part]) -> list[_Part]:
     """The pieces whose darkness in absolute terms (the median of paper - picture) is at
     least :data:`FAINT` of the darkest sizeable piece's. Dividing by the paper makes the
     grain of a dark table as strong as ink on the sheet; the ink's own darkness does not
-    vary so much within one digit."""
+    vary so much within one digit.
+
+    The darkest piece is sought among the pieces off the picture's ``edges`` where there
+    are any: the edge of a dark table, divided by the sheet's brightness, is far darker
+    than any ink, and would make faint pencil on the sheet count as grain."""
     from scipy import ndimage
 
     if len(parts) < 2:
@@ -459,8 +220,9 @@ def _darker_than_grain(parts: list[_Part], labels: Tensor, drop: Tensor) -> list
     index = [p.label for p in parts]
     dark = dict(zip(index, ndimage.median(drop.numpy()[on], lab[on], index).tolist(),
                     strict=True))
-    biggest = max(p.mass for p in parts)
-    darkest = max(dark[p.label] for p in parts if p.mass >= 0.1 * biggest)
+    inner = [p for p in parts if p not in edges] or parts
+    biggest = max(p.mass for p in inner)
+    darkest = max(dark[p.label] for p in inner if p.mass >= 0.1 * biggest)
     return [p for p in parts if dark[p.label] >= FAINT * darkest]
 
 
@@ -503,17 +265,29 @@ def _edge_parts(parts: list[_Part], labels: Tensor, mask: Tensor) -> list[_Part]
     if count == 0:
         return []
     blobs = torch.from_numpy(blobs_np.astype(np.int64))
-    edge_blobs = set()
+    edge_blobs: set[int] = set()
     for s, label in zip(ndimage.find_objects(blobs_np), range(1, count + 1), strict=True):
         if s is None:
             continue
         blob = _Part(label, s[0].start, s[1].start, s[0].stop, s[1].stop, 0.0, 0)
         if _touches_edges(blob, blobs):
             edge_blobs.add(label)
-    if not edge_blobs:
-        return [p for p in parts if _touches_edges(p, labels)]
-    return [p for p in parts
-            if _touches_edges(p, labels) or _in_blobs(p, labels, blobs, edge_blobs)]
+    lining = _lining(parts, labels)
+    return [p for p in parts if p.label in lining or _touches_edges(p, labels)
+            or (edge_blobs and _in_blobs(p, labels, blobs, edge_blobs))]
+
+
+def _lining(parts: list[_Part], labels: Tensor) -> set[int]:
+    """The pieces touching an edge of the picture where the pieces touching it together
+    run along a quarter of it or more: a wooden table's grain, in stripes that each touch
+    the edge for a short stretch, too far apart to join as a blob."""
+    ids = torch.tensor([p.label for p in parts])
+    out: set[int] = set()
+    for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
+        on = edge[torch.isin(edge, ids)]
+        if on.numel() >= 0.25 * edge.numel():
+            out |= set(on.tolist())
+    return out
 
 
 def _in_blobs(part: _Part, labels: Tensor, blobs: Tensor, chosen: set[int]) -> bool:
@@ -578,34 +352,59 @@ def locate_digit(x: Tensor, invert: bool | None = None) -> Located:
     # Ink is darker than the paper by more than the paper's noise, in absolute terms: a
     # dark table's or a deep shadow's noise, divided by little paper, is not.
     allowed = measured.drop > _noise_floor(measured.drop)
-    threshold, level = _threshold(ink, allowed)
+    # The paper's grain is measured on the brighter half of the paper: a dark table or a
+    # deep shadow, divided by little, has a grain many times the lit sheet's, and would set
+    # the threshold above pencil on the sheet. (There, the ink must also be darker than
+    # the paper's noise in absolute terms: ``allowed``.)
+    lit = measured.paper >= float(_quantiles(measured.paper, (0.5,))[0])
+    threshold, level = _threshold(ink, allowed, lit)
     if level < MIN_CONTRAST:
         return Located(torch.zeros(1, h, w), False, BLANK)
     shaded = False
-    for _ in range(2):
+    # What runs along the picture's edges (a table, the sheet's edge, a shadow from the
+    # border) is left out of the strongest ink's level, as shading is: divided by the
+    # sheet's brightness, a dark table is far stronger than pencil on the sheet, and would
+    # set the threshold and the hysteresis above the digit. It stays in the mask, so that
+    # the grain next to it is judged with it (as part of the edge).
+    along = torch.zeros_like(allowed)
+    for _ in range(3):
         mask = (ink > threshold) & allowed
         mask, had_lines = _remove_ruled_lines(mask)
         labels, parts = _parts(mask, ink)
-        sharpness = _edge_sharpness(labels, parts, measured.source, measured.drop)
+        sharpness = _edge_sharpness(labels, parts, measured.source, measured.drop,
+                                    (ink > 0.5 * threshold) & allowed)
         # Soft, and much softer than the sharpest piece: a blurred photo of a thick
         # marker has soft edges all over, and then every piece is as soft.
-        sharpest = max(sharpness.values(), default=0.0)
+        # (The sharpest off the picture's edges where there is any: a table's edge is
+        # sharper than any pencil.)
+        inner = [sharpness[p.label] for p in parts if not _touches_edges(p, labels)]
+        sharpest = max(inner or sharpness.values(), default=0.0)
         shade = [p.label for p in parts
                  if sharpness[p.label] < min(SOFT_EDGE, 0.5 * sharpest)]
-        if not shade:
+        edges = [p.label for p in _edge_parts([p for p in parts if p.label not in shade],
+                                              labels, mask)]
+        edge_region = torch.from_numpy(np.isin(labels.numpy(), edges)) & ~along
+        if not shade and not bool(edge_region.any()):
             break
         # Shading (a shadow's soft edge, the tip of a shadow the paper's estimate filled)
         # is not ink: the threshold and the strongest ink's level are taken again without
         # it, so a shadow's depth does not set how dark the digit must be.
-        shaded = True
-        region = torch.from_numpy(np.isin(labels.numpy(), shade))
-        region = F.max_pool2d(region[None, None].float(), 5, stride=1, padding=2)[0, 0] > 0
-        allowed = allowed & ~region
-        threshold, level = _threshold(ink, allowed)
+        if shade:
+            shaded = True
+            region = torch.from_numpy(np.isin(labels.numpy(), shade))
+            region = F.max_pool2d(region[None, None].float(), 5, stride=1, padding=2)[0, 0] > 0
+            allowed = allowed & ~region
+        along = along | (F.max_pool2d(edge_region[None, None].float(), 5, stride=1,
+                                      padding=2)[0, 0] > 0)
+        threshold, level = _threshold(ink, allowed & ~along, lit)
         if level < MIN_CONTRAST:
-            return Located(ink.clamp(0.0, 1.0)[None], False, SHADE)
+            reason = SHADE if shaded and not bool(along.any()) else EDGES_ONLY
+            return Located(ink.clamp(0.0, 1.0)[None], False, reason)
     parts = [p for p in parts if p.label not in shade]
-    parts = _darker_than_grain(parts, labels, measured.drop)
+    # (What lies along the edges is judged on every piece, before fainter ones are left
+    # out: a table's grain is the more pieces the more of it there is.)
+    along_edges = _edge_parts(parts, labels, mask)
+    parts = _darker_than_grain(parts, labels, measured.drop, along_edges)
     # Hysteresis: a piece is ink only if it holds some strong ink.
     strong = 0.5 * level
     if parts:
@@ -614,7 +413,7 @@ def locate_digit(x: Tensor, invert: bool | None = None) -> Located:
     whole = ink.clamp(0.0, 1.0)[None]
     if sum(p.pixels for p in parts) > 0.35 * h * w:
         return Located(whole, False, TEXTURE)
-    edge_parts = _edge_parts(parts, labels, mask)
+    edge_parts = [p for p in parts if p in along_edges]
     parts = [p for p in parts if p not in edge_parts]
     if not parts:
         reason = (LINES_ONLY if had_lines else EDGES_ONLY if edge_parts else SHADE if shaded
@@ -683,6 +482,10 @@ def locate_digit(x: Tensor, invert: bool | None = None) -> Located:
         return Located(crop, False, SEVERAL)
     if width > 2.5 * height and width > 4:
         return Located(crop, False, TOO_WIDE)
+    if not small and width < 0.03 * height:
+        # Thinner than a thirtieth of its height, and as straight: no pen writes a digit
+        # so; a ruled line's piece does (where the threshold kept only part of a line).
+        return Located(crop, False, HAIRLINE)
     if max(height, width) < max(3, 0.02 * max(h, w)):
         return Located(crop, False, SPECKS)
     return Located(crop, True, None)

@@ -1,0 +1,346 @@
+"""The ink map of a picture: which way the ink goes, the paper divided out, a threshold.
+
+The first half of finding a digit in a real picture (:mod:`._locate` is the second), in
+three steps, each for one way real pictures differ from MNIST:
+
+1. **Polarity.** Light ink on a dark ground (a canvas, chalk) or dark ink on light paper,
+   told from where the picture's border (the paper) or, when a shadow or a table makes
+   the border uneven, the picture's median lies in its brightness range; a ground in the
+   middle of the range is paper under uneven light, with dark ink (:func:`light_ink`).
+2. **The paper's own brightness, divided out.** A morphological closing (a maximum then a
+   minimum filter, wider than any pen stroke) keeps the paper and fills the ink; dividing
+   by it removes lighting ramps, vignettes and the edge of a cast shadow, which one
+   background level for the whole sheet cannot (closings keep ramps and steps as they are).
+   Colour ink on colour paper is read per channel, so blue ink or a yellow marker counts.
+3. **A robust ink threshold.** The grain of the paper (its median absolute deviation, on
+   the brighter half of the paper) and the strongest ink set it; pencil on grey paper and
+   marker on white both work, and a picture whose strongest "ink" is no stronger than
+   paper grain is blank. Ink must also be darker than the paper by more than its noise in
+   absolute terms (the noise of a dark table, divided by little, is not ink).
+
+Ruled and squared lines, and a margin line, are cleared from a mask of the ink here too:
+the strokes' width is measured without them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+#: The longer side of the working copy of a picture (pixels).
+WORK_SIDE: Final = 384
+#: Pictures whose longer side is at most this are taken as crops of one digit (padded).
+SMALL_SIDE: Final = 96
+
+
+def luminance(x: Tensor) -> Tensor:
+    """(C, H, W) with C in (1, 3) → (H, W) luminance (ITU-R 601, as Pillow's ``L``)."""
+    if x.shape[0] == 1:
+        return x[0]
+    weights = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device)
+    return (x * weights.view(3, 1, 1)).sum(dim=0)
+
+
+def to_working_size(x: Tensor, side: int = WORK_SIDE) -> Tensor:
+    """Shrink (C, H, W) so that its longer side is at most ``side`` (area averaging)."""
+    h, w = x.shape[-2:]
+    if max(h, w) <= side:
+        return x
+    scale = side / max(h, w)
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    return F.interpolate(x[None], size=size, mode="area")[0]
+
+
+def light_ink(lum: Tensor) -> bool:
+    """Whether the ink is lighter than the ground (a canvas, chalk, MNIST itself).
+
+    Light ink lies on a ground at the dark end of the picture's range, with nothing but
+    noise below it. The ground is the median of the picture's border where the border is
+    of one level: near the brightest end, the ink is dark; at the darkest end, with a
+    border as even as a plain ground (not a shadow's ramp), light. Otherwise (a shadow or a
+    table along the border) the picture's own median is the ground when it lies near one
+    end: within a tenth of the darkest, light; in the upper third, dark. A ground anywhere
+    else is paper under uneven light (a sheet half in a deep shadow, beside a table), whose
+    shadows and table are darker than it and whose lit part is lighter: the ink is dark,
+    as it is in photos of writing (a blank page reads as dark too).
+    """
+    h, w = lum.shape
+    band = max(1, round(0.03 * min(h, w)))
+    border = torch.cat([lum[:band].flatten(), lum[-band:].flatten(),
+                        lum[:, :band].flatten(), lum[:, -band:].flatten()])
+    ground = float(border.median())
+    low, high = _quantiles(lum, (0.002, 0.998))
+    if high - low < 1e-3:
+        return False
+    place = (ground - low) / (high - low)
+    quartiles = _quantiles(border, (0.25, 0.75))
+    spread = (quartiles[1] - quartiles[0]) / (high - low)
+    # (A border half in a shadow or on a table is no one level: then it does not decide.
+    # A shadow's ramp along the border can sit low in the range, as a dark ground does,
+    # but it is not even.)
+    if place > 0.75 and spread < 0.3:
+        return False
+    if place < 0.25 and spread < 0.1:
+        return True
+    # A shadow or a table along the border: the picture's own median is the ground where
+    # the ink covers less than half of it (a big, bold digit can cover much of the border).
+    place = (float(_quantiles(lum, (0.5,))[0]) - low) / (high - low)
+    return place < 0.1
+
+
+def _quantiles(x: Tensor, qs: tuple[float, ...]) -> list[float]:
+    flat = x.flatten().float()
+    if flat.numel() > 1 << 16:  # quantile's cost grows with n; a strided sample is enough
+        flat = flat[:: flat.numel() // (1 << 16) + 1]
+    values: list[float] = torch.quantile(flat, torch.tensor(qs)).tolist()
+    return values
+
+
+def _closing(x: Tensor, k: int, along: int | None = None) -> Tensor:
+    """Grey-level closing of (C, H, W) with a k×k square: maximum, then minimum; with
+    ``along`` 1 (0), a k×1 column (1×k row) instead.
+
+    scipy's filters run a square as a row pass and a column pass at a cost per pixel that
+    does not grow with k. The picture's edge pixels continue outside it (``nearest``): a
+    closing then keeps a lighting ramp that reaches the edge, where a window cut short by
+    the edge would brighten it.
+    """
+    from scipy import ndimage
+
+    size = (1, k, k) if along is None else (1, k, 1) if along == 1 else (1, 1, k)
+    array = x.detach().cpu().float().numpy()
+    closed = ndimage.grey_closing(array, size=size, mode="nearest")
+    return torch.from_numpy(closed)
+
+
+def paper_brightness(x: Tensor, stroke: float | None = None) -> Tensor:
+    """The paper's brightness under each pixel of (C, H, W), dark ink on light paper.
+
+    A first estimate comes from a copy shrunk by a maximum filter (which keeps the paper,
+    not the ink) to a shorter side of about 64, closed with a window of a third of it and
+    enlarged back: it fills any stroke, but blurs the edge of a shadow. Given the strokes'
+    width, a closing at full size with a window a little wider than a stroke follows the
+    shadow's edge exactly, and the darker of the two is the paper.
+    """
+    _c, h, w = x.shape
+    step = max(1, min(h, w) // 64)
+    small = F.max_pool2d(x[None], step, stride=step, ceil_mode=True)[0] if step > 1 else x
+    k = max(3, (min(small.shape[-2:]) // 3) | 1)
+    coarse = _closing(small, k)
+    coarse = F.avg_pool2d(coarse[None], 3, stride=1, padding=1, count_include_pad=False)[0]
+    if coarse.shape[-2:] != (h, w):
+        coarse = F.interpolate(coarse[None], size=(h, w), mode="bilinear",
+                               align_corners=False)[0]
+    if stroke is None:
+        return coarse
+    fine = _closing(x, max(3, round(2.5 * stroke + 2) | 1))
+    return torch.minimum(coarse, fine)
+
+
+def stroke_width(mask: Tensor) -> float:
+    """The strokes' width in pixels: twice the area of the largest piece of ink over its
+    outline's length, once ruled lines are taken out (their hairlines would make every
+    stroke look thin, and a closing narrower than a stroke loses the stroke).
+
+    Where nothing but lines is left (the sharp edge of a table can look like a margin
+    line), the lines are what is measured."""
+    import numpy as np
+    from scipy import ndimage
+
+    cleared, _ = _remove_ruled_lines(mask)
+    mask = cleared if bool(cleared.any()) else mask
+    labels, count = ndimage.label(mask.numpy(), structure=np.ones((3, 3), dtype=bool))
+    if count == 0:
+        return 1.0
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    largest = torch.from_numpy(labels == int(sizes.argmax()))
+    area = int(largest.sum())
+    inner = -F.max_pool2d(-largest[None, None].float(), 3, stride=1, padding=1)[0, 0] > 0
+    outline = area - int((largest & inner).sum())
+    return max(1.0, 2.0 * area / max(outline, 1))
+
+
+def ink_map(x: Tensor, invert: bool | None = None) -> Tensor:
+    """(C, H, W) picture in [0, 1], C in (1, 3) → (H, W) ink strength in [0, 1].
+
+    ``invert``: ``True`` for dark ink on light paper, ``False`` for light ink on dark,
+    ``None`` to tell from the picture. Two passes: the first finds the strokes against a
+    coarse estimate of the paper, the second divides by a paper estimate that follows
+    shadows' edges, made with the strokes' width.
+    """
+    return _ink(x, invert).ink
+
+
+@dataclass(frozen=True)
+class _Ink:
+    """An ink map and what it was measured on."""
+
+    ink: Tensor  # (H, W) ink strength: 1 - picture / paper, in [0, 1]
+    drop: Tensor  # (H, W) paper - picture, unclamped: the ink's darkness in absolute terms
+    source: Tensor  # (C, H, W) the picture as read (dark ink), whose edges tell ink from shade
+    paper: Tensor  # (H, W) the paper's brightness under each pixel (its brightest channel)
+
+
+def _ink(x: Tensor, invert: bool | None = None) -> _Ink:
+    lum = luminance(x)
+    dark_ink = not light_ink(lum) if invert is None else invert
+    if not dark_ink:
+        x = 1.0 - x
+    if x.shape[0] == 3:
+        # Luminance is what cameras and JPEG keep sharpest; the colour channels (half the
+        # resolution in a JPEG) are read only for ink that luminance hardly sees (a yellow
+        # marker, a light colour on paper of another colour).
+        gray = lum[None] if dark_ink else 1.0 - lum[None]
+        first = _darkness(gray, paper_brightness(gray))
+        if _threshold(first)[1] >= 0.3:
+            x = gray
+        else:
+            first = _darkness(x, paper_brightness(x))
+    else:
+        first = _darkness(x, paper_brightness(x))
+    # The strokes' width is measured on the strongest ink only: a shadow's edge (weaker
+    # than a pen) would make a wide "stroke" and a closing too wide to follow it.
+    threshold, level = _threshold(first)
+    # (The noise threshold is capped: a dark table's grain, divided by little, can lift it
+    # above the strongest ink and leave no stroke to measure.)
+    mask = first > max(min(threshold, 0.8 * level), 0.6 * level)
+    paper = paper_brightness(x, stroke_width(mask))
+    return _Ink(_darkness(x, paper), _drop(paper, x), x, paper.amax(dim=0))
+
+
+def _drop(paper: Tensor, x: Tensor) -> Tensor:
+    """(H, W) paper - picture: the ink's darkness in absolute terms (3x3 mean on photos)."""
+    drop = paper - x
+    drop = drop.amax(dim=0) if drop.shape[0] > 1 else drop[0]
+    return _mean3(drop) if max(drop.shape) > 2 * SMALL_SIDE else drop
+
+
+def _mean3(x: Tensor) -> Tensor:
+    """(H, W) averaged over 3×3 windows, the same size."""
+    return F.avg_pool2d(x[None, None], 3, stride=1, padding=1, count_include_pad=False)[0, 0]
+
+
+def _darkness(x: Tensor, paper: Tensor) -> Tensor:
+    ink = (1.0 - x / paper.clamp_min(0.02)).clamp_(0.0, 1.0)
+    ink = ink.amax(dim=0) if ink.shape[0] > 1 else ink[0]
+    if max(ink.shape) <= 2 * SMALL_SIDE:
+        return ink
+    # A 3x3 mean on photo-sized pictures: sensor noise, strongest where dark paper was
+    # divided by little, falls by three; strokes two pixels wide and more keep their core.
+    return _mean3(ink)
+
+
+def _threshold(ink: Tensor, where: Tensor | None = None,
+               grain: Tensor | None = None) -> tuple[float, float]:
+    """The ink threshold and the strongest ink's level of an ink map.
+
+    The threshold clears the paper's grain (six robust standard deviations above its
+    median) and a third of the strongest ink; the level is the 99.9th percentile, so a
+    few hot pixels do not set it. With ``where``, the level is that of the pixels it
+    marks (the others count as no ink); with ``grain``, the grain is measured on the
+    pixels it marks.
+    """
+    flat = ink.flatten()
+    if grain is not None and bool(grain.any()):
+        flat = flat[grain.flatten()]
+    sample = flat[:: flat.numel() // (1 << 16) + 1] if flat.numel() > 1 << 16 else flat
+    median = float(sample.median())
+    spread = float((sample - median).abs().median()) * 1.4826
+    flat = ink.flatten()
+    if where is not None:
+        flat = torch.where(where.flatten(), flat, torch.zeros_like(flat))
+        sample = flat[:: flat.numel() // (1 << 16) + 1] if flat.numel() > 1 << 16 else flat
+    level = float(torch.quantile(flat.float() if flat.numel() <= 1 << 24 else sample,
+                                 0.999))
+    return max(median + 6.0 * spread, 0.35 * level, 0.08), level
+
+
+def _remove_ruled_lines(mask: Tensor) -> tuple[Tensor, bool]:
+    """Clear rows (and columns) crossed by long straight lines, when there are at least two
+    of them (ruled or squared paper), or one thin line that runs from one side of the
+    picture to the other (a margin line); a single long stroke, such as a cropped "7"'s
+    bar, is left alone. Returns the mask and whether any line was removed."""
+    h, w = mask.shape
+    removed = False
+    out = mask.clone()
+    cleared: dict[int, Tensor] = {}
+    for axis, length in ((1, w), (0, h)):
+        if length < 40:
+            continue
+        counts = mask.sum(dim=axis).float()
+        full = counts >= 0.7 * length
+        # Bands of adjacent line rows count once.
+        starts = int((full[1:] & ~full[:-1]).sum()) + int(full[0])
+        if starts < 2 and not (starts == 1 and _margin_line(mask, full, axis)):
+            continue
+        near = counts >= 0.3 * length
+        lines = full.clone()
+        lines[1:] |= full[:-1] & near[1:]
+        lines[:-1] |= full[1:] & near[:-1]
+        if axis == 1:
+            out[lines, :] = False
+        else:
+            out[:, lines] = False
+        # A digit's strokes cross the lines: where ink lies just above and below a cleared
+        # row (left and right of a cleared column), the stroke goes on through it.
+        bridged = _closing(out[None].float(), 7, along=axis)[0] > 0
+        if axis == 1:
+            out[lines, :] = mask[lines, :] & bridged[lines, :]
+        else:
+            out[:, lines] = mask[:, lines] & bridged[:, lines]
+        removed = True
+        cleared[axis] = lines
+    return (_without_crumbs(out, cleared) if cleared else out), removed
+
+
+def _without_crumbs(mask: Tensor, cleared: dict[int, Tensor]) -> Tensor:
+    """``mask`` without the pieces that lie within three pixels of a cleared line (rows:
+    ``cleared[1]``, columns: ``cleared[0]``): what is left of a line once cleared (its soft
+    edge, the bridges where other lines cross it), aligned along it, would read as a "1".
+    A stroke that crosses the line reaches beyond it and stays."""
+    import numpy as np
+    from scipy import ndimage
+
+    labels, count = ndimage.label(mask.numpy(), structure=np.ones((3, 3), dtype=bool))
+    if count == 0:
+        return mask
+    near = {axis: F.max_pool1d(lines[None, None].float(), 7, stride=1, padding=3)[0, 0] > 0
+            for axis, lines in cleared.items()}
+    crumbs = [
+        label for label, box in enumerate(ndimage.find_objects(labels), start=1)
+        if box is not None and any(
+            bool(band[box[0] if axis == 1 else box[1]].all()) for axis, band in near.items())
+    ]
+    if not crumbs:
+        return mask
+    return mask & ~torch.from_numpy(np.isin(labels, crumbs))
+
+
+def _margin_line(mask: Tensor, full: Tensor, axis: int) -> bool:
+    """Whether the one band of ``full`` rows (``axis`` 1; columns, ``axis`` 0) of ``mask``
+    is a thin line from one side of the picture to the other: a margin line, or one rule
+    of a form. A digit touching it would otherwise span the picture with it and count as
+    the picture's edge. (A stroke of a digit that thin, that straight and from side to
+    side, within two pixels, is an edge of the picture too.)"""
+    across = mask.shape[0] if axis == 1 else mask.shape[1]
+    thickness = int(full.sum())
+    if thickness > max(3, round(0.025 * across)):
+        return False
+    line = mask[full] if axis == 1 else mask[:, full].T  # (thickness, length)
+    return bool(line[:, :2].any()) and bool(line[:, -2:].any())
+
+
+def _noise_floor(drop: Tensor) -> float:
+    """The darkness (paper - picture, absolute) that the paper's own noise and grain reach:
+    six robust standard deviations above its median. Dividing by the paper makes the noise
+    of a dark table or a deep shadow as strong as ink; in absolute terms it stays small."""
+    flat = drop.flatten()
+    sample = flat[:: flat.numel() // (1 << 16) + 1] if flat.numel() > 1 << 16 else flat
+    median = float(sample.median())
+    spread = float((sample - median).abs().median()) * 1.4826
+    return max(median + 6.0 * spread, 0.02)
