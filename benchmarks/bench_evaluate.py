@@ -18,7 +18,11 @@ pays. ``ort32`` and ``ort-int8`` run the file ``tp3nets.deploy.export_onnx`` (fp
 ``export_quantized_onnx`` (int8, QDQ) write, in an ONNX Runtime session on the CPU with as
 many intra-op threads as torch uses: the engine a user would otherwise deploy the model
 with (left out when onnxruntime is not installed). ``32+fold`` is fp32 with BatchNorm
-folded into the convolutions (:func:`tp3nets.models.fold_batchnorm`). The footer compares
+folded into the convolutions (:func:`tp3nets.deploy.fold_batchnorm`); ``32+fold+cl`` the same
+in channels_last (model and inputs), oneDNN's native layout; ``compile`` that folded
+channels_last model given to ``torch.compile`` (inductor, weights frozen, one graph per
+batch shape, compiled during the warm-up; left out without a C++ compiler): what PyTorch's
+own compiler buys, measured here rather than shipped as a backend. The footer compares
 fp32 with this CPU's FLOP floor: the images/s a model would reach if every multiply-add ran
 at the speed of a large fp32 matrix product measured here.
 """
@@ -27,6 +31,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
+import shutil
 import sys
 import tempfile
 import time
@@ -57,7 +63,8 @@ from tp3nets.data import load_mnist
 from tp3nets.deploy import fold_batchnorm
 from tp3nets.models import quantization
 
-VARIANTS = ("32", "32+fold", "bf16", "int8", "int8-ref", "ort32", "ort-int8")
+VARIANTS = ("32", "32+fold", "32+fold+cl", "compile", "bf16", "int8", "int8-ref", "ort32",
+            "ort-int8")
 
 
 def multiply_adds(model: nn.Module, shape: tuple[int, ...]) -> int:
@@ -134,6 +141,18 @@ def build(name: str, variant: str, folder: str) -> Callable[[Tensor], Tensor] | 
         return fp32
     if variant == "32+fold":
         return fold_batchnorm(fp32)
+    if variant in ("32+fold+cl", "compile"):
+        folded = fold_batchnorm(fp32).to(memory_format=torch.channels_last)
+        if variant == "compile":
+            if shutil.which(os.environ.get("CXX", "c++")) is None:
+                return None
+            folded = torch.compile(folded, options={"freezing": True}, dynamic=False)
+
+        def channels_last(x: Tensor) -> Tensor:
+            out: Tensor = folded(x.contiguous(memory_format=torch.channels_last)
+                                 if x.dim() == 4 else x)
+            return out
+        return channels_last
     if variant == "bf16":
         def bf16(x: Tensor) -> Tensor:
             with torch.autocast("cpu", dtype=torch.bfloat16):
