@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import torch
 
 
@@ -28,3 +29,15 @@ def one_error_line(err: str, *needles: str) -> None:
     assert "Traceback" not in err
     for needle in needles:
         assert needle in lines[0], (needle, err)
+
+
+def sample_ink(label: int, side: int) -> np.ndarray:
+    """The bundled sample digit's ink (1 = ink), enlarged to a ``side`` x ``side`` float
+    array: a clean handwritten digit to draw into made-up photos and pages."""
+    import tp3nets
+    from tp3nets import MNISTPreprocess
+
+    x = MNISTPreprocess()(tp3nets.data.samples.digit(label))  # (1, 28, 28), light on dark
+    big = torch.nn.functional.interpolate(x[None], size=(side, side), mode="bicubic")[0, 0]
+    ink: np.ndarray = big.clamp(0, 1).numpy()
+    return ink

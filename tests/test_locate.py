@@ -17,6 +17,7 @@ import torch
 from PIL import Image, ImageFilter
 
 import tp3nets
+from _support import sample_ink
 from tp3nets import MNISTPreprocess, read_digits
 
 WEIGHTS = tp3nets.ConvNet4_Weights.DEFAULT
@@ -25,14 +26,6 @@ WEIGHTS = tp3nets.ConvNet4_Weights.DEFAULT
 @pytest.fixture(scope="module")
 def model() -> torch.nn.Module:
     return tp3nets.convnet4(weights=WEIGHTS).eval()
-
-
-def _ink(label: int, side: int) -> np.ndarray:
-    """The sample digit's ink (1 = ink), enlarged to a side x side float array."""
-    x = MNISTPreprocess()(tp3nets.data.samples.digit(label))  # (1, 28, 28), light on dark
-    big = torch.nn.functional.interpolate(x[None], size=(side, side), mode="bicubic")[0, 0]
-    ink: np.ndarray = big.clamp(0, 1).numpy()
-    return ink
 
 
 def _photo(page: np.ndarray, blur: float = 0.8) -> Image.Image:
@@ -51,7 +44,7 @@ def _pencil(label: int, side: int, rng: np.random.Generator, opacity: float) -> 
     specks of the stroke)."""
     fibres = np.abs(rng.normal(0.0, 1.0, (side // 2 + 1, side // 2 + 1)))
     fibres = np.kron(fibres, np.ones((2, 2)))[:side, :side]  # grain of two pixels
-    return opacity * _ink(label, side) * np.clip(1 - 0.5 * fibres, 0, 1)
+    return opacity * sample_ink(label, side) * np.clip(1 - 0.5 * fibres, 0, 1)
 
 
 def _read(model: torch.nn.Module, img: Image.Image) -> tuple[str, str | None]:
@@ -100,7 +93,7 @@ def test_grainy_pencil_is_ink_not_shade(model: torch.nn.Module, width: int) -> N
         h, w = 300, 360
         page = 0.85 + rng.normal(0.0, 0.01, (h, w))
         page[:, :50] = 0.2 + rng.normal(0.0, 0.01, (h, 50))
-        ink = ndimage.grey_dilation(_ink(label, 140), size=width)
+        ink = ndimage.grey_dilation(sample_ink(label, 140), size=width)
         fibres = np.kron(np.abs(rng.normal(0.0, 1.0, (71, 71))), np.ones((2, 2)))[:140, :140]
         page[80:220, 150:290] *= 1 - 0.5 * ink * np.clip(1 - 0.8 * fibres, 0, 1)
         read.append(_read(model, _photo(page)) == ("digit", str(label)))
@@ -117,7 +110,7 @@ def _half_in_shadow(label: int, table: bool) -> Image.Image:
     page = 0.85 * (1 - 0.7 * shadow) + rng.normal(0.0, 0.01, (h, w))
     if table:
         page[h - 60:, :] = 0.12 + rng.normal(0.0, 0.01, (60, w))
-    page[60:170, 230:340] *= 1 - 0.8 * _ink(label, 110)
+    page[60:170, 230:340] *= 1 - 0.8 * sample_ink(label, 110)
     return _photo(page)
 
 
@@ -137,7 +130,7 @@ def test_light_ink_on_a_noisy_dark_ground_stays_light(model: torch.nn.Module) ->
     read = []
     for label in range(10):
         board = 0.15 + rng.normal(0.0, 0.02, (260, 300))
-        board[60:200, 90:230] += 0.7 * _ink(label, 140)
+        board[60:200, 90:230] += 0.7 * sample_ink(label, 140)
         read.append(_read(model, _photo(board)))
     assert read == [("digit", str(label)) for label in range(10)]
 
@@ -151,7 +144,7 @@ def _margin(label: int | None) -> Image.Image:
     rgb[:, 98:101] = rgb[:, 98:101] * 0.3 + 0.7 * np.array([0.86, 0.31, 0.35])
     if label is not None:
         ink = np.zeros((h, w, 1))
-        ink[100:220, 60:180, 0] = 0.85 * _ink(label, 120)
+        ink[100:220, 60:180, 0] = 0.85 * sample_ink(label, 120)
         rgb = rgb * (1 - ink) + ink * np.array([0.1, 0.12, 0.45])
     img = Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8))
     buf = io.BytesIO()

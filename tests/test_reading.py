@@ -20,6 +20,7 @@ from PIL import Image, ImageFilter
 from torch import Tensor
 
 import tp3nets
+from _support import sample_ink
 from tp3nets import MNISTPreprocess, read_digits
 from tp3nets.reading import DEFAULT_MIN_CONFIDENCE
 
@@ -29,14 +30,6 @@ WEIGHTS = tp3nets.ConvNet4_Weights.DEFAULT
 @pytest.fixture(scope="module")
 def model() -> torch.nn.Module:
     return tp3nets.convnet4(weights=WEIGHTS).eval()
-
-
-def _ink(label: int, side: int) -> np.ndarray:
-    """The sample digit's ink (1 = ink), enlarged to a side x side float array."""
-    x = MNISTPreprocess()(tp3nets.data.samples.digit(label))  # (1, 28, 28), light on dark
-    big = torch.nn.functional.interpolate(x[None], size=(side, side), mode="bicubic")[0, 0]
-    ink: np.ndarray = big.clamp(0, 1).numpy()
-    return ink
 
 
 def _jpeg(img: Image.Image, quality: int = 75) -> Image.Image:
@@ -66,7 +59,7 @@ def photo(label: int, rng: np.random.Generator, ink_rgb: tuple[float, ...] = (0.
     side = 110
     ink = np.zeros((h, w))
     top, left = 40, 230  # off-centre, partly in the shadow
-    ink[top:top + side, left:left + side] = _ink(label, side)
+    ink[top:top + side, left:left + side] = sample_ink(label, side)
     rgb = np.stack([paper * (1 - ink + ink * c) for c in ink_rgb], axis=-1)
     img = Image.fromarray((rgb * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(1))
     return _jpeg(img, 70)
@@ -75,7 +68,7 @@ def photo(label: int, rng: np.random.Generator, ink_rgb: tuple[float, ...] = (0.
 def canvas(label: int, background: str) -> Image.Image:
     """A 280x280 sketchpad export: thick strokes, white or black or coloured, on a
     transparent, black or white ground."""
-    ink = (_ink(label, 200) > 0.35).astype(np.float32)
+    ink = (sample_ink(label, 200) > 0.35).astype(np.float32)
     alpha = np.zeros((280, 280), np.float32)
     alpha[30:230, 60:260] = ink  # off-centre
     a8 = (alpha * 255).astype(np.uint8)
@@ -98,7 +91,7 @@ def printed_page(labels: list[int], rng: np.random.Generator) -> Image.Image:
     h, w = 160, 100 * len(labels) + 40
     page = np.ones((h, w))
     for i, label in enumerate(labels):
-        page[30:120, 30 + i * 100:120 + i * 100] -= 0.9 * _ink(label, 90)
+        page[30:120, 30 + i * 100:120 + i * 100] -= 0.9 * sample_ink(label, 90)
     page += rng.normal(0.0, 0.01, page.shape)
     return Image.fromarray((np.clip(page, 0, 1) * 255).astype(np.uint8))
 
@@ -196,7 +189,7 @@ def test_a_digit_on_ruled_paper_is_read_without_the_lines(
 ) -> None:
     """The lines of ruled paper are left out of the digit."""
     page = _ruled()
-    page[45:195, 100:250] *= 1 - 0.9 * _ink(label, 150)
+    page[45:195, 100:250] *= 1 - 0.9 * sample_ink(label, 150)
     img = Image.fromarray((page * 255).astype(np.uint8))
     assert _status(model, [img]) == [("digit", str(label))]
 
@@ -216,7 +209,7 @@ def test_the_paper_edge_and_table_are_left_out(model: torch.nn.Module) -> None:
     rng = np.random.default_rng(5)
     page = _lit_paper(300, 400, rng, shadow=False)
     page[:, :70] = 0.12  # the table
-    page[60:200, 180:320] *= 1 - 0.9 * _ink(4, 140)
+    page[60:200, 180:320] *= 1 - 0.9 * sample_ink(4, 140)
     img = _jpeg(Image.fromarray((page * 255).astype(np.uint8)))
     assert _status(model, [img]) == [("digit", "4")]
 
@@ -230,7 +223,7 @@ def _in_shadow(label: int) -> Image.Image:
     shadow = 1 / (1 + np.exp(-np.clip((xx + yy - 260) / np.sqrt(2) / 6.0, -30, 30)))
     paper = 0.9 * (1 - 0.6 * shadow) + rng.normal(0.0, 0.01, (h, w))
     ink = np.zeros((h, w))
-    ink[20:120, 20:120] = _ink(label, 100)
+    ink[20:120, 20:120] = sample_ink(label, 100)
     page = np.clip(paper * (1 - 0.8 * ink), 0, 1)
     img = Image.fromarray((page * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(0.8))
     return _jpeg(img)
@@ -290,7 +283,7 @@ def test_a_blurred_bold_digit_is_ink_not_shade(model: torch.nn.Module) -> None:
     pictures = []
     for label in range(10):
         ink = np.zeros((h, w))
-        ink[20:220, 10:210] = ndimage.grey_dilation(_ink(label, 200), size=9)
+        ink[20:220, 10:210] = ndimage.grey_dilation(sample_ink(label, 200), size=9)
         page = np.clip(paper * (1 - 0.7 * ink), 0, 1)
         pictures.append(_jpeg(Image.fromarray((page * 255).astype(np.uint8))))
     assert _status(model, pictures) == [("digit", str(label)) for label in range(10)]
@@ -299,7 +292,7 @@ def test_a_blurred_bold_digit_is_ink_not_shade(model: torch.nn.Module) -> None:
 def test_specks_far_from_the_digit_are_left_out() -> None:
     """Dust far from the digit does not widen its box: the digit fills the 20x20 box."""
     page = np.ones((200, 200))
-    page[50:150, 50:150] -= 0.9 * _ink(1, 100)
+    page[50:150, 50:150] -= 0.9 * sample_ink(1, 100)
     page[10:13, 185:188] = 0.0  # dust
     out = MNISTPreprocess()(Image.fromarray((page * 255).astype(np.uint8)))
     rows = torch.nonzero(out[0].amax(1) > 0.2).flatten()
