@@ -105,6 +105,13 @@ def machine(device: str = "cpu", malloc: str = "default") -> dict[str, Any]:
         "device": device,
         "malloc": malloc,
     }
+    # What PyTorch's kernels use of the CPU: lower than its flags when capped (for example
+    # ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 to stand in for an AVX2-only CPU).
+    info["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    capped = {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA",
+                                         "DNNL_MAX_CPU_ISA") if k in os.environ}
+    if capped:
+        info["isa_capped"] = capped
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return info
@@ -113,9 +120,13 @@ def machine(device: str = "cpu", malloc: str = "default") -> dict[str, Any]:
 def print_machine(info: dict[str, Any]) -> None:
     gpu = f", GPU {info['gpu']}" if "gpu" in info else ""
     flags = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in info.get("cpu_flags", {}).items())
+    capped = info.get("isa_capped")
+    cap = (f"; torch kernels capped at {info.get('torch_cpu_capability')} "
+           f"({', '.join(f'{k}={v}' for k, v in capped.items())}), other libraries not"
+           if capped else "")
     print(f"machine: {info['cpu']} ({flags}), {info['cores']} cores ({info['torch_threads']} torch "
           f"threads){gpu}; torch {info['torch']}, tp3nets {info['tp3nets']}, "
-          f"Python {info['python']}; device {info['device']}; malloc {info['malloc']}")
+          f"Python {info['python']}; device {info['device']}; malloc {info['malloc']}{cap}")
 
 
 def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:

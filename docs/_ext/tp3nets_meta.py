@@ -170,6 +170,10 @@ def machine_of(data: Any) -> str:
                 have = [k for k, v in flags.items() if v]
                 parts.insert(1, "CPU flags: " + (" ".join(have) if have else "none of "
                                                   + " ".join(flags)))
+            capped = value.get("isa_capped")
+            if isinstance(capped, dict) and capped:
+                parts.append("torch's kernels capped by " + " ".join(
+                    f"{k}={v}" for k, v in capped.items()) + " (other libraries not)")
             return ", ".join(parts)
     return ""
 
