@@ -29,6 +29,7 @@ QUICK = {
     "bench_threads.py": ["--threads", "1"],  # still 2 child processes
     "bench_shortcuts.py": ["--shortcuts", "step,blocks"],
     "bench_real_inputs.py": ["--models", "convnet2"],
+    "bench_conv_layers.py": [],
 }
 
 
