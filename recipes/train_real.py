@@ -285,9 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         args.cache = Path.home() / ".cache" / "tp3nets" / f"real_v{version}.pt"
 
     recipe = RECIPE_V9 if version >= 9 else RECIPE
-    train_counts: dict[str, int] = dict(recipe["train_counts"])  # type: ignore[call-overload]
-    val_counts = (dict(VAL_COUNTS_V9) if version >= 9
-                  else {k: VAL_COUNT for k in real_inputs.KINDS})
+    train_counts, val_counts = _counts(recipe["train_counts"]), _counts(recipe["val_count"])
     seed_everything(args.seed)
     started = time.perf_counter()
     if args.cache.is_file():
@@ -427,6 +425,13 @@ def main(argv: list[str] | None = None) -> int:
     (args.results / f"convnet4_v{version}.json").write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps({k: v for k, v in record.items() if k != "history"}, indent=2))
     return 0
+
+
+def _counts(value: Any) -> dict[str, int]:
+    """A recipe's picture counts per kind: given per kind, or one count for every kind."""
+    if isinstance(value, dict):
+        return {kind: int(n) for kind, n in value.items()}
+    return {kind: int(value) for kind in real_inputs.KINDS}
 
 
 def _figures(logits: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
