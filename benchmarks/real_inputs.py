@@ -54,6 +54,11 @@ Kinds of picture (:data:`DIGIT_KINDS`, labelled 0-9; :data:`NON_DIGIT_KINDS`, la
 ``lowres``
     a low-resolution scan upscaled (nearest or bilinear) to 32-64 px, ``"L"``: the UCI
     8×8 digits for ``"bench"``, MNIST digits shrunk to 10-14 px for the other splits.
+``form``
+    a digit written on a form (:data:`FORM_MARKS`): in a printed box (black, grey or a
+    light drop-out colour, sometimes touching the digit), in one box of a row of boxes that
+    may run past the picture's edges, circled by hand (sometimes left open), or underlined;
+    a phone photo as for ``photo`` (sometimes turned up to 4 degrees), or a grayscale scan.
 ``blank``, ``letters``, ``several_digits``, ``ruled``, ``scribble``, ``texture``, ``symbols``
     no single digit: a blank page or photographed blank sheet; a letter (printed or
     handwritten-looking) from :data:`LETTERS`; 2-4 digits side by side; ruled or squared
@@ -100,6 +105,7 @@ __all__ = [
     "FONT_DESIGNS",
     "FONT_DIRS",
     "FONT_PACKAGES",
+    "FORM_MARKS",
     "KINDS",
     "LETTERS",
     "MAKERS",
@@ -112,6 +118,7 @@ __all__ = [
     "canvas",
     "font_family",
     "font_sets",
+    "form",
     "letters",
     "load_sources",
     "lowres",
@@ -134,7 +141,7 @@ RGB: TypeAlias = tuple[float, float, float]
 Label: TypeAlias = "int | None"
 
 SPLITS: Final = ("train", "val", "bench")
-DIGIT_KINDS: Final = ("photo", "canvas", "printed", "lowres")
+DIGIT_KINDS: Final = ("photo", "canvas", "printed", "lowres", "form")
 NON_DIGIT_KINDS: Final = (
     "blank", "letters", "several_digits", "ruled", "scribble", "texture", "symbols",
 )
@@ -976,6 +983,115 @@ def printed(rng: np.random.Generator, src: Sources) -> tuple[Image.Image, int]:
     return _scan_of(rng, _trim(_text_mask(path, str(label), height, bold))), label
 
 
+#: The marks of :func:`form` around or under the digit, with their shares.
+FORM_MARKS: Final = (("box", 0.3), ("row", 0.3), ("circle", 0.2), ("underline", 0.2))
+
+
+def _form_colour(rng: np.random.Generator) -> tuple[NDArray[np.float32], float]:
+    """A form's printed lines: black or grey, or a light "drop-out" colour (red, blue,
+    green) that scanners of forms filter out; and their opacity."""
+    r = rng.random()
+    if r < 0.4:
+        return np.full(3, rng.uniform(0, 60), np.float32), rng.uniform(0.7, 1.0)
+    if r < 0.6:
+        return np.full(3, rng.uniform(90, 160), np.float32), rng.uniform(0.6, 1.0)
+    colours = ([235, 120, 120], [120, 160, 230], [120, 200, 140])
+    return np.array(colours[int(rng.integers(3))], np.float32), rng.uniform(0.5, 0.9)
+
+
+def _form_marks(rng: np.random.Generator, shape: tuple[int, int],
+                box: tuple[int, int, int, int], pen: float) -> tuple[Array, str]:
+    """A mask, picture-sized, of what a form draws around the digit whose ink lies in
+    ``box`` (top, left, bottom, right): a printed box, one box of a row of boxes (which
+    may run past the picture's edges), a circle drawn by hand (sometimes left open), or an
+    underline (printed, or by hand). Returns the mask and the mark's name."""
+    h, w = shape
+    top, left, bottom, right = box
+    dh, dw = bottom - top, right - left
+    names = [name for name, _ in FORM_MARKS]
+    name = names[int(rng.choice(len(names), p=[share for _, share in FORM_MARKS]))]
+    im = Image.new("L", (w, h), 0)
+    draw = ImageDraw.Draw(im)
+    line = max(1, round(rng.uniform(0.006, 0.016) * max(h, w)))
+    if name in ("box", "row"):
+        # Room around the digit: most people keep inside the box, some touch it.
+        close = rng.random() < 0.1
+        pads = rng.uniform(0.0, 0.06, 4) if close else rng.uniform(0.1, 0.45, 4)
+        y0, y1 = top - pads[0] * dh, bottom + pads[1] * dh
+        cell = max(dw, 0.6 * dh) * (1 + pads[2] + pads[3])
+        x0 = left - pads[2] * max(dw, 0.6 * dh)
+        before, after = ((int(rng.integers(0, 5)), int(rng.integers(0, 5))) if name == "row"
+                         else (0, 0))
+        for k in range(-before, after + 1):
+            a = x0 + k * cell
+            draw.rectangle([a, y0, a + cell, y1], outline=255, width=line)
+    elif name == "circle":
+        grow = rng.uniform(0.12, 0.4)
+        cy, cx = (top + bottom) / 2, (left + right) / 2
+        ry = dh * (0.5 + grow)
+        rx = max(dw, 0.7 * dh) * (0.5 + grow)
+        start = rng.uniform(0, 360)
+        sweep = 360 if rng.random() < 0.6 else rng.uniform(300, 345)
+        draw.arc([cx - rx, cy - ry, cx + rx, cy + ry], start, start + sweep, fill=255,
+                 width=max(1, round(pen)))
+    else:
+        gap = rng.uniform(0.05, 0.3) * dh
+        extra = rng.uniform(-0.1, 0.4) * dw
+        y = bottom + gap
+        tilt = rng.normal(0, 0.03) * dw
+        width = line if rng.random() < 0.5 else max(1, round(pen))
+        draw.line([(left - extra, y - tilt), (right + extra, y + tilt)], fill=255, width=width)
+    return _to_mask(im), name
+
+
+def form(rng: np.random.Generator, src: Sources) -> tuple[Image.Image, int]:
+    """A digit written on a form, in a printed box, in one box of a row of boxes, circled,
+    or underlined (:data:`FORM_MARKS`): a phone photo (RGB JPEG, slightly turned) or a
+    grayscale scan."""
+    if rng.random() < 0.65:
+        scene = _scene(rng)
+        height = min(_photo_height(rng, None), 0.45 * min(scene.h, scene.w))
+        mask, label = _handwritten(rng, src, height, allow_font=False)
+        colour, opacity, graininess = _ink_colour(rng)
+        top, left, bottom, right = scene.box
+        margin_y, margin_x = round(0.3 * mask.shape[0]), round(0.3 * mask.shape[1])
+        inner = _Scene(scene.h, scene.w, scene.sheet,
+                       (top + margin_y, left + margin_x, bottom - margin_y, right - margin_x))
+        placed = _place(rng, inner, mask)
+        rows, cols = np.flatnonzero(placed.max(axis=1)), np.flatnonzero(placed.max(axis=0))
+        pen = max(1.2, float(placed.sum()) / max(len(rows), 1) / 4)
+        marks, name = _form_marks(rng, placed.shape,
+                                  (rows[0], cols[0], rows[-1] + 1, cols[-1] + 1), pen)
+        if name in ("box", "row") or rng.random() < 0.3:
+            mark_colour, mark_opacity = _form_colour(rng)
+            mark_grain = 0.0
+        else:  # drawn by hand with the same pen
+            mark_colour, mark_opacity, mark_grain = colour, opacity, graininess
+        turn = rng.uniform(-4, 4) if rng.random() < 0.5 else 0.0
+        if turn:
+            placed = _turn_in_place(placed, turn)
+            marks = _turn_in_place(marks, turn)
+        placed = placed * np.float32(opacity)
+        _note(ink=placed, dark_ink=True, ink_kind=_ink_name(colour, graininess))
+        return _shoot(rng, scene, [(marks * np.float32(mark_opacity), mark_colour, mark_grain),
+                                   (placed, colour, graininess)]), label
+    height = float(np.exp(rng.uniform(math.log(24), math.log(120))))
+    mask, label = _handwritten(rng, src, height, allow_font=False)
+    pad = round(2.5 * max(mask.shape))
+    full = np.pad(mask, pad)
+    pen = max(1.2, float(mask.sum()) / mask.shape[0] / 4)
+    marks, _name = _form_marks(rng, full.shape,
+                               (pad, pad, pad + mask.shape[0], pad + mask.shape[1]), pen)
+    level = rng.uniform(0.4, 1.0)
+    both = np.maximum(full, marks * np.float32(level))
+    return _scan_of(rng, _trim(both), margin=(0.1, 0.8)), label
+
+
+def _turn_in_place(mask: Array, degrees: float) -> Array:
+    """``mask`` turned about its centre, same size: a sheet photographed slightly askew."""
+    return _to_mask(_from_mask(mask).rotate(degrees, Image.Resampling.BILINEAR))
+
+
 _uci_warned: list[bool] = []
 
 
@@ -1219,6 +1335,7 @@ MAKERS: Final[dict[str, Maker]] = {
     "canvas": canvas,
     "printed": printed,
     "lowres": lowres,
+    "form": form,
     "blank": blank,
     "letters": letters,
     "several_digits": several_digits,
