@@ -200,3 +200,113 @@ def test_a_piece_of_a_ruled_line_is_no_digit(model: torch.nn.Module) -> None:
     assert not seen.found
     assert seen.reason is not None
     assert "hairline" in seen.reason
+
+
+# Marks a form or a person draws around the digit: a printed box, a row of boxes, a
+# circle, an underline. They are not the digit's strokes and must stay out of the crop.
+
+
+def _form_page(label: int | None, mark: str, *, mark_level: float = 0.5,
+               ink: float = 0.85, seed: int = 0) -> Image.Image:
+    """A 300x400 photographed page with a digit (``label``; ``None``: none) about 110 px
+    tall and ``mark`` drawn around it at darkness ``mark_level`` (0: paper, 1: black)."""
+    from PIL import ImageDraw
+
+    rng = np.random.default_rng(seed)
+    h, w, side = 300, 400, 110
+    top, left = 95, 150
+    lines = Image.new("L", (w, h), 0)
+    draw = ImageDraw.Draw(lines)
+    if mark == "box":
+        draw.rectangle([left - 25, top - 25, left + side + 25, top + side + 25], outline=255,
+                       width=2)
+    elif mark == "row":  # past both edges of the picture
+        for k in range(-3, 4):
+            a = left - 20 + k * (side + 40)
+            draw.rectangle([a, top - 25, a + side + 40, top + side + 25], outline=255, width=2)
+    elif mark == "open circle":
+        draw.arc([left - 45, top - 40, left + side + 45, top + side + 40], 100, 420,
+                 fill=255, width=6)
+    elif mark == "underline":
+        draw.line([left - 5, top + side + 12, left + side + 10, top + side + 14], fill=255,
+                  width=5)
+    page = 0.9 + rng.normal(0.0, 0.01, (h, w)) - 0.1 * np.linspace(0, 1, w)[None, :]
+    page -= mark_level * np.asarray(lines, np.float64) / 255 * page
+    if label is not None:
+        page[top:top + side, left:left + side] *= 1 - ink * sample_ink(label, side)
+    return _photo(page)
+
+
+@pytest.mark.parametrize("mark", ["box", "row", "open circle", "underline"])
+def test_a_digit_in_a_box_circled_or_underlined_is_read(model: torch.nn.Module,
+                                                         mark: str) -> None:
+    """The box, the row of boxes (whose long rules span the picture, as ruled lines do), a
+    hand-drawn circle left open, an underline: none is in what the model sees."""
+    read = [_read(model, _form_page(label, mark, seed=label)) for label in range(10)]
+    assert read == [("digit", str(label)) for label in range(10)]
+    seen = MNISTPreprocess().inspect(_form_page(7, mark))
+    plain = MNISTPreprocess().inspect(_form_page(7, "none"))
+    assert seen.found
+    assert float((seen.image - plain.image).abs().max()) < 0.35
+
+
+def test_a_pencil_digit_in_a_black_box_is_read(model: torch.nn.Module) -> None:
+    """A black printed box is far darker than pencil: left out of the threshold, it does
+    not make the pencil count as grain."""
+    read = [_read(model, _form_page(label, "box", mark_level=0.9, ink=0.45, seed=label))
+            for label in range(10)]
+    assert read == [("digit", str(label)) for label in range(10)]
+
+
+def test_a_faint_box_with_a_side_under_the_threshold_is_a_frame(model: torch.nn.Module) -> None:
+    """A light printed box whose sides fall partly under the ink's threshold (drop-out
+    colours, thin print) is found on the fainter ink, where it is closed."""
+    read = [_read(model, _form_page(label, "row", mark_level=0.22, seed=label))
+            for label in range(10)]
+    assert read == [("digit", str(label)) for label in range(10)]
+
+
+@pytest.mark.parametrize("mark", ["box", "row", "underline"])
+def test_the_marks_alone_are_no_digit_or_unsure(model: torch.nn.Module, mark: str) -> None:
+    """An empty row of boxes holds no digit; an empty box or a line alone are no digit
+    either, or at least not a confident digit."""
+    status, _label = _read(model, _form_page(None, mark))
+    assert status != "digit"
+    if mark == "row":
+        assert status == "no digit"
+
+
+@pytest.mark.parametrize("dot", [5, 24])
+def test_a_zero_with_a_dot_inside_keeps_its_ring(model: torch.nn.Module, dot: int) -> None:
+    """What a frame holds is most of its height: a "0" with a speck of dust in its hole, or
+    a typeface's dotted zero (a dot about a quarter of the zero's height, apart from the
+    ring), is still a "0", not a frame around a dot."""
+    from PIL import ImageDraw
+
+    rng = np.random.default_rng(3)
+    ring = Image.new("L", (400, 300), 0)
+    draw = ImageDraw.Draw(ring)
+    draw.ellipse([165, 100, 235, 200], outline=255, width=12)  # 100 tall, 46 wide inside
+    draw.rectangle([200 - dot // 2, 150 - dot // 2, 200 + (dot + 1) // 2 - 1,
+                    150 + (dot + 1) // 2 - 1], fill=255)
+    page = 0.9 + rng.normal(0.0, 0.01, (300, 400))
+    page *= 1 - 0.8 * np.asarray(ring, np.float64) / 255
+    assert _read(model, _photo(page)) == ("digit", "0")
+
+
+def test_two_digits_in_two_boxes_are_several(model: torch.nn.Module) -> None:
+    """Frames go, what they hold stays: two boxed digits side by side are a number."""
+    from PIL import ImageDraw
+
+    rng = np.random.default_rng(4)
+    page = 0.9 + rng.normal(0.0, 0.01, (300, 500))
+    lines = Image.new("L", (500, 300), 0)
+    draw = ImageDraw.Draw(lines)
+    for a, label in ((60, 3), (260, 8)):
+        draw.rectangle([a, 70, a + 170, 240], outline=255, width=2)
+        page[100:210, a + 30:a + 140] *= 1 - 0.85 * sample_ink(label, 110)
+    page -= 0.5 * np.asarray(lines, np.float64) / 255 * page
+    seen = MNISTPreprocess().inspect(_photo(page))
+    assert not seen.found
+    assert seen.reason is not None
+    assert "several" in seen.reason

@@ -24,12 +24,15 @@ the strokes' width is measured without them.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Final
 
 import torch
 from torch import Tensor
 from torch.nn import functional as F
+
+from ._pieces import _frame_region
 
 #: The longer side of the working copy of a picture (pixels).
 WORK_SIDE: Final = 384
@@ -209,6 +212,13 @@ def _ink(x: Tensor, invert: bool | None = None) -> _Ink:
     # (The noise threshold is capped: a dark table's grain, divided by little, can lift it
     # above the strongest ink and leave no stroke to measure.)
     mask = first > max(min(threshold, 0.8 * level), 0.6 * level)
+    # A frame around the digit (a form's box, a circle) is no stroke of it: its lines, the
+    # darkest ink where the box is printed black around pencil, would give a closing
+    # narrower than the digit's strokes. Measured without it, on the strongest of the rest.
+    framed = _frame_region(first > 0.5 * threshold, first)
+    if bool(framed.any()):
+        threshold, level = _threshold(first, ~framed)
+        mask = (first > max(min(threshold, 0.8 * level), 0.6 * level)) & ~framed
     paper = paper_brightness(x, stroke_width(mask))
     return _Ink(_darkness(x, paper), _drop(paper, x), x, paper.amax(dim=0))
 
@@ -295,7 +305,44 @@ def _remove_ruled_lines(mask: Tensor) -> tuple[Tensor, bool]:
             out[:, lines] = mask[:, lines] & bridged[:, lines]
         removed = True
         cleared[axis] = lines
+        if axis == 1:
+            sides = _box_sides(mask, lines)
+            if bool(sides.any()):
+                # The same bridging as for the rows: a stroke crossing a box's side.
+                out &= ~sides
+                bridged = _closing(out[None].float(), 7, along=0)[0] > 0
+                out |= mask & sides & bridged
+                cleared[0] = sides.any(dim=0)
     return (_without_crumbs(out, cleared) if cleared else out), removed
+
+
+def _runs(flags: Tensor) -> list[tuple[int, int]]:
+    """The (start, stop) of each run of true values in a 1-D bool tensor."""
+    padded = torch.cat([torch.zeros(1, dtype=torch.bool), flags, torch.zeros(1, dtype=torch.bool)])
+    change = torch.nonzero(padded[1:] != padded[:-1]).flatten().tolist()
+    return list(zip(change[::2], change[1::2], strict=True))
+
+
+def _box_sides(mask: Tensor, rows: Tensor) -> Tensor:
+    """The sides of boxes between two cleared ``rows``: thin columns of ``mask`` filled
+    from one row to the next, two or more of them (a row of boxes on a form, a table's
+    columns). Once the rows are cleared they stand as separate upright strokes and would
+    read as several "1"s. A printed side is straight to the pixel; a hand-written "1" as
+    tall as the gap is not, and a lone one stays."""
+    h, w = mask.shape
+    sides = torch.zeros_like(mask)
+    thin = max(3, round(0.025 * w))
+    for (_, above), (below, _) in itertools.pairwise(_runs(rows)):
+        if below - above < 5:
+            continue
+        filled = mask[above:below].float().mean(dim=0) >= 0.95
+        runs = [(a, b) for a, b in _runs(filled) if b - a <= thin]
+        if len(runs) < 2:
+            continue
+        top, bottom = max(0, above - 3), min(h, below + 3)
+        for a, b in runs:
+            sides[top:bottom, max(0, a - 2):min(w, b + 2)] = True
+    return sides & mask
 
 
 def _without_crumbs(mask: Tensor, cleared: dict[int, Tensor]) -> Tensor:

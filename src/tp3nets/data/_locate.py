@@ -17,7 +17,9 @@ real pictures differ from MNIST:
    pixel: ruled and squared paper lines, a margin line, paper edges and table along the
    border, and specks are left out; several digits side by side, textures, straight
    hairlines (pieces of ruled lines) and ink only at the edges are reported as *not one
-   digit*.
+   digit*. Marks around or under the digit are not its strokes either: a frame (a form's
+   box, a row of boxes, a circle; :mod:`._pieces`) is no ink, as shading is, and an
+   underline is left out of the digit's group.
 
 Everything is computed on a working copy whose longer side is at most :data:`WORK_SIDE`
 pixels, so a 12-megapixel photo costs milliseconds.
@@ -48,6 +50,7 @@ from ._ink import (
 from ._ink import WORK_SIDE as WORK_SIDE
 from ._ink import light_ink as light_ink
 from ._ink import luminance as luminance
+from ._pieces import _frame_region, _Part, _parts, _runs_along_edge
 
 __all__ = ["Located", "locate_digit"]
 
@@ -88,49 +91,6 @@ class Located:
     ink: Tensor
     found: bool
     reason: str | None = None
-
-
-@dataclass
-class _Part:
-    """One connected piece of ink."""
-
-    label: int
-    top: int
-    left: int
-    bottom: int  # exclusive
-    right: int  # exclusive
-    mass: float
-    pixels: int
-
-    @property
-    def height(self) -> int:
-        return self.bottom - self.top
-
-    @property
-    def width(self) -> int:
-        return self.right - self.left
-
-
-def _parts(mask: Tensor, ink: Tensor) -> tuple[Tensor, list[_Part]]:
-    """Label the 8-connected pieces of ``mask``, with their boxes and ink mass."""
-    import numpy as np
-    from scipy import ndimage
-
-    m = mask.cpu().numpy()
-    labels_np, count = ndimage.label(m, structure=np.ones((3, 3), dtype=bool))
-    if count == 0:
-        return torch.from_numpy(labels_np.astype(np.int64)), []
-    ink_np = ink.cpu().numpy()
-    index = np.arange(1, count + 1)
-    masses = ndimage.sum_labels(ink_np, labels_np, index)
-    pixels = ndimage.sum_labels(m, labels_np, index)
-    parts = [
-        _Part(i + 1, s[0].start, s[1].start, s[0].stop, s[1].stop, float(masses[i]),
-              int(pixels[i]))
-        for i, s in enumerate(ndimage.find_objects(labels_np))
-        if s is not None
-    ]
-    return torch.from_numpy(labels_np.astype(np.int64)), parts
 
 
 def _edge_sharpness(labels: Tensor, parts: list[_Part], source: Tensor,
@@ -235,8 +195,7 @@ def _touches_edges(part: _Part, labels: Tensor) -> bool:
     h, w = labels.shape
     if (part.top == 0 and part.bottom == h) or (part.left == 0 and part.right == w):
         return True
-    edges = ((labels[0], w), (labels[-1], w), (labels[:, 0], h), (labels[:, -1], h))
-    return any(int((edge == part.label).sum()) >= 0.25 * side for edge, side in edges)
+    return _runs_along_edge(part, labels)
 
 
 def _pad_with_border(x: Tensor) -> Tensor:
@@ -294,6 +253,43 @@ def _in_blobs(part: _Part, labels: Tensor, blobs: Tensor, chosen: set[int]) -> b
     window = labels[part.top:part.bottom, part.left:part.right] == part.label
     ids = blobs[part.top:part.bottom, part.left:part.right][window]
     return bool(ids.numel()) and int(ids[0]) in chosen
+
+
+def _is_rule(part: _Part, labels: Tensor) -> bool:
+    """Whether a piece is a straight line lying nearly flat (within about 10 degrees): its
+    pixels' spread across their main direction is a small fraction of their spread along
+    it. An underline, the top or bottom of a printed box; no stroke of a digit is one."""
+    if part.width < 3 * part.height:
+        return False
+    ys, xs = torch.nonzero(labels[part.top:part.bottom, part.left:part.right] == part.label,
+                           as_tuple=True)
+    points = torch.stack([ys, xs]).float()
+    cov = torch.cov(points) if points.shape[1] > 2 else torch.eye(2)
+    small, large = (float(v) for v in torch.linalg.eigvalsh(cov))
+    return small <= 0.02 * large
+
+
+def _without_underlines(parts: list[_Part], labels: Tensor) -> list[_Part]:
+    """The pieces without underlines: a flat straight line (:func:`_is_rule`) just below
+    other ink and at least half as wide, which would join the digit's group. A "5"'s
+    flag lies above its body, and a "7"'s or a "2"'s bars are joined to their strokes."""
+    if len(parts) < 2:
+        return parts
+    biggest = max(p.mass for p in parts)
+    sizeable = [p for p in parts if p.mass >= 0.05 * biggest]
+    rules = [p for p in sizeable if _is_rule(p, labels)]
+    under: set[int] = set()
+    for rule in rules:
+        for above in sizeable:
+            if above in rules:
+                continue
+            overlap = min(rule.right, above.right) - max(rule.left, above.left)
+            gap = rule.top - above.bottom
+            if (overlap >= 0.5 * above.width and rule.width >= 0.5 * above.width
+                    and -0.1 * above.height <= gap <= 0.5 * above.height):
+                under.add(rule.label)
+                break
+    return [p for p in parts if p.label not in under] if under else parts
 
 
 def _groups(parts: list[_Part]) -> list[list[_Part]]:
@@ -368,6 +364,11 @@ def locate_digit(x: Tensor, invert: bool | None = None) -> Located:
     # the grain next to it is judged with it (as part of the edge).
     along = torch.zeros_like(allowed)
     for _ in range(3):
+        # Frames around the digit (a form's boxes, a circle) are no ink either.
+        framed = _frame_region((ink > 0.5 * threshold) & allowed, ink)
+        if bool(framed.any()):
+            allowed = allowed & ~framed
+            threshold, level = _threshold(ink, allowed & ~along, lit)
         mask = (ink > threshold) & allowed
         mask, had_lines = _remove_ruled_lines(mask)
         labels, parts = _parts(mask, ink)
@@ -400,7 +401,7 @@ def locate_digit(x: Tensor, invert: bool | None = None) -> Located:
         if level < MIN_CONTRAST:
             reason = SHADE if shaded and not bool(along.any()) else EDGES_ONLY
             return Located(ink.clamp(0.0, 1.0)[None], False, reason)
-    parts = [p for p in parts if p.label not in shade]
+    parts = _without_underlines([p for p in parts if p.label not in shade], labels)
     # (What lies along the edges is judged on every piece, before fainter ones are left
     # out: a table's grain is the more pieces the more of it there is.)
     along_edges = _edge_parts(parts, labels, mask)

@@ -1,0 +1,152 @@
+"""Connected pieces of ink, and the frames among them (a printed box, a row of boxes, a
+circle around the digit): shared by the ink's measure (:mod:`._ink`: a frame's thin lines
+are not the digit's strokes) and the digit's search (:mod:`._locate`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+__all__: list[str] = []
+
+
+@dataclass
+class _Part:
+    """One connected piece of ink."""
+
+    label: int
+    top: int
+    left: int
+    bottom: int  # exclusive
+    right: int  # exclusive
+    mass: float
+    pixels: int
+
+    @property
+    def height(self) -> int:
+        return self.bottom - self.top
+
+    @property
+    def width(self) -> int:
+        return self.right - self.left
+
+
+def _parts(mask: Tensor, ink: Tensor) -> tuple[Tensor, list[_Part]]:
+    """Label the 8-connected pieces of ``mask``, with their boxes and ink mass."""
+    import numpy as np
+    from scipy import ndimage
+
+    m = mask.cpu().numpy()
+    labels_np, count = ndimage.label(m, structure=np.ones((3, 3), dtype=bool))
+    if count == 0:
+        return torch.from_numpy(labels_np.astype(np.int64)), []
+    ink_np = ink.cpu().numpy()
+    index = np.arange(1, count + 1)
+    masses = ndimage.sum_labels(ink_np, labels_np, index)
+    pixels = ndimage.sum_labels(m, labels_np, index)
+    parts = [
+        _Part(i + 1, s[0].start, s[1].start, s[0].stop, s[1].stop, float(masses[i]),
+              int(pixels[i]))
+        for i, s in enumerate(ndimage.find_objects(labels_np))
+        if s is not None
+    ]
+    return torch.from_numpy(labels_np.astype(np.int64)), parts
+
+
+def _runs_along_edge(part: _Part, labels: Tensor) -> bool:
+    """Whether a piece runs along an edge of the picture for a quarter of it or more."""
+    h, w = labels.shape
+    edges = ((labels[0], w), (labels[-1], w), (labels[:, 0], h), (labels[:, -1], h))
+    return any(int((edge == part.label).sum()) >= 0.25 * side for edge, side in edges)
+
+
+#: What a frame holds is at least this share of its height: a digit fills most of its box
+#: or circle, where the dot in a typeface's dotted zero is a quarter of the zero.
+HELD: float = 0.35
+#: A frame runs around what it holds over at least this share of the turn (a circle drawn
+#: by hand is often left open by a quarter).
+AROUND: float = 0.7
+
+
+def _surrounds(frame: _Part, part: _Part, labels: Tensor) -> bool:
+    """Whether ``frame`` runs around ``part``: ``part``'s box lies inside ``frame``'s, and
+    seen from ``part``'s centre, ``frame``'s ink covers at least :data:`AROUND` of the turn
+    (in 10-degree sectors)."""
+    if not (frame.top < part.top and part.bottom < frame.bottom
+            and frame.left < part.left and part.right < frame.right):
+        return False
+    ys, xs = torch.nonzero(labels[frame.top:frame.bottom, frame.left:frame.right]
+                           == frame.label, as_tuple=True)
+    cy = (part.top + part.bottom - 1) / 2 - frame.top
+    cx = (part.left + part.right - 1) / 2 - frame.left
+    angles = torch.atan2(ys.float() - cy, xs.float() - cx)
+    sectors = ((angles + math.pi) / (2 * math.pi) * 36).long().clamp(0, 35)
+    return int(torch.unique(sectors).numel()) >= AROUND * 36
+
+
+def _frames(labels: Tensor, ink: Tensor) -> set[int]:
+    """The labels of the pieces that run all around another piece of some size: a printed
+    box or a row of boxes on a form, a circle drawn around the digit. A "0" with a speck or
+    a typeface's dot in it keeps its ring: what a frame holds must be at least
+    :data:`HELD` of its height and of some mass (a twentieth of the heaviest piece's, as
+    the frame). What runs along the
+    picture's edges (a table around the sheet) is the edges' business, not a frame.
+
+    Pairs are first screened by their boxes alone, for all pieces at once: a photo's
+    noise makes hundreds of pieces, and most pictures have no frame."""
+    import numpy as np
+    from scipy import ndimage
+
+    lab = labels.numpy()
+    slices = ndimage.find_objects(lab)
+    if len(slices) < 2:
+        return set()
+    box = np.array([(s[0].start, s[1].start, s[0].stop, s[1].stop) if s is not None
+                    else (0, 0, 0, 0) for s in slices])
+    height, width = box[:, 2] - box[:, 0], box[:, 3] - box[:, 1]
+    big = np.flatnonzero(np.maximum(height, width) >= 4)
+    if len(big) < 2:
+        return set()
+    b, h, w = box[big], height[big], width[big]
+    inside = ((b[:, None, 0] > b[None, :, 0]) & (b[:, None, 2] < b[None, :, 2])
+              & (b[:, None, 1] > b[None, :, 1]) & (b[:, None, 3] < b[None, :, 3]))
+    sized = (h[:, None] >= HELD * h[None, :]) & (w[:, None] >= 0.05 * w[None, :])
+    pairs = np.argwhere(inside & sized)  # (held, frame) rows, indices into big
+    if not len(pairs):
+        return set()
+    masses = np.atleast_1d(ndimage.sum_labels(ink.numpy(), lab, big + 1))
+    heavy = masses >= 0.05 * masses.max()
+    parts = {int(k): _Part(int(big[k]) + 1, int(b[k, 0]), int(b[k, 1]), int(b[k, 2]),
+                           int(b[k, 3]), float(masses[k]), 0)
+             for k in np.unique(pairs)}
+    frames: set[int] = set()
+    for held, frame in pairs.tolist():
+        outer = parts[frame]
+        if (outer.label not in frames and heavy[held] and heavy[frame]
+                and not _runs_along_edge(outer, labels)
+                and _surrounds(outer, parts[held], labels)):
+            frames.add(outer.label)
+    return frames
+
+
+def _frame_region(weak: Tensor, ink: Tensor) -> Tensor:
+    """Where the frames (:func:`_frames`) among the pieces of the ``weak`` ink are, grown by
+    two pixels (their soft edge). They are found on the ink down to half the threshold: a
+    printed box is often fainter than the pen, and one of its sides, below the threshold,
+    would leave it open. The region is then no ink, as shading is: a black box around a
+    pencil digit does not set how dark the digit must be, and once cleared, a row of
+    boxes across the picture is not taken for ruled lines."""
+    import numpy as np
+    from scipy import ndimage
+
+    lab, _count = ndimage.label(weak.numpy(), structure=np.ones((3, 3), dtype=bool))
+    labels = torch.from_numpy(lab.astype(np.int64))
+    frames = _frames(labels, ink)
+    if not frames:
+        return torch.zeros_like(weak)
+    region = torch.from_numpy(np.isin(lab, list(frames)))
+    return F.max_pool2d(region[None, None].float(), 5, stride=1, padding=2)[0, 0] > 0
