@@ -59,6 +59,10 @@ Kinds of picture (:data:`DIGIT_KINDS`, labelled 0-9; :data:`NON_DIGIT_KINDS`, la
     light drop-out colour, sometimes touching the digit), in one box of a row of boxes that
     may run past the picture's edges, circled by hand (sometimes left open), or underlined;
     a phone photo as for ``photo`` (sometimes turned up to 4 degrees), or a grayscale scan.
+``page``
+    a digit small on a large picture: a page photographed whole (1200-2400 px, the digit
+    2.5-8 % of the longer side) or scanned (grayscale, the digit 40-100 px tall amid 6-12
+    times its height of paper).
 ``blank``, ``letters``, ``several_digits``, ``ruled``, ``scribble``, ``texture``, ``symbols``
     no single digit: a blank page or photographed blank sheet; a letter (printed or
     handwritten-looking) from :data:`LETTERS`; 2-4 digits side by side; ruled or squared
@@ -125,6 +129,7 @@ __all__ = [
     "make_one",
     "make_one_with_truth",
     "make_set",
+    "page",
     "photo",
     "printed",
     "read_mnist_training_set",
@@ -141,7 +146,7 @@ RGB: TypeAlias = tuple[float, float, float]
 Label: TypeAlias = "int | None"
 
 SPLITS: Final = ("train", "val", "bench")
-DIGIT_KINDS: Final = ("photo", "canvas", "printed", "lowres", "form")
+DIGIT_KINDS: Final = ("photo", "canvas", "printed", "lowres", "form", "page")
 NON_DIGIT_KINDS: Final = (
     "blank", "letters", "several_digits", "ruled", "scribble", "texture", "symbols",
 )
@@ -1087,6 +1092,20 @@ def form(rng: np.random.Generator, src: Sources) -> tuple[Image.Image, int]:
     return _scan_of(rng, _trim(both), margin=(0.1, 0.8)), label
 
 
+def page(rng: np.random.Generator, src: Sources) -> tuple[Image.Image, int]:
+    """A digit small on a large picture: a page photographed whole (RGB JPEG, 1200-2400 px
+    on the longer side, the digit 2.5-8 % of it) or scanned (grayscale, the digit 40-100 px
+    tall with 6-12 times its height of paper on each side)."""
+    if rng.random() < 0.6:
+        longer = int(rng.integers(1200, 2401))
+        shorter = int(longer * rng.uniform(0.7, 0.8))
+        size = (longer, shorter) if rng.random() < 0.5 else (shorter, longer)
+        mask, label = _handwritten(rng, src, longer * rng.uniform(0.025, 0.08))
+        return _photo_of(rng, mask, size=size), label
+    mask, label = _handwritten(rng, src, float(rng.uniform(40, 100)))
+    return _scan_of(rng, _trim(mask), margin=(6.0, 12.0)), label
+
+
 def _turn_in_place(mask: Array, degrees: float) -> Array:
     """``mask`` turned about its centre, same size: a sheet photographed slightly askew."""
     return _to_mask(_from_mask(mask).rotate(degrees, Image.Resampling.BILINEAR))
@@ -1336,6 +1355,7 @@ MAKERS: Final[dict[str, Maker]] = {
     "printed": printed,
     "lowres": lowres,
     "form": form,
+    "page": page,
     "blank": blank,
     "letters": letters,
     "several_digits": several_digits,
