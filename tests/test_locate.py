@@ -310,3 +310,46 @@ def test_two_digits_in_two_boxes_are_several(model: torch.nn.Module) -> None:
     assert not seen.found
     assert seen.reason is not None
     assert "several" in seen.reason
+
+
+# A digit small on a large page: under a thousandth of the picture's pixels.
+
+
+def _large_page(label: int | None, *, side: int = 70, seed: int = 0, scan: bool = False,
+                specks: int = 0) -> Image.Image:
+    """A 2000x1500 photo of a sheet (lighting ramp, noise, JPEG) or a grayscale scan (flat
+    white paper) with one digit ``side`` px tall (``label``; ``None``: none) off-centre."""
+    rng = np.random.default_rng(seed)
+    h, w = 1500, 2000
+    if scan:
+        page = np.full((h, w), 0.97)
+    else:
+        page = (0.85 - 0.15 * np.linspace(0, 1, w)[None, :] + 0.05 * np.linspace(0, 1, h)[:, None]
+                + rng.normal(0.0, 0.01, (h, w)))
+    if label is not None:
+        top, left = int(rng.integers(200, 1100)), int(rng.integers(200, 1600))
+        page[top:top + side, left:left + side] *= 1 - 0.85 * sample_ink(label, side)
+    for _ in range(specks):
+        y, x = int(rng.integers(0, h - 3)), int(rng.integers(0, w - 3))
+        page[y:y + 2, x:x + 2] *= 0.5
+    if scan:
+        return Image.fromarray((np.clip(page, 0, 1) * 255).astype(np.uint8), "L")
+    return _photo(page, blur=1.0)
+
+
+@pytest.mark.parametrize("scan", [False, True], ids=["photo", "scan"])
+def test_a_small_digit_on_a_large_page_is_read(model: torch.nn.Module, scan: bool) -> None:
+    """A 70 px digit in a 2000x1500 page covers 0.1 % of it: found (its ink is not below
+    the picture's 99.9th percentile any more), read as ink on paper (not the noise's
+    polarity), and read at the page's own resolution, not shrunk to a dozen pixels."""
+    read = [_read(model, _large_page(label, seed=label, scan=scan)) for label in range(10)]
+    assert read == [("digit", str(label)) for label in range(10)]
+
+
+def test_a_large_blank_page_is_no_digit(model: torch.nn.Module) -> None:
+    """The second look at a larger working copy does not make digits of a blank page's
+    noise, nor of a few specks of dust."""
+    for seed, specks in ((0, 0), (1, 5)):
+        status, _label = _read(model, _large_page(None, seed=seed, specks=specks))
+        assert status == "no digit", (seed, specks)
+    assert _read(model, _large_page(None, scan=True)) == ("no digit", None)

@@ -38,6 +38,12 @@ from ._pieces import _frame_region
 WORK_SIDE: Final = 384
 #: Pictures whose longer side is at most this are taken as crops of one digit (padded).
 SMALL_SIDE: Final = 96
+#: A picture whose brightness spans less than this between its 0.2 % darkest and lightest
+#: pixels is paper alone there: its ink, if any, is fewer pixels than that.
+MIN_RANGE: Final = 0.1
+#: How many of the strongest pixels make a mark: a stroke's worth, more than a few hot
+#: pixels (the strongest ink's level and the ink's polarity on a large page).
+STRONGEST: Final = 24
 
 
 def luminance(x: Tensor) -> Tensor:
@@ -77,6 +83,13 @@ def light_ink(lum: Tensor) -> bool:
                         lum[:, :band].flatten(), lum[:, -band:].flatten()])
     ground = float(border.median())
     low, high = _quantiles(lum, (0.002, 0.998))
+    if high - low < MIN_RANGE:
+        # Ink under 0.2 % of the picture (a small digit on a large page): that range is
+        # the paper's noise, and the ink lies among the few most extreme pixels.
+        flat = lum.flatten().float()
+        k = min(STRONGEST, flat.numel())
+        low = float(flat.topk(k, largest=False).values[-1])
+        high = float(flat.topk(k).values[-1])
     if high - low < 1e-3:
         return False
     place = (ground - low) / (high - low)
@@ -187,6 +200,7 @@ class _Ink:
     drop: Tensor  # (H, W) paper - picture, unclamped: the ink's darkness in absolute terms
     source: Tensor  # (C, H, W) the picture as read (dark ink), whose edges tell ink from shade
     paper: Tensor  # (H, W) the paper's brightness under each pixel (its brightest channel)
+    dark: bool = True  # whether the ink was read as dark on light
 
 
 def _ink(x: Tensor, invert: bool | None = None) -> _Ink:
@@ -220,7 +234,7 @@ def _ink(x: Tensor, invert: bool | None = None) -> _Ink:
         threshold, level = _threshold(first, ~framed)
         mask = (first > max(min(threshold, 0.8 * level), 0.6 * level)) & ~framed
     paper = paper_brightness(x, stroke_width(mask))
-    return _Ink(_darkness(x, paper), _drop(paper, x), x, paper.amax(dim=0))
+    return _Ink(_darkness(x, paper), _drop(paper, x), x, paper.amax(dim=0), dark_ink)
 
 
 def _drop(paper: Tensor, x: Tensor) -> Tensor:
@@ -251,7 +265,10 @@ def _threshold(ink: Tensor, where: Tensor | None = None,
 
     The threshold clears the paper's grain (six robust standard deviations above its
     median) and a third of the strongest ink; the level is the 99.9th percentile, so a
-    few hot pixels do not set it. With ``where``, the level is that of the pixels it
+    few hot pixels do not set it; where that is under half the :data:`STRONGEST`-th
+    strongest pixel's value, that value: a digit small in a large picture (a page
+    photographed whole, a scanned form) covers less than a thousandth of it, and the
+    percentile falls on the paper. With ``where``, the level is that of the pixels it
     marks (the others count as no ink); with ``grain``, the grain is measured on the
     pixels it marks.
     """
@@ -267,6 +284,9 @@ def _threshold(ink: Tensor, where: Tensor | None = None,
         sample = flat[:: flat.numel() // (1 << 16) + 1] if flat.numel() > 1 << 16 else flat
     level = float(torch.quantile(flat.float() if flat.numel() <= 1 << 24 else sample,
                                  0.999))
+    if flat.numel() > 1000 * STRONGEST:
+        strongest = float(flat.float().topk(STRONGEST).values[-1])
+        level = strongest if level < 0.5 * strongest else level
     return max(median + 6.0 * spread, 0.35 * level, 0.08), level
 
 

@@ -28,6 +28,7 @@ pixels, so a 12-megapixel photo costs milliseconds.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from typing import Final
 
@@ -54,6 +55,9 @@ from ._pieces import _frame_region, _Part, _parts, _runs_along_edge
 
 __all__ = ["Located", "locate_digit"]
 
+#: A digit found smaller than this (its longer side, in pixels of the working copy) in a
+#: picture shrunk for the work is looked at again at the picture's own resolution.
+ZOOM_BELOW: Final = 40
 #: Ink weaker than this (a fraction of the paper's brightness) is no ink at all.
 MIN_CONTRAST: Final = 0.15
 #: Pieces whose outline is softer than this (the brightness gradient across it over their
@@ -91,6 +95,10 @@ class Located:
     ink: Tensor
     found: bool
     reason: str | None = None
+    #: Where the digit lies in the picture given (top, left, bottom, right), when found.
+    box: tuple[int, int, int, int] | None = None
+    #: Whether the ink was read as dark on light.
+    dark: bool | None = None
 
 
 def _edge_sharpness(labels: Tensor, parts: list[_Part], source: Tensor,
@@ -324,6 +332,12 @@ def _box(group: list[_Part]) -> tuple[int, int, int, int]:
 def locate_digit(x: Tensor, invert: bool | None = None) -> Located:
     """Find the one digit in a (C, H, W) picture in [0, 1] (C in 1, 3), any size.
 
+    The search runs on a working copy of at most :data:`WORK_SIDE` pixels a side. A digit
+    found smaller than :data:`ZOOM_BELOW` pixels there, in a picture that was shrunk for
+    it (a page photographed whole, a scanned form), is looked at again at the picture's
+    own resolution, in a crop three times its size: shrunk to a dozen pixels, its strokes
+    are a pixel wide and the model would read a blur.
+
     Args:
         x: the picture (already composited or turned into ink for transparent pictures).
         invert: ``True`` for dark ink on light paper, ``False`` for light ink on a dark
@@ -333,9 +347,30 @@ def locate_digit(x: Tensor, invert: bool | None = None) -> Located:
         A :class:`Located` with the digit's ink cropped to its strokes, or why there is no
         single digit.
     """
+    found = _locate_once(x, invert)
+    h, w = x.shape[-2:]
+    if (not found.found and found.reason in (BLANK, SHADE, SPECKS)
+            and max(h, w) >= 2 * WORK_SIDE):
+        # A small digit's thin strokes can average away in the working copy: a second look
+        # on a copy twice as large before saying there is no ink.
+        again = _locate_once(x, invert, 2 * WORK_SIDE)
+        found = again if again.found else found
+    if not found.found or found.box is None or max(h, w) <= WORK_SIDE:
+        return found
+    top, left, bottom, right = found.box
+    side = max(bottom - top, right - left)
+    if side * WORK_SIDE / max(h, w) >= ZOOM_BELOW:
+        return found
+    crop = x[:, max(0, top - side):min(h, bottom + side), max(0, left - side):min(w, right + side)]
+    closer = _locate_once(crop, found.dark)
+    return closer if closer.found else found
+
+
+def _locate_once(x: Tensor, invert: bool | None, side: int = WORK_SIDE) -> Located:
+    """:func:`locate_digit` on one working copy, of at most ``side`` pixels a side."""
     import numpy as np
 
-    work = to_working_size(x.float())
+    work = to_working_size(x.float(), side)
     small = max(work.shape[-2:]) <= SMALL_SIDE
     if small:
         # A small picture is a crop of one digit (a low-resolution scan, a cut-out box of a
@@ -489,4 +524,7 @@ def locate_digit(x: Tensor, invert: bool | None = None) -> Located:
         return Located(crop, False, HAIRLINE)
     if max(height, width) < max(3, 0.02 * max(h, w)):
         return Located(crop, False, SPECKS)
-    return Located(crop, True, None)
+    sy, sx = x.shape[-2] / h, x.shape[-1] / w
+    box = None if small else (int(top * sy), int(left * sx), math.ceil(bottom * sy),
+                              math.ceil(right * sx))
+    return Located(crop, True, None, box, measured.dark)
