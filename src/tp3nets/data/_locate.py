@@ -38,6 +38,7 @@ from torch.nn import functional as F
 
 from ._ink import (
     SMALL_SIDE,
+    STRONGEST,
     _ink,
     _mean3,
     _noise_floor,
@@ -350,7 +351,7 @@ def locate_digit(x: Tensor, invert: bool | None = None) -> Located:
     found = _locate_once(x, invert)
     h, w = x.shape[-2:]
     if (not found.found and found.reason in (BLANK, SHADE, SPECKS)
-            and max(h, w) >= 2 * WORK_SIDE):
+            and max(h, w) >= 2 * WORK_SIDE and _has_marks(x)):
         # A small digit's thin strokes can average away in the working copy: a second look
         # on a copy twice as large before saying there is no ink.
         again = _locate_once(x, invert, 2 * WORK_SIDE)
@@ -364,6 +365,16 @@ def locate_digit(x: Tensor, invert: bool | None = None) -> Located:
     crop = x[:, max(0, top - side):min(h, bottom + side), max(0, left - side):min(w, right + side)]
     closer = _locate_once(crop, found.dark)
     return closer if closer.found else found
+
+
+def _has_marks(x: Tensor) -> bool:
+    """Whether the working copy's two dozen darkest and lightest pixels differ by more
+    than a third of :data:`MIN_CONTRAST`: a plain picture (a black frame, an empty white
+    page) has nothing a larger copy could show."""
+    flat = luminance(to_working_size(x.float())).flatten()
+    k = min(STRONGEST, flat.numel())
+    spread = float(flat.topk(k).values[-1]) - float(flat.topk(k, largest=False).values[-1])
+    return spread > MIN_CONTRAST / 3
 
 
 def _locate_once(x: Tensor, invert: bool | None, side: int = WORK_SIDE) -> Located:

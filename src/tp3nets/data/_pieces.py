@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Final
 
 import torch
 from torch import Tensor
@@ -66,10 +67,10 @@ def _runs_along_edge(part: _Part, labels: Tensor) -> bool:
 
 #: What a frame holds is at least this share of its height: a digit fills most of its box
 #: or circle, where the dot in a typeface's dotted zero is a quarter of the zero.
-HELD: float = 0.35
+HELD: Final = 0.35
 #: A frame runs around what it holds over at least this share of the turn (a circle drawn
 #: by hand is often left open by a quarter).
-AROUND: float = 0.7
+AROUND: Final = 0.7
 
 
 def _surrounds(frame: _Part, part: _Part, labels: Tensor) -> bool:
