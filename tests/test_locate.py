@@ -353,3 +353,29 @@ def test_a_large_blank_page_is_no_digit(model: torch.nn.Module) -> None:
         status, _label = _read(model, _large_page(None, seed=seed, specks=specks))
         assert status == "no digit", (seed, specks)
     assert _read(model, _large_page(None, scan=True)) == ("no digit", None)
+
+
+def test_a_closing_wider_than_twice_the_picture_is_capped_without_changing_it() -> None:
+    """The paper's closing caps its window at twice the picture's side plus one: beyond
+    that, every pixel's window already holds its whole row and column (the edges continue),
+    so the result is scipy's for the window asked. A plain picture, all "ink", measures
+    strokes as wide as itself; the uncapped window cost seconds on a 12 MP black photo."""
+    from scipy import ndimage
+
+    from tp3nets.data._ink import _closing
+
+    x = torch.rand(1, 20, 30, generator=torch.Generator().manual_seed(0))
+    for k, along in ((101, None), (1001, 1), (75, 0)):
+        size = (1, k, k) if along is None else (1, k, 1) if along == 1 else (1, 1, k)
+        expected = ndimage.grey_closing(x.numpy(), size=size, mode="nearest")
+        assert np.array_equal(_closing(x, k, along).numpy(), expected), (k, along)
+
+
+def test_a_black_picture_is_blank(model: torch.nn.Module) -> None:
+    """A large plain black picture (a photo taken with the lens covered) is blank, as
+    black, grey and white pictures of any size are."""
+    for level in (0.0, 0.5, 1.0):
+        seen = MNISTPreprocess().inspect(torch.full((3, 1500, 2000), level))
+        assert not seen.found
+        assert seen.reason is not None
+        assert "blank" in seen.reason

@@ -127,6 +127,10 @@ def _closing(x: Tensor, k: int, along: int | None = None) -> Tensor:
     """
     from scipy import ndimage
 
+    # A window over twice the picture's side reaches every pixel of its row from any pixel
+    # (the edges continue): wider gives the same closing, at a cost that grows with it
+    # (a plain picture is all "ink" and measures strokes as wide as the picture).
+    k = min(k, 2 * max(x.shape[-2:]) + 1)
     size = (1, k, k) if along is None else (1, k, 1) if along == 1 else (1, 1, k)
     array = x.detach().cpu().float().numpy()
     closed = ndimage.grey_closing(array, size=size, mode="nearest")
