@@ -86,10 +86,7 @@ def light_ink(lum: Tensor) -> bool:
     if high - low < MIN_RANGE:
         # Ink under 0.2 % of the picture (a small digit on a large page): that range is
         # the paper's noise, and the ink lies among the few most extreme pixels.
-        flat = lum.flatten().float()
-        k = min(STRONGEST, flat.numel())
-        low = float(flat.topk(k, largest=False).values[-1])
-        high = float(flat.topk(k).values[-1])
+        low, high = extremes(lum)
     if high - low < 1e-3:
         return False
     place = (ground - low) / (high - low)
@@ -106,6 +103,14 @@ def light_ink(lum: Tensor) -> bool:
     # the ink covers less than half of it (a big, bold digit can cover much of the border).
     place = (float(_quantiles(lum, (0.5,))[0]) - low) / (high - low)
     return place < 0.1
+
+
+def extremes(x: Tensor) -> tuple[float, float]:
+    """The values of the :data:`STRONGEST`-th lowest and highest pixels of ``x``: its range
+    without a few hot pixels, however few pixels its marks cover."""
+    flat = x.flatten().float()
+    k = min(STRONGEST, flat.numel())
+    return float(flat.topk(k, largest=False).values[-1]), float(flat.topk(k).values[-1])
 
 
 def _quantiles(x: Tensor, qs: tuple[float, ...]) -> list[float]:
@@ -204,7 +209,7 @@ class _Ink:
     drop: Tensor  # (H, W) paper - picture, unclamped: the ink's darkness in absolute terms
     source: Tensor  # (C, H, W) the picture as read (dark ink), whose edges tell ink from shade
     paper: Tensor  # (H, W) the paper's brightness under each pixel (its brightest channel)
-    dark: bool = True  # whether the ink was read as dark on light
+    dark: bool  # whether the ink was read as dark on light
 
 
 def _ink(x: Tensor, invert: bool | None = None) -> _Ink:

@@ -38,13 +38,13 @@ from torch.nn import functional as F
 
 from ._ink import (
     SMALL_SIDE,
-    STRONGEST,
     _ink,
     _mean3,
     _noise_floor,
     _quantiles,
     _remove_ruled_lines,
     _threshold,
+    extremes,
     to_working_size,
 )
 
@@ -371,10 +371,8 @@ def _has_marks(x: Tensor) -> bool:
     """Whether the working copy's two dozen darkest and lightest pixels differ by more
     than a third of :data:`MIN_CONTRAST`: a plain picture (a black frame, an empty white
     page) has nothing a larger copy could show."""
-    flat = luminance(to_working_size(x.float())).flatten()
-    k = min(STRONGEST, flat.numel())
-    spread = float(flat.topk(k).values[-1]) - float(flat.topk(k, largest=False).values[-1])
-    return spread > MIN_CONTRAST / 3
+    low, high = extremes(luminance(to_working_size(x.float())))
+    return high - low > MIN_CONTRAST / 3
 
 
 def _locate_once(x: Tensor, invert: bool | None, side: int = WORK_SIDE) -> Located:

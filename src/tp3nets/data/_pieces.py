@@ -94,8 +94,8 @@ def _frames(labels: Tensor, ink: Tensor) -> set[int]:
     box or a row of boxes on a form, a circle drawn around the digit. A "0" with a speck or
     a typeface's dot in it keeps its ring: what a frame holds must be at least
     :data:`HELD` of its height and of some mass (a twentieth of the heaviest piece's, as
-    the frame). What runs along the
-    picture's edges (a table around the sheet) is the edges' business, not a frame.
+    the frame). What runs along the picture's edges (a table around the sheet) is the
+    edges' business, not a frame.
 
     Pairs are first screened by their boxes alone, for all pieces at once: a photo's
     noise makes hundreds of pieces, and most pictures have no frame."""
