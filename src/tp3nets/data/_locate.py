@@ -69,6 +69,9 @@ SOFT_EDGE: Final = 0.1
 OPEN_OUTLINE: Final = 0.35
 #: Pieces fainter than this share of the darkest piece (in absolute terms) are grain.
 FAINT: Final = 0.4
+#: A straight piece whose line, drawn on beyond its ends, runs over ink for at least this
+#: share of the way is a piece of a longer line (:func:`_on_a_line`).
+ON_A_LINE: Final = 0.6
 #: Reasons for "no digit", as :attr:`Located.reason` gives them.
 BLANK: Final = "blank: no ink on the picture"
 EDGES_ONLY: Final = "ink only along the picture's edges (paper edge, table, shadow)"
@@ -278,6 +281,48 @@ def _is_rule(part: _Part, labels: Tensor) -> bool:
     return small <= 0.02 * large
 
 
+def _on_a_line(part: _Part, labels: Tensor, weak: Tensor) -> bool:
+    """Whether a piece (the pixels of ``labels`` equal to its label) is a piece of a longer
+    straight line: straight and thin (its pixels' spread across their main direction at
+    most 0.02 of their spread along it), and its line, drawn on across the picture beyond
+    the piece's ends, runs over the ``weak`` ink for at least :data:`ON_A_LINE` of that
+    stretch, a stretch at least half the piece's own length.
+
+    A margin line or a grid line cut where the ruled rows were cleared or broken by a
+    photo's noise, a fold, a table's straight edge: each piece would read as a "1". A
+    stroke of a digit ends where the digit ends; where it is cropped tight, there is no
+    stretch to judge, and it stays."""
+    if max(part.height, part.width) < 8:
+        return False
+    ys, xs = torch.nonzero(labels[part.top:part.bottom, part.left:part.right] == part.label,
+                           as_tuple=True)
+    if ys.numel() < 8:
+        return False
+    points = torch.stack([ys + part.top, xs + part.left]).double()
+    centre = points.mean(dim=1)
+    values, vectors = torch.linalg.eigh(torch.cov(points))
+    small, large = float(values[0]), float(values[1])
+    if large <= 0.0 or small > 0.02 * large:
+        return False
+    direction = vectors[:, 1]
+    along = direction @ (points - centre[:, None])
+    first, last = float(along.min()), float(along.max())
+    h, w = weak.shape
+    steps = torch.arange(-math.hypot(h, w), math.hypot(h, w) + 1, dtype=torch.float64)
+    steps = steps[(steps < first - 2) | (steps > last + 2)]
+    y = centre[0] + steps * direction[0]
+    x = centre[1] + steps * direction[1]
+    inside = (y >= 0) & (y <= h - 1) & (x >= 0) & (x <= w - 1)
+    if int(inside.sum()) < 0.5 * (last - first + 1):
+        return False
+    # Within the line's half-width and two pixels of it, across the line.
+    reach = max(2, math.ceil(math.sqrt(12.0 * max(small, 0.0)) / 2) + 1)
+    across = torch.arange(-reach, reach + 1, dtype=torch.float64)
+    yy = (y[inside, None] - across[None] * direction[1]).round().long().clamp(0, h - 1)
+    xx = (x[inside, None] + across[None] * direction[0]).round().long().clamp(0, w - 1)
+    return float(weak[yy, xx].any(dim=1).double().mean()) >= ON_A_LINE
+
+
 def _without_underlines(parts: list[_Part], labels: Tensor) -> list[_Part]:
     """The pieces without underlines: a flat straight line (:func:`_is_rule`) just below
     other ink and at least half as wide, which would join the digit's group. A "5"'s
@@ -460,47 +505,67 @@ def _locate_once(x: Tensor, invert: bool | None, side: int = WORK_SIDE) -> Locat
         return Located(whole, False, TEXTURE)
     edge_parts = [p for p in parts if p in along_edges]
     parts = [p for p in parts if p not in edge_parts]
-    if not parts:
-        reason = (LINES_ONLY if had_lines else EDGES_ONLY if edge_parts else SHADE if shaded
-                  else BLANK)
-        return Located(torch.zeros_like(whole) if reason == BLANK else whole, False, reason)
-    biggest = max(p.mass for p in parts)
-    significant = [p for p in parts if p.mass >= 0.1 * biggest]
-    groups = _groups(significant)
-    # A group reaching from one side of the picture to the other is an edge (a table's
-    # strip cut into grain, a margin line), not a digit.
-    groups = [g for g in groups if not _spans(_box(g), h, w)]
-    if not groups:
-        return Located(whole, False, EDGES_ONLY)
-    masses = [sum(p.mass for p in g) for g in groups]
-    main = groups[masses.index(max(masses))]
-    top, left, bottom, right = _box(main)
-    comparable = sum(m >= 0.3 * max(masses) for m in masses)
-    if comparable >= 6:
-        return Located(whole, False, TEXTURE)
-    tallest = max(_box(g)[2] - _box(g)[0] for g in groups)
-    marks = sorted((g for g, m in zip(groups, masses, strict=True)
-                    if m >= 0.15 * max(masses) and _box(g)[2] - _box(g)[0] >= 0.5 * tallest),
-                   key=lambda g: _box(g)[1])
-    # Marks side by side are the digits of a number when a gap parts them and together they
-    # are wider than a digit, or the gap is wide: the halves of a "0" or an "8" broken in a
-    # blocky scan are parted by a gap but no wider together than one digit.
-    together = (_box([p for g in marks for p in g])[3] - _box([p for g in marks for p in g])[1]
-                if marks else 0)
-    apart = [(gap := _box(b)[1] - _box(a)[3]) >= 0.03 * tallest
-             and (together >= 0.9 * tallest or gap >= 0.25 * tallest)
-             for a, b in itertools.pairwise(marks)]
-    # Marks too close to be digits of a number are pieces of this one (the bowl and bar of
-    # a thin serif "5", a "4" whose strokes part): they join the digit.
-    if main in marks and not any(apart):
-        main = [p for g in marks for p in g]
+    # Pieces of longer straight lines (what is left of a margin line once the ruled rows
+    # are cleared, a fold, a table's straight edge) are lines, as the cleared ones are;
+    # so is a digit made of such pieces (a line broken by noise, its pieces joined).
+    weak = ink > 0.5 * threshold
+    on_lines = [p for p in parts if _on_a_line(p, labels, weak)]
+    if on_lines:
+        parts = [p for p in parts if p not in on_lines]
+        had_lines = True
+    for _ in range(3):
+        if not parts:
+            reason = (LINES_ONLY if had_lines else EDGES_ONLY if edge_parts else SHADE if shaded
+                      else BLANK)
+            return Located(torch.zeros_like(whole) if reason == BLANK else whole, False, reason)
+        biggest = max(p.mass for p in parts)
+        significant = [p for p in parts if p.mass >= 0.1 * biggest]
+        groups = _groups(significant)
+        # A group reaching from one side of the picture to the other is an edge (a table's
+        # strip cut into grain, a margin line), not a digit.
+        groups = [g for g in groups if not _spans(_box(g), h, w)]
+        if not groups:
+            return Located(whole, False, EDGES_ONLY)
+        masses = [sum(p.mass for p in g) for g in groups]
+        main = groups[masses.index(max(masses))]
         top, left, bottom, right = _box(main)
-    # Small pieces near the digit belong to it (a dot, a broken stroke); far ones are specks.
-    grow_y, grow_x = round(0.15 * (bottom - top)) + 1, round(0.15 * (right - left)) + 1
-    chosen = [p for p in parts if p in main or (
-        p.top >= top - grow_y and p.bottom <= bottom + grow_y
-        and p.left >= left - grow_x and p.right <= right + grow_x)]
-    top, left, bottom, right = _box(chosen)
+        comparable = sum(m >= 0.3 * max(masses) for m in masses)
+        if comparable >= 6:
+            return Located(whole, False, TEXTURE)
+        tallest = max(_box(g)[2] - _box(g)[0] for g in groups)
+        marks = sorted((g for g, m in zip(groups, masses, strict=True)
+                        if m >= 0.15 * max(masses) and _box(g)[2] - _box(g)[0] >= 0.5 * tallest),
+                       key=lambda g: _box(g)[1])
+        # Marks side by side are the digits of a number when a gap parts them and together they
+        # are wider than a digit, or the gap is wide: the halves of a "0" or an "8" broken in a
+        # blocky scan are parted by a gap but no wider together than one digit.
+        together = (_box([p for g in marks for p in g])[3] - _box([p for g in marks for p in g])[1]
+                    if marks else 0)
+        apart = [(gap := _box(b)[1] - _box(a)[3]) >= 0.03 * tallest
+                 and (together >= 0.9 * tallest or gap >= 0.25 * tallest)
+                 for a, b in itertools.pairwise(marks)]
+        # Marks too close to be digits of a number are pieces of this one (the bowl and bar of
+        # a thin serif "5", a "4" whose strokes part): they join the digit.
+        if main in marks and not any(apart):
+            main = [p for g in marks for p in g]
+            top, left, bottom, right = _box(main)
+        # Small pieces near the digit belong to it (a dot, a broken stroke); far ones are specks.
+        grow_y, grow_x = round(0.15 * (bottom - top)) + 1, round(0.15 * (right - left)) + 1
+        chosen = [p for p in parts if p in main or (
+            p.top >= top - grow_y and p.bottom <= bottom + grow_y
+            and p.left >= left - grow_x and p.right <= right + grow_x)]
+        top, left, bottom, right = _box(chosen)
+        chosen_labels = torch.tensor([p.label for p in chosen])
+        region = labels[top:bottom, left:right]
+        digit = _Part(1, top, left, bottom, right, 0.0, 0)
+        joined = torch.zeros_like(labels)
+        joined[top:bottom, left:right] = torch.isin(region, chosen_labels).long()
+        if len(chosen) < 2 or not _on_a_line(digit, joined, weak):
+            break
+        parts = [p for p in parts if p not in chosen]
+        had_lines = True
+    else:
+        return Located(whole, False, LINES_ONLY)
     keep = torch.zeros(h, w, dtype=torch.bool)
     for p in chosen:
         keep[top:bottom, left:right] |= labels[top:bottom, left:right] == p.label
