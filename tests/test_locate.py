@@ -10,6 +10,7 @@ here, small, from the sample digits that ship with tp3nets (never the MNIST test
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import numpy as np
 import pytest
@@ -200,6 +201,78 @@ def test_a_piece_of_a_ruled_line_is_no_digit(model: torch.nn.Module) -> None:
     assert not seen.found
     assert seen.reason is not None
     assert "hairline" in seen.reason
+
+
+def _noisy_squared_sheet(seed: int, label: int | None, noise: float) -> Image.Image:
+    """A dim photo of squared paper with a red margin line, noisy enough that the margin
+    line's ink breaks into short pieces at the threshold; ``label``: a digit beside it."""
+    rng = np.random.default_rng(seed)
+    h, w = 300, 280
+    rgb = np.ones((h, w, 3)) * 0.5
+    grid = np.array([0.35, 0.45, 0.6])
+    for y in range(8, h, 17):
+        rgb[y:y + 2] = rgb[y:y + 2] * 0.6 + 0.4 * grid
+    for x in range(5, w, 17):
+        rgb[:, x:x + 2] = rgb[:, x:x + 2] * 0.6 + 0.4 * grid
+    rgb[:, 60:63] = rgb[:, 60:63] * 0.7 + 0.3 * np.array([0.55, 0.15, 0.15])
+    if label is not None:
+        ink = np.zeros((h, w, 1))
+        ink[100:210, 120:230, 0] = 0.85 * sample_ink(label, 110)
+        rgb = rgb * (1 - ink) + ink * np.array([0.08, 0.08, 0.1])
+    rgb = rgb + rng.normal(0.0, noise, (h, w, 1))
+    img = Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8))
+    buf = io.BytesIO()
+    img.filter(ImageFilter.GaussianBlur(0.6)).save(buf, "JPEG", quality=80)
+    buf.seek(0)
+    out = Image.open(buf)
+    out.load()
+    return out
+
+
+def test_a_margin_line_broken_by_noise_is_no_digit(model: torch.nn.Module) -> None:
+    """The pieces of a margin line broken by a dim photo's noise join into a straight "1"
+    that was answered at 0.99; its line runs on beyond it over the rest of the margin line:
+    a line, not a digit. The digits written beside it are still read."""
+    sheets = [_noisy_squared_sheet(seed, None, noise)
+              for noise in (0.015, 0.02, 0.025) for seed in range(12)]
+    answers = read_digits(model, sheets, weights=WEIGHTS)
+    assert [r.label for r in answers if r.status == "digit"] == []
+    digits = read_digits(model, [_noisy_squared_sheet(label, label, 0.02) for label in range(10)],
+                         weights=WEIGHTS)
+    assert [r.label for r in digits] == [str(label) for label in range(10)]
+
+
+def _straight(length: int, *, continued: float, tight: bool = False
+              ) -> tuple[Any, Any, torch.Tensor]:
+    """A vertical piece ``length`` px tall in a 200x120 ink mask, whose line goes on above
+    and below it over ``continued`` of the way (in dashes); ``tight``: the picture is
+    cropped to the piece."""
+    from tp3nets.data._pieces import _parts
+
+    h = length + 4 if tight else 200
+    weak = torch.zeros(h, 120, dtype=torch.bool)
+    top = 2 if tight else 80
+    weak[top:top + length, 59:61] = True
+    piece = weak.clone()
+    if continued:
+        period = 10
+        on = round(continued * period)
+        rows = torch.arange(h)
+        dashes = (rows % period) < on
+        outside = (rows < top - 3) | (rows >= top + length + 3)
+        weak[dashes & outside, 59:61] = True
+    labels, parts = _parts(piece, piece.float())
+    return parts[0], labels, weak
+
+
+def test_a_piece_is_on_a_line_only_where_its_line_goes_on() -> None:
+    from tp3nets.data._locate import _on_a_line
+
+    assert _on_a_line(*_straight(30, continued=1.0))
+    assert _on_a_line(*_straight(30, continued=0.7))
+    assert not _on_a_line(*_straight(30, continued=0.0))  # a "1" alone on its paper
+    assert not _on_a_line(*_straight(30, continued=0.3))  # crossing other lines
+    assert not _on_a_line(*_straight(60, continued=1.0, tight=True))  # nothing beyond it
 
 
 # Marks a form or a person draws around the digit: a printed box, a row of boxes, a
