@@ -275,6 +275,49 @@ def test_a_piece_is_on_a_line_only_where_its_line_goes_on() -> None:
     assert not _on_a_line(*_straight(60, continued=1.0, tight=True))  # nothing beyond it
 
 
+def _canvas(ink: np.ndarray, side: int, fg: tuple[int, int, int], bg: tuple[int, int, int],
+            at: tuple[int, int] | None = None) -> Image.Image:
+    """A canvas export: ``ink`` (0..1) drawn in ``fg`` on a plain ``bg``, centred or at
+    ``at`` (top, left)."""
+    h, w = ink.shape
+    top, left = at if at is not None else ((side - h) // 2, (side - w) // 2)
+    alpha = np.zeros((side, side, 1))
+    alpha[top:top + h, left:left + w, 0] = ink
+    rgb = np.array(bg, np.float64) * (1 - alpha) + np.array(fg, np.float64) * alpha
+    return Image.fromarray(rgb.astype(np.uint8))
+
+
+def test_colour_strokes_on_a_colour_ground_of_the_same_lightness_are_read(
+        model: torch.nn.Module) -> None:
+    """A magenta digit on green, about as light: the channels where the stroke is lighter
+    than the ground are not read (their paper estimate made a halo of false ink), and the
+    edges are judged where the ink is dark. Each was answered "only shadows"."""
+    pairs = [((219, 45, 214), (81, 157, 6)), ((207, 1, 170), (14, 162, 15)),
+             ((232, 117, 243), (85, 252, 29)), ((30, 90, 230), (200, 60, 40))]
+    pictures = [_canvas(sample_ink(label, 180), 280, *pairs[label % 4]) for label in range(10)]
+    assert [r.label for r in read_digits(model, pictures, weights=WEIGHTS)] == [
+        str(label) for label in range(10)]
+
+
+def test_a_bold_digit_as_tall_as_its_canvas_is_no_ruled_line() -> None:
+    """The sides of a bold "8" as tall as its canvas fill more than 0.7 of their columns,
+    as ruled lines do; they are far thicker than a line, and stay (half the digit was
+    cleared, and the rest read as another digit)."""
+    from scipy import ndimage
+
+    ink = ndimage.grey_dilation(sample_ink(8, 300), size=(13, 13))
+    ys, xs = np.nonzero(ink > 0.05)
+    ink = ink[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    h, w = ink.shape
+    canvas = np.zeros((h + 40, 2 * h))
+    canvas[20:20 + h, h - w // 2:h - w // 2 + w] = ink
+    picture = torch.from_numpy(canvas)[None].float()  # white on black
+    found = tp3nets.data._locate.locate_digit(picture)
+    assert found.found
+    assert found.box is not None
+    assert found.box[3] - found.box[1] >= 0.9 * w  # the whole "8", not half of it
+
+
 # Marks a form or a person draws around the digit: a printed box, a row of boxes, a
 # circle, an underline. They are not the digit's strokes and must stay out of the crop.
 

@@ -207,7 +207,8 @@ class _Ink:
 
     ink: Tensor  # (H, W) ink strength: 1 - picture / paper, in [0, 1]
     drop: Tensor  # (H, W) paper - picture, unclamped: the ink's darkness in absolute terms
-    source: Tensor  # (C, H, W) the picture as read (dark ink), whose edges tell ink from shade
+    source: Tensor  # (1, H, W) the picture as read (dark ink; its inked channel), whose edges
+    # tell ink from shade
     paper: Tensor  # (H, W) the paper's brightness under each pixel (its brightest channel)
     dark: bool  # whether the ink was read as dark on light
 
@@ -226,6 +227,13 @@ def _ink(x: Tensor, invert: bool | None = None) -> _Ink:
         if _threshold(first)[1] >= 0.3:
             x = gray
         else:
+            # Only the channels in which the ink is darker than the paper: a magenta stroke
+            # on green paper is light in green, where the paper's estimate (a closing, which
+            # keeps light strokes) takes the stroke's light for paper and makes a halo of
+            # false ink around it.
+            dark = [c for c in range(3) if not light_ink(x[c])]
+            if dark and len(dark) < 3:
+                x = x[dark]
             first = _darkness(x, paper_brightness(x))
     else:
         first = _darkness(x, paper_brightness(x))
@@ -243,7 +251,22 @@ def _ink(x: Tensor, invert: bool | None = None) -> _Ink:
         threshold, level = _threshold(first, ~framed)
         mask = (first > max(min(threshold, 0.8 * level), 0.6 * level)) & ~framed
     paper = paper_brightness(x, stroke_width(mask))
-    return _Ink(_darkness(x, paper), _drop(paper, x), x, paper.amax(dim=0), dark_ink)
+    return _Ink(_darkness(x, paper), _drop(paper, x), _inked_channel(x, paper),
+                paper.amax(dim=0), dark_ink)
+
+
+def _inked_channel(x: Tensor, paper: Tensor) -> Tensor:
+    """The channel of (C, H, W) ``x`` in which the ink is darkest below its ``paper`` (its
+    :data:`STRONGEST`-th darkest pixel), as (1, H, W): where colour ink is read on colour
+    paper, the channel that shows it, whose edges are judged. In the channels' mean, a
+    stroke dark in one channel and light in another can be lighter than the paper, and its
+    edges would read as the light edge of something darker (shading), not ink."""
+    if x.shape[0] == 1:
+        return x
+    drop = (paper - x).flatten(1)
+    darkest = drop.topk(min(STRONGEST, drop.shape[1]), dim=1).values[:, -1]
+    channel = int(darkest.argmax())
+    return x[channel:channel + 1]
 
 
 def _drop(paper: Tensor, x: Tensor) -> Tensor:
@@ -313,6 +336,12 @@ def _remove_ruled_lines(mask: Tensor) -> tuple[Tensor, bool]:
             continue
         counts = mask.sum(dim=axis).float()
         full = counts >= 0.7 * length
+        # A ruled line is thin: a band of full rows (columns) thicker than a margin line may
+        # be is a stroke, such as the sides of a bold "8" or "0" as tall as the picture.
+        thick = max(3, round(0.025 * counts.numel()))
+        for start, stop in _runs(full):
+            if stop - start > thick:
+                full[start:stop] = False
         # Bands of adjacent line rows count once.
         starts = int((full[1:] & ~full[:-1]).sum()) + int(full[0])
         if starts < 2 and not (starts == 1 and _margin_line(mask, full, axis)):
