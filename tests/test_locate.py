@@ -318,6 +318,26 @@ def test_a_bold_digit_as_tall_as_its_canvas_is_no_ruled_line() -> None:
     assert found.box[3] - found.box[1] >= 0.9 * w  # the whole "8", not half of it
 
 
+@pytest.mark.parametrize("spare", [10, 20])
+@pytest.mark.parametrize("light", [True, False], ids=["white on black", "black on white"])
+def test_a_bold_digit_drawn_large_on_a_plain_canvas_is_read(model: torch.nn.Module,
+                                                            spare: int, light: bool) -> None:
+    """A bold digit drawn large covers 35-45 % of its canvas: on a plain ground its spread
+    is no paper grain (the threshold landed above the strokes: "blank"), and one bold mark
+    with at most two holes is no texture ("ink all over the picture")."""
+    from scipy import ndimage
+
+    pictures = []
+    for label in range(10):
+        ink = ndimage.grey_dilation(sample_ink(label, 200), size=(9, 9))
+        ys, xs = np.nonzero(ink > 0.05)
+        ink = ink[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+        fg, bg = ((255, 255, 255), (0, 0, 0)) if light else ((0, 0, 0), (255, 255, 255))
+        pictures.append(_canvas(ink, ink.shape[0] + spare, fg, bg))
+    assert [r.label for r in read_digits(model, pictures, weights=WEIGHTS)] == [
+        str(label) for label in range(10)]
+
+
 # Marks a form or a person draws around the digit: a printed box, a row of boxes, a
 # circle, an underline. They are not the digit's strokes and must stay out of the crop.
 

@@ -292,7 +292,7 @@ def _darkness(x: Tensor, paper: Tensor) -> Tensor:
 
 
 def _threshold(ink: Tensor, where: Tensor | None = None,
-               grain: Tensor | None = None) -> tuple[float, float]:
+               grain: Tensor | None = None, plain: bool = False) -> tuple[float, float]:
     """The ink threshold and the strongest ink's level of an ink map.
 
     The threshold clears the paper's grain (six robust standard deviations above its
@@ -302,14 +302,15 @@ def _threshold(ink: Tensor, where: Tensor | None = None,
     photographed whole, a scanned form) covers less than a thousandth of it, and the
     percentile falls on the paper. With ``where``, the level is that of the pixels it
     marks (the others count as no ink); with ``grain``, the grain is measured on the
-    pixels it marks.
+    pixels it marks; ``plain``: the ground has no grain (a canvas export, where a bold
+    digit drawn large would make the ink's own spread the grain's).
     """
     flat = ink.flatten()
     if grain is not None and bool(grain.any()):
         flat = flat[grain.flatten()]
     sample = flat[:: flat.numel() // (1 << 16) + 1] if flat.numel() > 1 << 16 else flat
-    median = float(sample.median())
-    spread = float((sample - median).abs().median()) * 1.4826
+    median = 0.0 if plain else float(sample.median())
+    spread = 0.0 if plain else float((sample - median).abs().median()) * 1.4826
     flat = ink.flatten()
     if where is not None:
         flat = torch.where(where.flatten(), flat, torch.zeros_like(flat))

@@ -173,6 +173,22 @@ def _edge_sharpness(labels: Tensor, parts: list[_Part], source: Tensor,
             for p, b, e, d in zip(parts, of_piece, edge, dark, strict=True)}
 
 
+def _one_bold_mark(parts: list[_Part], labels: Tensor) -> bool:
+    """Whether the ink is one mark with at most two holes (an "8" has two), holding nine
+    tenths of the ink's pixels: a bold digit drawn large covers much of its picture, as a
+    texture does, but a texture is many pieces, or one with many holes (a mesh)."""
+    import numpy as np
+    from scipy import ndimage
+
+    total = sum(p.pixels for p in parts)
+    biggest = max(parts, key=lambda p: p.pixels, default=None)
+    if biggest is None or biggest.pixels < 0.9 * total:
+        return False
+    box = labels[biggest.top:biggest.bottom, biggest.left:biggest.right] == biggest.label
+    _, regions = ndimage.label(np.pad(~box.numpy(), 1, constant_values=True))
+    return int(regions) - 1 <= 2  # the outside, and each hole
+
+
 def _darker_than_grain(parts: list[_Part], labels: Tensor, drop: Tensor,
                        edges: list[_Part]) -> list[_Part]:
     """The pieces whose darkness in absolute terms (the median of paper - picture) is at
@@ -208,6 +224,17 @@ def _touches_edges(part: _Part, labels: Tensor) -> bool:
     if (part.top == 0 and part.bottom == h) or (part.left == 0 and part.right == w):
         return True
     return _runs_along_edge(part, labels)
+
+
+def _plain_border(x: Tensor) -> bool:
+    """Whether the picture's outermost ring of pixels is nine tenths one level (of 256,
+    exactly): the plain ground of a canvas export or a clean render, which a digit's
+    strokes may touch here and there. A photo's or a scan's border has grain; a shadow or a
+    table takes more of it."""
+    lum = luminance(x)
+    ring = torch.cat([lum[0], lum[-1], lum[1:-1, 0], lum[1:-1, -1]])
+    levels = (ring * 255).round().long().clamp(0, 255)
+    return float(torch.bincount(levels, minlength=256).max()) >= 0.9 * levels.numel()
 
 
 def _pad_with_border(x: Tensor) -> Tensor:
@@ -426,6 +453,12 @@ def _locate_once(x: Tensor, invert: bool | None, side: int = WORK_SIDE) -> Locat
 
     work = to_working_size(x.float(), side)
     small = max(work.shape[-2:]) <= SMALL_SIDE
+    # A picture whose border is one plain level (a canvas export, a clean render) has no
+    # grain, and no table, shadow or paper edge along its border: there, ink that touches
+    # or runs along the picture's edge is the digit's (drawn up to the canvas's border),
+    # and a bold digit drawn large may cover much of the picture (its spread is no grain,
+    # and one bold mark is no texture).
+    plain = _plain_border(work)
     if small:
         # A small picture is a crop of one digit (a low-resolution scan, a cut-out box of a
         # form): its strokes may touch its edges. A margin of its own border's colour lets
@@ -436,13 +469,13 @@ def _locate_once(x: Tensor, invert: bool | None, side: int = WORK_SIDE) -> Locat
     h, w = ink.shape
     # Ink is darker than the paper by more than the paper's noise, in absolute terms: a
     # dark table's or a deep shadow's noise, divided by little paper, is not.
-    allowed = measured.drop > _noise_floor(measured.drop)
+    allowed = measured.drop > (0.02 if plain else _noise_floor(measured.drop))
     # The paper's grain is measured on the brighter half of the paper: a dark table or a
     # deep shadow, divided by little, has a grain many times the lit sheet's, and would set
     # the threshold above pencil on the sheet. (There, the ink must also be darker than
     # the paper's noise in absolute terms: ``allowed``.)
     lit = measured.paper >= float(_quantiles(measured.paper, (0.5,))[0])
-    threshold, level = _threshold(ink, allowed, lit)
+    threshold, level = _threshold(ink, allowed, lit, plain)
     if level < MIN_CONTRAST:
         return Located(torch.zeros(1, h, w), False, BLANK)
     shaded = False
@@ -457,7 +490,7 @@ def _locate_once(x: Tensor, invert: bool | None, side: int = WORK_SIDE) -> Locat
         framed = _frame_region((ink > 0.5 * threshold) & allowed, ink)
         if bool(framed.any()):
             allowed = allowed & ~framed
-            threshold, level = _threshold(ink, allowed & ~along, lit)
+            threshold, level = _threshold(ink, allowed & ~along, lit, plain)
         mask = (ink > threshold) & allowed
         mask, had_lines = _remove_ruled_lines(mask)
         labels, parts = _parts(mask, ink)
@@ -471,8 +504,8 @@ def _locate_once(x: Tensor, invert: bool | None, side: int = WORK_SIDE) -> Locat
         sharpest = max(inner or sharpness.values(), default=0.0)
         shade = [p.label for p in parts
                  if sharpness[p.label] < min(SOFT_EDGE, 0.5 * sharpest)]
-        edges = [p.label for p in _edge_parts([p for p in parts if p.label not in shade],
-                                              labels, mask)]
+        edges = [] if plain else [p.label for p in _edge_parts(
+            [p for p in parts if p.label not in shade], labels, mask)]
         edge_region = torch.from_numpy(np.isin(labels.numpy(), edges)) & ~along
         if not shade and not bool(edge_region.any()):
             break
@@ -486,14 +519,14 @@ def _locate_once(x: Tensor, invert: bool | None, side: int = WORK_SIDE) -> Locat
             allowed = allowed & ~region
         along = along | (F.max_pool2d(edge_region[None, None].float(), 5, stride=1,
                                       padding=2)[0, 0] > 0)
-        threshold, level = _threshold(ink, allowed & ~along, lit)
+        threshold, level = _threshold(ink, allowed & ~along, lit, plain)
         if level < MIN_CONTRAST:
             reason = SHADE if shaded and not bool(along.any()) else EDGES_ONLY
             return Located(ink.clamp(0.0, 1.0)[None], False, reason)
     parts = _without_underlines([p for p in parts if p.label not in shade], labels)
     # (What lies along the edges is judged on every piece, before fainter ones are left
     # out: a table's grain is the more pieces the more of it there is.)
-    along_edges = _edge_parts(parts, labels, mask)
+    along_edges = [] if plain else _edge_parts(parts, labels, mask)
     parts = _darker_than_grain(parts, labels, measured.drop, along_edges)
     # Hysteresis: a piece is ink only if it holds some strong ink.
     strong = 0.5 * level
@@ -501,7 +534,8 @@ def _locate_once(x: Tensor, invert: bool | None, side: int = WORK_SIDE) -> Locat
         with_strong = set(np.unique(labels.numpy()[ink.numpy() >= strong]).tolist())
         parts = [p for p in parts if p.label in with_strong]
     whole = ink.clamp(0.0, 1.0)[None]
-    if sum(p.pixels for p in parts) > 0.35 * h * w:
+    if sum(p.pixels for p in parts) > 0.35 * h * w and not (plain and _one_bold_mark(parts,
+                                                                                    labels)):
         return Located(whole, False, TEXTURE)
     edge_parts = [p for p in parts if p in along_edges]
     parts = [p for p in parts if p not in edge_parts]
@@ -523,7 +557,7 @@ def _locate_once(x: Tensor, invert: bool | None, side: int = WORK_SIDE) -> Locat
         groups = _groups(significant)
         # A group reaching from one side of the picture to the other is an edge (a table's
         # strip cut into grain, a margin line), not a digit.
-        groups = [g for g in groups if not _spans(_box(g), h, w)]
+        groups = [g for g in groups if plain or not _spans(_box(g), h, w)]
         if not groups:
             return Located(whole, False, EDGES_ONLY)
         masses = [sum(p.mass for p in g) for g in groups]
