@@ -29,15 +29,21 @@ def model() -> torch.nn.Module:
     return tp3nets.convnet4(weights=WEIGHTS).eval()
 
 
-def _photo(page: np.ndarray, blur: float = 0.8) -> Image.Image:
-    """A grey page in [0, 1] as a phone saves it: blurred a little, JPEG."""
+def _jpeg(page: np.ndarray, blur: float = 0.8, quality: int = 85) -> Image.Image:
+    """A page in [0, 1] (grey (H, W) or colour (H, W, 3)) as a phone saves it: blurred a
+    little, JPEG."""
     img = Image.fromarray((np.clip(page, 0, 1) * 255).astype(np.uint8))
     buf = io.BytesIO()
-    img.filter(ImageFilter.GaussianBlur(blur)).convert("RGB").save(buf, "JPEG", quality=85)
+    img.filter(ImageFilter.GaussianBlur(blur)).convert("RGB").save(buf, "JPEG", quality=quality)
     buf.seek(0)
     out = Image.open(buf)
     out.load()
     return out
+
+
+def _photo(page: np.ndarray, blur: float = 0.8) -> Image.Image:
+    """A grey page in [0, 1] as a phone saves it: blurred a little, JPEG."""
+    return _jpeg(page, blur)
 
 
 def _pencil(label: int, side: int, rng: np.random.Generator, opacity: float) -> np.ndarray:
@@ -167,13 +173,7 @@ def _margin(label: int | None) -> Image.Image:
         ink = np.zeros((h, w, 1))
         ink[100:220, 60:180, 0] = 0.85 * sample_ink(label, 120)
         rgb = rgb * (1 - ink) + ink * np.array([0.1, 0.12, 0.45])
-    img = Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8))
-    buf = io.BytesIO()
-    img.filter(ImageFilter.GaussianBlur(0.8)).save(buf, "JPEG", quality=85)
-    buf.seek(0)
-    out = Image.open(buf)
-    out.load()
-    return out
+    return _jpeg(rgb, blur=0.8, quality=85)
 
 
 def test_a_digit_across_a_margin_line_is_read(model: torch.nn.Module) -> None:
@@ -220,13 +220,7 @@ def _noisy_squared_sheet(seed: int, label: int | None, noise: float) -> Image.Im
         ink[100:210, 120:230, 0] = 0.85 * sample_ink(label, 110)
         rgb = rgb * (1 - ink) + ink * np.array([0.08, 0.08, 0.1])
     rgb = rgb + rng.normal(0.0, noise, (h, w, 1))
-    img = Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8))
-    buf = io.BytesIO()
-    img.filter(ImageFilter.GaussianBlur(0.6)).save(buf, "JPEG", quality=80)
-    buf.seek(0)
-    out = Image.open(buf)
-    out.load()
-    return out
+    return _jpeg(rgb, blur=0.6, quality=80)
 
 
 def test_a_margin_line_broken_by_noise_is_no_digit(model: torch.nn.Module) -> None:
