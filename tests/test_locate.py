@@ -332,6 +332,28 @@ def test_a_bold_digit_drawn_large_on_a_plain_canvas_is_read(model: torch.nn.Modu
         str(label) for label in range(10)]
 
 
+def test_the_soft_tip_of_a_shadow_from_the_edge_is_shading(model: torch.nn.Module) -> None:
+    """A photographed blank sheet (the benchmark's own generator, ``"bench"`` split, picture
+    110) whose one mark is the soft tip of a shadow coming in from a corner was answered
+    "1" at 0.98: alone, a soft piece had nothing sharper beside it to be judged shading
+    by. Joined to the picture's edge by fainter ink, it is a shadow's tip."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        real_inputs = importlib.import_module("real_inputs")
+    finally:
+        sys.path.pop(0)
+    picture, _ = real_inputs.blank(real_inputs._rng(0, "blank", "bench", 110), None)
+    seen = MNISTPreprocess().inspect(picture)
+    assert not seen.found
+    assert seen.reason is not None
+    assert "shad" in seen.reason
+    assert _read(model, picture) == ("no digit", None)
+
+
 # Marks a form or a person draws around the digit: a printed box, a row of boxes, a
 # circle, an underline. They are not the digit's strokes and must stay out of the crop.
 

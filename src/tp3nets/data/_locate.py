@@ -173,6 +173,25 @@ def _edge_sharpness(labels: Tensor, parts: list[_Part], source: Tensor,
             for p, b, e, d in zip(parts, of_piece, edge, dark, strict=True)}
 
 
+def _from_the_edge(parts: list[_Part], labels: Tensor, faint: Tensor) -> list[int]:
+    """The labels of ``parts`` whose ``faint`` ink (connected, 8-neighbours) reaches the
+    picture's border."""
+    import numpy as np
+    from scipy import ndimage
+
+    blobs, _count = ndimage.label(faint.numpy() | (labels.numpy() > 0),
+                                  structure=np.ones((3, 3), bool))
+    border = set(np.unique(np.concatenate([blobs[0], blobs[-1], blobs[:, 0], blobs[:, -1]]))
+                 .tolist()) - {0}
+    out = []
+    for p in parts:
+        window = labels[p.top:p.bottom, p.left:p.right] == p.label
+        ids = blobs[p.top:p.bottom, p.left:p.right][window.numpy()]
+        if ids.size and int(ids[0]) in border:
+            out.append(p.label)
+    return out
+
+
 def _one_bold_mark(parts: list[_Part], labels: Tensor) -> bool:
     """Whether the ink is one mark with at most two holes (an "8" has two), holding nine
     tenths of the ink's pixels: a bold digit drawn large covers much of its picture, as a
@@ -504,6 +523,12 @@ def _locate_once(x: Tensor, invert: bool | None, side: int = WORK_SIDE) -> Locat
         sharpest = max(inner or sharpness.values(), default=0.0)
         shade = [p.label for p in parts
                  if sharpness[p.label] < min(SOFT_EDGE, 0.5 * sharpest)]
+        # A soft piece joined to the picture's edge by fainter ink is the tip of a shadow
+        # cast from outside the picture, even with nothing sharper beside it.
+        soft = [p for p in parts if 0.0 <= sharpness[p.label] < SOFT_EDGE
+                and p.label not in shade]
+        if soft and not plain:
+            shade += _from_the_edge(soft, labels, ink > 0.25 * threshold)
         edges = [] if plain else [p.label for p in _edge_parts(
             [p for p in parts if p.label not in shade], labels, mask)]
         edge_region = torch.from_numpy(np.isin(labels.numpy(), edges)) & ~along
