@@ -441,10 +441,14 @@ def _margin_line(mask: Tensor, full: Tensor, axis: int) -> bool:
     return bool(line[:, :2].any()) and bool(line[:, -2:].any())
 
 
-def _noise_floor(drop: Tensor) -> float:
+def _noise_floor(drop: Tensor, plain: bool = False) -> float:
     """The darkness (paper - picture, absolute) that the paper's own noise and grain reach:
-    six robust standard deviations above its median. Dividing by the paper makes the noise
-    of a dark table or a deep shadow as strong as ink; in absolute terms it stays small."""
+    six robust standard deviations above its median, and at least 0.02. Dividing by the
+    paper makes the noise of a dark table or a deep shadow as strong as ink; in absolute
+    terms it stays small. ``plain``: the ground has no grain (its minimum, as
+    :func:`_threshold`'s ``plain``)."""
+    if plain:
+        return 0.02
     flat = drop.flatten()
     sample = flat[:: flat.numel() // (1 << 16) + 1] if flat.numel() > 1 << 16 else flat
     median = float(sample.median())

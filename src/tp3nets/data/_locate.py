@@ -69,6 +69,9 @@ SOFT_EDGE: Final = 0.1
 OPEN_OUTLINE: Final = 0.35
 #: Pieces fainter than this share of the darkest piece (in absolute terms) are grain.
 FAINT: Final = 0.4
+#: A piece is straight when its pixels' spread (variance) across their main direction is
+#: at most this share of their spread along it: a bar at least seven times as long as wide.
+STRAIGHT: Final = 0.02
 #: A straight piece whose line, drawn on beyond its ends, runs over ink for at least this
 #: share of the way is a piece of a longer line (:func:`_on_a_line`).
 ON_A_LINE: Final = 0.6
@@ -319,20 +322,28 @@ def _is_rule(part: _Part, labels: Tensor) -> bool:
     it. An underline, the top or bottom of a printed box; no stroke of a digit is one."""
     if part.width < 3 * part.height:
         return False
+    _points, _direction, small, large = _main_axis(part, labels)
+    return small <= STRAIGHT * large
+
+
+def _main_axis(part: _Part, labels: Tensor) -> tuple[Tensor, Tensor, float, float]:
+    """A piece's pixels as (2, n) (y, x) in the picture, the direction of their main spread
+    (a unit (y, x) vector), and their spreads (variances) across and along it. Under three
+    pixels, the spreads are equal (no direction)."""
     ys, xs = torch.nonzero(labels[part.top:part.bottom, part.left:part.right] == part.label,
                            as_tuple=True)
-    points = torch.stack([ys, xs]).float()
-    cov = torch.cov(points) if points.shape[1] > 2 else torch.eye(2)
-    small, large = (float(v) for v in torch.linalg.eigvalsh(cov))
-    return small <= 0.02 * large
+    points = torch.stack([ys + part.top, xs + part.left]).double()
+    if points.shape[1] <= 2:
+        return points, torch.tensor([1.0, 0.0], dtype=torch.float64), 1.0, 1.0
+    values, vectors = torch.linalg.eigh(torch.cov(points))
+    return points, vectors[:, 1], float(values[0]), float(values[1])
 
 
 def _on_a_line(part: _Part, labels: Tensor, weak: Tensor) -> bool:
     """Whether a piece (the pixels of ``labels`` equal to its label) is a piece of a longer
-    straight line: straight and thin (its pixels' spread across their main direction at
-    most 0.02 of their spread along it), and its line, drawn on across the picture beyond
-    the piece's ends, runs over the ``weak`` ink for at least :data:`ON_A_LINE` of that
-    stretch, a stretch at least half the piece's own length.
+    straight line: straight and thin (:data:`STRAIGHT`), and its line, drawn on across the
+    picture beyond the piece's ends, runs over the ``weak`` ink for at least
+    :data:`ON_A_LINE` of that stretch, a stretch at least half the piece's own length.
 
     A margin line or a grid line cut where the ruled rows were cleared or broken by a
     photo's noise, a fold, a table's straight edge: each piece would read as a "1". A
@@ -340,17 +351,10 @@ def _on_a_line(part: _Part, labels: Tensor, weak: Tensor) -> bool:
     stretch to judge, and it stays."""
     if max(part.height, part.width) < 8:
         return False
-    ys, xs = torch.nonzero(labels[part.top:part.bottom, part.left:part.right] == part.label,
-                           as_tuple=True)
-    if ys.numel() < 8:
+    points, direction, small, large = _main_axis(part, labels)
+    if points.shape[1] < 8 or large <= 0.0 or small > STRAIGHT * large:
         return False
-    points = torch.stack([ys + part.top, xs + part.left]).double()
     centre = points.mean(dim=1)
-    values, vectors = torch.linalg.eigh(torch.cov(points))
-    small, large = float(values[0]), float(values[1])
-    if large <= 0.0 or small > 0.02 * large:
-        return False
-    direction = vectors[:, 1]
     along = direction @ (points - centre[:, None])
     first, last = float(along.min()), float(along.max())
     h, w = weak.shape
@@ -488,7 +492,7 @@ def _locate_once(x: Tensor, invert: bool | None, side: int = WORK_SIDE) -> Locat
     h, w = ink.shape
     # Ink is darker than the paper by more than the paper's noise, in absolute terms: a
     # dark table's or a deep shadow's noise, divided by little paper, is not.
-    allowed = measured.drop > (0.02 if plain else _noise_floor(measured.drop))
+    allowed = measured.drop > _noise_floor(measured.drop, plain)
     # The paper's grain is measured on the brighter half of the paper: a dark table or a
     # deep shadow, divided by little, has a grain many times the lit sheet's, and would set
     # the threshold above pencil on the sheet. (There, the ink must also be darker than
