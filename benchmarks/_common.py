@@ -174,6 +174,18 @@ def timed(fn: Callable[[], Any], device: str = "cpu") -> tuple[float, Any]:
     return time.perf_counter() - start, out
 
 
+#: Seconds of rest before each timed pass. ONNX Runtime's worker threads spin on the CPU
+#: for tens of milliseconds after a run, waiting for the next one (its default,
+#: ``session.intra_op.allow_spinning``): on a 2-core machine they slowed the eager PyTorch
+#: pass timed right after by a third. Every pass starts from the same rest instead.
+SETTLE_S = 0.2
+
+
+def settle() -> None:
+    """Rest :data:`SETTLE_S` before a timed pass (see there)."""
+    time.sleep(SETTLE_S)
+
+
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 

@@ -8,7 +8,11 @@ PyTorch, side by side, at batch 1 (latency) and at larger batches (throughput).
 Each backend is made once per model (checked against eager when made: the time that takes
 is in the ``setup s`` column). Each repeat then times every backend once, in turn (so a busy
 neighbour slows them alike), on the same random inputs; the table gives per backend the
-median images/s and the median (and range) of its per-repeat speed-up over eager. The
+median images/s and the median (and range) of its per-repeat speed-up over eager. Two
+more rows give what a user compares: ``predict`` (:func:`tp3nets.predict` with
+``backend="auto"``, called on each batch: the library's own API, its input checks and mode
+switching included) and ``ort-session`` (a bare ``onnxruntime.InferenceSession`` on the
+model's ONNX export, fed NumPy: what one would run without tp3nets). The
 machine line names the CPU and its AVX2 / AVX-512 / VNNI / AMX / bf16 flags: the figures
 hold for that kind of CPU only.
 """
@@ -17,7 +21,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,30 +31,77 @@ import torch
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import BUILDERS, DEFAULT_DATA, MODELS, machine, median, print_machine, report
+from _common import (
+    BUILDERS,
+    DEFAULT_DATA,
+    MODELS,
+    machine,
+    median,
+    print_machine,
+    report,
+    settle,
+)
 
 import tp3nets
-from tp3nets.deploy import available_backends, optimize
+from tp3nets.deploy import available_backends, export_onnx, optimize
+
+Forward = Callable[[Tensor], Any]
 
 
-def build(name: str, backends: list[str]) -> tuple[dict[str, nn.Module], dict[str, float]]:
-    """Each backend's module for ``name`` (DEFAULT weights), and the seconds it took."""
+def ort_session(model: nn.Module, folder: str) -> Forward:
+    """What a user would run without tp3nets' backends: the model's ONNX file (written by
+    :func:`tp3nets.deploy.export_onnx`) in a plain ``onnxruntime.InferenceSession`` on the
+    CPU, with torch's thread count, fed NumPy arrays."""
+    import onnxruntime
+
+    path = Path(folder) / "model.onnx"
+    export_onnx(model, path)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(str(path), options,
+                                           providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+
+    def run(x: Tensor) -> Any:
+        return session.run(None, {input_name: x.numpy()})[0]
+    return run
+
+
+def build(name: str, backends: list[str], folder: str) -> tuple[dict[str, Forward],
+                                                                 dict[str, float]]:
+    """Each path's forward for ``name`` (DEFAULT weights), and the seconds it took to make:
+    every backend's module; ``predict``, :func:`tp3nets.predict` with ``backend="auto"``
+    called on each batch (the API a user calls, its backend made at the first call); and
+    ``ort-session``, a bare ONNX Runtime session where onnxruntime is installed."""
     model = tp3nets.get_model(BUILDERS[name], weights="DEFAULT").eval()
-    modules: dict[str, nn.Module] = {}
+    modules: dict[str, Forward] = {}
     setup: dict[str, float] = {}
     for backend in backends:
         start = time.perf_counter()
         modules[backend] = model if backend == "eager" else optimize(model, backend)
         setup[backend] = time.perf_counter() - start
+    start = time.perf_counter()
+    tp3nets.predict(model, torch.zeros(1, *model.input_shape), backend="auto")
+    setup["predict"] = time.perf_counter() - start
+
+    def predict(x: Tensor) -> Tensor:
+        return tp3nets.predict(model, x, batch_size=len(x), backend="auto")
+    modules["predict"] = predict
+    if "onnxruntime" in available_backends():
+        start = time.perf_counter()
+        modules["ort-session"] = ort_session(model, folder)
+        setup["ort-session"] = time.perf_counter() - start
     return modules, setup
 
 
-def measure(name: str, batch: int, images: Tensor, built: tuple[dict[str, nn.Module],
+def measure(name: str, batch: int, images: Tensor, built: tuple[dict[str, Forward],
             dict[str, float]], args: argparse.Namespace) -> list[dict[str, Any]]:
     modules, setup = built
     batches = list(images.split(batch))
 
-    def timed_pass(module: nn.Module) -> float:
+    def timed_pass(module: Forward) -> float:
+        settle()  # ONNX Runtime's threads stop spinning first
         start = time.perf_counter()
         with torch.inference_mode():
             for x in batches:
@@ -63,7 +116,7 @@ def measure(name: str, batch: int, images: Tensor, built: tuple[dict[str, nn.Mod
             times[backend].append(timed_pass(module))
     rows = []
     for backend, module in modules.items():
-        chosen = getattr(module, "backend", "eager")
+        chosen = getattr(module, "backend", backend)
         ratios = sorted(e / t for e, t in zip(times["eager"], times[backend], strict=True))
         rows.append({
             "model": name, "backend": backend if chosen == backend else f"{backend} ({chosen})",
@@ -123,11 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     images = torch.rand(max(args.limit, args.latency_images), 1, 28, 28,
                         generator=torch.Generator().manual_seed(0))
     rows = []
-    for name in args.models:
-        built = build(name, args.backends)
-        for batch in args.sizes:
-            count = args.latency_images if batch == 1 else args.limit
-            rows += measure(name, batch, images[:count], built, args)
+    with tempfile.TemporaryDirectory() as folder:
+        for name in args.models:
+            built = build(name, args.backends, folder)
+            for batch in args.sizes:
+                count = args.latency_images if batch == 1 else args.limit
+                rows += measure(name, batch, images[:count], built, args)
     report("backends", info, rows, args,
            f"median of {args.repeats} interleaved run(s) after a warm-up run, "
            f"{torch.get_num_threads()} thread(s); CPU: {info['cpu']} "

@@ -56,6 +56,7 @@ from _common import (
     median,
     print_machine,
     report,
+    settle,
 )
 
 import tp3nets
@@ -178,6 +179,7 @@ def measure(name: str, batch: int, images: Tensor, labels: Tensor,
     batches = list(images.split(batch))
 
     def timed_pass(model: Callable[[Tensor], Tensor]) -> float:
+        settle()  # ONNX Runtime's threads stop spinning first
         start = time.perf_counter()
         with torch.inference_mode():
             for x in batches:

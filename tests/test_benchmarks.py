@@ -30,6 +30,7 @@ QUICK = {
     "bench_shortcuts.py": ["--shortcuts", "step,blocks"],
     "bench_real_inputs.py": ["--models", "convnet2"],
     "bench_conv_layers.py": [],
+    "bench_ort_spinning.py": [],
 }
 
 

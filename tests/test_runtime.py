@@ -287,6 +287,51 @@ def test_cli_backend_default_errors_and_evaluate(
     assert fast["loss"] == pytest.approx(eager["loss"], rel=1e-4)
 
 
+class _Scaled(nn.Module):
+    """A linear classifier whose input is scaled by a non-persistent buffer (a constant
+    kept out of the state_dict)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("scale", torch.ones(1), persistent=False)
+        self.lin = nn.Linear(4, 3)
+        self.input_shape = (4,)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.lin(x * self.scale)
+        return out
+
+
+def test_a_non_persistent_buffer_written_in_place_rebuilds_the_backend() -> None:
+    """A backend stays valid only while every tensor the model reads is unchanged: a
+    non-persistent buffer (not in the state_dict) written in place makes optimize build
+    afresh, and the new backend gives the new outputs."""
+    model = _Scaled().eval()
+    x = torch.rand(5, 4)
+    first = optimize(model, "torch")
+    torch.testing.assert_close(first(x), model(x))
+    with torch.no_grad():
+        model.scale.fill_(3.0)
+    again = optimize(model, "torch")
+    assert again is not first
+    torch.testing.assert_close(again(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_state_tensors_walks_every_parameter_and_buffer_once() -> None:
+    """The walk behind the per-call checks: state_dict's tensors, non-persistent buffers
+    too, a shared module's once, unset parameters skipped."""
+    from tp3nets._util._modules import state_tensors
+
+    model = tp3nets.convnet4()
+    names = dict(state_tensors(model))
+    assert names.keys() == model.state_dict().keys()
+    assert all(names[k] is v for k, v in model.state_dict(keep_vars=True).items())
+    shared = nn.Linear(2, 2, bias=False)
+    outer = nn.Sequential(shared, shared, _Scaled())
+    assert [k for k, _ in state_tensors(outer)] == ["0.weight", "2.scale", "2.lin.weight",
+                                                     "2.lin.bias"]
+
+
 def test_a_backend_is_made_once_per_model_until_its_weights_change(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

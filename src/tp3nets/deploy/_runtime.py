@@ -44,6 +44,8 @@ from typing import Any, Final, Literal
 import torch
 from torch import Tensor, nn
 
+from .._util._modules import state_tensors
+
 __all__ = [
     "BACKENDS",
     "FP32_RTOL",
@@ -185,7 +187,7 @@ def _check_eval(model: nn.Module) -> None:
 
 
 def _check_cpu(model: nn.Module) -> None:
-    devices = {p.device.type for p in [*model.parameters(), *model.buffers()]}
+    devices = {tensor.device.type for _name, tensor in state_tensors(model)}
     if devices - {"cpu"}:
         raise ValueError(
             f"the torch and onnxruntime backends run on the CPU; the model is on "
@@ -425,12 +427,9 @@ def _fingerprint(model: nn.Module) -> tuple[Any, ...]:
     buffer's storage, shape, dtype and in-place write counter, the structure, the threads,
     and which backends can run (what ``"auto"`` chose from)."""
     items: list[Any] = [type(model), torch.get_num_threads(), available_backends()]
-    for name, value in model.state_dict(keep_vars=True).items():
-        if isinstance(value, Tensor):
-            items.append((name, value.data_ptr(), value._version, tuple(value.shape),
-                          value.dtype))
-        else:
-            items.append((name, id(value)))
+    for name, value in state_tensors(model):
+        items.append((name, value.data_ptr(), value._version, tuple(value.shape),
+                      value.dtype))
     return tuple(items)
 
 
@@ -507,10 +506,12 @@ def optimize(
     _check_eval(model)
     if backend == "eager":
         return InferenceModel(model, "eager", "asked for")
-    _check_cpu(model)
+    # What was made for this model's very tensors (on the CPU, or it would not have been
+    # made) is given again without walking them twice.
     made = _remembered(model, backend)
     if made is not None:
         return made
+    _check_cpu(model)
     checked = _example(model, example)
     chosen = _auto(model, checked) if backend == "auto" else _BUILDERS[backend](model, checked)
     logger.info("%s runs on the %s backend: %s", type(model).__name__, chosen.backend,
