@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 import tp3nets
 from tp3nets.engine import fused_optimizer, reuse_freed_memory
@@ -184,6 +184,27 @@ SETTLE_S = 0.2
 def settle() -> None:
     """Rest :data:`SETTLE_S` before a timed pass (see there)."""
     time.sleep(SETTLE_S)
+
+
+def ort_session(path: str | Path, spinning: bool = True) -> Callable[[Tensor], Tensor]:
+    """A bare ``onnxruntime.InferenceSession`` on the ONNX file at ``path``: the CPU,
+    torch's thread count, one inter-op thread, fed NumPy; what one would run without
+    tp3nets. ``spinning``: ONNX Runtime's ``session.intra_op.allow_spinning`` (its
+    default, on)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning",
+                                     "1" if spinning else "0")
+    session = onnxruntime.InferenceSession(str(path), options,
+                                           providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def run(x: Tensor) -> Tensor:
+        return torch.from_numpy(session.run(None, {name: x.numpy()})[0])
+    return run
 
 
 def median(values: Sequence[float]) -> float:

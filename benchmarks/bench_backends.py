@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
@@ -37,6 +37,7 @@ from _common import (
     MODELS,
     machine,
     median,
+    ort_session,
     print_machine,
     report,
     settle,
@@ -46,26 +47,6 @@ import tp3nets
 from tp3nets.deploy import available_backends, export_onnx, optimize
 
 Forward = Callable[[Tensor], Any]
-
-
-def ort_session(model: nn.Module, folder: str) -> Forward:
-    """What a user would run without tp3nets' backends: the model's ONNX file (written by
-    :func:`tp3nets.deploy.export_onnx`) in a plain ``onnxruntime.InferenceSession`` on the
-    CPU, with torch's thread count, fed NumPy arrays."""
-    import onnxruntime
-
-    path = Path(folder) / "model.onnx"
-    export_onnx(model, path)
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    options.inter_op_num_threads = 1
-    session = onnxruntime.InferenceSession(str(path), options,
-                                           providers=["CPUExecutionProvider"])
-    input_name = session.get_inputs()[0].name
-
-    def run(x: Tensor) -> Any:
-        return session.run(None, {input_name: x.numpy()})[0]
-    return run
 
 
 def build(name: str, backends: list[str], folder: str) -> tuple[dict[str, Forward],
@@ -90,7 +71,9 @@ def build(name: str, backends: list[str], folder: str) -> tuple[dict[str, Forwar
     modules["predict"] = predict
     if "onnxruntime" in available_backends():
         start = time.perf_counter()
-        modules["ort-session"] = ort_session(model, folder)
+        path = Path(folder) / f"{name}.onnx"
+        export_onnx(model, path)
+        modules["ort-session"] = ort_session(path)
         setup["ort-session"] = time.perf_counter() - start
     return modules, setup
 

@@ -54,6 +54,7 @@ from _common import (
     machine,
     malloc_setting,
     median,
+    ort_session,
     print_machine,
     report,
     settle,
@@ -103,10 +104,8 @@ def matmul_floor(repeats: int = 5, n: int = 1024) -> float:
     return n**3 / best
 
 
-def ort_session(model: nn.Module, int8: bool, folder: str) -> Callable[[Tensor], Tensor]:
-    """``model`` exported to ONNX and run by ONNX Runtime (CPU, torch's thread count)."""
-    import onnxruntime
-
+def export(model: nn.Module, int8: bool, folder: str) -> Callable[[Tensor], Tensor]:
+    """``model`` exported to ONNX and run by a bare ONNX Runtime session."""
     from tp3nets.deploy import export_onnx
 
     path = Path(folder) / ("int8.onnx" if int8 else "fp32.onnx")
@@ -114,16 +113,7 @@ def ort_session(model: nn.Module, int8: bool, folder: str) -> Callable[[Tensor],
         quantization.export_quantized_onnx(model, path)
     else:
         export_onnx(model, path)
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    options.inter_op_num_threads = 1
-    session = onnxruntime.InferenceSession(str(path), options,
-                                           providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-
-    def run(x: Tensor) -> Tensor:
-        return torch.from_numpy(session.run(None, {name: x.numpy()})[0])
-    return run
+    return ort_session(path)
 
 
 def build(name: str, variant: str, folder: str) -> Callable[[Tensor], Tensor] | None:
@@ -137,7 +127,7 @@ def build(name: str, variant: str, folder: str) -> Callable[[Tensor], Tensor] | 
             return None
         int8 = variant == "ort-int8"
         model = getattr(quantization, builder)(weights="DEFAULT", quantize=True) if int8 else fp32
-        return ort_session(model, int8, folder)
+        return export(model, int8, folder)
     if variant == "32":
         return fp32
     if variant == "32+fold":

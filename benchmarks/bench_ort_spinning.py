@@ -36,25 +36,12 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DEFAULT_DATA, machine, median, print_machine, report, settle
+from _common import DEFAULT_DATA, machine, median, ort_session, print_machine, report, settle
 
 import tp3nets
 from tp3nets.deploy import export_onnx
 
 PAUSES = (0.0, 0.001, 0.01, 0.1, 0.5)
-
-
-def session(path: Path, spinning: bool) -> Callable[[Any], Any]:
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning",
-                                     "1" if spinning else "0")
-    ort = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = ort.get_inputs()[0].name
-    return lambda x: ort.run(None, {name: x})[0]
 
 
 def per_image(fn: Callable[[], Any], calls: int) -> float:
@@ -84,25 +71,24 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "convnet4.onnx"
         export_onnx(model, path)
-        spin, still = session(path, True), session(path, False)
-        array = x.numpy()
+        spin, still = ort_session(path), ort_session(path, spinning=False)
         eager: Callable[[], Any] = lambda: model(x)  # noqa: E731
         after: dict[str, list[float]] = {"idle": [], **{f"{p:g} s": [] for p in PAUSES}}
         runs: dict[str, list[float]] = {"spinning allowed": [], "not allowed": []}
         with torch.inference_mode():
             for _ in range(3):
-                eager(), spin(array), still(array)
+                eager(), spin(x), still(x)
             for _ in range(args.repeats):
                 settle()
                 after["idle"].append(per_image(eager, args.calls))
                 for pause in PAUSES:
                     for _ in range(10):
-                        spin(array)
+                        spin(x)
                     time.sleep(pause)
                     after[f"{pause:g} s"].append(per_image(eager, args.calls))
                 for label, fn in (("spinning allowed", spin), ("not allowed", still)):
                     settle()
-                    runs[label].append(per_image(lambda f=fn: f(array), args.calls))
+                    runs[label].append(per_image(lambda f=fn: f(x), args.calls))
     idle = median(after["idle"])
     rows: list[dict[str, Any]] = [
         {"measure": "eager PyTorch after ORT", "when": k, "us/image": round(median(v), 1),
