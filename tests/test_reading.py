@@ -214,6 +214,68 @@ def test_the_paper_edge_and_table_are_left_out(model: torch.nn.Module) -> None:
     assert _status(model, [img]) == [("digit", "4")]
 
 
+def _sheet_on_wood(seed: int, label: int | None = None) -> Image.Image:
+    """A phone photo of a sheet (white or cream, lit unevenly) lying on a wooden table that
+    fills a strip along one edge: wood-coloured, with wavy grain stripes; a digit on the
+    sheet when ``label`` is given; blurred, JPEG."""
+    rng = np.random.default_rng(seed)
+    h, w = 300, 400
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    theta = rng.uniform(0, np.pi)
+    noise = torch.from_numpy(rng.random((1, 1, 6, 6))).float()
+    wave = torch.nn.functional.interpolate(noise, size=(h, w), mode="bicubic")[0, 0].numpy()
+    grain = np.sin((xx * np.cos(theta) + yy * np.sin(theta)) / rng.uniform(3, 8) + 6 * wave)
+    base = np.array([rng.uniform(0.35, 0.55), rng.uniform(0.2, 0.35), rng.uniform(0.1, 0.2)])
+    wood = base * (1 + 0.15 * grain[..., None])
+    edge, depth, slope = int(rng.integers(4)), rng.uniform(0.12, 0.25), rng.uniform(-0.1, 0.1)
+    across, along, n = [(yy, xx, h), (yy, xx, h), (xx, yy, w), (xx, yy, w)][edge]
+    line = depth * n + slope * (along - along.mean())
+    table = (across < line) if edge in (0, 2) else (across > n - line)
+    light = (0.7 + 0.25 * xx / w + 0.1 * yy / h)[..., None]
+    paper = np.array([0.93, 0.92, 0.86]) if rng.random() < 0.5 else np.array([0.9, 0.9, 0.9])
+    sheet = paper * light + rng.normal(0, 0.012, (h, w, 1))
+    if label is not None:
+        ink = np.zeros((h, w))
+        ink[95:205, 145:255] = sample_ink(label, 110)
+        sheet = sheet * (1 - 0.85 * ink[..., None])
+    rgb = np.where(table[..., None], wood * light, sheet)
+    img = Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8))
+    return _jpeg(img.filter(ImageFilter.GaussianBlur(0.8)))
+
+
+def test_a_blank_sheet_on_a_wooden_table_is_no_digit(model: torch.nn.Module) -> None:
+    """The wood's grain beside the sheet is no ink: it lies on another ground than the
+    sheet (another colour, reaching the picture's border). Forty blank sheets are "no
+    digit" (some were "unsure", or a digit, before); a digit on such a sheet is still read."""
+    blanks = read_digits(model, [_sheet_on_wood(seed) for seed in range(40)], weights=WEIGHTS)
+    assert [r.status for r in blanks] == ["no digit"] * 40
+    digits = [_sheet_on_wood(100 + k, k % 10) for k in range(10)]
+    assert _status(model, digits) == [("digit", str(k % 10)) for k in range(10)]
+
+
+def _note_on_a_white_desk(label: int) -> Image.Image:
+    """A yellow note filling the right three fifths of the photo, cut by its top, right and
+    bottom edges, on a white desk brighter than it; the digit on the note."""
+    rng = np.random.default_rng(label)
+    h, w = 300, 400
+    xx = np.mgrid[0:h, 0:w][1].astype(np.float64)
+    light = (0.85 + 0.1 * xx / w)[..., None]
+    note = xx >= 160
+    rgb = np.where(note[..., None], np.array([0.97, 0.86, 0.38]), np.array([0.98, 0.98, 0.97]))
+    ink = np.zeros((h, w))
+    ink[90:200, 230:340] = sample_ink(label, 110)
+    rgb = rgb * light * (1 - 0.85 * ink[..., None]) + rng.normal(0, 0.01, (h, w, 1))
+    img = Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8))
+    return _jpeg(img.filter(ImageFilter.GaussianBlur(0.8)))
+
+
+def test_a_note_larger_than_the_desk_around_it_is_the_sheet(model: torch.nn.Module) -> None:
+    """Ground of another colour is a table only when it takes less of the picture than the
+    sheet: a coloured note filling most of the photo, on a brighter white desk, is read."""
+    notes = [_note_on_a_white_desk(label) for label in range(10)]
+    assert _status(model, notes) == [("digit", str(label)) for label in range(10)]
+
+
 def _in_shadow(label: int) -> Image.Image:
     """A phone photo where the phone's shadow, soft-edged and deep, covers most of the sheet
     and its border; the digit is written in the lit corner."""

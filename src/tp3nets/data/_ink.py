@@ -142,6 +142,18 @@ def _closing(x: Tensor, k: int, along: int | None = None) -> Tensor:
     return torch.from_numpy(closed)
 
 
+def coarse_paper(x: Tensor) -> Tensor:
+    """:func:`paper_brightness`'s first estimate, at its own small size: (C, H, W) shrunk by
+    a maximum filter to a shorter side of about 64, closed with a window of a third of it,
+    and smoothed."""
+    h, w = x.shape[-2:]
+    step = max(1, min(h, w) // 64)
+    small = F.max_pool2d(x[None], step, stride=step, ceil_mode=True)[0] if step > 1 else x
+    k = max(3, (min(small.shape[-2:]) // 3) | 1)
+    coarse = _closing(small, k)
+    return F.avg_pool2d(coarse[None], 3, stride=1, padding=1, count_include_pad=False)[0]
+
+
 def paper_brightness(x: Tensor, stroke: float | None = None) -> Tensor:
     """The paper's brightness under each pixel of (C, H, W), dark ink on light paper.
 
@@ -152,11 +164,7 @@ def paper_brightness(x: Tensor, stroke: float | None = None) -> Tensor:
     shadow's edge exactly, and the darker of the two is the paper.
     """
     _c, h, w = x.shape
-    step = max(1, min(h, w) // 64)
-    small = F.max_pool2d(x[None], step, stride=step, ceil_mode=True)[0] if step > 1 else x
-    k = max(3, (min(small.shape[-2:]) // 3) | 1)
-    coarse = _closing(small, k)
-    coarse = F.avg_pool2d(coarse[None], 3, stride=1, padding=1, count_include_pad=False)[0]
+    coarse = coarse_paper(x)
     if coarse.shape[-2:] != (h, w):
         coarse = F.interpolate(coarse[None], size=(h, w), mode="bilinear",
                                align_corners=False)[0]
