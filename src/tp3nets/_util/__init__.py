@@ -1,1 +1,2 @@
-"""Private helpers shared across the package: argument checks and warnings."""
+"""Private helpers shared across the package: argument checks, warnings, and a cheap walk
+over a module's tensors."""
