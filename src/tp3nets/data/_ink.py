@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from ._pieces import _frame_region
+from ._pieces import _frame_region, _Part
 
 #: The longer side of the working copy of a picture (pixels).
 WORK_SIDE: Final = 384
@@ -261,6 +261,59 @@ def _ink(x: Tensor, invert: bool | None = None) -> _Ink:
     paper = paper_brightness(x, stroke_width(mask))
     return _Ink(_darkness(x, paper), _drop(paper, x), _inked_channel(x, paper),
                 paper.amax(dim=0), dark_ink)
+
+
+#: How far (the largest of the three channels' shares) the ground's colour under a piece may
+#: be from the lit sheet's before the piece is on another surface (a table).
+OTHER_SURFACE: Final = 0.08
+
+
+def _beside_the_sheet(work: Tensor, lit: Tensor, labels: Tensor,
+                      parts: list[_Part]) -> set[int]:
+    """The labels of the pieces that lie on another surface than the sheet: where the
+    ground's colour (the paper's coarse estimate, per channel, as shares of their sum)
+    differs from the lit sheet's by more than :data:`OTHER_SURFACE`, in a region of that
+    ground that reaches the picture's border and covers less than half of it (a wooden
+    table beside the sheet, whose grain reads as ink), widened by 3 % of the picture's
+    longer side. A shadow dims the sheet without changing its colour's shares.
+
+    The ground's colour changes slowly: it is judged on the coarse estimate's own small
+    copy (a shorter side of about 64), and only the result is brought to full size."""
+    import numpy as np
+    from scipy import ndimage
+
+    h, w = labels.shape
+    ground = coarse_paper(work)  # (3, h', w'), h' about 64
+    small = ground.shape[-2:]
+    shares = ground / ground.sum(dim=0, keepdim=True).clamp_min(1e-3)
+    sheet_lit = F.interpolate(lit[None, None].float(), size=small, mode="nearest")[0, 0] > 0.5
+    if not bool(sheet_lit.any()):
+        return set()
+    sheet = shares[:, sheet_lit].median(dim=1).values
+    other = (shares - sheet[:, None, None]).abs().amax(dim=0) > OTHER_SURFACE
+    regions, count = ndimage.label(other.numpy())
+    if count == 0:
+        return set()
+    # A table lies beside the sheet and takes less of the picture than it: a region as
+    # large as half the picture is the sheet itself (a coloured note on a white desk).
+    sizes = np.bincount(regions.ravel())
+    border = {int(r) for r in np.unique(np.concatenate([regions[0], regions[-1],
+                                                        regions[:, 0], regions[:, -1]]))
+              if r and sizes[r] < 0.5 * regions.size}
+    if not border:
+        return set()
+    # The coarse estimate blurs the sheet's edge over a few hundredths of the picture: the
+    # edge's own dark line lies there, half on each ground.
+    reach = 2 * max(1, round(0.03 * max(small))) + 1
+    off_small = ndimage.maximum_filter(np.isin(regions, list(border)), size=reach)
+    off = F.interpolate(torch.from_numpy(off_small)[None, None].float(), size=(h, w),
+                        mode="nearest")[0, 0] > 0.5
+    out = set()
+    for p in parts:
+        window = labels[p.top:p.bottom, p.left:p.right] == p.label
+        if float(off[p.top:p.bottom, p.left:p.right][window].float().mean()) > 0.5:
+            out.add(p.label)
+    return out
 
 
 def _inked_channel(x: Tensor, paper: Tensor) -> Tensor:
