@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from ._pieces import _frame_region, _Part
+from ._pieces import _border_labels, _frame_region, _Part
 
 #: The longer side of the working copy of a picture (pixels).
 WORK_SIDE: Final = 384
@@ -297,9 +297,7 @@ def _beside_the_sheet(work: Tensor, lit: Tensor, labels: Tensor,
     # A table lies beside the sheet and takes less of the picture than it: a region as
     # large as half the picture is the sheet itself (a coloured note on a white desk).
     sizes = np.bincount(regions.ravel())
-    border = {int(r) for r in np.unique(np.concatenate([regions[0], regions[-1],
-                                                        regions[:, 0], regions[:, -1]]))
-              if r and sizes[r] < 0.5 * regions.size}
+    border = {r for r in _border_labels(regions) if sizes[r] < 0.5 * regions.size}
     if not border:
         return set()
     # The coarse estimate blurs the sheet's edge over a few hundredths of the picture: the

@@ -53,7 +53,7 @@ from ._ink import (
 from ._ink import WORK_SIDE as WORK_SIDE
 from ._ink import light_ink as light_ink
 from ._ink import luminance as luminance
-from ._pieces import _frame_region, _Part, _parts, _runs_along_edge
+from ._pieces import _border_labels, _frame_region, _Part, _parts, _runs_along_edge
 
 __all__ = ["Located", "locate_digit"]
 
@@ -185,8 +185,7 @@ def _from_the_edge(parts: list[_Part], labels: Tensor, faint: Tensor) -> list[in
 
     blobs, _count = ndimage.label(faint.numpy() | (labels.numpy() > 0),
                                   structure=np.ones((3, 3), bool))
-    border = set(np.unique(np.concatenate([blobs[0], blobs[-1], blobs[:, 0], blobs[:, -1]]))
-                 .tolist()) - {0}
+    border = _border_labels(blobs)
     out = []
     for p in parts:
         window = labels[p.top:p.bottom, p.left:p.right] == p.label

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 
 import torch
 from torch import Tensor
 from torch.nn import functional as F
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
 
 __all__: list[str] = []
 
@@ -34,6 +37,14 @@ class _Part:
     @property
     def width(self) -> int:
         return self.right - self.left
+
+
+def _border_labels(labels: NDArray[Any]) -> set[int]:
+    """The labels (not 0) of a labelled array's regions that touch its border."""
+    import numpy as np
+
+    ring = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+    return {int(r) for r in np.unique(ring) if r}
 
 
 def _parts(mask: Tensor, ink: Tensor) -> tuple[Tensor, list[_Part]]:
