@@ -520,6 +520,54 @@ def test_a_large_blank_page_is_no_digit(model: torch.nn.Module) -> None:
     assert _read(model, _large_page(None, scan=True)) == ("no digit", None)
 
 
+def _thin_page(label: int, seed: int) -> Image.Image:
+    """A 2400x1800 photo of a sheet with a digit 60 px tall drawn with a pen two or three
+    pixels wide, grey (the sample digit's strokes thinned), as a JPEG file reads."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    h, w, side = 1800, 2400, 60
+    page = (0.85 - 0.1 * np.linspace(0, 1, w)[None, :] + 0.05 * np.linspace(0, 1, h)[:, None]
+            + rng.normal(0.0, 0.01, (h, w)))
+    ink = ndimage.binary_erosion(sample_ink(label, side) > 0.5).astype(np.float64)
+    top, left = int(rng.integers(200, h - 300)), int(rng.integers(200, w - 300))
+    page[top:top + side, left:left + side] *= 1 - 0.55 * ink
+    return _photo(page, blur=1.0)
+
+
+def test_a_thin_small_digit_in_a_photo_file_is_found(model: torch.nn.Module) -> None:
+    """A thin digit small on a large photo averages away in the shrunk working copy: the
+    second look keeps its strokes (the darkest pixel of each block) and reads it from the
+    picture's own pixels. A picture read from a file (PIL, shrunk when read) gets the same
+    looks, and the same answers, as the same picture given as a tensor."""
+    pages = [_thin_page(label, seed=label) for label in range(10)]
+    from_files = read_digits(model, pages, weights=WEIGHTS)
+    assert [(r.status, r.label) for r in from_files] == [
+        ("digit", str(label)) for label in range(10)]
+    as_tensors = read_digits(model, [torch.from_numpy(np.asarray(p).copy()).permute(2, 0, 1)
+                                     for p in pages], weights=WEIGHTS)
+    assert [r.label for r in as_tensors] == [r.label for r in from_files]
+
+
+def test_the_second_look_keeps_a_one_pixel_stroke_dark() -> None:
+    """Shrunk 3x for the second look, a one-pixel dark line keeps its darkness, where area
+    averaging leaves a third of it; light ink on a dark ground likewise; uint8 pictures (a
+    PIL file's pixels) give the floats a float picture gives."""
+    from tp3nets.data._locate import _keeping_ink
+
+    paper = torch.full((1, 2304, 2304), 0.9)
+    paper[0, 1000, 200:2000] = 0.3
+    kept = _keeping_ink(paper, 768, dark=True)
+    assert kept.shape == (1, 768, 768)
+    assert abs(float(kept.min()) - 0.3) < 1e-6
+    averaged = torch.nn.functional.interpolate(paper[None], size=(768, 768), mode="area")[0]
+    assert float(averaged.min()) > 0.65
+    assert abs(float(_keeping_ink(1 - paper, 768, dark=False).max()) - 0.7) < 1e-6
+    as_bytes = (paper * 255).round().to(torch.uint8)
+    assert torch.allclose(_keeping_ink(as_bytes, 768, dark=True),
+                          _keeping_ink(as_bytes.float() / 255, 768, dark=True))
+
+
 def test_a_closing_wider_than_twice_the_picture_is_capped_without_changing_it() -> None:
     """The paper's closing caps its window at twice the picture's side plus one: beyond
     that, every pixel's window already holds its whole row and column (the edges continue),

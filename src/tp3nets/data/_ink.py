@@ -25,6 +25,8 @@ the strokes' width is measured without them.
 from __future__ import annotations
 
 import itertools
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -62,6 +64,56 @@ def to_working_size(x: Tensor, side: int = WORK_SIDE) -> Tensor:
     scale = side / max(h, w)
     size = (max(1, round(h * scale)), max(1, round(w * scale)))
     return F.interpolate(x[None], size=size, mode="area")[0]
+
+
+@dataclass(frozen=True)
+class Finer:
+    """The picture at its own resolution, where the tensor searched is a copy shrunk when
+    the picture was read (a phone photo read from a file is shrunk by whole factors before
+    it is made floats, for speed): :func:`locate_digit` takes its second look and its
+    closer look from here, as it would from a full-size tensor.
+
+    Attributes:
+        size: the picture's own ``(H, W)``.
+        take: ``take(box, side)``: the part of the picture in ``box`` (top, left, bottom,
+            right, in the picture's own pixels; ``None``: all of it), shrunk by whole
+            factors to no less than ``side`` pixels on its longer side (``None``: not
+            shrunk), as a ``(C, H, W)`` tensor with the channels of the searched copy:
+            uint8, or floats in [0, 1].
+    """
+
+    size: tuple[int, int]
+    take: Callable[[tuple[int, int, int, int] | None, int | None], Tensor]
+
+
+def _keeping_ink(x: Tensor, side: int, dark: bool) -> Tensor:
+    """(C, H, W), uint8 or float, shrunk to at most ``side`` pixels a side so that strokes
+    thinner than the shrink keep their darkness: the darkest pixel of each block (the
+    lightest, for light ink), as floats in [0, 1]. Area averaging would spread a one-pixel
+    stroke over its block, as pale as the paper's noise. A float picture larger than twice
+    ``side`` is first averaged over whole blocks down to that (against the pixel noise), as
+    a PIL picture is when :attr:`Finer.take` shrinks it."""
+    if x.is_floating_point():
+        f = max(x.shape[-2:]) // (2 * side)
+        if f >= 2:
+            x = F.avg_pool2d(x[None], f, ceil_mode=True)[0]
+    k = math.ceil(max(x.shape[-2:]) / side)
+    out = x[:, ::k, ::k].clone()
+    pick = torch.minimum if dark else torch.maximum
+    for i, j in itertools.product(range(k), repeat=2):
+        if i or j:  # strided slices: one pass over the picture, in place of a pooling
+            block = x[:, i::k, j::k]
+            out = out[:, :block.shape[1], :block.shape[2]]
+            pick(out, block[:, :out.shape[1], :out.shape[2]], out=out)
+    return out if out.is_floating_point() else out.float().div_(255)
+
+
+def _has_marks(x: Tensor, contrast: float) -> bool:
+    """Whether the working copy's two dozen darkest and lightest pixels differ by more
+    than a third of ``contrast`` (the least the strongest ink must reach): a plain picture
+    (a black frame, an empty white page) has nothing a larger copy could show."""
+    low, high = extremes(luminance(to_working_size(x.float())))
+    return high - low > contrast / 3
 
 
 def light_ink(lum: Tensor) -> bool:

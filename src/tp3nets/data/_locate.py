@@ -27,6 +27,7 @@ pixels, so a 12-megapixel photo costs milliseconds.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from dataclasses import dataclass
@@ -38,14 +39,16 @@ from torch.nn import functional as F
 
 from ._ink import (
     SMALL_SIDE,
+    Finer,
     _beside_the_sheet,
+    _has_marks,
     _ink,
+    _keeping_ink,
     _mean3,
     _noise_floor,
     _quantiles,
     _remove_ruled_lines,
     _threshold,
-    extremes,
     to_working_size,
 )
 
@@ -55,7 +58,7 @@ from ._ink import light_ink as light_ink
 from ._ink import luminance as luminance
 from ._pieces import _border_labels, _frame_region, _Part, _parts, _runs_along_edge
 
-__all__ = ["Located", "locate_digit"]
+__all__ = ["Finer", "Located", "locate_digit"]
 
 #: A digit found smaller than this (its longer side, in pixels of the working copy) in a
 #: picture shrunk for the work is looked at again at the picture's own resolution.
@@ -103,7 +106,8 @@ class Located:
     ink: Tensor
     found: bool
     reason: str | None = None
-    #: Where the digit lies in the picture given (top, left, bottom, right), when found.
+    #: Where the digit lies (top, left, bottom, right), when found: in the picture's own
+    #: pixels (those of ``finer``, where :func:`locate_digit` was given one).
     box: tuple[int, int, int, int] | None = None
     #: Whether the ink was read as dark on light.
     dark: bool | None = None
@@ -425,7 +429,10 @@ def _box(group: list[_Part]) -> tuple[int, int, int, int]:
             max(p.bottom for p in group), max(p.right for p in group))
 
 
-def locate_digit(x: Tensor, invert: bool | None = None) -> Located:
+LOOK_AGAIN = 2 * WORK_SIDE
+
+
+def locate_digit(x: Tensor, invert: bool | None = None, finer: Finer | None = None) -> Located:
     """Find the one digit in a (C, H, W) picture in [0, 1] (C in 1, 3), any size.
 
     The search runs on a working copy of at most :data:`WORK_SIDE` pixels a side. A digit
@@ -438,36 +445,56 @@ def locate_digit(x: Tensor, invert: bool | None = None) -> Located:
         x: the picture (already composited or turned into ink for transparent pictures).
         invert: ``True`` for dark ink on light paper, ``False`` for light ink on a dark
             ground, ``None`` to tell from the picture.
+        finer: the picture at its own resolution, when ``x`` is a shrunk copy of it.
 
     Returns:
         A :class:`Located` with the digit's ink cropped to its strokes, or why there is no
         single digit.
     """
-    found = _locate_once(x, invert)
     h, w = x.shape[-2:]
+    full_h, full_w = finer.size if finer is not None else (h, w)
+
+    def take(box: tuple[int, int, int, int] | None, side: int | None) -> Tensor:
+        if finer is not None:
+            return finer.take(box, side)
+        return x if box is None else x[:, box[0]:box[2], box[1]:box[3]]
+
+    found = _in_picture(_locate_once(x, invert), full_h / h, full_w / w)
+    looked_again = False
     if (not found.found and found.reason in (BLANK, SHADE, SPECKS)
-            and max(h, w) >= 2 * WORK_SIDE and _has_marks(x)):
-        # A small digit's thin strokes can average away in the working copy: a second look
-        # on a copy twice as large before saying there is no ink.
-        again = _locate_once(x, invert, 2 * WORK_SIDE)
-        found = again if again.found else found
-    if not found.found or found.box is None or max(h, w) <= WORK_SIDE:
+            and max(full_h, full_w) >= 2 * WORK_SIDE and _has_marks(x, MIN_CONTRAST)):
+        # A small digit's thin strokes average away in the working copy: a second look, on
+        # a copy twice as large that keeps them (:func:`_keeping_ink`), before saying there
+        # is no ink. What it finds is read from the picture itself (below).
+        dark = invert if invert is not None else not light_ink(luminance(to_working_size(x)))
+        larger = _keeping_ink(take(None, 2 * LOOK_AGAIN), LOOK_AGAIN, dark)
+        again = _locate_once(larger, dark, LOOK_AGAIN)
+        if again.found:
+            ky, kx = full_h / larger.shape[-2], full_w / larger.shape[-1]
+            found, looked_again = _in_picture(again, ky, kx), True
+    if not found.found or found.box is None or max(full_h, full_w) <= WORK_SIDE:
         return found
     top, left, bottom, right = found.box
     side = max(bottom - top, right - left)
-    if side * WORK_SIDE / max(h, w) >= ZOOM_BELOW:
+    if side * WORK_SIDE / max(full_h, full_w) >= ZOOM_BELOW and not looked_again:
         return found
-    crop = x[:, max(0, top - side):min(h, bottom + side), max(0, left - side):min(w, right + side)]
+    box = (max(0, top - side), max(0, left - side), min(full_h, bottom + side),
+           min(full_w, right + side))
+    crop = take(box, None)
+    crop = crop if crop.is_floating_point() else crop.float().div_(255)
     closer = _locate_once(crop, found.dark)
-    return closer if closer.found else found
+    return _in_picture(closer, 1.0, 1.0, (box[0], box[1])) if closer.found else found
 
 
-def _has_marks(x: Tensor) -> bool:
-    """Whether the working copy's two dozen darkest and lightest pixels differ by more
-    than a third of :data:`MIN_CONTRAST`: a plain picture (a black frame, an empty white
-    page) has nothing a larger copy could show."""
-    low, high = extremes(luminance(to_working_size(x.float())))
-    return high - low > MIN_CONTRAST / 3
+def _in_picture(found: Located, ky: float, kx: float, at: tuple[int, int] = (0, 0)) -> Located:
+    """``found``, from a search of a copy of the picture, with its box scaled by ``ky``,
+    ``kx`` and moved by ``at``: in the picture's own pixels."""
+    if found.box is None:
+        return found
+    top, left, bottom, right = found.box
+    return dataclasses.replace(found, box=(at[0] + int(top * ky), at[1] + int(left * kx),
+                                           at[0] + math.ceil(bottom * ky),
+                                           at[1] + math.ceil(right * kx)))
 
 
 def _locate_once(x: Tensor, invert: bool | None, side: int = WORK_SIDE) -> Located:

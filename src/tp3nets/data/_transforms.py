@@ -17,9 +17,10 @@ from ._images import standard_mode
 __all__ = ["DigitImage", "MNISTPreprocess"]
 
 
-def _pil_to_float(img: Any) -> Tensor:
+def _pil_to_float(img: Any) -> tuple[Tensor, _locate.Finer | None]:
     """PIL image → float tensor (C, H, W) in [0, 1], upright; C is 1 or 3, plus a last
-    alpha channel where the image has transparency."""
+    alpha channel where the image has transparency. A phone photo comes shrunk, with the
+    picture at its own resolution beside it (:class:`~._locate.Finer`) for a closer look."""
     from PIL import ImageOps
 
     if img.getexif().get(0x0112, 1) != 1:  # phone photos store their rotation in EXIF
@@ -29,14 +30,35 @@ def _pil_to_float(img: Any) -> Tensor:
     if img.mode == "F":  # 16- and 32-bit images, scaled by their depth, not clipped
         data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.float32)
         _check_finite(data, f"image (mode {mode})")
-        return data.reshape(1, img.height, img.width)
-    channels = len(img.mode)
-    if max(img.size) >= 2 * _locate.WORK_SIDE and channels in (1, 3):
+        return data.reshape(1, img.height, img.width), None
+    finer = None
+    if max(img.size) >= 2 * _locate.WORK_SIDE and len(img.mode) in (1, 3):
         # A phone photo: shrink it by whole factors (box averaging, in Pillow's C code)
-        # before making floats of 12 Mpixels; _locate brings it to its working size.
+        # before making floats of 12 Mpixels; _locate brings it to its working size, and
+        # takes a small digit's closer look from the picture itself.
+        finer = _locate.Finer((img.height, img.width), _pil_taker(img))
         img = img.reduce(max(img.size) // _locate.WORK_SIDE)
+    return _pil_bytes(img).float().div_(255), finer
+
+
+def _pil_bytes(img: Any) -> Tensor:
+    """A PIL image of 8-bit channels → uint8 tensor (C, H, W)."""
+    channels = len(img.mode)
     data8 = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
-    return data8.reshape(img.height, img.width, channels).permute(2, 0, 1).float().div_(255)
+    return data8.reshape(img.height, img.width, channels).permute(2, 0, 1)
+
+
+def _pil_taker(img: Any) -> Any:
+    """:attr:`~._locate.Finer.take` for a PIL image: a part of it, shrunk by whole factors
+    to no less than the side asked (box averaging, in Pillow's C code), as uint8."""
+
+    def take(box: tuple[int, int, int, int] | None, side: int | None) -> Tensor:
+        part = img if box is None else img.crop((box[1], box[0], box[3], box[2]))
+        if side is not None and max(part.size) >= 2 * side:
+            part = part.reduce(max(part.size) // side)
+        return _pil_bytes(part)
+
+    return take
 
 
 def _check_finite(x: Tensor, what: str) -> None:
@@ -58,9 +80,10 @@ def _check_finite(x: Tensor, what: str) -> None:
             )
 
 
-def _to_float(img: Any) -> Tensor:
+def _to_float(img: Any) -> tuple[Tensor, _locate.Finer | None]:
     """PIL image, NumPy array or tensor → float tensor (…, C, H, W) in [0, 1], C in 1 to 4
-    (gray, gray and alpha, RGB, RGBA)."""
+    (gray, gray and alpha, RGB, RGBA), and for a PIL photo shrunk on the way, the picture
+    at its own resolution."""
     source: str | None = None
     numpy = sys.modules.get("numpy")
     if numpy is not None and isinstance(img, numpy.ndarray):
@@ -114,7 +137,7 @@ def _to_float(img: Any) -> Tensor:
                 f"got values from {low:g} to {high:g}; divide 0-255 values by 255, and give "
                 f"images before any Normalize"
             )
-    return x
+    return x, None
 
 
 def _resolve_alpha(x: Tensor) -> tuple[Tensor, bool | None]:
@@ -252,7 +275,8 @@ class MNISTPreprocess(nn.Module):
         self.invert = invert
         self.fit = fit
 
-    def _one(self, x: Tensor, judge: bool) -> DigitImage:  # (C, H, W) → (1, size, size)
+    def _one(self, x: Tensor, judge: bool,  # (C, H, W) → (1, size, size)
+             finer: _locate.Finer | None = None) -> DigitImage:
         x = x.cpu() if x.device.type != "cpu" else x
         dark_ink: bool | None = None if self.invert == "auto" else bool(self.invert)
         if x.shape[0] in (2, 4):
@@ -272,9 +296,9 @@ class MNISTPreprocess(nn.Module):
                                       mode="bilinear", antialias=True)[0].clamp(0.0, 1.0)
             if not judge:
                 return DigitImage(plain, True)
-            found = _locate.locate_digit(x, dark_ink)
+            found = _locate.locate_digit(x, dark_ink, finer)
             return DigitImage(plain, found.found, found.reason)
-        found = _locate.locate_digit(x, dark_ink)
+        found = _locate.locate_digit(x, dark_ink, finer)
         # Without one digit, the model still sees what was found (the largest mark, or the
         # whole ink map): its answer is what read_digits reports beside "no digit".
         image = (x.new_zeros(1, self.size, self.size) if found.reason == _locate.BLANK
@@ -282,10 +306,10 @@ class MNISTPreprocess(nn.Module):
         return DigitImage(image, found.found, found.reason)
 
     def _all(self, img: Any, judge: bool) -> list[DigitImage] | DigitImage:
-        x = _to_float(img)
+        x, finer = _to_float(img)
         if x.dim() == 4:
             return [self._one(s, judge) for s in x]
-        return self._one(x, judge)
+        return self._one(x, judge, finer)
 
     def inspect(self, img: Any) -> Any:
         """Preprocess a picture (or a batch) and say whether it holds one digit.
