@@ -429,7 +429,8 @@ def _box(group: list[_Part]) -> tuple[int, int, int, int]:
             max(p.bottom for p in group), max(p.right for p in group))
 
 
-LOOK_AGAIN = 2 * WORK_SIDE
+#: The side of the second look's copy (:func:`locate_digit`), which keeps thin strokes.
+LOOK_AGAIN: Final = 2 * WORK_SIDE
 
 
 def locate_digit(x: Tensor, invert: bool | None = None, finer: Finer | None = None) -> Located:

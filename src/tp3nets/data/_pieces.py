@@ -250,7 +250,7 @@ def _touching_frames(lab: NDArray[Any], ink: NDArray[Any], skip: set[int], slice
         band = piece & (ndimage.distance_transform_edt(filled) <= 1.5 * stroke + 1)
         inner = piece & ~band
         weights = np.pad(ink[s], 1) * piece
-        if weights[inner].sum() < TOUCHING_HELD * weights.sum():
+        if not inner.any() or weights[inner].sum() < TOUCHING_HELD * weights.sum():
             continue
         rows, cols = np.flatnonzero(inner.any(axis=1)), np.flatnonzero(inner.any(axis=0))
         if rows[-1] - rows[0] + 1 < HELD * h or masses()[i] < 0.2 * float(np.max(masses())):
