@@ -563,6 +563,26 @@ def test_a_thin_small_digit_in_a_photo_file_is_found(model: torch.nn.Module) -> 
     assert [r.label for r in as_tensors] == [r.label for r in from_files]
 
 
+def test_a_faint_small_digit_below_a_table_is_found(model: torch.nn.Module) -> None:
+    """A table across the top of a 2400x1800 photo and a faint digit 60 px tall on the
+    sheet: on the first look's averaged copy only the table's edge is ink ("ink only along
+    the picture's edges"); the second look, which keeps thin strokes, finds the digit."""
+    from scipy import ndimage
+
+    read = []
+    for label in range(10):
+        rng = np.random.default_rng(label)
+        h, w, side = 1800, 2400, 60
+        page = (0.85 - 0.1 * np.linspace(0, 1, w)[None, :]
+                + 0.05 * np.linspace(0, 1, h)[:, None] + rng.normal(0.0, 0.01, (h, w)))
+        page[:300, :] = _wood(rng, 300, w, 0.3)
+        ink = ndimage.binary_erosion(sample_ink(label, side) > 0.5).astype(np.float64)
+        top, left = int(rng.integers(500, 1200)), int(rng.integers(500, 1800))
+        page[top:top + side, left:left + side] *= 1 - 0.4 * ink
+        read.append(_read(model, _photo(page, blur=1.5)))
+    assert read == [("digit", str(label)) for label in range(10)]
+
+
 def test_the_second_look_keeps_a_one_pixel_stroke_dark() -> None:
     """Shrunk 3x for the second look, a one-pixel dark line keeps its darkness, where area
     averaging leaves a third of it; light ink on a dark ground likewise; uint8 pictures (a

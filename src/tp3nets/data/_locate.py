@@ -462,11 +462,12 @@ def locate_digit(x: Tensor, invert: bool | None = None, finer: Finer | None = No
 
     found = _in_picture(_locate_once(x, invert), full_h / h, full_w / w)
     looked_again = False
-    if (not found.found and found.reason in (BLANK, SHADE, SPECKS)
+    if (not found.found and found.reason in (BLANK, SHADE, SPECKS, EDGES_ONLY)
             and max(full_h, full_w) >= 2 * WORK_SIDE and _has_marks(x, MIN_CONTRAST)):
         # A small digit's thin strokes average away in the working copy: a second look, on
         # a copy twice as large that keeps them (:func:`_keeping_ink`), before saying there
-        # is no ink. What it finds is read from the picture itself (below).
+        # is no ink, or ink only along the edges (a table, a shadow's edge, which stay
+        # strong when averaged). What it finds is read from the picture itself (below).
         dark = invert if invert is not None else not light_ink(luminance(to_working_size(x)))
         larger = _keeping_ink(take(None, 2 * LOOK_AGAIN), LOOK_AGAIN, dark)
         again = _locate_once(larger, dark, LOOK_AGAIN)
