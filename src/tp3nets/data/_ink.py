@@ -28,7 +28,7 @@ import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeAlias
 
 import torch
 from torch import Tensor
@@ -66,6 +66,10 @@ def to_working_size(x: Tensor, side: int = WORK_SIDE) -> Tensor:
     return F.interpolate(x[None], size=size, mode="area")[0]
 
 
+#: ``take(box, side)`` of :class:`Finer`.
+Take: TypeAlias = Callable[[tuple[int, int, int, int] | None, int | None], Tensor]
+
+
 @dataclass(frozen=True)
 class Finer:
     """The picture at its own resolution, where the tensor searched is a copy shrunk when
@@ -83,7 +87,7 @@ class Finer:
     """
 
     size: tuple[int, int]
-    take: Callable[[tuple[int, int, int, int] | None, int | None], Tensor]
+    take: Take
 
 
 def _keeping_ink(x: Tensor, side: int, dark: bool) -> Tensor:

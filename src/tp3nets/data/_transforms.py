@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .._util._checks import check_int
-from . import _locate
+from . import _ink, _locate
 from ._images import standard_mode
 
 __all__ = ["DigitImage", "MNISTPreprocess"]
@@ -48,7 +48,7 @@ def _pil_bytes(img: Any) -> Tensor:
     return data8.reshape(img.height, img.width, channels).permute(2, 0, 1)
 
 
-def _pil_taker(img: Any) -> Any:
+def _pil_taker(img: Any) -> _ink.Take:
     """:attr:`~._locate.Finer.take` for a PIL image: a part of it, shrunk by whole factors
     to no less than the side asked (box averaging, in Pillow's C code), as uint8."""
 
